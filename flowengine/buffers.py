@@ -1,0 +1,104 @@
+"""The two buffers that flow through a pipeline: PCM frames and codec packets.
+
+Timestamps are integers in `time_base` units (a Fraction). For PCM the usual
+time base is 1/sample_rate, so the next frame's pts is pts + samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from .format import AudioFormat, check_pcm, convert
+
+DEFAULT_STREAM = "0"
+
+PACKET_FLAG_KEY = 1
+PACKET_FLAG_CORRUPT = 2
+
+
+@dataclass
+class AudioFrame:
+    """A block of PCM samples of one stream, in a known format."""
+
+    data: np.ndarray
+    format: AudioFormat
+    pts: int | None = None
+    time_base: Fraction | None = None
+    stream: str = DEFAULT_STREAM
+
+    def __post_init__(self) -> None:
+        self.data = check_pcm(self.data, self.format, where=f"stream {self.stream!r}")
+        if self.time_base is None:
+            self.time_base = Fraction(1, self.format.sample_rate)
+        else:
+            self.time_base = Fraction(self.time_base)
+
+    @property
+    def samples(self) -> int:
+        """Samples per channel."""
+        return int(self.data.shape[1] if self.format.planar else self.data.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.format.sample_rate
+
+    @property
+    def end_pts(self) -> int | None:
+        """pts of the sample after this frame, in time_base units."""
+        if self.pts is None:
+            return None
+        return self.pts + int(round(self.samples / self.format.sample_rate / self.time_base))
+
+    def to_format(self, fmt: AudioFormat) -> "AudioFrame":
+        """The same audio in another sample type / layout (not rate or channels)."""
+        if fmt == self.format:
+            return self
+        return AudioFrame(convert(self.data, self.format, fmt), fmt, self.pts, self.time_base,
+                          self.stream)
+
+    def planar(self) -> np.ndarray:
+        """Samples as a (channels, samples) array, without copying when already planar."""
+        return self.data if self.format.planar else self.data.T
+
+
+@dataclass
+class Packet:
+    """One encoded codec frame (an MP3 frame, an ADTS AAC frame, an Opus packet, ...)."""
+
+    data: bytes
+    time_base_num: int = 1
+    time_base_den: int = 48000
+    pts: int | None = None
+    dts: int | None = None
+    duration: int | None = None
+    flags: int = 0
+    codec: str = ""
+    stream: str = DEFAULT_STREAM
+    # Codec parameters a decoder needs that are not in the bytes (e.g. Opus header).
+    extradata: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (bytearray, memoryview)):
+            self.data = bytes(self.data)
+        if not isinstance(self.data, bytes):
+            raise TypeError(f"Packet data must be bytes, got {type(self.data).__name__}")
+
+    @property
+    def time_base(self) -> Fraction:
+        return Fraction(self.time_base_num, self.time_base_den)
+
+    @property
+    def is_key(self) -> bool:
+        return bool(self.flags & PACKET_FLAG_KEY)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+CodecPacket = Packet

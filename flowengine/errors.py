@@ -1,0 +1,31 @@
+"""Typed errors. Each message says what went wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class FlowError(Exception):
+    """Base class of every error flowengine raises on purpose."""
+
+
+class FormatError(FlowError, ValueError):
+    """PCM or a parameter does not match the expected audio format (shape, dtype, rate)."""
+
+
+class CodecError(FlowError, RuntimeError):
+    """A codec could not be opened, or rejected data (corrupt packet, truncated stream)."""
+
+
+class UnknownCodecError(FlowError, ValueError):
+    """A codec name that flowengine does not know."""
+
+
+class WireError(FlowError, ValueError):
+    """A message on a data-plane edge failed validation."""
+
+
+class ConfigError(FlowError, ValueError):
+    """A run description (YAML, parameters, pipeline wiring) is invalid."""
+
+
+class WorkerFailed(FlowError, RuntimeError):
+    """A worker process of a multiprocess run died or reported an error."""
