@@ -1,0 +1,1 @@
+"""Codecs: Encoder and Decoder over PyAV (and a bundled LAME for MP3)."""
