@@ -1,0 +1,1 @@
+"""Run descriptions: YAML with line numbers, the pydantic model, validation against the registry."""

@@ -1,0 +1,97 @@
+"""The run description: a pydantic model of the YAML, checked for shape before anything runs.
+
+The same model generates the JSON Schema editors use (`flowengine schema`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+from .source import ConfigSource
+
+__all__ = ["StageConfig", "RunConfig", "parse_run_config", "json_schema"]
+
+
+class StageConfig(BaseModel):
+    """One stage: an operator, its parameters, and how it is run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Unique stage name; defaults to the operator name.")
+    op: str = Field(..., description="Operator name, as listed by `flowengine ops`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Operator parameters.")
+    inputs: list[str] | None = Field(
+        None, description="Stages this one reads from; default: the stage before it.")
+    replicas: int | Literal["auto"] = Field(1, description="Worker processes for this stage.")
+    hwm: int = Field(64, ge=1, le=1_000_000,
+                     description="High-water mark in messages on this stage's input edges.")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="What a bad packet does: stop the run, or be counted and skipped.")
+    max_errors: int | None = Field(
+        None, ge=0, description="With on_error: skip, fail once more than this many were skipped.")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_input_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("replicas")
+    @classmethod
+    def _positive_replicas(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("replicas must be at least 1 (or 'auto')")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.op
+
+
+class RunConfig(BaseModel):
+    """A whole run: its stages, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("run", description="Name of the run, shown in logs and reports.")
+    description: str | None = None
+    stages: list[StageConfig] = Field(..., min_length=1)
+    block_samples: int | None = Field(
+        None, ge=16, le=1 << 20,
+        description="Samples per message on PCM edges (larger = cheaper; smaller = lower latency).")
+    transport: Literal["ipc", "tcp"] = Field("ipc", description="Data-plane transport between workers.")
+
+
+def _error_path(loc: tuple) -> tuple:
+    # pydantic locations are ("stages", 2, "hwm"); drop union-branch tags like "int".
+    return tuple(part for part in loc if isinstance(part, int) or not str(part).startswith(
+        ("literal[", "function-", "int", "str", "list[")))
+
+
+def parse_run_config(source: ConfigSource) -> RunConfig:
+    """Validate the document's shape; every problem is reported with its file:line and key."""
+    if not isinstance(source.data, dict):
+        raise ConfigError(f"{source.filename}: a run config must be a mapping with a 'stages' list, "
+                          f"got {type(source.data).__name__}")
+    try:
+        return RunConfig.model_validate(source.data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = _error_path(error["loc"])
+            key = ".".join(str(p) for p in path) or "(top level)"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"{source.where(path)}: {key}: {message}")
+        raise ConfigError("invalid run config:\n  " + "\n  ".join(dict.fromkeys(problems))) from None
+
+
+def json_schema() -> dict:
+    """JSON Schema of the run config format, for editors."""
+    schema = RunConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flowengine run config"
+    return schema

@@ -1,0 +1,109 @@
+"""YAML text -> plain data, remembering the line of every key so errors can point at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["ConfigSource", "load_source", "load_file", "parse_override", "apply_override"]
+
+KeyPath = tuple  # a key path into the document: ("stages", 2, "params", "gain_db")
+
+# Keys of a stage itself; any other --set key is an operator parameter.
+_STAGE_KEYS = {"replicas", "hwm", "on_error", "max_errors", "inputs", "op", "ordered"}
+
+
+@dataclass
+class ConfigSource:
+    """Parsed YAML plus where each key and item stands in the file (1-based lines)."""
+
+    data: Any
+    filename: str = "<config>"
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: KeyPath) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+    def where(self, path: KeyPath) -> str:
+        line = self.line_of(path)
+        return f"{self.filename}:{line}" if line else self.filename
+
+
+def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = path + (key_node.value,)
+            lines[key] = key_node.start_mark.line + 1
+            _record_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, path + (index,), lines)
+
+
+def load_source(text: str, filename: str = "<config>") -> ConfigSource:
+    """Parse YAML text; a syntax error becomes a ConfigError with file and line."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{filename}{line}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{filename}: invalid YAML: {exc}") from None
+    lines: dict[KeyPath, int] = {}
+    if root is not None:
+        _record_lines(root, (), lines)
+    return ConfigSource(data, filename, lines)
+
+
+def load_file(path: str | Path) -> ConfigSource:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return load_source(text, str(path))
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'stage.param=value' -> (stage, param, value parsed as YAML: 3 -> int, -3.5 -> float)."""
+    target, sep, raw = text.partition("=")
+    stage, dot, param = target.strip().partition(".")
+    if not sep or not dot or not stage or not param:
+        raise ConfigError(f"--set {text!r}: expected STAGE.PARAM=VALUE, e.g. --set gain.gain_db=-6")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return stage, param.strip(), value
+
+
+def apply_override(source: ConfigSource, override: str) -> None:
+    """Apply one --set override in place. Stage-level keys (replicas, hwm, on_error) are set on
+    the stage; anything else goes into its params."""
+    stage_name, key, value = parse_override(override)
+    stages = source.data.get("stages") if isinstance(source.data, dict) else None
+    for index, stage in enumerate(stages or []):
+        if isinstance(stage, dict) and stage_name in (stage.get("name"), stage.get("op")):
+            if key in _STAGE_KEYS:
+                stage[key] = value
+            else:
+                stage.setdefault("params", {})[key] = value
+            return
+    raise ConfigError(f"--set {override!r}: no stage named {stage_name!r}")
+
