@@ -8,8 +8,13 @@ only the signal processing:
 
     _configure(input_format)   (re)build DSP state once the input format is known
     _output_format(input_format) -> AudioFormat    default: the input format
+                               (called after _configure, so it may use that state)
     _process(block) -> block   float64 planar (channels, n) in, (out_channels, m) out
     _tail() -> block | None    what is still inside at the end of input (flush)
+
+A subclass validates and stores its parameters *before* calling
+`super().__init__(format, ...)`, which runs `_configure` at once when the
+format is already known.
 
 Timeline: output pts start at the first input pts (0 when none was given),
 converted to output samples, and advance by the samples emitted, so output
@@ -221,6 +226,7 @@ class BaseProcessor:
             self._set_format(self._initial_format)
 
     def _set_format(self, fmt: AudioFormat) -> None:
+        self._configure(fmt)
         out = self._output_format(fmt)
         changes = {}
         if self._out_sample_type is not None:
@@ -228,7 +234,6 @@ class BaseProcessor:
         if self._out_planar is not None:
             changes["planar"] = bool(self._out_planar)
         out = out.with_(**changes) if changes else out
-        self._configure(fmt)
         self._input_format = fmt
         self._out_format = out
         if self.out_chunk_samples is not None:
