@@ -1,0 +1,499 @@
+"""The data-plane wire format (DESIGN §5): pure encode/decode, no sockets.
+
+Theory of operation
+-------------------
+A message is a list of ZeroMQ frames. Data kinds carry two frames,
+``[header, payload]``; control kinds carry the header alone::
+
+    pcm   [header, raw samples]   one AudioFrame
+    pkt   [header, packet bytes]  one Packet (codec frame)
+    caps  [header]                what a stream carries (format, codec, extradata)
+    eos   [header]                end of one stream, with the counts sent on it
+    eof   [header]                end of the run from one sender ("stage:replica")
+
+The header is a msgpack map with short keys (``v`` version, ``k`` kind, ``s``
+stream, ``q`` per-stream sequence number, ``src`` sender id, ...; the tables
+``_SCHEMAS`` below are the complete list). Samples travel little-endian in
+the frame's declared layout (planar ``(channels, samples)`` or interleaved
+``(samples, channels)``), C-contiguous.
+
+``decode`` trusts nothing: the version, kind, frame count, every key and its
+type, value ranges, the payload length against the header and the total size
+are checked, and msgpack itself is run with tight limits, so a hostile header
+cannot allocate more than the bytes it arrived in. Every failure is a
+``WireError`` naming what was wrong; no other exception escapes and no array
+of the wrong size is ever built.
+
+Copies: on receive the PCM array is ``np.frombuffer`` over the received frame
+(no copy) and is handed out **read-only** (``writable=True`` copies instead):
+the nodes downstream treat input as immutable, and a read-only array turns an
+accidental in-place write into an immediate error rather than silent
+corruption of a buffer ZeroMQ owns. On send the payload is a memoryview of
+the contiguous array; ``send_kwargs`` says whether to let ZeroMQ copy it
+(cheaper below ``ZERO_COPY_MIN_BYTES``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from operator import index
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ..buffers import PACKET_FLAG_KEY, AudioFrame, Packet
+from ..errors import WireError
+from ..format import SAMPLE_TYPES, AudioFormat
+from ..node import KINDS as BUFFER_KINDS
+from ..node import PACKET, PCM
+
+__all__ = [
+    "WIRE_VERSION", "KINDS", "DATA_KINDS", "CONTROL_KINDS", "MAX_MESSAGE_BYTES",
+    "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES",
+    "Caps", "Message", "encode_frame", "encode_packet", "encode_caps", "encode_eos",
+    "encode_eof", "decode", "send_kwargs", "message_nbytes",
+]
+
+WIRE_VERSION = 1
+KINDS = ("pcm", "pkt", "caps", "eos", "eof")
+DATA_KINDS = ("pcm", "pkt")
+CONTROL_KINDS = ("caps", "eos", "eof")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Headers are small; the largest legitimate one is a caps with codec extradata.
+MAX_HEADER_BYTES = 1024 * 1024
+MAX_NAME_CHARS = 256
+MAX_CAPS_PARAMS = 64
+# pyzmq copies anything smaller itself, and measured here a zero-copy send of
+# 9-32 KB blocks was 35-43 % slower than a copy.
+ZERO_COPY_MIN_BYTES = 65536
+
+Frame = bytes | memoryview
+
+# Little-endian on the wire, so tcp:// edges between hosts agree on samples.
+_WIRE_DTYPES = {t: AudioFormat(1, 1, t).dtype.newbyteorder("<") for t in SAMPLE_TYPES}
+_NATIVE_LITTLE = sys.byteorder == "little"
+_SCALARS = (int, float, str, bool, type(None))
+
+
+# --------------------------------------------------------------------------- types
+
+@dataclass(frozen=True)
+class Caps:
+    """What a stream carries; sent before its first buffer and again when it changes.
+
+    `kind` is "pcm" or "packet". PCM streams need `format`; packet streams need
+    `codec` (may be "") and may give the coded audio's `format`, the codec's
+    `extradata` (e.g. an Opus header) and scalar codec `params` (bit_rate, ...).
+    """
+
+    kind: str
+    format: AudioFormat | None = None
+    codec: str | None = None
+    time_base: Fraction | None = None
+    extradata: bytes | None = field(default=None, repr=False)
+    params: Mapping[str, int | float | str | bool | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUFFER_KINDS:
+            raise WireError(f"caps kind {self.kind!r} is not one of {', '.join(BUFFER_KINDS)}")
+        if self.kind == PCM and self.format is None:
+            raise WireError("pcm caps need the format (sr, ch, fmt, planar)")
+        if self.kind == PACKET and self.codec is None:
+            raise WireError("packet caps need the codec name")
+        if self.codec is not None:
+            _check_name("codec", self.codec, allow_empty=True)
+        if self.time_base is not None:
+            object.__setattr__(self, "time_base", Fraction(self.time_base))
+            if self.time_base <= 0:
+                raise WireError(f"caps time_base must be positive, got {self.time_base}")
+        if self.extradata is not None:
+            object.__setattr__(self, "extradata", bytes(self.extradata))
+        params = dict(self.params)
+        if len(params) > MAX_CAPS_PARAMS:
+            raise WireError(f"caps has {len(params)} params, over the maximum {MAX_CAPS_PARAMS}")
+        for key, value in params.items():
+            _check_name("caps param name", key)
+            if type(value) not in _SCALARS:
+                raise WireError(f"caps param {key!r} must be int, float, str, bool or None, "
+                                f"got {type(value).__name__}")
+        object.__setattr__(self, "params", params)
+
+    @classmethod
+    def for_frame(cls, frame: AudioFrame) -> "Caps":
+        """The caps of a PCM stream whose frames look like `frame`."""
+        return cls(PCM, frame.format, time_base=frame.time_base)
+
+    @classmethod
+    def for_packet(cls, packet: Packet, fmt: AudioFormat | None = None) -> "Caps":
+        """The caps of a packet stream whose packets look like `packet`."""
+        return cls(PACKET, fmt, packet.codec, packet.time_base, packet.extradata)
+
+
+@dataclass
+class Message:
+    """One decoded data-plane message.
+
+    `buffer` is the AudioFrame or Packet of a data kind. `info` holds the
+    control payload: caps -> {"caps": Caps}; eos -> {"messages": int,
+    "samples": int}; eof -> {}. `nbytes` is the size on the wire.
+    """
+
+    kind: str
+    stream: str | None = None
+    seq: int | None = None
+    buffer: AudioFrame | Packet | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    sender: str | None = None
+    nbytes: int = 0
+
+
+# ---------------------------------------------------------------------- encoding
+
+def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None) -> list[Frame]:
+    """An AudioFrame as ``[header, payload]``; the payload is a view, not a copy."""
+    fmt = frame.format
+    header = _base_header("pcm", frame.stream, seq, sender)
+    header.update(pts=_opt_int("pts", frame.pts), tb=_time_base(frame.time_base.numerator, frame.time_base.denominator),
+                  sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type,
+                  planar=fmt.planar, n=frame.samples)
+    # ascontiguousarray is a no-op for the usual contiguous native little-endian array.
+    data = np.ascontiguousarray(frame.data, dtype=_WIRE_DTYPES[fmt.sample_type])
+    return [_pack(header), data.reshape(-1).view(np.uint8).data]
+
+
+def encode_packet(packet: Packet, seq: int, *, sender: str | None = None) -> list[Frame]:
+    """A Packet as ``[header, payload]``. Extradata travels in caps, not per packet."""
+    header = _base_header("pkt", packet.stream, seq, sender)
+    flags = _uint("flags", packet.flags)
+    header.update(pts=_opt_int("pts", packet.pts),
+                  tb=_time_base(packet.time_base_num, packet.time_base_den),
+                  codec=_check_name("codec", packet.codec, allow_empty=True),
+                  dur=_opt_int("duration", packet.duration), dts=_opt_int("dts", packet.dts),
+                  key=bool(flags & PACKET_FLAG_KEY))
+    if flags & ~PACKET_FLAG_KEY:
+        header["fl"] = _uint("flags", flags & ~PACKET_FLAG_KEY)
+    return [_pack(header), memoryview(packet.data)]
+
+
+def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None) -> list[Frame]:
+    """The caps of `stream` as ``[header]``."""
+    header = _base_header("caps", stream, seq, sender)
+    header["b"] = caps.kind
+    if caps.format is not None:
+        fmt = caps.format
+        header.update(sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type, planar=fmt.planar)
+    if caps.codec is not None:
+        header["codec"] = caps.codec
+    if caps.time_base is not None:
+        header["tb"] = _time_base(caps.time_base.numerator, caps.time_base.denominator)
+    if caps.extradata is not None:
+        header["x"] = caps.extradata
+    if caps.params:
+        header["p"] = dict(caps.params)
+    return [_pack(header)]
+
+
+def encode_eos(stream: str, seq: int, *, messages: int, samples: int = 0,
+               sender: str | None = None) -> list[Frame]:
+    """End of `stream`: `messages` data messages and `samples` PCM samples were sent on it."""
+    header = _base_header("eos", stream, seq, sender)
+    header.update(m=_uint("messages", messages), n=_uint("samples", samples))
+    return [_pack(header)]
+
+
+def encode_eof(sender: str) -> list[Frame]:
+    """End of the run from `sender` (e.g. "decode:0")."""
+    return [_pack({"v": WIRE_VERSION, "k": "eof", "src": _check_name("sender", sender)})]
+
+
+def send_kwargs(payload: Frame) -> dict[str, bool]:
+    """Keyword arguments for ``socket.send_multipart`` of a message whose last frame is `payload`."""
+    return {"copy": memoryview(payload).nbytes < ZERO_COPY_MIN_BYTES}
+
+
+def message_nbytes(frames: Sequence[Frame]) -> int:
+    """Total size of a message's frames in bytes."""
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def _base_header(kind: str, stream: str, seq: int, sender: str | None) -> dict[str, Any]:
+    header = {"v": WIRE_VERSION, "k": kind, "s": _check_name("stream id", stream),
+              "q": _uint("seq", seq)}
+    if sender is not None:
+        header["src"] = _check_name("sender", sender)
+    return header
+
+
+def _pack(header: dict[str, Any]) -> bytes:
+    try:
+        packed = msgpack.packb(header, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireError(f"cannot encode {header.get('k')} header: {exc}") from None
+    if len(packed) > MAX_HEADER_BYTES:
+        raise WireError(f"{header.get('k')} header of {len(packed)} bytes is over the maximum "
+                        f"{MAX_HEADER_BYTES}")
+    return packed
+
+
+def _check_name(what: str, value: object, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{what} must be a str, got {type(value).__name__}")
+    if len(value) > MAX_NAME_CHARS or (not value and not allow_empty):
+        raise WireError(f"{what} must have 1 to {MAX_NAME_CHARS} characters, got {len(value)}")
+    return value
+
+
+def _uint(what: str, value: object) -> int:
+    try:
+        number = index(value)  # ints and numpy ints, never a silently truncated float
+    except TypeError:
+        raise WireError(f"{what} must be an int, got {type(value).__name__}") from None
+    if number < 0:
+        raise WireError(f"{what} must be >= 0, got {number}")
+    return number
+
+
+def _opt_int(what: str, value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return index(value)
+    except TypeError:
+        raise WireError(f"{what} must be an int or None, got {type(value).__name__}") from None
+
+
+def _time_base(num: object, den: object) -> list[int]:
+    num, den = _opt_int("time base numerator", num), _opt_int("time base denominator", den)
+    if num is None or den is None or num <= 0 or den <= 0:
+        raise WireError(f"time base must be two positive ints, got {num}/{den}")
+    return [num, den]
+
+
+# ---------------------------------------------------------------------- decoding
+
+@dataclass(frozen=True)
+class _Field:
+    """One header key: the msgpack types it may have and the rule on its value."""
+
+    types: tuple[type, ...]
+    type_name: str
+    rule: str = ""
+    valid: Callable[[Any], bool] | None = None
+    required: bool = True
+
+    def optional(self) -> "_Field":
+        return _Field(self.types, self.type_name, self.rule, self.valid, required=False)
+
+
+def _is_name(value: str) -> bool:
+    return 0 < len(value) <= MAX_NAME_CHARS
+
+
+def _is_tb(value: list) -> bool:
+    return len(value) == 2 and all(type(x) is int and x > 0 for x in value)
+
+
+def _is_params(value: dict) -> bool:
+    return len(value) <= MAX_CAPS_PARAMS and all(
+        type(k) is str and _is_name(k) and type(v) in _SCALARS for k, v in value.items())
+
+
+_NAME = _Field((str,), "str", f"1 to {MAX_NAME_CHARS} characters", _is_name)
+_CODEC = _Field((str,), "str", f"at most {MAX_NAME_CHARS} characters",
+                lambda v: len(v) <= MAX_NAME_CHARS)
+_UINT = _Field((int,), "int", ">= 0", lambda v: v >= 0)
+_POSITIVE = _Field((int,), "int", "> 0", lambda v: v > 0)
+_OPT_INT = _Field((int, type(None)), "int or nil")
+_BOOL = _Field((bool,), "bool")
+_TB = _Field((list,), "array", "[num, den] of positive ints", _is_tb)
+_SAMPLE_TYPE = _Field((str,), "str", f"one of {', '.join(SAMPLE_TYPES)}",
+                      lambda v: v in SAMPLE_TYPES)
+_BUFFER_KIND = _Field((str,), "str", f"one of {', '.join(BUFFER_KINDS)}",
+                      lambda v: v in BUFFER_KINDS)
+_BIN = _Field((bytes,), "bin")
+_PARAMS = _Field((dict,), "map", f"at most {MAX_CAPS_PARAMS} names to scalars", _is_params)
+
+_COMMON = {"v": _UINT, "k": _NAME, "src": _NAME.optional()}
+_STREAM = {**_COMMON, "s": _NAME, "q": _UINT}
+_FORMAT_KEYS = ("sr", "ch", "fmt", "planar")
+_SCHEMAS: dict[str, dict[str, _Field]] = {
+    "pcm": {**_STREAM, "pts": _OPT_INT, "tb": _TB, "sr": _POSITIVE, "ch": _POSITIVE,
+            "fmt": _SAMPLE_TYPE, "planar": _BOOL, "n": _UINT},
+    "pkt": {**_STREAM, "pts": _OPT_INT, "tb": _TB, "codec": _CODEC, "dur": _OPT_INT,
+            "dts": _OPT_INT, "key": _BOOL, "fl": _UINT.optional()},
+    "caps": {**_STREAM, "b": _BUFFER_KIND, "sr": _POSITIVE.optional(),
+             "ch": _POSITIVE.optional(), "fmt": _SAMPLE_TYPE.optional(),
+             "planar": _BOOL.optional(), "codec": _CODEC.optional(), "tb": _TB.optional(),
+             "x": _BIN.optional(), "p": _PARAMS.optional()},
+    "eos": {**_STREAM, "m": _UINT, "n": _UINT},
+    "eof": {"v": _UINT, "k": _NAME, "src": _NAME},
+}
+
+_UNPACK_LIMITS = dict(max_str_len=4 * MAX_NAME_CHARS, max_bin_len=MAX_HEADER_BYTES,
+                      max_array_len=2 * MAX_CAPS_PARAMS, max_map_len=2 * MAX_CAPS_PARAMS,
+                      max_ext_len=16)
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise WireError(f"msgpack extension type {code} is not allowed in a header")
+
+
+def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
+           writable: bool = False) -> Message:
+    """Validate and decode one multipart message (bytes, memoryviews or zmq.Frames).
+
+    PCM arrays are views of the received frame, read-only unless `writable`
+    (which copies). Raises WireError for anything malformed.
+    """
+    views = _as_views(frames)
+    nbytes = sum(v.nbytes for v in views)
+    if nbytes > max_message_bytes:
+        raise WireError(f"message of {nbytes} bytes over the maximum {max_message_bytes}")
+    header = _unpack_header(views[0])
+    kind = _check_version_and_kind(header)
+    expected_frames = 2 if kind in DATA_KINDS else 1
+    if len(views) != expected_frames:
+        layout = "header, payload" if expected_frames == 2 else "header"
+        raise WireError(f"{kind} message has {len(views)} frames (expected {expected_frames}: "
+                        f"{layout})")
+    _check_fields(kind, header)
+    message = Message(kind, header.get("s"), header.get("q"), sender=header.get("src"),
+                      nbytes=nbytes)
+    if kind == "pcm":
+        message.buffer = _decode_pcm(header, views[1], writable)
+    elif kind == "pkt":
+        message.buffer = _decode_packet(header, views[1])
+    elif kind == "caps":
+        message.info["caps"] = _decode_caps(header)
+    elif kind == "eos":
+        message.info.update(messages=header["m"], samples=header["n"])
+    return message
+
+
+def _as_views(frames: Sequence[Any]) -> list[memoryview]:
+    if isinstance(frames, (bytes, bytearray, memoryview, str)) or not isinstance(frames, Sequence):
+        raise WireError(f"a message is a list of frames, got {type(frames).__name__}")
+    if not frames:
+        raise WireError("empty message (no frames)")
+    if len(frames) > 2:
+        raise WireError(f"message has {len(frames)} frames (expected 1 or 2): extra frames")
+    views = []
+    for i, frame in enumerate(frames):
+        try:
+            view = memoryview(frame)
+        except TypeError:
+            raise WireError(f"frame {i} is not a bytes-like buffer (got "
+                            f"{type(frame).__name__})") from None
+        if not view.c_contiguous:
+            raise WireError(f"frame {i} is not a contiguous buffer")
+        views.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+    return views
+
+
+def _unpack_header(view: memoryview) -> dict:
+    if view.nbytes > MAX_HEADER_BYTES:
+        raise WireError(f"header of {view.nbytes} bytes over the maximum {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(view, raw=False, strict_map_key=True, use_list=True,
+                                 ext_hook=_reject_ext, **_UNPACK_LIMITS)
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is a bad header
+        raise WireError(f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(header, dict):
+        raise WireError(f"header is not a map (got {_type_name(header)})")
+    return header
+
+
+def _check_version_and_kind(header: dict) -> str:
+    for key in ("v", "k"):
+        if key not in header:
+            raise WireError(f"header: missing key {key!r}")
+    version, kind = header["v"], header["k"]
+    if type(version) is not int:
+        raise WireError(f"header: wrong type for 'v' (expected int, got {_type_name(version)})")
+    if version != WIRE_VERSION:
+        raise WireError(f"unknown wire version {version} (expected {WIRE_VERSION})")
+    if kind not in KINDS:
+        raise WireError(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    return kind
+
+
+def _check_fields(kind: str, header: dict) -> None:
+    schema = _SCHEMAS[kind]
+    for key in header:
+        if key not in schema:
+            raise WireError(f"{kind} message: unknown key {key!r}")
+    for key, spec in schema.items():
+        if key not in header:
+            if spec.required:
+                raise WireError(f"{kind} message: missing key {key!r}")
+            continue
+        value = header[key]
+        if type(value) not in spec.types:
+            raise WireError(f"{kind} message: wrong type for {key!r} (expected {spec.type_name}, "
+                            f"got {_type_name(value)})")
+        if spec.valid is not None and not spec.valid(value):
+            raise WireError(f"{kind} message: bad value for {key!r}: {_short(value)} "
+                            f"(expected {spec.rule})")
+
+
+def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame:
+    fmt = AudioFormat(header["sr"], header["ch"], header["fmt"], header["planar"])
+    samples, width = header["n"], fmt.bytes_per_sample
+    expected = fmt.channels * samples * width
+    if payload.nbytes != expected:
+        raise WireError(f"pcm message for stream {header['s']!r}: payload is {payload.nbytes} "
+                        f"bytes but header says {fmt.channels} ch × {samples} samples × "
+                        f"{width} bytes = {expected}")
+    data = np.frombuffer(payload, dtype=_WIRE_DTYPES[fmt.sample_type]).reshape(fmt.shape(samples))
+    if not _NATIVE_LITTLE and width > 1:
+        data = data.astype(fmt.dtype)  # a big-endian host: one conversion, then a native array
+    elif writable:
+        data = data.copy()
+    if not writable:
+        data.flags.writeable = False
+    return AudioFrame(data, fmt, header["pts"], Fraction(*header["tb"]), header["s"])
+
+
+def _decode_packet(header: dict, payload: memoryview) -> Packet:
+    num, den = header["tb"]
+    flags = header.get("fl", 0)
+    if flags & PACKET_FLAG_KEY:
+        raise WireError(f"pkt message: bad value for 'fl': {flags} (the key flag travels in 'key')")
+    if header["key"]:
+        flags |= PACKET_FLAG_KEY
+    return Packet(bytes(payload), num, den, header["pts"], header["dts"], header["dur"], flags,
+                  header["codec"], header["s"])
+
+
+def _decode_caps(header: dict) -> Caps:
+    present = [k for k in _FORMAT_KEYS if k in header]
+    fmt = None
+    if present:
+        if len(present) != len(_FORMAT_KEYS):
+            missing = ", ".join(repr(k) for k in _FORMAT_KEYS if k not in header)
+            raise WireError(f"caps message for stream {header['s']!r}: format keys incomplete, "
+                            f"missing {missing}")
+        fmt = AudioFormat(header["sr"], header["ch"], header["fmt"], header["planar"])
+    tb = Fraction(*header["tb"]) if "tb" in header else None
+    try:
+        return Caps(header["b"], fmt, header.get("codec"), tb, header.get("x"),
+                    header.get("p", {}))
+    except WireError as exc:
+        raise WireError(f"caps message for stream {header['s']!r}: {exc}") from None
+
+
+def _type_name(value: object) -> str:
+    return {type(None): "nil", dict: "map", list: "array", bytes: "bin"}.get(
+        type(value), type(value).__name__)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,354 @@
+"""The wire format: exact round trips, and strict validation of everything received."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from flowengine.buffers import AudioFrame, Packet
+from flowengine.engine.wire import (MAX_HEADER_BYTES, WIRE_VERSION, ZERO_COPY_MIN_BYTES, Caps,
+                                    decode, encode_caps, encode_eof, encode_eos, encode_frame,
+                                    encode_packet, message_nbytes, send_kwargs)
+from flowengine.errors import WireError
+from flowengine.format import SAMPLE_TYPES, AudioFormat
+
+settings.register_profile("ci", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=10_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+INT64 = st.integers(-2**63, 2**63 - 1)
+POSITIVE = st.integers(1, 2**63 - 1)
+NAMES = st.text(min_size=1, max_size=40)
+
+
+@st.composite
+def audio_frames(draw) -> AudioFrame:
+    """Any AudioFrame; the samples are random bit patterns (NaNs and infinities included)."""
+    fmt = AudioFormat(draw(st.integers(1, 384_000)), draw(st.integers(1, 8)),
+                      draw(st.sampled_from(SAMPLE_TYPES)), draw(st.booleans()))
+    samples = draw(st.integers(0, 5000))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    data = np.frombuffer(rng.bytes(fmt.channels * samples * fmt.bytes_per_sample),
+                         dtype=fmt.dtype).reshape(fmt.shape(samples))
+    if draw(st.booleans()):  # the same samples as a strided, non-contiguous view
+        data = np.ascontiguousarray(data.T).T
+    time_base = Fraction(draw(POSITIVE), draw(POSITIVE))
+    return AudioFrame(data, fmt, draw(st.none() | INT64), time_base, draw(NAMES))
+
+
+packets = st.builds(Packet, st.binary(max_size=3000), POSITIVE, POSITIVE, st.none() | INT64,
+                    st.none() | INT64, st.none() | INT64, st.integers(0, 2**32),
+                    st.text(max_size=20), NAMES)
+senders = st.none() | NAMES
+seqs = st.integers(0, 2**64 - 1)
+formats = st.builds(AudioFormat, st.integers(1, 10**6), st.integers(1, 64),
+                    st.sampled_from(SAMPLE_TYPES), st.booleans())
+scalars = st.none() | st.booleans() | INT64 | st.floats(allow_nan=False) | st.text(max_size=30)
+caps_values = st.one_of(
+    st.builds(Caps, st.just("pcm"), formats, st.none() | st.text(max_size=20)),
+    st.builds(Caps, st.just("packet"), st.none() | formats, st.text(max_size=20),
+              st.none() | st.builds(Fraction, POSITIVE, POSITIVE),
+              st.none() | st.binary(max_size=500),
+              st.dictionaries(NAMES, scalars, max_size=8)))
+
+
+# ------------------------------------------------------------------ round trips
+
+@PROFILE
+@given(audio_frames(), seqs, senders)
+def test_any_audio_frame_round_trips_exactly(frame, seq, sender):
+    frames = encode_frame(frame, seq, sender=sender)
+    message = decode(frames)
+    got = message.buffer
+    assert (message.kind, message.stream, message.seq, message.sender) == \
+        ("pcm", frame.stream, seq, sender)
+    assert message.nbytes == message_nbytes(frames)
+    assert got.format == frame.format
+    assert got.data.dtype == frame.data.dtype and got.data.shape == frame.data.shape
+    assert got.data.tobytes() == frame.data.tobytes()  # bit-exact, NaN payloads included
+    assert (got.pts, got.time_base, got.stream) == (frame.pts, frame.time_base, frame.stream)
+
+
+@PROFILE
+@given(packets, seqs, senders)
+def test_any_packet_round_trips_exactly(packet, seq, sender):
+    message = decode(encode_packet(packet, seq, sender=sender))
+    assert (message.kind, message.stream, message.seq, message.sender) == \
+        ("pkt", packet.stream, seq, sender)
+    assert message.buffer == packet
+
+
+@PROFILE
+@given(NAMES, seqs, caps_values, senders)
+def test_caps_round_trip(stream, seq, caps, sender):
+    message = decode(encode_caps(stream, seq, caps, sender=sender))
+    assert (message.kind, message.stream, message.seq, message.sender) == \
+        ("caps", stream, seq, sender)
+    assert message.info == {"caps": caps} and message.buffer is None
+
+
+@PROFILE
+@given(NAMES, seqs, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), senders)
+def test_eos_round_trips(stream, seq, count, samples, sender):
+    message = decode(encode_eos(stream, seq, messages=count, samples=samples, sender=sender))
+    assert (message.kind, message.stream, message.seq, message.sender) == \
+        ("eos", stream, seq, sender)
+    assert message.info == {"messages": count, "samples": samples}
+
+
+@PROFILE
+@given(NAMES)
+def test_eof_round_trips(sender):
+    message = decode(encode_eof(sender))
+    assert (message.kind, message.stream, message.seq, message.sender, message.info) == \
+        ("eof", None, None, sender, {})
+
+
+def test_packet_extradata_travels_in_caps_not_per_packet():
+    packet = Packet(b"\x01\x02", 1, 48000, 0, 0, 960, 1, "opus", "a", extradata=b"OpusHead")
+    assert decode(encode_packet(packet, 0)).buffer.extradata is None
+    caps = Caps.for_packet(packet, AudioFormat(48000, 2))
+    assert decode(encode_caps("a", 0, caps)).info["caps"].extradata == b"OpusHead"
+
+
+# ------------------------------------------------------------ copies and views
+
+def _stereo(samples: int = 1152) -> AudioFrame:
+    data = np.linspace(-1, 1, 2 * samples, dtype=np.float32).reshape(2, samples)
+    return AudioFrame(data, AudioFormat(48000, 2), pts=0, stream="a")
+
+
+def test_payload_is_a_view_of_the_array_on_send_and_of_the_frame_on_receive():
+    frame = _stereo()
+    header, payload = encode_frame(frame, 0)
+    assert np.shares_memory(np.frombuffer(payload, np.float32), frame.data)
+    received = bytearray(payload)
+    got = decode([header, received]).buffer.data
+    assert np.shares_memory(got, np.frombuffer(received, np.uint8))
+    with pytest.raises(ValueError, match="read-only"):
+        got[0, 0] = 1.0
+
+
+def test_writable_decode_copies():
+    header, payload = encode_frame(_stereo(), 0)
+    received = bytearray(payload)
+    got = decode([header, received], writable=True).buffer.data
+    assert not np.shares_memory(got, np.frombuffer(received, np.uint8))
+    got[0, 0] = 5.0
+    assert got[0, 0] == 5.0
+
+
+def test_decodes_zmq_frames():
+    frame = _stereo(4096)
+    message = decode([zmq.Frame(f) for f in encode_frame(frame, 7, sender="gain:1")])
+    np.testing.assert_array_equal(message.buffer.data, frame.data)
+    assert (message.seq, message.sender) == (7, "gain:1")
+
+
+@pytest.mark.parametrize("samples, copy", [(8191, True), (8192, False)])
+def test_send_kwargs_copies_below_the_zero_copy_threshold(samples, copy):
+    # 8192 stereo f32 samples = 65536 bytes = ZERO_COPY_MIN_BYTES exactly.
+    payload = encode_frame(_stereo(samples), 0)[1]
+    assert (memoryview(payload).nbytes >= ZERO_COPY_MIN_BYTES) is not copy
+    assert send_kwargs(payload) == {"copy": copy}
+
+
+# ------------------------------------------------------- validation, exact messages
+
+def _pcm_header(**changes) -> dict:
+    header = {"v": WIRE_VERSION, "k": "pcm", "s": "a", "q": 0, "pts": 0, "tb": [1, 48000],
+              "sr": 48000, "ch": 2, "fmt": "f32", "planar": True, "n": 256}
+    header.update(changes)
+    return {k: v for k, v in header.items() if v is not _DROP}
+
+
+_DROP = object()
+_PAYLOAD = bytes(2048)
+_CASES = [
+    ([msgpack.packb(_pcm_header(v=7)), _PAYLOAD], r"^unknown wire version 7 \(expected 1\)$"),
+    ([msgpack.packb(_pcm_header(k="wav")), _PAYLOAD],
+     r"^unknown kind 'wav' \(expected one of pcm, pkt, caps, eos, eof\)$"),
+    ([msgpack.packb(_pcm_header(v=_DROP)), _PAYLOAD], r"^header: missing key 'v'$"),
+    ([msgpack.packb(_pcm_header(v="1")), _PAYLOAD],
+     r"^header: wrong type for 'v' \(expected int, got str\)$"),
+    ([msgpack.packb(_pcm_header(sr=_DROP)), _PAYLOAD], r"^pcm message: missing key 'sr'$"),
+    ([msgpack.packb(_pcm_header(n="256")), _PAYLOAD],
+     r"^pcm message: wrong type for 'n' \(expected int, got str\)$"),
+    ([msgpack.packb(_pcm_header(n=True)), _PAYLOAD],
+     r"^pcm message: wrong type for 'n' \(expected int, got bool\)$"),
+    ([msgpack.packb(_pcm_header(planar=1)), _PAYLOAD],
+     r"^pcm message: wrong type for 'planar' \(expected bool, got int\)$"),
+    ([msgpack.packb(_pcm_header(pts=1.5)), _PAYLOAD],
+     r"^pcm message: wrong type for 'pts' \(expected int or nil, got float\)$"),
+    ([msgpack.packb(_pcm_header(q=-1)), _PAYLOAD],
+     r"^pcm message: bad value for 'q': -1 \(expected >= 0\)$"),
+    ([msgpack.packb(_pcm_header(ch=0)), _PAYLOAD],
+     r"^pcm message: bad value for 'ch': 0 \(expected > 0\)$"),
+    ([msgpack.packb(_pcm_header(fmt="s24")), _PAYLOAD],
+     r"^pcm message: bad value for 'fmt': 's24' \(expected one of u8, s16, s32, f32, f64\)$"),
+    ([msgpack.packb(_pcm_header(tb=[1, 0])), _PAYLOAD],
+     r"^pcm message: bad value for 'tb': \[1, 0\] \(expected \[num, den\] of positive ints\)$"),
+    ([msgpack.packb(_pcm_header(s="")), _PAYLOAD],
+     r"^pcm message: bad value for 's': '' \(expected 1 to 256 characters\)$"),
+    ([msgpack.packb(_pcm_header(gain=2)), _PAYLOAD], r"^pcm message: unknown key 'gain'$"),
+    ([msgpack.packb(_pcm_header()), bytes(1000)],
+     r"^pcm message for stream 'a': payload is 1000 bytes but header says "
+     r"2 ch × 256 samples × 4 bytes = 2048$"),
+    ([msgpack.packb(_pcm_header())], r"^pcm message has 1 frames \(expected 2: header, payload\)$"),
+    ([msgpack.packb(_pcm_header()), _PAYLOAD, b""],
+     r"^message has 3 frames \(expected 1 or 2\): extra frames$"),
+    ([msgpack.packb({"v": 1, "k": "eof", "src": "a:0"}), b""],
+     r"^eof message has 2 frames \(expected 1: header\)$"),
+    ([msgpack.packb([1, "pcm"]), _PAYLOAD], r"^header is not a map \(got array\)$"),
+    ([b"\xc1", _PAYLOAD], r"^header is not valid msgpack \(FormatError: "),
+    ([b"\x8c\xa1v", _PAYLOAD], r"^header is not valid msgpack \(ValueError: Unpack failed"),
+    ([msgpack.packb(_pcm_header()) + b"\x00", _PAYLOAD], r"^header is not valid msgpack \(ExtraData"),
+    ([msgpack.packb({"v": 1, "k": "eof", "src": "a:0", "t": msgpack.ExtType(5, b"x")})],
+     r"^msgpack extension type 5 is not allowed in a header$"),
+    ([msgpack.packb({"v": 1, "k": "eof", "src": msgpack.Timestamp(0)})],
+     r"^eof message: wrong type for 'src' \(expected str, got Timestamp\)$"),
+    # A 4-billion-element array declared in a few bytes, and an over-long string: refused
+    # by msgpack's limits before anything is allocated.
+    ([b"\x82\xa1v\x01\xa1x\xdd\xff\xff\xff\xff"],
+     r"^header is not valid msgpack \(ValueError: 4294967295 exceeds max_array_len\(128\)\)$"),
+    ([msgpack.packb({"v": 1, "k": "eof", "src": "x" * 2000})],
+     r"^header is not valid msgpack \(ValueError: 2000 exceeds max_str_len\(1024\)\)$"),
+    ([b"\x90" * (MAX_HEADER_BYTES + 1)],
+     rf"^header of {MAX_HEADER_BYTES + 1} bytes over the maximum {MAX_HEADER_BYTES}$"),
+    ([], r"^empty message \(no frames\)$"),
+    ([12, b""], r"^frame 0 is not a bytes-like buffer \(got int\)$"),
+    (b"\x81", r"^a message is a list of frames, got bytes$"),
+    ([msgpack.packb({"v": 1, "k": "caps", "s": "a", "q": 0, "b": "pcm", "sr": 48000})],
+     r"^caps message for stream 'a': format keys incomplete, missing 'ch', 'fmt', 'planar'$"),
+    ([msgpack.packb({"v": 1, "k": "caps", "s": "a", "q": 0, "b": "pcm"})],
+     r"^caps message for stream 'a': pcm caps need the format \(sr, ch, fmt, planar\)$"),
+    ([msgpack.packb({"v": 1, "k": "caps", "s": "a", "q": 0, "b": "packet"})],
+     r"^caps message for stream 'a': packet caps need the codec name$"),
+    ([msgpack.packb({"v": 1, "k": "caps", "s": "a", "q": 0, "b": "packet", "codec": "mp3",
+                     "p": {"rate": [1]}})],
+     r"^caps message: bad value for 'p': \{'rate': \[1\]\} \(expected at most 64 names to scalars\)$"),
+    ([msgpack.packb({"v": 1, "k": "eos", "s": "a", "q": 3, "m": 2}), ],
+     r"^eos message: missing key 'n'$"),
+    ([msgpack.packb({"v": 1, "k": "pkt", "s": "a", "q": 0, "pts": 0, "tb": [1, 48000],
+                     "codec": "mp3", "dur": 1152, "dts": 0, "key": True, "fl": 1}), b"x"],
+     r"^pkt message: bad value for 'fl': 1 \(the key flag travels in 'key'\)$"),
+]
+
+
+@pytest.mark.parametrize("frames, message", _CASES, ids=[f"case{i}" for i in range(len(_CASES))])
+def test_invalid_messages_raise_wire_error_naming_the_problem(frames, message):
+    with pytest.raises(WireError, match=message):
+        decode(frames)
+
+
+def test_message_over_the_maximum_size():
+    frames = encode_frame(_stereo(1152), 0)
+    size = message_nbytes(frames)
+    assert size == 2 * 1152 * 4 + len(frames[0])
+    with pytest.raises(WireError, match=rf"^message of {size} bytes over the maximum {size - 1}$"):
+        decode(frames, max_message_bytes=size - 1)
+    assert decode(frames, max_message_bytes=size).buffer.samples == 1152
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: encode_frame(_stereo(), -1), r"^seq must be >= 0, got -1$"),
+    (lambda: encode_frame(_stereo(), 1.0), r"^seq must be an int, got float$"),
+    (lambda: encode_eos("", 0, messages=0), r"^stream id must have 1 to 256 characters, got 0$"),
+    (lambda: encode_eof("x" * 257), r"^sender must have 1 to 256 characters, got 257$"),
+    (lambda: encode_eos("a", 2**64, messages=0), r"^cannot encode eos header: "),
+    (lambda: encode_packet(Packet(b"", 0, 48000), 0), r"^time base must be two positive ints"),
+    (lambda: encode_packet(Packet(b"", pts=0.5), 0), r"^pts must be an int or None, got float$"),
+    (lambda: Caps("video"), r"^caps kind 'video' is not one of pcm, packet$"),
+    (lambda: Caps("pcm", AudioFormat(8000, 1), params={"f": [1]}),
+     r"^caps param 'f' must be int, float, str, bool or None, got list$"),
+])
+def test_encoding_refuses_what_decode_would_refuse(call, message):
+    with pytest.raises(WireError, match=message):
+        call()
+
+
+def test_encode_accepts_numpy_integers_for_timestamps():
+    frame = AudioFrame(np.zeros((1, 4), np.float32), AudioFormat(8000, 1), pts=np.int64(99))
+    assert decode(encode_frame(frame, np.uint32(3))).buffer.pts == 99
+
+
+# --------------------------------------------------------- fuzzing: only WireError
+
+def _decode_checked(frames) -> None:
+    """decode must either raise WireError or return a message whose array matches its payload."""
+    try:
+        message = decode(frames)
+    except WireError:
+        return
+    if message.kind == "pcm":
+        data = message.buffer.data
+        assert data.nbytes == memoryview(frames[1]).nbytes
+        assert data.shape == message.buffer.format.shape(message.buffer.samples)
+
+
+@PROFILE
+@given(st.lists(st.binary(max_size=200), max_size=3))
+def test_random_bytes_give_wire_error_or_a_consistent_message(frames):
+    _decode_checked(frames)
+
+
+def _valid_messages():
+    frame = AudioFrame(np.arange(24, dtype=np.int16).reshape(12, 2),
+                       AudioFormat(44100, 2, "s16", planar=False), pts=5, stream="left")
+    return [
+        encode_frame(frame, 3, sender="decode:0"),
+        encode_frame(_stereo(64), 0),
+        encode_packet(Packet(b"\xff\xfb" + bytes(100), 1, 44100, 0, 0, 1152, 1, "mp3", "a"), 1),
+        encode_caps("a", 0, Caps("packet", AudioFormat(48000, 2), "opus", Fraction(1, 48000),
+                                 b"OpusHead", {"bit_rate": 64000})),
+        encode_eos("a", 9, messages=8, samples=9216, sender="gain:1"),
+        encode_eof("sink:0"),
+    ]
+
+
+@st.composite
+def mutated_messages(draw):
+    frames = [bytes(f) for f in draw(st.sampled_from(_valid_messages()))]
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["flip", "insert", "delete", "drop_frame", "add_frame"]))
+        if op == "drop_frame" and frames:
+            del frames[draw(st.integers(0, len(frames) - 1))]
+        elif op == "add_frame":
+            frames.insert(draw(st.integers(0, len(frames))), draw(st.binary(max_size=16)))
+        elif frames:
+            i = draw(st.integers(0, len(frames) - 1))
+            data = bytearray(frames[i])
+            at = draw(st.integers(0, len(data)))
+            if op == "flip" and data:
+                data[min(at, len(data) - 1)] ^= 1 << draw(st.integers(0, 7))
+            elif op == "insert":
+                data[at:at] = draw(st.binary(min_size=1, max_size=4))
+            elif op == "delete" and data:
+                del data[at:at + draw(st.integers(1, 4))]
+            frames[i] = bytes(data)
+    return frames
+
+
+@PROFILE
+@given(mutated_messages())
+def test_mutated_messages_give_wire_error_or_a_consistent_message(frames):
+    _decode_checked(frames)
+
+
+@PROFILE
+@given(st.integers(1, 40), st.integers(0, 400))
+def test_a_pcm_payload_of_the_wrong_length_never_becomes_an_array(samples, length):
+    header, payload = encode_frame(_stereo(samples), 0)
+    assume(length != memoryview(payload).nbytes)
+    wrong = (bytes(payload) + bytes(400))[:length]
+    with pytest.raises(WireError, match=rf"payload is {length} bytes but header says"):
+        decode([header, wrong])
