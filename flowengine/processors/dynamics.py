@@ -31,6 +31,9 @@ from .base import BaseProcessor
 __all__ = ["Compressor", "static_curve_db", "LEVEL_FLOOR_DB"]
 
 LEVEL_FLOOR_DB = -200.0
+# The log-domain running peak adds and removes n*log(release); splitting huge blocks keeps
+# that sum, and so its rounding error, small.
+_MAX_DETECTOR_BLOCK = 1 << 16
 _LEVEL_FLOOR = 10.0 ** (LEVEL_FLOOR_DB / 20.0)
 
 
@@ -128,6 +131,10 @@ class Compressor(BaseProcessor):
         self._smoother_state = np.zeros((input_format.channels, 1))
 
     def _process(self, block: np.ndarray) -> np.ndarray:
+        if block.shape[1] > _MAX_DETECTOR_BLOCK:
+            return np.concatenate([self._process(block[:, start:start + _MAX_DETECTOR_BLOCK])
+                                   for start in range(0, block.shape[1], _MAX_DETECTOR_BLOCK)],
+                                  axis=1)
         peak = _running_peak(np.abs(block), self._release, self._peak)
         self._peak = peak[:, -1].copy()
         a = self._attack
