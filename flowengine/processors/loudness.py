@@ -37,8 +37,8 @@ window instead:
 
 mode="static": a fixed `gain_db` (measured elsewhere, e.g. with
 `measure_loudness` over a whole file: gain_db = target - measured) with the
-same peak ceiling; latency is just the limiter's. mode="file" (two passes over
-the input) is not offered: it cannot stream.
+same peak ceiling and a latency of one 100 ms step. mode="file" (two passes
+over the input) is not offered: it cannot stream.
 """
 
 from __future__ import annotations
