@@ -352,3 +352,14 @@ def test_a_pcm_payload_of_the_wrong_length_never_becomes_an_array(samples, lengt
     wrong = (bytes(payload) + bytes(400))[:length]
     with pytest.raises(WireError, match=rf"payload is {length} bytes but header says"):
         decode([header, wrong])
+
+
+def test_frames_may_be_any_contiguous_buffer():
+    header, payload = encode_frame(_stereo(16), 0)
+    samples = np.frombuffer(payload, np.float32).reshape(2, 16)
+    message = decode((np.frombuffer(header, np.uint8), samples))
+    np.testing.assert_array_equal(message.buffer.data, samples)
+    empty = decode([encode_frame(_stereo(0), 0)[0], np.zeros((2, 0), np.float32)])
+    assert empty.buffer.data.shape == (2, 0)
+    with pytest.raises(WireError, match=r"^frame 1 is not a contiguous buffer$"):
+        decode([header, samples[:, ::2]])

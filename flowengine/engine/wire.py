@@ -161,9 +161,14 @@ def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None) -> l
     header.update(pts=_opt_int("pts", frame.pts), tb=_time_base(frame.time_base.numerator, frame.time_base.denominator),
                   sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type,
                   planar=fmt.planar, n=frame.samples)
-    # ascontiguousarray is a no-op for the usual contiguous native little-endian array.
-    data = np.ascontiguousarray(frame.data, dtype=_WIRE_DTYPES[fmt.sample_type])
-    return [_pack(header), data.reshape(-1).view(np.uint8).data]
+    return [_pack(header), _pcm_payload(frame.data, fmt.sample_type)]
+
+
+def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
+    if _NATIVE_LITTLE and data.flags.c_contiguous and data.size:
+        return memoryview(data).cast("B")  # the usual case: a view, no numpy call
+    data = np.ascontiguousarray(data, dtype=_WIRE_DTYPES[sample_type])
+    return data.reshape(-1).view(np.uint8).data
 
 
 def encode_packet(packet: Packet, seq: int, *, sender: str | None = None) -> list[Frame]:
@@ -334,6 +339,10 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
     "eof": {"v": _UINT, "k": _NAME, "src": _NAME},
 }
 
+_REQUIRED = {kind: frozenset(k for k, spec in schema.items() if spec.required)
+             for kind, schema in _SCHEMAS.items()}
+
+# raw=False, strict_map_key=True and use_list=True are msgpack's defaults.
 _UNPACK_LIMITS = dict(max_str_len=4 * MAX_NAME_CHARS, max_bin_len=MAX_HEADER_BYTES,
                       max_array_len=2 * MAX_CAPS_PARAMS, max_map_len=2 * MAX_CAPS_PARAMS,
                       max_ext_len=16)
@@ -376,7 +385,7 @@ def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
 
 
 def _as_views(frames: Sequence[Any]) -> list[memoryview]:
-    if isinstance(frames, (bytes, bytearray, memoryview, str)) or not isinstance(frames, Sequence):
+    if not isinstance(frames, (list, tuple)):
         raise WireError(f"a message is a list of frames, got {type(frames).__name__}")
     if not frames:
         raise WireError("empty message (no frames)")
@@ -389,9 +398,12 @@ def _as_views(frames: Sequence[Any]) -> list[memoryview]:
         except TypeError:
             raise WireError(f"frame {i} is not a bytes-like buffer (got "
                             f"{type(frame).__name__})") from None
-        if not view.c_contiguous:
-            raise WireError(f"frame {i} is not a contiguous buffer")
-        views.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+        if view.format != "B" or view.ndim != 1:
+            if not view.c_contiguous:
+                raise WireError(f"frame {i} is not a contiguous buffer")
+            # memoryview cannot cast a view with a zero in its shape
+            view = view.cast("B") if view.nbytes else memoryview(b"")
+        views.append(view)
     return views
 
 
@@ -399,8 +411,7 @@ def _unpack_header(view: memoryview) -> dict:
     if view.nbytes > MAX_HEADER_BYTES:
         raise WireError(f"header of {view.nbytes} bytes over the maximum {MAX_HEADER_BYTES}")
     try:
-        header = msgpack.unpackb(view, raw=False, strict_map_key=True, use_list=True,
-                                 ext_hook=_reject_ext, **_UNPACK_LIMITS)
+        header = msgpack.unpackb(view, ext_hook=_reject_ext, **_UNPACK_LIMITS)
     except WireError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is a bad header
@@ -426,15 +437,14 @@ def _check_version_and_kind(header: dict) -> str:
 
 def _check_fields(kind: str, header: dict) -> None:
     schema = _SCHEMAS[kind]
-    for key in header:
-        if key not in schema:
-            raise WireError(f"{kind} message: unknown key {key!r}")
-    for key, spec in schema.items():
-        if key not in header:
-            if spec.required:
-                raise WireError(f"{kind} message: missing key {key!r}")
-            continue
-        value = header[key]
+    if not header.keys() <= schema.keys():
+        unknown = next(key for key in header if key not in schema)
+        raise WireError(f"{kind} message: unknown key {unknown!r}")
+    if not _REQUIRED[kind] <= header.keys():
+        missing = next(key for key in schema if key in _REQUIRED[kind] and key not in header)
+        raise WireError(f"{kind} message: missing key {missing!r}")
+    for key, value in header.items():
+        spec = schema[key]
         if type(value) not in spec.types:
             raise WireError(f"{kind} message: wrong type for {key!r} (expected {spec.type_name}, "
                             f"got {_type_name(value)})")
@@ -444,7 +454,7 @@ def _check_fields(kind: str, header: dict) -> None:
 
 
 def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame:
-    fmt = AudioFormat(header["sr"], header["ch"], header["fmt"], header["planar"])
+    fmt = _format(header["sr"], header["ch"], header["fmt"], header["planar"])
     samples, width = header["n"], fmt.bytes_per_sample
     expected = fmt.channels * samples * width
     if payload.nbytes != expected:
@@ -458,7 +468,7 @@ def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame
         data = data.copy()
     if not writable:
         data.flags.writeable = False
-    return AudioFrame(data, fmt, header["pts"], Fraction(*header["tb"]), header["s"])
+    return AudioFrame(data, fmt, header["pts"], _fraction(*header["tb"]), header["s"])
 
 
 def _decode_packet(header: dict, payload: memoryview) -> Packet:
@@ -480,13 +490,39 @@ def _decode_caps(header: dict) -> Caps:
             missing = ", ".join(repr(k) for k in _FORMAT_KEYS if k not in header)
             raise WireError(f"caps message for stream {header['s']!r}: format keys incomplete, "
                             f"missing {missing}")
-        fmt = AudioFormat(header["sr"], header["ch"], header["fmt"], header["planar"])
-    tb = Fraction(*header["tb"]) if "tb" in header else None
+        fmt = _format(header["sr"], header["ch"], header["fmt"], header["planar"])
+    tb = _fraction(*header["tb"]) if "tb" in header else None
     try:
         return Caps(header["b"], fmt, header.get("codec"), tb, header.get("x"),
                     header.get("p", {}))
     except WireError as exc:
         raise WireError(f"caps message for stream {header['s']!r}: {exc}") from None
+
+
+# Every message of a stream repeats its format and time base; building them
+# costs more than the rest of a decode. Both are immutable, so share them.
+_CACHE_SIZE = 256
+_formats: dict[tuple, AudioFormat] = {}
+_fractions: dict[tuple[int, int], Fraction] = {}
+
+
+def _format(sample_rate: int, channels: int, sample_type: str, planar: bool) -> AudioFormat:
+    key = (sample_rate, channels, sample_type, planar)
+    fmt = _formats.get(key)
+    if fmt is None:
+        if len(_formats) >= _CACHE_SIZE:
+            _formats.clear()  # bounded: a hostile peer cycling formats cannot grow it
+        fmt = _formats[key] = AudioFormat(sample_rate, channels, sample_type, planar)
+    return fmt
+
+
+def _fraction(num: int, den: int) -> Fraction:
+    fraction = _fractions.get((num, den))
+    if fraction is None:
+        if len(_fractions) >= _CACHE_SIZE:
+            _fractions.clear()
+        fraction = _fractions[(num, den)] = Fraction(num, den)
+    return fraction
 
 
 def _type_name(value: object) -> str:
