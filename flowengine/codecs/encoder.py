@@ -7,7 +7,8 @@ size (so any chunk size works) and returns packets. `force=True` also encodes
 the short tail, sends end-of-stream to the codec and drains it; after that the
 encoder is spent until `reset()`, which opens a fresh codec context.
 
-Backends share one small interface (`frame_size`, `sample_type`, `extradata`,
+Backends share one small interface (`frame_size`, `sample_types` (the first is
+what other input is converted to), `extradata`,
 `pending_samples`, `encode(planar_pcm, pts)`, `flush()`; packets come back as
 (bytes, pts, dts, duration, is_key) tuples):
 - `_PyAVBackend`: FFmpeg through PyAV (libmp3lame, aac, libopus, flac);
@@ -36,7 +37,7 @@ from .adts import AAC_SAMPLE_RATES, AdtsFramer
 from .configs import ENCODER_CONFIGS, normalize_codec
 from .lame import LAME_AVAILABLE, LameMp3Encoder, check_mp3_params
 
-__all__ = ["Encoder", "OPUS_SAMPLE_RATES", "MP3_BACKENDS"]
+__all__ = ["Encoder", "OPUS_SAMPLE_RATES", "MP3_BACKENDS", "interleave"]
 
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_BACKENDS = ("auto", "lame", "pyav")
@@ -48,6 +49,17 @@ _AV_INPUT = {"mp3": ("f32", True), "aac": ("f32", True), "opus": ("f32", False)}
 _AV_NAMES = {"mp3": "libmp3lame", "aac": "aac", "opus": "libopus", "flac": "flac"}
 
 EncodedTuple = tuple[bytes, int, int, int, bool]
+
+
+def interleave(pcm: np.ndarray) -> np.ndarray:
+    """Planar (channels, n) -> contiguous interleaved (n, channels).
+
+    One strided copy per channel is ~3x faster than `pcm.T.copy()` for codec-frame sizes.
+    """
+    out = np.empty((pcm.shape[1], pcm.shape[0]), dtype=pcm.dtype)
+    for channel, samples in enumerate(pcm):
+        out[:, channel] = samples
+    return out
 
 
 def _layout(codec: str, channels: int) -> str:
@@ -85,7 +97,7 @@ class _PyAVBackend:
     def __init__(self, codec: str, fmt: AudioFormat, sample_type: str, planar: bool,
                  bit_rate: int | None = None, options: dict[str, str] | None = None) -> None:
         self.name = _AV_NAMES[codec]
-        self.sample_type = sample_type
+        self.sample_types = (sample_type,)
         self._codec = codec
         self._planar = planar
         self._av_format = AudioFormat(fmt.sample_rate, fmt.channels, sample_type, planar).av_format
@@ -109,15 +121,10 @@ class _PyAVBackend:
         self._cc = cc
         self.frame_size = cc.frame_size
         self._framer = AdtsFramer(cc.extradata) if codec == "aac" else None
+        # OpusHead for opus, STREAMINFO for flac (made final by flush); None for ADTS AAC.
+        self.extradata = None if self._framer is not None else cc.extradata
         self._fifo = SampleFifo(fmt.channels, fmt.with_(sample_type=sample_type).dtype)
         self._next_pts = 0
-
-    @property
-    def extradata(self) -> bytes | None:
-        """OpusHead for opus, STREAMINFO for flac (final after flush); None for ADTS AAC."""
-        if self._framer is not None:
-            return None
-        return self._cc.extradata
 
     @property
     def pending_samples(self) -> int:
@@ -137,20 +144,23 @@ class _PyAVBackend:
     def flush(self) -> list[EncodedTuple]:
         """Encode the short last frame, send end of stream, return everything the codec held."""
         out = self._encode_frame(*self._fifo.pop_all()) if len(self._fifo) else []
-        return out + self._encode(None, "at end of stream")
+        out += self._encode(None, None)
+        if self._framer is None:
+            self.extradata = self._cc.extradata
+        return out
 
     def _encode_frame(self, pcm: np.ndarray, pts: int) -> list[EncodedTuple]:
-        array = pcm if self._planar else pcm.T.reshape(1, -1)     # packed: interleave
+        array = pcm if self._planar else interleave(pcm).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(array, format=self._av_format, layout=self._layout)
         frame.sample_rate = self._sample_rate
-        frame.pts = pts
-        frame.time_base = self._time_base
-        return self._encode(frame, f"at sample pts {pts}")
+        frame.pts = pts         # in the context's time base, 1/sample_rate
+        return self._encode(frame, pts)
 
-    def _encode(self, frame: av.AudioFrame | None, where: str) -> list[EncodedTuple]:
+    def _encode(self, frame: av.AudioFrame | None, pts: int | None) -> list[EncodedTuple]:
         try:
             packets = self._cc.encode(frame)
         except av.FFmpegError as exc:
+            where = "at end of stream" if frame is None else f"at sample pts {pts}"
             raise CodecError(f"{self._codec} ({self.name}): encoding failed {where}: {exc}") from None
         out = []
         for packet in packets:
@@ -175,11 +185,11 @@ class _WavBackend:
     pending_samples = 0
 
     def __init__(self, fmt: AudioFormat, chunk_samples: int) -> None:
-        self.sample_type = fmt.sample_type
+        self.sample_types = (fmt.sample_type,)
         self.frame_size = chunk_samples
 
     def encode(self, pcm: np.ndarray, pts: int) -> list[EncodedTuple]:
-        return [(pcm.T.tobytes(), pts, pts, pcm.shape[1], True)]
+        return [(interleave(pcm).tobytes(), pts, pts, pcm.shape[1], True)]
 
     def flush(self) -> list[EncodedTuple]:
         return []
@@ -329,8 +339,9 @@ class Encoder:
         self._format = fmt
         self._fifo = SampleFifo(fmt.channels, fmt.dtype)
         planar_in = fmt.with_(planar=True)
-        codec_in = planar_in.with_(sample_type=self._backend.sample_type)
-        self._convert = None if codec_in == planar_in else (planar_in, codec_in)
+        accepted = self._backend.sample_types
+        self._convert = None if fmt.sample_type in accepted \
+            else (planar_in, planar_in.with_(sample_type=accepted[0]))
         self._fed = False
 
     # --- output ------------------------------------------------------------------------
@@ -369,6 +380,7 @@ class Encoder:
 
     def _emit(self, encoded: list[EncodedTuple]) -> None:
         rate = self._format.sample_rate
+        # Only Opus packets need parameters from outside the bytes (the OpusHead).
         extradata = self._backend.extradata if self._codec == "opus" else None
         for data, pts, dts, duration, key in encoded:
             self._queue.append(Packet(data, 1, rate, pts, dts, duration,

@@ -54,11 +54,32 @@ def check_mp3_params(sample_rate: int, channels: int, bitrate: int, quality: int
         raise CodecError(f"mp3: quality must be an integer 0 (best) .. 9 (fastest), got {quality!r}")
 
 
+def _interleaved_s16_bytes(pcm: np.ndarray) -> bytes:
+    """Planar int16 or float32 samples -> interleaved little-endian int16 bytes, as LAME takes them.
+
+    Float is scaled, rounded and clipped like `format.from_float` (x * 32768, then clip to
+    int16), fused with the interleaving: one pass per channel instead of three array copies.
+    """
+    is_float = pcm.dtype.kind == "f"
+    out = np.empty((pcm.shape[1], pcm.shape[0]), dtype=np.float32 if is_float else np.int16)
+    for channel, samples in enumerate(pcm):
+        if is_float:
+            np.multiply(samples, 32768.0, out=out[:, channel])
+        else:
+            out[:, channel] = samples
+    if is_float:
+        np.rint(out, out=out)
+        np.clip(out, -32768.0, 32767.0, out=out)
+        out = out.astype("<i2")
+    return out.tobytes()
+
+
 class LameMp3Encoder:
-    """lameenc behind the Encoder backend interface: planar s16 in, (bytes, pts, dts, duration, key) out."""
+    """lameenc behind the Encoder backend interface: planar s16 or f32 in, (bytes, pts, dts,
+    duration, key) tuples out."""
 
     name = "lameenc"
-    sample_type = "s16"
+    sample_types = ("s16", "f32")
     extradata = None
 
     def __init__(self, sample_rate: int, channels: int, bitrate: int, quality: int) -> None:
@@ -86,12 +107,12 @@ class LameMp3Encoder:
         return 0
 
     def encode(self, pcm: np.ndarray, pts: int) -> list[tuple[bytes, int, int, int, bool]]:
-        """Encode planar int16 samples (channels, n) whose first sample has timestamp `pts`."""
+        """Encode planar int16/float32 samples (channels, n) whose first sample has timestamp `pts`."""
         if self._first_pts is None:
             self._first_pts = pts
         self._samples_in += pcm.shape[1]
         try:
-            data = self._lame.encode(pcm.T.tobytes())      # LAME wants interleaved int16
+            data = self._lame.encode(_interleaved_s16_bytes(pcm))
         except RuntimeError as exc:
             raise CodecError(f"mp3 (lameenc): encoding failed at sample {self._samples_in}: {exc}") \
                 from None
