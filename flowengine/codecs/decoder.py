@@ -33,9 +33,15 @@ What FFmpeg does with damage (measured with PyAV 18 / FFmpeg 8): MP3 and
 AAC reject a frame whose header or side information is broken
 (InvalidDataError), but conceal damage inside MP3 main data: such a frame
 decodes to wrong audio with no error, and nothing can detect it (LAME writes
-no CRC). A zeroed MP3 frame was glued to the previous frame by the parser
-and silently vanished; the length check in the splitter now reports it.
-FLAC frames carry a CRC-16, checked here (err_detect=crccheck).
+no CRC). FFmpeg's parsers glue a damaged frame onto a neighbour, and the
+decoder then either rejects the good frame too or silently skips the bad
+bytes (a zeroed MP3 frame vanished without a word); the splitter cuts
+frames by their header lengths instead, so exactly the damaged bytes are
+reported, at their offset. FLAC frames carry a CRC-16, checked here
+(err_detect=crccheck). Random bytes never sync: after junk a frame is only
+accepted when the next frame header of the same stream follows it.
+MP3 output is not gapless-trimmed: the encoder delay (and the decoder's
+529 samples) stay at the start, the padding at the end.
 
 Opus without extradata (OpusHead): FFmpeg's decoder assumes 48 kHz stereo
 (mono packets are upmixed), and applies no pre-skip. With extradata it
@@ -52,9 +58,9 @@ import numpy as np
 
 from ..buffers import DEFAULT_STREAM, Packet
 from ..errors import CodecError, FormatError
-from ..fifo import SampleFifo
 from ..format import AudioFormat, to_float
 from .configs import DECODER_CONFIGS, normalize_codec
+from .decoder_fifo import PlanarSampleBuffer
 from .decoder_split import FRAME, JUNK, LAST, MISSING, SHORT, Unit, make_splitter
 
 __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
@@ -62,6 +68,11 @@ __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
 LAYOUTS = ("planar", "interleaved")
 ON_ERROR = ("raise", "skip")
 _BYTE_TYPES = (bytes, bytearray, memoryview)
+# FFmpeg decoder per codec: "mp3" alone would pick the fixed-point MP3 decoder (s16 output).
+_FFMPEG_DECODERS = {"mp3": "mp3float", "aac": "aac", "opus": "opus", "flac": "flac"}
+# Packed integer output (FLAC) -> float in [-1, 1), as flowengine.format.to_float scales it.
+_INT_SCALES = {"s16": 1.0 / 32768.0, "s32": 1.0 / 2147483648.0}
+_FLOAT_SOURCES = {"u1": "u8", "i2": "s16", "i4": "s32", "f8": "f64"}
 
 
 def _check_bytes(data: object, where: str) -> bytes:
@@ -74,11 +85,12 @@ def _check_bytes(data: object, where: str) -> bytes:
 def _planar_float(frame: av.AudioFrame) -> np.ndarray:
     """A decoded PyAV frame as planar float32 (channels, samples)."""
     pcm = frame.to_ndarray()
+    if pcm.dtype == np.float32 and pcm.shape[0] == frame.layout.nb_channels:
+        return pcm   # fltp, the usual case: nothing to do
     if not frame.format.is_planar:
-        pcm = pcm.reshape(-1, len(frame.layout.channels)).T
+        pcm = pcm.reshape(-1, frame.layout.nb_channels).T
     if pcm.dtype != np.float32:
-        base = frame.format.name.rstrip("p")
-        pcm = to_float(pcm, AudioFormat.from_av(base, 1, 1).sample_type)
+        pcm = to_float(pcm, _FLOAT_SOURCES[pcm.dtype.str[1:]])
     return pcm
 
 
@@ -137,8 +149,11 @@ class Decoder:
         if self.codec == "wav":
             self._put_pcm(pkt.data, offset)
             return
-        self._pending.append(Unit(FRAME, offset, pkt.data))
-        self._pump()
+        if self._pending:
+            self._pending.append(Unit(FRAME, offset, pkt.data))
+            self._pump()
+        else:   # the common case, kept short: one packet straight to the codec
+            self._decode(pkt.data, offset, FRAME)
 
     # ---------------------------------------------------------------- output
     def get_frame(self, force: bool = False, layout: str = "planar") -> np.ndarray | None:
@@ -152,7 +167,8 @@ class Decoder:
             raise ValueError(f"layout must be 'planar' or 'interleaved', got {layout!r}")
         chunk = self.config.chunk_samples
         if self._fifo is None or len(self._fifo) < chunk:
-            self._pump()
+            if self._pending:
+                self._pump()
             if force and not self._drained:
                 self._drain()
         fifo = self._fifo
@@ -193,7 +209,7 @@ class Decoder:
         self.samples_out = 0
         self.bytes_in = 0
         self.skipped_leading_bytes = 0
-        self._fifo: SampleFifo | None = None
+        self._fifo: PlanarSampleBuffer | None = None
         self._format: AudioFormat | None = None
         self._first_pts: Fraction | None = None
         self._deferred: deque[CodecError] = deque()
@@ -201,7 +217,7 @@ class Decoder:
         if self.codec == "wav":
             fmt = self.config.output_format
             self._format = fmt.with_(planar=True)
-            self._fifo = SampleFifo(fmt.channels, fmt.dtype)
+            self._fifo = PlanarSampleBuffer(fmt.channels, fmt.dtype)
 
     # ------------------------------------------------------------- internals
     def _start_stream(self) -> None:
@@ -223,7 +239,7 @@ class Decoder:
             self._start_stream()
 
     def _open_codec(self) -> av.CodecContext:
-        ctx = av.CodecContext.create(self.codec, "r")
+        ctx = av.CodecContext.create(_FFMPEG_DECODERS[self.codec], "r")
         if self.codec == "flac":
             ctx.options = {"err_detect": "crccheck"}
         if self.codec == "opus" and self._extradata:
@@ -259,18 +275,23 @@ class Decoder:
             self._fail(f"corrupt data: {unit.expected} frame(s) missing or damaged after the frame "
                        f"at byte offset {unit.offset}", unit.offset, 0)
             return
+        self._decode(unit.data, unit.offset, unit.kind)
+
+    def _decode(self, data: bytes, offset: int, kind: str) -> None:
+        """Decode one frame's bytes; a rejected frame becomes an error (or leading junk)."""
         try:
-            frames = (self._ctx or self._open_codec()).decode(av.Packet(unit.data))
+            frames = (self._ctx or self._open_codec()).decode(av.Packet(data))
         except av.error.FFmpegError as exc:
+            size = len(data)
             reason = getattr(exc, "strerror", None) or str(exc)
-            if unit.kind == LAST:
-                self._fail(f"truncated input: the last frame at byte offset {unit.offset} "
-                           f"({size} bytes) is incomplete or corrupt ({reason})", unit.offset, size)
+            if kind == LAST:
+                self._fail(f"truncated input: the last frame at byte offset {offset} "
+                           f"({size} bytes) is incomplete or corrupt ({reason})", offset, size)
             elif not self._decoded_any and self._splitter is not None:
-                self._add_junk(unit.offset, size)
+                self._add_junk(offset, size)
             else:
-                self._fail(f"corrupt frame at byte offset {unit.offset} ({size} bytes) rejected by "
-                           f"the decoder: {reason}", unit.offset, size)
+                self._fail(f"corrupt frame at byte offset {offset} ({size} bytes) rejected by "
+                           f"the decoder: {reason}", offset, size)
             return
         if frames and self._junk is not None and not self._decoded_any:
             self._report_junk()   # bytes before the first good frame: counted, not an error
@@ -278,22 +299,27 @@ class Decoder:
             self._push(frame)
 
     def _push(self, frame: av.AudioFrame) -> None:
-        pcm = _planar_float(frame)
-        rate, channels = frame.sample_rate, pcm.shape[0]
-        if self._format is None:
-            self._format = AudioFormat(rate, channels, "f32")
-            self._fifo = SampleFifo(channels, np.float32)
+        rate, channels = frame.sample_rate, frame.layout.nb_channels
+        fmt = self._format
+        if fmt is None:
+            fmt = self._format = AudioFormat(rate, channels, "f32")
+            self._fifo = PlanarSampleBuffer(channels, np.float32)
             start = 0
             if self._first_pts is not None:
                 start = round(self._first_pts * rate) + (self._opus_pre_skip() if self.codec == "opus" else 0)
-            self._fifo.push(pcm, start)
-        elif (rate, channels) != (self._format.sample_rate, self._format.channels):
-            self._fail(f"stream parameters changed mid-stream: {self._format.sample_rate} Hz "
-                       f"{self._format.channels} ch, then {rate} Hz {channels} ch; "
+            self._fifo.next_pts = start
+        elif rate != fmt.sample_rate or channels != fmt.channels:
+            self._fail(f"stream parameters changed mid-stream: {fmt.sample_rate} Hz "
+                       f"{fmt.channels} ch, then {rate} Hz {channels} ch; "
                        f"{frame.samples} samples dropped", self.bytes_in, 0)
             return
+        name = frame.format.name
+        if name == "fltp":
+            self._fifo.write_planes(frame)
+        elif name in _INT_SCALES:
+            self._fifo.write_interleaved_int(frame, _INT_SCALES[name])
         else:
-            self._fifo.push(pcm)
+            self._fifo.write(_planar_float(frame))
         self._decoded_any = True
 
     def _put_pcm(self, data: bytes, offset: int) -> None:
@@ -307,7 +333,7 @@ class Decoder:
             start = None
             if self._fifo.next_pts is None:
                 start = round(self._first_pts * fmt.sample_rate) if self._first_pts is not None else 0
-            self._fifo.push(pcm.reshape(-1, fmt.channels).T, start)
+            self._fifo.write(pcm.reshape(-1, fmt.channels).T, start)
 
     def _add_junk(self, offset: int, size: int) -> None:
         if self._junk is not None and self._junk[0] + self._junk[1] == offset:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "mp3_frame_length", "is_mp3_info_frame", "adts_frame_length", "id3v2_length",
+    "mp3_frame_length", "is_mp3_info_frame", "adts_frame_length", "id3v2_length", "same_stream",
     "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "FLAC_MAX_HEADER_BYTES",
 ]
 
@@ -71,6 +71,15 @@ def adts_frame_length(header: bytes) -> int | None:
         return None
     length = ((header[3] & 3) << 11) | (header[4] << 3) | (header[5] >> 5)
     return length if length >= 7 else None
+
+
+def same_stream(codec: str, first: bytes, second: bytes) -> bool:
+    """Whether two MP3 / ADTS frame headers belong to the same stream (version, layer or profile, rate)."""
+    if codec == "mp3":
+        return (mp3_frame_length(second) is not None and first[1] == second[1]
+                and first[2] & 0x0C == second[2] & 0x0C)
+    return (adts_frame_length(second) is not None and first[1] & 0xF6 == second[1] & 0xF6
+            and first[2] & 0xFC == second[2] & 0xFC)
 
 
 def id3v2_length(head: bytes) -> int | None:

@@ -26,7 +26,7 @@ from typing import Callable
 import av
 
 from .decoder_headers import (FLAC_MAX_HEADER_BYTES, adts_frame_length, flac_frame_end, id3v2_length,
-                              is_mp3_info_frame, mp3_frame_length, parse_flac_frame_header)
+                              is_mp3_info_frame, mp3_frame_length, parse_flac_frame_header, same_stream)
 
 __all__ = ["Unit", "FRAME", "JUNK", "SHORT", "MISSING", "LAST", "ParserSplitter", "FlacSplitter",
            "make_splitter"]
@@ -67,9 +67,11 @@ class ParserSplitter:
         self._prefix = bytearray()   # first bytes, held until we know if an ID3v2 tag starts there
         self._in_prefix = codec == "mp3"
         self._skip = 0               # bytes of ID3v2 tag still to drop
-        self._seen_frame = False
+        self._reference: bytes | None = None   # header of the first frame: the stream's parameters
+        self._confirmed = False
         self._carry = bytearray()    # parsed bytes not yet cut into frames (an incomplete frame)
         self._carry_offset = 0
+        self._stream_start: int | None = None   # offset of the first byte after any ID3v2 tag
 
     @property
     def buffered_bytes(self) -> int:
@@ -86,6 +88,8 @@ class ParserSplitter:
             data = self._take_prefix(data)
             if self._in_prefix or not data:
                 return []
+        if self._stream_start is None:
+            self._stream_start = self._window_start
         self._fed += len(data)
         self._window += data
         return self._attribute(self._parser.parse(data))
@@ -152,7 +156,7 @@ class ParserSplitter:
             units += self._end_carry()
         return units
 
-    def _split_carry(self) -> list[Unit]:
+    def _split_carry(self, at_end: bool = False) -> list[Unit]:
         """Cut whole frames off the parsed bytes by their header lengths; keep an incomplete last one.
 
         The parser's own packet boundaries are not trusted: after damage it
@@ -162,28 +166,46 @@ class ParserSplitter:
         data, offset = self._carry, self._carry_offset
         pos = 0
         while pos < len(data):
-            length = self._frame_length(data[pos:pos + 6])
+            header = bytes(data[pos:pos + 6])
+            length = self._frame_length(header)
+            if length is not None and self._reference is not None \
+                    and not same_stream(self._codec, self._reference, header):
+                length = None   # a header of another stream inside junk: a false sync
             if length is None:
                 resync = self._resync(data, pos + 1)
                 units.append(Unit(JUNK, offset + pos, bytes(data[pos:resync])))
+                self._confirmed = False
                 pos = resync
                 continue
             if pos + length > len(data):
                 break
+            if not self._confirmed and offset + pos != self._stream_start:
+                # Searching for sync in junk: random bytes look like a header now and
+                # then, so demand a second header of the same stream right after it.
+                following = bytes(data[pos + length:pos + length + 6])
+                if len(following) < 6 and not (at_end and pos + length == len(data)):
+                    break
+                if following and not same_stream(self._codec, header, following):
+                    resync = self._resync(data, pos + 1)
+                    units.append(Unit(JUNK, offset + pos, bytes(data[pos:resync])))
+                    pos = resync
+                    continue
             frame = bytes(data[pos:pos + length])
-            if not (self._codec == "mp3" and not self._seen_frame and is_mp3_info_frame(frame)):
+            if not (self._codec == "mp3" and self._reference is None and is_mp3_info_frame(frame)):
                 units.append(Unit(FRAME, offset + pos, frame))
-            self._seen_frame = True
+            self._reference = self._reference or header
+            self._confirmed = True
             pos += length
         del data[:pos]
         self._carry_offset += pos
         return units
 
     def _end_carry(self) -> list[Unit]:
-        """The held incomplete frame can no longer be completed: report it."""
+        """No more bytes will follow the held ones: cut what is whole, report the rest."""
+        units = self._split_carry(at_end=True)
         if not self._carry:
-            return []
-        units = self._tail(bytes(self._carry), self._carry_offset)
+            return units
+        units += self._tail(bytes(self._carry), self._carry_offset)
         self._carry_offset += len(self._carry)
         self._carry.clear()
         return units
