@@ -12,7 +12,6 @@ and the ratio (target >= 0.95).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
