@@ -1,1 +1,13 @@
-"""engine"""
+"""The multiprocess engine: a worker process per stage replica, ZeroMQ between them.
+
+``build_plan(config)`` turns a validated RunConfig into a Plan (stages,
+replicas, endpoints, HWMs); ``run_plan(plan)`` / ``Engine(plan).run()`` runs it
+and returns a RunReport, or raises WorkerFailed naming the stage, replica and
+traceback of the worker that failed.
+"""
+
+from .build import build_plan
+from .coordinator import Engine, RunInterrupted, RunReport, StageReport, WorkerReport, run_plan
+
+__all__ = ["build_plan", "run_plan", "Engine", "RunReport", "StageReport", "WorkerReport",
+           "RunInterrupted"]

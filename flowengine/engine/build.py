@@ -1,0 +1,147 @@
+"""RunConfig → Plan: stage names, edges, replicas, endpoints and HWMs, before any process starts.
+
+- A stage's name is its ``name`` or its operator name; names are unique.
+- A stage without ``inputs`` reads from the stage before it; a source reads
+  from nothing. Several ``inputs`` = fan-in (the streams of every input share
+  the inbox, one node per stream); several stages naming the same input =
+  fan-out (each gets every message).
+- Buffer kinds must agree on every edge (PCM into a PCM input, packets into
+  a packet input).
+- ``replicas: auto`` is one per usable core. A source has one replica (two
+  would produce the same streams twice).
+- Endpoints: ``ipc://`` sockets in a private directory made with
+  ``tempfile.mkdtemp`` (``Plan.run_dir``; the engine removes it at the end of
+  the run, whatever the outcome), or ``tcp://127.0.0.1:<free port>``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from ..config.model import RunConfig
+from ..errors import ConfigError
+from .operators import OperatorInfo, resolve_operator
+from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
+
+__all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
+
+DEFAULT_HWM = 64
+_ANY = "any"
+
+
+@dataclass
+class _Stage:
+    name: str
+    info: OperatorInfo
+    config: object
+    inputs: list[str]
+    replicas: int
+
+
+def resolve_stage_inputs(config: RunConfig) -> list[tuple[str, list[str]]]:
+    """(name, inputs) per stage, with names defaulted and inputs defaulted to the stage before."""
+    resolved: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    for index, stage in enumerate(config.stages):
+        name = stage.label
+        if name in seen:
+            raise ConfigError(f"stages[{index}]: duplicate stage name {name!r}: give one of "
+                              f"them a 'name'")
+        seen.add(name)
+        if stage.inputs is not None:
+            inputs = list(stage.inputs)
+        else:
+            inputs = [resolved[-1][0]] if resolved else []
+        for upstream in inputs:
+            if upstream not in seen or upstream == name:
+                raise ConfigError(f"stage {name!r}: input {upstream!r} is not a stage defined "
+                                  f"before it")
+        resolved.append((name, inputs))
+    return resolved
+
+
+def _stages(config: RunConfig) -> list[_Stage]:
+    stages = []
+    for stage_config, (name, inputs) in zip(config.stages, resolve_stage_inputs(config)):
+        info = resolve_operator(stage_config.op, stage_config.params)
+        replicas = auto_replicas() if stage_config.replicas == "auto" else stage_config.replicas
+        if info.input_kind is None:
+            if stage_config.inputs:
+                raise ConfigError(f"stage {name!r}: operator {info.name!r} is a source and "
+                                  f"takes no inputs")
+            inputs = []
+            if replicas != 1:
+                raise ConfigError(f"stage {name!r}: a source runs as one replica, got "
+                                  f"replicas={replicas}")
+        elif not inputs:
+            raise ConfigError(f"stage {name!r}: operator {info.name!r} needs an input but no "
+                              f"stage comes before it")
+        stages.append(_Stage(name, info, stage_config, inputs, replicas))
+    return stages
+
+
+def _check_edge(upstream: _Stage, downstream: _Stage) -> None:
+    out_kind, in_kind = upstream.info.output_kind, downstream.info.input_kind
+    if out_kind is None:
+        raise ConfigError(f"stage {downstream.name!r}: input {upstream.name!r} is a sink and "
+                          f"has no output")
+    if in_kind != _ANY and out_kind != in_kind:
+        raise ConfigError(f"stage {downstream.name!r}: takes {in_kind} buffers but its input "
+                          f"{upstream.name!r} outputs {out_kind} buffers")
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def build_plan(config: RunConfig, *, run_dir: str | None = None,
+               stats_interval: float = 1.0) -> Plan:
+    """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default)."""
+    stages = _stages(config)
+    by_name = {stage.name: stage for stage in stages}
+    consumers: dict[str, list[str]] = {stage.name: [] for stage in stages}
+    for stage in stages:
+        for upstream in stage.inputs:
+            _check_edge(by_name[upstream], stage)
+            consumers[upstream].append(stage.name)
+
+    run_dir = run_dir or tempfile.mkdtemp(prefix="flowengine-")
+    os.makedirs(run_dir, exist_ok=True)
+
+    def endpoint(name: str) -> str:
+        if config.transport == "tcp":
+            return f"tcp://127.0.0.1:{_free_tcp_port()}"
+        return f"ipc://{os.path.join(run_dir, name)}"
+
+    control = endpoint("control")
+    inboxes = {stage.name: [endpoint(f"s{i}r{r}") if stage.inputs else None
+                            for r in range(stage.replicas)]
+               for i, stage in enumerate(stages)}
+    plans = []
+    for stage in stages:
+        hwm = stage.config.hwm or DEFAULT_HWM
+        # Every edge is sticky by stream id (one stream, one path, order kept);
+        # round-robin spreading of stateless stages is not planned yet.
+        outputs = [OutputEdge(name, inboxes[name], by_name[name].config.hwm or DEFAULT_HWM)
+                   for name in consumers[stage.name]]
+        upstream = [sender_id(name, r) for name in stage.inputs
+                    for r in range(by_name[name].replicas)]
+        workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.config.op,
+                              params=dict(stage.config.params), kind=stage.info.kind,
+                              control_endpoint=control, inbox_endpoint=inboxes[stage.name][r],
+                              inbox_hwm=hwm, outputs=outputs, upstream=upstream,
+                              on_error=stage.config.on_error, max_errors=stage.config.max_errors,
+                              block_samples=config.block_samples,
+                              stats_interval=stats_interval)
+                   for r in range(stage.replicas)]
+        plans.append(StagePlan(name=stage.name, op=stage.config.op, kind=stage.info.kind,
+                               input_kind=stage.info.input_kind,
+                               output_kind=stage.info.output_kind, replicas=stage.replicas,
+                               hwm=hwm, inputs=stage.inputs, outputs=consumers[stage.name],
+                               workers=workers))
+    return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir)

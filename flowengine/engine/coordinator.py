@@ -1,0 +1,423 @@
+"""The coordinator: starts a plan's workers, follows the run, and always cleans up.
+
+Theory of operation
+-------------------
+1. Bind the control ROUTER, start one process per stage replica (start
+   method "forkserver", with flowengine's heavy modules preloaded so workers
+   start fast; the coordinator's ZeroMQ context is never inherited).
+2. Wait (bounded) for ``ready`` from every worker: inboxes are bound and
+   pushes connected, so nothing a source sends can be lost to a slow joiner.
+   Then ``start``.
+3. Loop in short slices: read control messages (stats = heartbeats, done,
+   error), watch every process's sentinel, and check heartbeats. A worker
+   that exits, reports an error or stays silent too long fails the run with
+   ``WorkerFailed`` naming its stage, replica and traceback (or signal).
+4. The run is complete when every sink replica has reported ``done`` (EOF
+   travelled in-band through every stage behind the data). Only then does
+   every worker get ``shutdown`` and close its data sockets.
+5. Whatever happens (completion, failure, Ctrl-C, an exception in the
+   coordinator itself): shutdown, join with a deadline, terminate then kill
+   stragglers, remove the run directory with its socket files.
+
+Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
+their streams; EOF flows; sinks finalise their files) and the run completes
+normally with ``RunReport.interrupted`` set; a second one stops at once and
+raises ``RunInterrupted`` (exit code 130).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for_sentinels
+from typing import Any
+
+import zmq
+
+from ..errors import WireError, WorkerFailed
+from .control import WORKER_MESSAGES, decode_control, encode_control
+from .plan import Plan, WorkerSpec
+from .worker import LINGER_MS, run_worker
+
+__all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
+           "PRELOAD_MODULES"]
+
+# Imported once in the forkserver, so each worker process starts without re-importing them.
+PRELOAD_MODULES = ["flowengine.engine.worker", "flowengine.registry"]
+
+_SLICE_S = 0.1
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A second Ctrl-C / SIGTERM stopped the run at once."""
+
+    exit_code = 130
+
+
+@dataclass
+class WorkerReport:
+    """Counts of one stage replica: final ones from its ``done``, or the latest ``stats``."""
+
+    stage: str
+    replica: int
+    pid: int | None = None
+    messages_in: int = 0
+    samples_in: int = 0
+    bytes_in: int = 0
+    seconds_in: float = 0.0
+    messages_out: int = 0
+    samples_out: int = 0
+    bytes_out: int = 0
+    seconds_out: float = 0.0
+    busy_seconds: float = 0.0
+    blocked_seconds: float = 0.0
+    busy_percent: float = 0.0
+    errors_skipped: int = 0
+    streams_open: int = 0
+    queue_depth: int = 0          # upstream sent - received, at the latest stats
+    max_queue: int = 0
+    done: bool = False
+    stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class StageReport:
+    name: str
+    op: str
+    kind: str
+    workers: list[WorkerReport]
+
+    def total(self, key: str) -> float:
+        """Sum of one WorkerReport field over the replicas."""
+        return sum(getattr(w, key) for w in self.workers)
+
+    @property
+    def max_queue(self) -> int:
+        return max((w.max_queue for w in self.workers), default=0)
+
+
+@dataclass
+class RunReport:
+    name: str
+    stages: list[StageReport]
+    wall_seconds: float
+    audio_seconds: float      # seconds of audio the sinks received (the largest sink stage)
+    interrupted: bool = False
+    complete: bool = False
+
+    def stage(self, name: str) -> StageReport:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+@dataclass
+class _Tracked:
+    """The coordinator's view of one worker process."""
+
+    spec: WorkerSpec
+    process: Any
+    report: WorkerReport
+    ready: bool = False
+    last_seen: float = 0.0
+    sent_to: dict[str, int] = field(default_factory=dict)
+    received: int = 0
+    error: dict | None = None
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
+    counts_in, counts_out = message["in"], message["out"]
+    report.messages_in, report.samples_in = counts_in["messages"], counts_in["samples"]
+    report.bytes_in, report.seconds_in = counts_in["bytes"], counts_in["seconds"]
+    report.messages_out, report.samples_out = counts_out["messages"], counts_out["samples"]
+    report.bytes_out, report.seconds_out = counts_out["bytes"], counts_out["seconds"]
+    report.busy_seconds, report.blocked_seconds = message["busy"], message["blocked"]
+    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+    report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+
+
+class Engine:
+    """Runs one Plan in worker processes. `run()` returns a RunReport or raises WorkerFailed.
+
+    `progress(report)` is called about every `progress_interval` seconds with a
+    RunReport of the latest stats. Timeouts: `ready_timeout` for every worker
+    to bind and connect, `heartbeat_timeout` of silence before a worker counts
+    as hung, `stop_timeout` for workers to exit after shutdown before they are
+    terminated. `handle_signals` installs the SIGINT/SIGTERM drain handlers
+    (main thread only).
+    """
+
+    def __init__(self, plan: Plan, *, progress: Callable[[RunReport], None] | None = None,
+                 progress_interval: float = 1.0, ready_timeout: float = 20.0,
+                 heartbeat_timeout: float = 5.0, stop_timeout: float = 3.0,
+                 handle_signals: bool = True) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.ready_timeout = ready_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.stop_timeout = stop_timeout
+        self.handle_signals = handle_signals
+        self.pids: list[int] = []
+        self._workers: dict[str, _Tracked] = {}
+        self._signals = 0
+        self._drain_sent = False
+        self._started_at = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    def run(self) -> RunReport:
+        context = zmq.Context()
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        previous = self._install_signal_handlers()
+        try:
+            router.bind(self.plan.control_endpoint)
+            self._router = router
+            self._start_processes()
+            self._started_at = time.monotonic()
+            self._wait_ready()
+            self._broadcast("start")
+            self._follow()
+            self._collect_remaining_done()
+            report = self.snapshot(final=True)
+            report.complete = True
+            return report
+        finally:
+            try:
+                self._stop_all()
+            finally:
+                router.close(linger=0)
+                context.term()
+                shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+                self._restore_signal_handlers(previous)
+
+    def snapshot(self, final: bool = False) -> RunReport:
+        """A RunReport from what the workers reported so far."""
+        wall = time.monotonic() - self._started_at if self._started_at else 0.0
+        stages = []
+        for stage in self.plan.stages:
+            workers = [self._workers[w.id].report for w in stage.workers if w.id in self._workers]
+            for report in workers:
+                report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+            stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
+        sinks = {s.name for s in self.plan.sinks}
+        audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
+        return RunReport(self.plan.name, stages, wall, audio, interrupted=self._signals > 0)
+
+    # --------------------------------------------------------------- processes
+
+    def _start_processes(self) -> None:
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(PRELOAD_MODULES)
+        for spec in self.plan.workers:
+            process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
+                                 daemon=True)
+            self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
+        for tracked in self._workers.values():
+            tracked.process.start()
+            tracked.report.pid = tracked.process.pid
+            self.pids.append(tracked.process.pid)
+
+    def _stop_all(self) -> None:
+        """Shutdown to every worker, then join with a deadline, terminate, kill."""
+        started = [t for t in self._workers.values() if t.process.pid is not None]
+        if hasattr(self, "_router"):
+            self._broadcast("shutdown")
+        deadline = time.monotonic() + self.stop_timeout
+        for tracked in started:
+            tracked.process.join(max(0.0, deadline - time.monotonic()))
+        for escalate in ("terminate", "kill"):
+            alive = [t for t in started if t.process.is_alive()]
+            for tracked in alive:
+                getattr(tracked.process, escalate)()
+            for tracked in alive:
+                tracked.process.join(1.0)
+
+    # ---------------------------------------------------------------- messages
+
+    def _send(self, worker_id: str, kind: str) -> None:
+        try:
+            self._router.send_multipart([worker_id.encode(), encode_control(kind)],
+                                        flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # gone or not connected yet; the process sentinel tells the rest
+
+    def _broadcast(self, kind: str, only: Callable[[_Tracked], bool] = lambda t: True) -> None:
+        for worker_id, tracked in self._workers.items():
+            if only(tracked):
+                self._send(worker_id, kind)
+
+    def _receive(self, timeout: float) -> None:
+        """Handle every control message that arrives within `timeout` seconds."""
+        if not self._router.poll(int(timeout * 1000)):
+            return
+        while True:
+            try:
+                identity, payload = self._router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not [identity, payload]: nothing a worker sends
+            tracked = self._workers.get(identity.decode(errors="replace"))
+            if tracked is not None:
+                self._handle(tracked, payload)
+
+    def _handle(self, tracked: _Tracked, payload: bytes) -> None:
+        tracked.last_seen = time.monotonic()
+        try:
+            message = decode_control(payload, expect=WORKER_MESSAGES)
+        except WireError as exc:
+            self._fail(tracked, f"sent a bad control message: {exc}")
+        kind = message["t"]
+        if kind == "ready":
+            tracked.ready = True
+        elif kind == "error":
+            tracked.error = message
+            self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
+        else:
+            wall = time.monotonic() - self._started_at
+            _apply_counts(tracked.report, message, wall)
+            tracked.sent_to, tracked.received = message["sent_to"], message["received"]
+            if kind == "done":
+                tracked.report.done = True
+                tracked.report.stream_counts = message["stream_counts"]
+                tracked.report.queue_depth = 0
+            else:
+                self._update_queue_depth(tracked)
+
+    def _update_queue_depth(self, tracked: _Tracked) -> None:
+        """This worker's inbox depth: what its upstreams sent minus what it has read.
+
+        Taken when the worker itself reports, against its upstreams' latest
+        (older) reports, so it never counts messages sent after it read: a
+        lower bound, exact for a blocked upstream, and 0 once it is done.
+        """
+        sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0)
+                   for u in tracked.spec.upstream if u in self._workers)
+        report = tracked.report
+        report.queue_depth = max(0, sent - tracked.received)
+        report.max_queue = max(report.max_queue, report.queue_depth)
+
+    # ------------------------------------------------------------------- phases
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not all(t.ready for t in self._workers.values()):
+            self._check_processes()
+            self._check_signals()
+            if time.monotonic() >= deadline:
+                missing = [i for i, t in self._workers.items() if not t.ready]
+                tracked = self._workers[missing[0]]
+                self._fail(tracked, f"was not ready within {self.ready_timeout:.0f} s "
+                                    f"(not ready: {', '.join(missing)})")
+            self._receive(_SLICE_S)
+        now = time.monotonic()
+        for tracked in self._workers.values():
+            tracked.last_seen = now
+
+    def _follow(self) -> None:
+        sinks = [self._workers[w.id] for stage in self.plan.sinks for w in stage.workers]
+        next_progress = time.monotonic() + self.progress_interval
+        while not all(t.report.done for t in sinks):
+            self._receive(_SLICE_S)
+            self._check_processes()
+            self._check_heartbeats()
+            self._check_signals()
+            if self.progress is not None and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + self.progress_interval
+                self.progress(self.snapshot())
+
+    def _collect_remaining_done(self) -> None:
+        """Every worker sent done before the sinks could finish; wait (bounded) for the rest."""
+        deadline = time.monotonic() + 2.0
+        while not all(t.report.done for t in self._workers.values()):
+            if time.monotonic() >= deadline:
+                break
+            self._receive(_SLICE_S)
+            self._check_processes()
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_processes(self) -> None:
+        """A worker process that ended before shutdown failed the run."""
+        sentinels = {t.process.sentinel: t for t in self._workers.values()}
+        ended = wait_for_sentinels(list(sentinels), timeout=0)
+        if not ended:
+            return
+        tracked = sentinels[ended[0]]
+        tracked.process.join(0.5)
+        # Its error report may still be on the way: give it a moment to arrive.
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            self._receive(0.05)
+        code = tracked.process.exitcode
+        if code is None:
+            what = "closed its process sentinel but is still running"
+        elif code < 0:
+            what = f"was killed by {_signal_name(code)}"
+        else:
+            what = f"exited with exit code {code} before the end of the run"
+        self._fail(tracked, what)
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for tracked in self._workers.values():
+            silent = now - tracked.last_seen
+            if silent > self.heartbeat_timeout:
+                self._fail(tracked, f"sent no heartbeat for {silent:.1f} s (hung or stalled; "
+                                    f"limit {self.heartbeat_timeout:.1f} s)")
+
+    def _fail(self, tracked: _Tracked, what: str) -> None:
+        spec = tracked.spec
+        error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "
+                             f"(pid {tracked.process.pid}) {what}")
+        error.stage, error.replica = spec.stage, spec.replica
+        error.traceback = (tracked.error or {}).get("tb")
+        raise error
+
+    # ----------------------------------------------------------------- signals
+
+    def _install_signal_handlers(self) -> dict:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self._signals += 1
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _check_signals(self) -> None:
+        if self._signals >= 2:
+            raise RunInterrupted("interrupted twice: run stopped at once")
+        if self._signals == 1 and not self._drain_sent and self._started_at and \
+                all(t.ready for t in self._workers.values()):
+            self._drain_sent = True
+            self._broadcast("drain", only=lambda t: not t.spec.upstream)
+
+
+def run_plan(plan: Plan, **options: Any) -> RunReport:
+    """Run `plan` in worker processes (see Engine for the options)."""
+    return Engine(plan, **options).run()

@@ -1,0 +1,424 @@
+"""One worker process: one replica of one stage, between ZeroMQ sockets and its nodes.
+
+Theory of operation
+-------------------
+Sockets: a DEALER to the coordinator's ROUTER (identity "stage:replica"), a
+bound PULL inbox (RCVHWM = the stage's hwm) unless the stage is a source,
+and one connected PUSH per downstream replica (SNDHWM = that stage's hwm),
+so this worker chooses where each message goes: sticky by ``crc32(stream id)``
+so one stream always takes one path and stays in order.
+
+Streams: a node per stream, made when the stream's caps arrive; each data
+message is pushed into it and whatever it gives is sent on. The first output
+of a stream (and any later change of format or codec) sends caps first. An
+eos flushes the stream's node (``push(None)``, pull to EOF), sends eos on,
+and drops the node. A source is one node whose buffers may belong to several
+streams; when it ends (or the coordinator says ``drain``) every open stream
+gets its eos.
+
+The run ends when EOF came from every upstream sender (``InboxState``): send
+EOF to every downstream replica, report ``done`` with the final counts, then
+keep every socket open until the coordinator's ``shutdown`` (bounded) — a
+socket closed right after its last send can lose what is still queued, so
+delivery never relies on linger; linger only bounds the exit.
+
+Never blocked for good: sends are non-blocking; when a downstream queue is
+full (backpressure) the worker polls for room in short slices while it keeps
+answering control messages and sending stats, so a stuck downstream shows as
+time blocked on send, not as a hang. Stats go out about once a second and are
+the coordinator's heartbeat. Any exception is reported as ``error`` with its
+traceback before the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+import zlib
+from typing import Any
+
+import zmq
+
+from ..buffers import AudioFrame, Packet
+from ..errors import CodecError, FlowError, WireError
+from ..node import AGAIN, EOF, Node
+from .control import encode_control, decode_control, COORDINATOR_MESSAGES
+from .operators import create_node
+from .plan import WorkerSpec, sender_id
+from .protocol import InboxState, RunEnd, StreamCaps, StreamData, StreamEnd, StreamSender
+from .wire import Caps, Frame, decode, message_nbytes, send_kwargs
+
+__all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS"]
+
+LINGER_MS = 1000
+SHUTDOWN_WAIT_SECONDS = 30.0
+START_WAIT_SECONDS = 60.0
+_POLL_MS = 100
+_BATCH = 32                # inbox messages read between two looks at the control socket
+_MAX_IDLE_PULLS = 10000    # AGAINs a flushed node may answer before it counts as stuck
+
+
+class _Shutdown(Exception):
+    """The coordinator ended the run (normally or because of a failure elsewhere)."""
+
+
+def _seconds(buf: AudioFrame | Packet) -> float:
+    if isinstance(buf, AudioFrame):
+        return buf.samples / buf.format.sample_rate
+    return float(buf.duration * buf.time_base) if buf.duration else 0.0
+
+
+def _samples(buf: AudioFrame | Packet) -> int:
+    if isinstance(buf, AudioFrame):
+        return buf.samples
+    return int(buf.duration or 0)
+
+
+class _Counts:
+    """Messages, samples, bytes and seconds of audio in one direction."""
+
+    __slots__ = ("messages", "samples", "bytes", "seconds")
+
+    def __init__(self) -> None:
+        self.messages = self.samples = self.bytes = 0
+        self.seconds = 0.0
+
+    def add(self, buf: AudioFrame | Packet, nbytes: int) -> None:
+        self.messages += 1
+        self.samples += _samples(buf)
+        self.bytes += nbytes
+        self.seconds += _seconds(buf)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"messages": self.messages, "samples": self.samples, "bytes": self.bytes,
+                "seconds": self.seconds}
+
+
+class Worker:
+    """The sockets, nodes and counters of one worker; `run()` is the whole life of the process."""
+
+    def __init__(self, spec: WorkerSpec, context: zmq.Context, control: zmq.Socket) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.control = control
+        self.inbox: zmq.Socket | None = None
+        if spec.inbox_endpoint is not None:
+            self.inbox = _socket(context, zmq.PULL)
+            self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm)
+            self.inbox.bind(spec.inbox_endpoint)
+        # Per output edge: its PUSH sockets (one per downstream replica) and their ids.
+        self.edges: list[list[tuple[str, zmq.Socket]]] = []
+        for edge in spec.outputs:
+            sockets = []
+            for replica, endpoint in enumerate(edge.endpoints):
+                push = _socket(context, zmq.PUSH)
+                push.setsockopt(zmq.SNDHWM, edge.hwm)
+                push.connect(endpoint)
+                sockets.append((sender_id(edge.stage, replica), push))
+            self.edges.append(sockets)
+        self.sockets = [self.control] + ([self.inbox] if self.inbox else []) + \
+            [push for sockets in self.edges for _, push in sockets]
+
+        self.sender = StreamSender(self.id)
+        self.inbox_state = InboxState(spec.upstream) if spec.upstream else None
+        self.nodes: dict[str, Node] = {}
+        self.out_caps: dict[str, Caps] = {}
+        self.stream_counts: dict[str, dict[str, int]] = {}
+        self.counts_in, self.counts_out = _Counts(), _Counts()
+        self.received = 0                       # inbox messages of any kind
+        self.sent_to: dict[str, int] = {}       # messages sent per downstream replica id
+        self.busy = self.blocked = 0.0
+        self.errors_skipped = 0
+        self.started = self.draining = False
+        self._next_stats = 0.0
+        self._parent = multiprocessing.parent_process()
+
+    # ----------------------------------------------------------------- control
+
+    def _tell(self, kind: str, **fields: Any) -> None:
+        self.control.send(encode_control(kind, **fields))
+
+    def service(self) -> None:
+        """Answer every pending control message, send stats when due, notice an orphaned run."""
+        while self.control.poll(0):
+            message = decode_control(self.control.recv(), expect=COORDINATOR_MESSAGES)
+            if message["t"] == "shutdown":
+                raise _Shutdown()
+            if message["t"] == "start":
+                self.started = True
+            elif message["t"] == "drain":
+                self.draining = True
+        now = time.monotonic()
+        if now >= self._next_stats:
+            self._next_stats = now + self.spec.stats_interval
+            self._tell("stats", **self.statistics())
+            if self._parent is not None and not self._parent.is_alive():
+                raise FlowError(f"worker {self.id}: the coordinator process went away")
+
+    def statistics(self) -> dict[str, Any]:
+        return {"in": self.counts_in.as_dict(), "out": self.counts_out.as_dict(),
+                "received": self.received, "sent_to": dict(self.sent_to),
+                "busy": self.busy, "blocked": self.blocked, "streams": len(self.nodes),
+                "errors_skipped": self.errors_skipped}
+
+    def _wait_control(self, seconds: float) -> bool:
+        """Service control until `started` is set (True) or `seconds` pass (False).
+
+        A shutdown ends any wait by raising _Shutdown.
+        """
+        deadline = time.monotonic() + seconds
+        while not self.started:
+            if time.monotonic() >= deadline:
+                return False
+            self.control.poll(_POLL_MS)
+            self.service()
+        return True
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, dest: str, sock: zmq.Socket, frames: list[Frame]) -> None:
+        """Send without ever blocking for good: wait for room in slices, servicing control."""
+        kwargs = send_kwargs(frames[-1])
+        poller: zmq.Poller | None = None
+        while True:
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, **kwargs)
+                break
+            except zmq.Again:
+                pass
+            if poller is None:
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLOUT)
+                poller.register(self.control, zmq.POLLIN)
+            waited = time.perf_counter()
+            poller.poll(_POLL_MS)
+            self.blocked += time.perf_counter() - waited
+            self.service()
+        self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
+
+    def _send_stream(self, stream: str, frames: list[Frame]) -> None:
+        """One message of `stream` to the replica its stream sticks to, on every output edge."""
+        key = zlib.crc32(stream.encode())
+        for sockets in self.edges:
+            dest, sock = sockets[key % len(sockets)]
+            self._send(dest, sock, frames)
+
+    def _emit(self, stream: str, buf: Any, node: Node) -> None:
+        """Send one output buffer of `stream`, preceded by caps when they are new or changed."""
+        if buf.stream != stream:
+            buf.stream = stream  # a node may not know the stream id; the stream keeps its path
+        caps = self.out_caps.get(stream)
+        if isinstance(buf, AudioFrame):
+            changed = caps is None or caps.format != buf.format or caps.time_base != buf.time_base
+            if changed:
+                caps = Caps.for_frame(buf)
+        else:
+            changed = caps is None or caps.codec != buf.codec
+            if changed:
+                caps = Caps.for_packet(buf, node.output_format)
+        if changed:
+            self.out_caps[stream] = caps
+            self._send_stream(stream, self.sender.caps(stream, caps))
+        frames = self.sender.data(buf)
+        self._send_stream(stream, frames)
+        self.counts_out.add(buf, message_nbytes(frames))
+        counts = self._stream_counts(stream)
+        counts["out_messages"] += 1
+        counts["out_samples"] += _samples(buf)
+
+    def _end_stream_downstream(self, stream: str) -> None:
+        if stream in self.out_caps:
+            del self.out_caps[stream]
+            self._send_stream(stream, self.sender.eos(stream))
+
+    def _stream_counts(self, stream: str) -> dict[str, int]:
+        counts = self.stream_counts.get(stream)
+        if counts is None:
+            counts = self.stream_counts[stream] = {"in_messages": 0, "in_samples": 0,
+                                                   "out_messages": 0, "out_samples": 0}
+        return counts
+
+    # ------------------------------------------------------------------- nodes
+
+    def _drain_node(self, stream: str, node: Node, flushing: bool) -> None:
+        """Pull `node` until AGAIN (or EOF once flushing), sending what it gives."""
+        idle = 0
+        start = time.perf_counter()
+        while True:
+            out = node.pull()
+            if out is EOF:
+                break
+            if out is AGAIN:
+                if not flushing:
+                    break
+                idle += 1
+                if idle > _MAX_IDLE_PULLS:
+                    raise FlowError(f"stage {self.spec.stage!r} stream {stream!r}: node "
+                                    f"{node!r} did not reach EOF after its input ended")
+                continue
+            self.busy += time.perf_counter() - start
+            if self.edges:
+                self._emit(stream, out, node)
+            start = time.perf_counter()
+        self.busy += time.perf_counter() - start
+
+    def _push(self, stream: str, node: Node, buf: Any) -> None:
+        start = time.perf_counter()
+        node.push(buf)
+        self.busy += time.perf_counter() - start
+        self._drain_node(stream, node, flushing=buf is None)
+
+    def _flush_stream(self, stream: str) -> None:
+        node = self.nodes.pop(stream)
+        try:
+            self._push(stream, node, None)
+        finally:
+            node.close()
+        self._end_stream_downstream(stream)
+
+    def _on_data(self, stream: str, buf: Any) -> None:
+        node = self.nodes[stream]
+        try:
+            self._push(stream, node, buf)
+        except (CodecError, WireError) as exc:
+            if self.spec.on_error != "skip":
+                raise
+            self.errors_skipped += 1
+            limit = self.spec.max_errors
+            if limit is not None and self.errors_skipped > limit:
+                raise FlowError(f"stage {self.spec.stage!r} stream {stream!r}: "
+                                f"{self.errors_skipped} errors skipped, over max_errors={limit}; "
+                                f"last: {exc}") from exc
+
+    # ------------------------------------------------------------------- loops
+
+    def _run_source(self) -> None:
+        if not self._wait_control(START_WAIT_SECONDS):
+            raise FlowError(f"worker {self.id}: no start from the coordinator within "
+                            f"{START_WAIT_SECONDS:.0f} s")
+        node = create_node(self.spec.op, self.spec.params)
+        try:
+            while not self.draining:
+                self.service()
+                start = time.perf_counter()
+                out = node.pull()
+                self.busy += time.perf_counter() - start
+                if out is EOF:
+                    break
+                if out is AGAIN:  # a paced source: nothing yet; wait a little, awake to control
+                    self.control.poll(5)
+                    continue
+                counts = self._stream_counts(out.stream)
+                counts["in_messages"] += 1
+                counts["in_samples"] += _samples(out)
+                self._emit(out.stream, out, node)
+        finally:
+            node.close()
+        for stream in self.sender.open_streams:
+            self._end_stream_downstream(stream)
+
+    def _run_inbox(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.inbox, zmq.POLLIN)
+        while not self.inbox_state.run_ended:
+            self.service()
+            poller.poll(_POLL_MS)
+            for _ in range(_BATCH):
+                try:
+                    frames = self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._on_message(frames)
+                if self.inbox_state.run_ended:
+                    break
+        for stream in list(self.nodes):  # InboxState saw every eos already; none left open
+            self._flush_stream(stream)
+
+    def _on_message(self, frames: list[zmq.Frame]) -> None:
+        self.received += 1
+        try:
+            message = decode(frames)
+        except WireError as exc:
+            raise WireError(f"stage {self.spec.stage!r} replica {self.spec.replica}: bad "
+                            f"message on its inbox (fed by {', '.join(self.spec.upstream)}): "
+                            f"{exc}") from None
+        for event in self.inbox_state.receive(message):
+            if isinstance(event, StreamData):
+                counts = self._stream_counts(event.stream)
+                counts["in_messages"] += 1
+                counts["in_samples"] += _samples(event.buffer)
+                self.counts_in.add(event.buffer, message.nbytes)
+                self._on_data(event.stream, event.buffer)
+            elif isinstance(event, StreamCaps):
+                if event.stream not in self.nodes:
+                    self.nodes[event.stream] = create_node(self.spec.op, self.spec.params)
+            elif isinstance(event, StreamEnd):
+                self._flush_stream(event.stream)
+            elif isinstance(event, RunEnd):
+                break
+
+    def run(self) -> int:
+        """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""
+        self._tell("ready", pid=os.getpid())
+        if self.inbox is None:
+            self._run_source()
+        else:
+            self._run_inbox()
+        for sockets in self.edges:
+            for dest, sock in sockets:
+                self._send(dest, sock, self.sender.eof())
+        self._tell("done", **self.statistics(),
+                   stream_counts={s: c for s, c in self.stream_counts.items()})
+        try:
+            # Every data socket stays open until the coordinator says the end is acknowledged.
+            self.started = False  # now waits for shutdown alone (start came long ago)
+            self._wait_control(SHUTDOWN_WAIT_SECONDS)
+        except _Shutdown:
+            return 0
+        print(f"flowengine worker {self.id}: no shutdown from the coordinator within "
+              f"{SHUTDOWN_WAIT_SECONDS:.0f} s after done; exiting", file=sys.stderr)
+        return 1
+
+    def close(self, linger_ms: int) -> None:
+        for sock in self.sockets:
+            sock.close(linger=linger_ms)
+
+
+def _socket(context: zmq.Context, kind: int) -> zmq.Socket:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    return sock
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Process entry point: run one worker, report any failure, exit 0 / non-zero."""
+    # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context = zmq.Context()
+    control = _socket(context, zmq.DEALER)
+    control.setsockopt(zmq.IDENTITY, spec.id.encode())
+    control.connect(spec.control_endpoint)
+    worker: Worker | None = None
+    code, linger = 1, LINGER_MS
+    try:
+        worker = Worker(spec, context, control)
+        code = worker.run()
+    except _Shutdown:
+        code, linger = 0, 0  # the run was stopped: nothing queued matters any more
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the coordinator
+        report = encode_control("error", tb=traceback.format_exc(),
+                                message=f"{type(exc).__name__}: {exc}")
+        try:
+            control.send(report, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            traceback.print_exc()  # the coordinator still sees the exit code
+    finally:
+        if worker is not None:
+            worker.close(linger)
+        context.destroy(linger=linger)
+    sys.exit(code)
