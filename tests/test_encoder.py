@@ -365,6 +365,27 @@ def test_audio_frame_input_gives_format_pts_and_stream():
     assert enc.input_format == frame.format and enc.sample_rate == SR
 
 
+@pytest.mark.parametrize("backend", ["lame", "pyav"])
+def test_input_pts_offsets_packet_pts(backend):
+    enc = Encoder("mp3", Mp3EncoderConfig(F32, backend=backend))
+    source = sines(0.2)
+    enc.put_frame(source[:, :5000], pts=96000)
+    enc.put_frame(source[:, 5000:], pts=12345)       # mid-chunk: the timeline stays continuous
+    packets = []
+    while (p := enc.get_packet(force=True)) is not None:
+        packets.append(p)
+    assert_timeline(packets, 96000 - MP3_INITIAL_PADDING, 96000 + source.shape[1])
+
+
+def test_one_dimensional_mono_input():
+    fmt = AudioFormat(SR, 1, "s16")
+    samples = noise_s16(0.1, channels=1)[0]
+    enc = Encoder("wav", WavEncoderConfig(fmt, chunk_samples=1000))
+    enc.put_frame(samples)
+    data = b"".join(iter(lambda: enc.get_frame(force=True), None))
+    np.testing.assert_array_equal(np.frombuffer(data, np.int16), samples)
+
+
 def test_s16_interleaved_input_to_mp3():
     fmt = AudioFormat(SR, 2, "s16", planar=False)
     source = sines(0.5)

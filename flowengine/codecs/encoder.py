@@ -247,7 +247,9 @@ class Encoder:
         self._stream = stream
         self._format: AudioFormat | None = None
         self._backend = None
-        self._fifo: SampleFifo | None = None
+        self._fifo: SampleFifo | None = None        # input not yet a full chunk
+        self._chunks: deque[tuple[np.ndarray, int]] = deque()   # full chunks, not yet encoded
+        self._next_pts = 0                           # pts of the next sample put
         self._queue: deque[Packet] = deque()
         self._samples_in = 0
         self._fed = False          # the codec got samples since it was opened
@@ -298,36 +300,59 @@ class Encoder:
         """Buffer PCM: a numpy array in the input format, or an AudioFrame (format/pts/stream from it)."""
         if isinstance(pcm, AudioFrame):
             pcm, pts, format = self._unpack_frame(pcm, pts, format)
-        fmt = as_format(format) if format is not None else self._format
-        where = f"{self._codec} encoder, stream {self._stream!r}"
-        if fmt is None:
-            raise FormatError(f"{where}: no input format: pass format= to the first put_frame "
-                              f"(or set input_format in the config)")
+        fmt = self._format
+        if format is not None and as_format(format) != fmt:
+            self._switch_format(as_format(format))
+        elif fmt is None:
+            raise FormatError(f"{self._where()}: no input format: pass format= to the first "
+                              f"put_frame (or set input_format in the config)")
         if self._flushed:
-            raise CodecError(f"{where}: put_frame after the end of stream (get_frame(force=True) "
-                             f"flushed the codec): call reset() to encode a new stream")
-        if fmt != self._format:
-            if self._samples_in:
-                raise FormatError(f"{where}: input format changed at sample {self._samples_in}: "
-                                  f"expected {self._format}, got {fmt} (use a new Encoder, or "
-                                  f"reset() first)")
-            self._open(fmt)
-        array = check_pcm(pcm, fmt, where=f"{where}, sample {self._samples_in}")
+            raise CodecError(f"{self._where()}: put_frame after the end of stream "
+                             f"(get_frame(force=True) flushed the codec): call reset() to encode "
+                             f"a new stream")
+        fmt = self._format
+        # Fast check of the usual case; check_pcm explains anything else (or accepts 1-D mono).
+        if not (type(pcm) is np.ndarray and pcm.ndim == 2 and pcm.dtype == fmt.dtype
+                and pcm.shape[0 if fmt.planar else 1] == fmt.channels):
+            pcm = check_pcm(pcm, fmt, where=f"{self._where()}, sample {self._samples_in}")
         # Copy: the caller may reuse its buffer before the samples are encoded.
-        planar = np.array(array if fmt.planar else array.T, order="C", copy=True)
-        if pts is None and self._fifo.next_pts is None:
-            pts = 0
-        self._fifo.push(planar, pts)
-        self._samples_in += planar.shape[1]
+        self._buffer(np.array(pcm if fmt.planar else pcm.T, order="C", copy=True), pts)
+
+    def _where(self) -> str:
+        return f"{self._codec} encoder, stream {self._stream!r}"
+
+    def _switch_format(self, fmt: AudioFormat) -> None:
+        """A format for a new stream opens the codec for it; mid-stream it is an error."""
+        if self._samples_in:
+            raise FormatError(f"{self._where()}: input format changed at sample {self._samples_in}: "
+                              f"expected {self._format}, got {fmt} (use a new Encoder, or reset() "
+                              f"first)")
+        self._open(fmt)
+
+    def _buffer(self, planar: np.ndarray, pts: int | None) -> None:
+        """Cut the input into full chunks now (cheap), so get_frame only has to encode them."""
+        samples = planar.shape[1]
+        chunk = self._config.chunk_samples
+        fifo = self._fifo
+        if not len(fifo) and pts is not None:    # a timestamp restarts the timeline between chunks
+            self._next_pts = pts
+        if not len(fifo) and samples == chunk:   # the common case: no re-blocking, no copy
+            self._chunks.append((planar, self._next_pts))
+        else:
+            fifo.push(planar, self._next_pts if not len(fifo) else None)
+            while len(fifo) >= chunk:
+                self._chunks.append(fifo.pop(chunk))
+        self._next_pts += samples
+        self._samples_in += samples
 
     def _unpack_frame(self, frame: AudioFrame, pts, format):
         if format is not None and as_format(format) != frame.format:
-            raise FormatError(f"{self._codec} encoder, stream {self._stream!r}: format= {format} "
-                              f"disagrees with the AudioFrame's format {frame.format}")
+            raise FormatError(f"{self._where()}: format= {format} disagrees with the AudioFrame's "
+                              f"format {frame.format}")
         if frame.stream != self._stream:
             if self._samples_in:
-                raise FormatError(f"{self._codec} encoder of stream {self._stream!r} got a frame "
-                                  f"of stream {frame.stream!r} at sample {self._samples_in}")
+                raise FormatError(f"{self._where()}: got a frame of stream {frame.stream!r} at "
+                                  f"sample {self._samples_in}")
             self._stream = frame.stream
         if pts is None and frame.pts is not None:
             tick = Fraction(1, frame.format.sample_rate)
@@ -338,6 +363,8 @@ class Encoder:
         self._backend = _open_backend(self._codec, fmt, self._config)
         self._format = fmt
         self._fifo = SampleFifo(fmt.channels, fmt.dtype)
+        self._chunks.clear()
+        self._next_pts = 0
         planar_in = fmt.with_(planar=True)
         accepted = self._backend.sample_types
         self._convert = None if fmt.sample_type in accepted \
@@ -362,13 +389,12 @@ class Encoder:
         return self._queue.popleft() if self._queue else None
 
     def _encode_buffered(self, force: bool) -> None:
-        chunk = self._config.chunk_samples
-        fifo = self._fifo
-        while not self._queue and len(fifo) >= chunk:
-            self._feed(*fifo.pop(chunk))
+        chunks = self._chunks
+        while not self._queue and chunks:
+            self._feed(*chunks.popleft())
         if force and not self._queue and not self._flushed:
-            if len(fifo):
-                self._feed(*fifo.pop_all())
+            if len(self._fifo):
+                self._feed(*self._fifo.pop_all())
             self._flushed = True
             self._emit(self._backend.flush())
 
@@ -393,12 +419,16 @@ class Encoder:
         """Samples buffered and not yet given to the codec (the codec's own look-ahead excluded)."""
         if self._backend is None:
             return 0
-        return len(self._fifo) + self._backend.pending_samples
+        return (len(self._chunks) * self._config.chunk_samples + len(self._fifo)
+                + self._backend.pending_samples)
 
     def state(self) -> str:
-        """"ready": a packet can be had now; "need_more": data is held (more input or a
-        forced flush brings it out); "empty": nothing is held."""
-        if self._queue or (self._fifo is not None and len(self._fifo) >= self._config.chunk_samples):
+        """Where the encoder stands.
+
+        "ready": get_frame() returns a packet now; "need_more": samples or codec look-ahead
+        are held (more input, or a forced flush, brings them out); "empty": nothing is held.
+        """
+        if self._queue or self._chunks:
             return "ready"
         if self.pending_samples() or (self._fed and not self._flushed):
             return "need_more"
