@@ -277,7 +277,12 @@ class Registry:
             return
         self._loaded = True          # set first: the modules below register into us
         if self._builtins:
-            importlib.import_module(self._builtins)
+            importlib.import_module(self._builtins)    # registers into the module-level registry
+            if self is not registry:
+                registry._ensure_loaded()
+                for spec in list(registry._specs.values()):
+                    if spec.factory.__module__ == self._builtins:
+                        self.register(spec)
         if self._group:
             self.load_plugins()
 

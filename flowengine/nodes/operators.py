@@ -73,22 +73,24 @@ def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples
 
 @operator("tone", kind="source", inputs=None, outputs=PCM, stateful=True,
           summary="Generate a tone, noise or silence (optionally paced in real time)")
-def tone(frequency: float = 440.0, amplitude: float = 0.5, seconds: float = 1.0,
+def tone(frequency: float = 440.0, amplitude: float = 0.5, seconds: float | None = 1.0,
          sample_rate: int = 48000, channels: int = 2, chunk_samples: int = 1024,
-         waveform: str = "sine", realtime: bool = False, stream: str = "0",
-         seed: int | None = None) -> Node:
+         waveform: str = "sine", realtime: bool = False, stream: str = "0", seed: int = 0,
+         sample_type: str = "f32", end_frequency: float | None = None) -> Node:
     """
     frequency: Hz
     amplitude: peak amplitude, 0..1
-    seconds: length of the signal
-    waveform: sine, square, noise, silence, ... (as ToneSource)
+    seconds: length of the signal (None: endless)
+    waveform: sine, square, chirp, noise, silence or bursts (speech-like)
     realtime: pace the output at real time
     seed: random seed for noise
+    end_frequency: where a chirp ends
     """
     from ..io import ToneSource
     source = ToneSource(frequency=frequency, amplitude=amplitude, seconds=seconds,
                         sample_rate=sample_rate, channels=channels, chunk_samples=chunk_samples,
-                        waveform=waveform, realtime=realtime, stream=stream, seed=seed)
+                        waveform=waveform, realtime=realtime, stream=stream, seed=seed,
+                        sample_type=sample_type, end_frequency=end_frequency)
     return SourceNode(source, PCM, name="tone")
 
 
