@@ -1,1 +1,46 @@
-"""Run descriptions: YAML with line numbers, the pydantic model, validation against the registry."""
+"""Run descriptions: YAML with line numbers, the pydantic run model, validation against the registry.
+
+    config, source = load_run_config("configs/tone.yaml", ["gain.gain_db=-12"])
+    run = resolve_run("configs/tone.yaml")      # the validated graph, formats on every edge
+
+Both validate completely (shape, operators, parameters, wiring, formats,
+paths) and raise one ConfigError listing every problem with its file:line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from .model import RunConfig, StageConfig, json_schema, parse_run_config
+from .source import ConfigSource, apply_override, load_file, load_source
+from .validate import ConfigValidationError, Problem, ResolvedRun, StageInfo, validate_run
+
+__all__ = [
+    "load_run_config", "resolve_run", "resolve_source",
+    "RunConfig", "StageConfig", "ConfigSource", "ResolvedRun", "StageInfo", "Problem",
+    "ConfigValidationError", "json_schema", "parse_run_config", "validate_run",
+    "load_source", "load_file", "apply_override",
+]
+
+
+def resolve_source(source: ConfigSource, overrides: Iterable[str] = (), *,
+                   check_paths: bool = True) -> ResolvedRun:
+    """Apply --set overrides to parsed YAML, then check its shape and everything else."""
+    for override in overrides:
+        apply_override(source, override)
+    config = parse_run_config(source)
+    return validate_run(config, source, check_paths=check_paths)
+
+
+def resolve_run(path: str | Path, overrides: Iterable[str] = (), *,
+                check_paths: bool = True) -> ResolvedRun:
+    """Load, override and validate a run config file: the graph with its inferred formats."""
+    return resolve_source(load_file(path), overrides, check_paths=check_paths)
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()
+                    ) -> tuple[RunConfig, ConfigSource]:
+    """Load, override and validate a run config file (ConfigError listing every problem)."""
+    run = resolve_run(path, overrides)
+    return run.config, run.source

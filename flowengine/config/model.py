@@ -70,6 +70,18 @@ def _error_path(loc: tuple) -> tuple:
         ("literal[", "function-", "int", "str", "list[")))
 
 
+def _describe_key(source: ConfigSource, path: tuple) -> str:
+    """"stage 'gain': hwm" for a key of a stage, else the dotted path."""
+    stages = source.data.get("stages") if isinstance(source.data, dict) else None
+    if len(path) >= 2 and path[0] == "stages" and isinstance(path[1], int) and \
+            isinstance(stages, list) and path[1] < len(stages) and isinstance(stages[path[1]], dict):
+        stage = stages[path[1]]
+        name = stage.get("name") or stage.get("op") or f"#{path[1] + 1}"
+        rest = ".".join(str(p) for p in path[2:]) or "(the stage)"
+        return f"stage {name!r}: {rest}"
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
 def parse_run_config(source: ConfigSource) -> RunConfig:
     """Validate the document's shape; every problem is reported with its file:line and key."""
     if not isinstance(source.data, dict):
@@ -81,11 +93,10 @@ def parse_run_config(source: ConfigSource) -> RunConfig:
         problems = []
         for error in exc.errors():
             path = _error_path(error["loc"])
-            key = ".".join(str(p) for p in path) or "(top level)"
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown key"
-            problems.append(f"{source.where(path)}: {key}: {message}")
+            problems.append(f"{source.where(path)}: {_describe_key(source, path)}: {message}")
         raise ConfigError("invalid run config:\n  " + "\n  ".join(dict.fromkeys(problems))) from None
 
 

@@ -25,6 +25,8 @@ class ConfigSource:
     data: Any
     filename: str = "<config>"
     lines: dict[KeyPath, int] = field(default_factory=dict)
+    # Keys set on the command line: path -> "--set gain.gain_db=-6", shown instead of a line.
+    overrides: dict[KeyPath, str] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of `path`, or of its nearest ancestor that has one."""
@@ -36,6 +38,11 @@ class ConfigSource:
         return self.lines.get((), None)
 
     def where(self, path: KeyPath) -> str:
+        """'file.yaml:12' for a key of the file, or the --set option that gave it."""
+        path = tuple(path)
+        for length in range(len(path), 0, -1):
+            if path[:length] in self.overrides:
+                return f"{self.filename} ({self.overrides[path[:length]]})"
         line = self.line_of(path)
         return f"{self.filename}:{line}" if line else self.filename
 
@@ -102,8 +109,15 @@ def apply_override(source: ConfigSource, override: str) -> None:
         if isinstance(stage, dict) and stage_name in (stage.get("name"), stage.get("op")):
             if key in _STAGE_KEYS:
                 stage[key] = value
+                path: KeyPath = ("stages", index, key)
             else:
-                stage.setdefault("params", {})[key] = value
+                params = stage.setdefault("params", {})
+                if not isinstance(params, dict):
+                    raise ConfigError(f"--set {override!r}: stage {stage_name!r} has params "
+                                      f"that are not a mapping ({source.where(('stages', index, 'params'))})")
+                params[key] = value
+                path = ("stages", index, "params", key)
+            source.overrides[path] = f"--set {override.strip()}"
             return
     raise ConfigError(f"--set {override!r}: no stage named {stage_name!r}")
 

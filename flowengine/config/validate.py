@@ -1,0 +1,432 @@
+"""Semantic validation of a run config, complete before any process starts.
+
+`validate_run(config, source)` checks what the pydantic model cannot:
+
+- every operator exists (close names are suggested) and its parameters are
+  known, present when required and of the right type (the registry's own
+  validation, with its error pinned to the line of ``params.<key>``);
+- stage names are unique, ``inputs`` name stages defined *before* (so the
+  graph has no cycle), a source has no inputs, a sink feeds nothing;
+- buffer kinds agree on every edge (PCM into a PCM input, packets into a
+  packet input);
+- sample rate and channel count agree wherever they are known statically
+  (see `formats.py`);
+- input files exist and output directories are writable.
+
+Every problem names the stage, the key and file:line; all of them are
+collected and raised together as one `ConfigValidationError`. On success the
+result is a `ResolvedRun`: the graph with defaults filled in and the format
+inferred on every edge, which `flowengine plan` prints and the in-process
+runner follows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from ..errors import ConfigError
+from .formats import StaticFormat, infer_output_format, input_requirement
+from .model import RunConfig, StageConfig
+from .source import ConfigSource
+
+__all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
+           "validate_run", "describe_stage"]
+
+
+class ConfigValidationError(ConfigError):
+    """A run config with one or more problems; `problems` lists them in file order."""
+
+    def __init__(self, problems: list["Problem"]) -> None:
+        self.problems = problems
+        lines = "\n  ".join(str(p) for p in problems)
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        super().__init__(f"invalid run config ({count}):\n  {lines}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (file:line), which stage and key, what."""
+
+    where: str
+    stage: str | None
+    key: str
+    message: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        stage = f"stage {self.stage}: " if self.stage else ""
+        return f"{self.where}: {stage}{self.key}: {self.message}"
+
+
+@dataclass
+class Edge:
+    """A connection upstream -> downstream, with the format known on it (if any)."""
+
+    upstream: str
+    downstream: str
+    kind: str | None
+    format: StaticFormat
+
+
+@dataclass
+class StageInfo:
+    """One stage after validation: its operator spec, kinds, inputs, consumers and formats."""
+
+    index: int
+    name: str
+    config: StageConfig
+    spec: Any
+    input_kind: str | None
+    output_kind: str | None
+    inputs: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)   # parameters with defaults filled in
+    output_format: StaticFormat = field(default_factory=StaticFormat.unknown)
+
+    @property
+    def label(self) -> str:
+        return describe_stage(self.name, self.op, self.params, self.kind)
+
+    @property
+    def op(self) -> str:
+        return self.config.op
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config.params
+
+
+@dataclass
+class ResolvedRun:
+    """A validated run: stages in order and every edge with its inferred format."""
+
+    config: RunConfig
+    source: ConfigSource
+    stages: list[StageInfo]
+    edges: list[Edge]
+
+    def stage(self, name: str) -> StageInfo:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def sinks(self) -> list[StageInfo]:
+        return [s for s in self.stages if not s.consumers]
+
+
+def describe_stage(name: str, op: str, params: dict[str, Any], kind: str | None = None) -> str:
+    """'src' (file_source mode=packet): the op, and a source's mode (it picks the kind)."""
+    mode = params.get("mode") if kind == "source" else None
+    return f"{name!r} ({op}{f' mode={mode}' if isinstance(mode, str) else ''})"
+
+
+class _Collector:
+    """Gathers problems with the file:line of their key."""
+
+    def __init__(self, source: ConfigSource) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def add(self, path: tuple, stage: str | None, key: str, message: str) -> None:
+        self.problems.append(Problem(self.source.where(path), stage, key, message,
+                                     self.source.line_of(path) or 0))
+
+
+def _registry():
+    from ..registry import registry   # imported late: it loads every operator family
+    return registry
+
+
+def _check_params(stage: StageConfig, index: int, spec: Any, label: str,
+                  out: _Collector) -> bool:
+    """Unknown, missing and wrong-typed parameters, each pinned to its own line (the
+    registry's types, checked one parameter at a time). Returns whether all were fine."""
+    base = ("stages", index, "params")
+    known = {p.name: p for p in spec.params}
+    before = len(out.problems)
+    for key, value in stage.params.items():
+        param = known.get(key)
+        if param is None:
+            close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
+                f"; {spec.name} takes: {', '.join(known) or 'no parameters'}"
+            out.add(base + (key,), label, f"params.{key}",
+                    f"unknown parameter for {spec.name}{hint}")
+            continue
+        reason = _type_problem(param, value)
+        if reason is not None:
+            out.add(base + (key,), label, f"params.{key}",
+                    f"expected {param.type_name}, got {value!r} ({type(value).__name__}){reason}")
+    for name, param in known.items():
+        if param.required and name not in stage.params:
+            out.add(base, label, f"params.{name}",
+                    f"missing required parameter of {spec.name} ({param.type_name})")
+    return len(out.problems) == before
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(tp: Any) -> pydantic.TypeAdapter:
+    # The registry's own rules: strict (a string is not a number, a bool not an int).
+    return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=True,
+                                                               arbitrary_types_allowed=True))
+
+
+def _type_problem(param: Any, value: Any) -> str | None:
+    """None when `value` fits the parameter's type, else the reason (': ...' or '')."""
+    try:
+        _adapter(param.type).validate_python(value)
+    except pydantic.ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            if err["type"] == "value_error":     # the operator's own check of the value
+                return ": " + err["msg"].removeprefix("Value error, ")
+        return ""
+    except (TypeError, pydantic.PydanticSchemaGenerationError):
+        return None          # a type pydantic cannot check here: the operator checks it
+    return None
+
+
+def _try_build(info: "StageInfo", out: _Collector) -> None:
+    """Build the node once, so values the operator refuses are found now (a processor's
+    conflicting options, an encoder that rejects its input format). Stages with a path
+    are not built: a sink would create its output file, a source is checked by path."""
+    if info.kind == "sink" or "path" in info.params:
+        return
+    try:
+        node = _registry().create(info.op, **info.params)
+    except ConfigError as exc:
+        out.add(("stages", info.index, "params"), info.label, "params",
+                _strip_op(str(exc), info.op))
+        return
+    node.close()
+
+
+def _strip_op(message: str, op: str) -> str:
+    # The registry prefixes its messages with the operator; the stage label already says it.
+    for prefix in (f"{op}: ", f"operator {op!r}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+@dataclass(frozen=True)
+class _ImportedSpec:
+    """The spec of an operator given as 'module:attribute' (the engine imports it; tests and
+    experiments use this): kinds from the class, parameters unchecked."""
+
+    name: str
+    kind: str
+    inputs: str | None
+    outputs: str | None
+    params: tuple = ()
+
+    def io_kinds(self, params: dict) -> tuple[str | None, str | None]:
+        return self.inputs, self.outputs
+
+
+def _lookup(op: str, names: list[str]) -> Any:
+    """The operator's spec, or ConfigError with close names."""
+    if ":" in op:
+        from ..engine.operators import resolve_operator
+        info = resolve_operator(op)
+        return _ImportedSpec(op, info.kind, info.input_kind, info.output_kind)
+    registry = _registry()
+    if op in registry:
+        return registry.get(op)
+    close = difflib.get_close_matches(op, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
+        "; `flowengine ops` lists them"
+    raise ConfigError(f"unknown operator {op!r}{hint}")
+
+
+def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
+    names = _registry().names()
+    seen: dict[str, int] = {}
+    stages: list[StageInfo] = []
+    for index, stage in enumerate(config.stages):
+        name = stage.label
+        if name in seen:
+            key = "name" if stage.name else "op"
+            out.add(("stages", index, key), describe_stage(name, stage.op, stage.params), key,
+                    f"duplicate stage name {name!r} (stage {seen[name] + 1} has it too); "
+                    f"give each stage a unique 'name'")
+        else:
+            seen[name] = index
+        try:
+            spec = _lookup(stage.op, names)
+        except ConfigError as exc:
+            out.add(("stages", index, "op"), repr(name), "op", str(exc))
+            continue
+        label = describe_stage(name, stage.op, stage.params, spec.kind)
+        params_ok = isinstance(spec, _ImportedSpec) or \
+            _check_params(stage, index, spec, label, out)
+        input_kind, output_kind = spec.io_kinds(stage.params) if params_ok else \
+            (spec.inputs, spec.outputs)
+        info = StageInfo(index, name, stage, spec, input_kind, output_kind,
+                         values=dict(stage.params))
+        if params_ok and not isinstance(spec, _ImportedSpec):
+            info.values = _registry().validate(stage.op, stage.params)
+            _try_build(info, out)
+        stages.append(info)
+    return stages
+
+
+def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
+    """Default inputs, references to earlier stages only, sources without inputs."""
+    by_index = {s.index: s for s in stages}
+    order = [stage.label for stage in config.stages]
+    for info in stages:
+        stage, index = info.config, info.index
+        if info.input_kind is None:
+            if stage.inputs:
+                out.add(("stages", index, "inputs"), info.label, "inputs",
+                        f"{info.op} is a source and takes no inputs")
+            continue
+        if stage.inputs is None:
+            if index == 0:
+                out.add(("stages", index, "op"), info.label, "inputs",
+                        f"{info.op} needs an input but no stage comes before it")
+            elif index - 1 in by_index:      # else: the stage before has an unknown operator
+                info.inputs = [order[index - 1]]
+            continue
+        if not stage.inputs:
+            out.add(("stages", index, "inputs"), info.label, "inputs",
+                    f"{info.op} needs at least one input")
+        for k, upstream in enumerate(stage.inputs):
+            where = ("stages", index, "inputs", k)
+            if upstream not in order:
+                close = difflib.get_close_matches(upstream, order, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                out.add(where, info.label, "inputs", f"no stage named {upstream!r}{hint}")
+            elif order.index(upstream) >= index:
+                out.add(where, info.label, "inputs",
+                        f"{upstream!r} is not defined before this stage (a stage reads only "
+                        f"from stages above it, so the graph has no cycle)")
+            elif upstream in info.inputs:
+                out.add(where, info.label, "inputs", f"{upstream!r} is named twice")
+            elif order.index(upstream) in by_index:
+                info.inputs.append(upstream)
+
+
+def _check_edges(stages: list[StageInfo], out: _Collector) -> list[Edge]:
+    """Kinds on every edge, then formats, stage by stage in order (inputs come first)."""
+    by_name: dict[str, StageInfo] = {}
+    for stage in stages:
+        by_name.setdefault(stage.name, stage)     # a duplicate name was reported already
+    edges: list[Edge] = []
+    for info in stages:
+        in_formats: list[tuple[StageInfo, StaticFormat]] = []
+        for k, upstream_name in enumerate(info.inputs):
+            upstream = by_name[upstream_name]
+            where = ("stages", info.index, "inputs", k) if info.config.inputs else \
+                ("stages", info.index, "op")
+            upstream.consumers.append(info.name)
+            if upstream.output_kind is None:
+                default = "" if info.config.inputs else \
+                    " (a stage without 'inputs' reads from the stage before it)"
+                out.add(where, info.label, "inputs",
+                        f"stage {upstream.label} is a sink and gives no output{default}")
+                continue
+            if info.input_kind not in ("any", upstream.output_kind):
+                out.add(where, info.label, "inputs",
+                        f"stage {info.label} takes {info.input_kind} but stage {upstream.label} "
+                        f"gives {upstream.output_kind}")
+                continue
+            fmt = upstream.output_format if upstream.output_kind == "pcm" else \
+                StaticFormat.unknown("packets")
+            edges.append(Edge(upstream.name, info.name, upstream.output_kind, fmt))
+            if upstream.output_kind == "pcm":
+                in_formats.append((upstream, fmt))
+        _check_formats(info, in_formats, out)
+    return edges
+
+
+def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticFormat]],
+                   out: _Collector) -> None:
+    """The stage's input requirement against each PCM input, several PCM inputs against each
+    other, then the stage's own output format."""
+    where = ("stages", info.index, "inputs" if info.config.inputs else "op")
+    required = input_requirement(info.op, info.kind, info.values)
+    for upstream, fmt in in_formats:
+        mismatch = required.conflict(fmt)
+        if mismatch:
+            key, param_path = required.blame(info.index)
+            out.add(param_path or where, info.label, key or "inputs",
+                    f"{mismatch} mismatch: stage {upstream.label} gives {fmt.explain()}, "
+                    f"but {info.op} takes {required.explain()}")
+    merged = required
+    if in_formats:
+        merged = in_formats[0][1]
+        for upstream, fmt in in_formats[1:]:
+            mismatch = merged.conflict(fmt)
+            if mismatch and info.kind == "processor" and info.op == "mix":
+                first = in_formats[0][0]
+                out.add(where, info.label, "inputs",
+                        f"inputs disagree on {mismatch}: {first.name!r} gives {merged.explain()}, "
+                        f"{upstream.name!r} gives {fmt.explain()}")
+            elif mismatch:    # separate streams, one node each: the format is per stream
+                merged = StaticFormat.unknown("inputs differ")
+        merged = merged.intersect(required)
+    info.output_format = infer_output_format(info.op, info.kind, info.values,
+                                             set(info.params), merged)
+
+
+def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
+    """Input files exist; output directories exist (or can be made) and are writable."""
+    for info in stages:
+        path = info.params.get("path")
+        if not isinstance(path, str) or info.kind not in ("source", "sink"):
+            continue
+        where = ("stages", info.index, "params", "path")
+        if info.kind == "source":
+            if not os.path.isfile(path):
+                what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+                out.add(where, info.label, "params.path",
+                        f"input file {path!r} {what} (relative paths start at {os.getcwd()})")
+            elif not os.access(path, os.R_OK):
+                out.add(where, info.label, "params.path", f"input file {path!r} is not readable")
+        else:
+            problem = _unwritable(Path(path))
+            if problem:
+                out.add(where, info.label, "params.path", f"cannot write {path!r}: {problem}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written (missing directories are made at run time), or None."""
+    if path.is_dir():
+        return "it is a directory"
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{str(parent)!r} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"directory {str(parent)!r} is not writable"
+    return None
+
+
+def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool = True
+                 ) -> ResolvedRun:
+    """Validate `config` completely; raise ConfigValidationError listing every problem."""
+    out = _Collector(source)
+    stages = _resolve_stages(config, out)
+    _wire(config, stages, out)
+    edges = _check_edges(stages, out)
+    if check_paths:
+        _check_paths(stages, out)
+    if out.problems:
+        out.problems.sort(key=lambda p: p.line)
+        raise ConfigValidationError(out.problems)
+    return ResolvedRun(config, source, stages, edges)
