@@ -59,6 +59,7 @@ SHUTDOWN_WAIT_SECONDS = 30.0
 START_WAIT_SECONDS = 60.0
 _POLL_MS = 100
 _BATCH = 32                # inbox messages read between two looks at the control socket
+_SERVICE_S = 0.05          # ... or fewer, when they take longer than this
 _MAX_IDLE_PULLS = 10000    # AGAINs a flushed node may answer before it counts as stuck
 
 
@@ -328,13 +329,15 @@ class Worker:
         while not self.inbox_state.run_ended:
             self.service()
             poller.poll(_POLL_MS)
+            # A batch of messages, but back to control within _SERVICE_S even on a slow node.
+            until = time.monotonic() + _SERVICE_S
             for _ in range(_BATCH):
                 try:
                     frames = self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 self._on_message(frames)
-                if self.inbox_state.run_ended:
+                if self.inbox_state.run_ended or time.monotonic() >= until:
                     break
         for stream in list(self.nodes):  # InboxState saw every eos already; none left open
             self._flush_stream(stream)
@@ -369,9 +372,10 @@ class Worker:
             self._run_source()
         else:
             self._run_inbox()
-        for sockets in self.edges:
+        eof = self.sender.eof()
+        for sockets in self.edges:  # the run's end goes to every downstream replica
             for dest, sock in sockets:
-                self._send(dest, sock, self.sender.eof())
+                self._send(dest, sock, eof)
         self._tell("done", **self.statistics(),
                    stream_counts={s: c for s, c in self.stream_counts.items()})
         try:
