@@ -195,15 +195,8 @@ class Pipeline(Node):
             raise FlowError(f"pipeline {self.name!r}: node {node.name!r} returned EOF before its "
                             f"input ended and cannot take the {describe_buffer(buf)}; its "
                             f"upstream would be lost")
-        start = time.perf_counter()
-        try:
-            node.push(buf)
-        except Exception as exc:
-            exc.add_note(f"in node {node.name!r} (stage {i} of pipeline {self.name!r}) while "
-                         f"pushing the {describe_buffer(buf)}")
-            raise
+        self._timed(i, node.push, buf)
         stats = self._stats[i]
-        stats.seconds += time.perf_counter() - start
         if buf is None:
             self._flushed[i] = True
         else:
@@ -211,22 +204,28 @@ class Pipeline(Node):
 
     def _pull_stage(self, i: int) -> Any:
         node = self.nodes[i]
-        start = time.perf_counter()
-        try:
-            out = node.pull()
-        except Exception as exc:
-            exc.add_note(f"in node {node.name!r} (stage {i} of pipeline {self.name!r}) while "
-                         f"pulling")
-            raise
-        stats = self._stats[i]
-        stats.seconds += time.perf_counter() - start
+        out = self._timed(i, node.pull)
         if out is AGAIN or out is EOF:
             return out
         if not is_buffer(out):
             raise FlowError(f"pipeline {self.name!r}: node {node.name!r} pull() returned "
                             f"{out!r}; expected an AudioFrame, a Packet, AGAIN or EOF")
-        stats.count_out(out)
+        self._stats[i].count_out(out)
         return out
+
+    def _timed(self, i: int, call, *args) -> Any:
+        """Call stage i's push(buf) or pull(), timing it; an exception gets a note naming
+        the node (built only then: this is the hot path)."""
+        start = time.perf_counter()
+        try:
+            return call(*args)
+        except Exception as exc:
+            action = f"pushing the {describe_buffer(args[0])}" if args else "pulling"
+            exc.add_note(f"in node {self.nodes[i].name!r} (stage {i} of pipeline {self.name!r}) "
+                         f"while {action}")
+            raise
+        finally:
+            self._stats[i].seconds += time.perf_counter() - start
 
     def __repr__(self) -> str:
         chain = " -> ".join(node.name for node in self.nodes)

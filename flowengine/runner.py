@@ -42,23 +42,15 @@ _FINISH_BATCH = 64
 
 
 @dataclass
-class StageStats:
-    """Counters of one stage of a run (source, node or sink)."""
+class StageStats(NodeStats):
+    """Counters of one stage of a run: NodeStats plus the stage's name and role."""
 
-    name: str
-    role: str                      # "source" | "node" | "sink"
-    buffers_in: int = 0
-    buffers_out: int = 0
-    samples_in: int = 0
-    samples_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    errors: int = 0
-    seconds: float = 0.0
+    name: str = ""
+    role: str = ""                 # "source" | "node" | "sink"
 
     @classmethod
     def from_counters(cls, name: str, role: str, counters: NodeStats) -> "StageStats":
-        return cls(name, role, **counters.as_dict())
+        return cls(**counters.as_dict(), name=name, role=role)
 
 
 @dataclass

@@ -221,3 +221,23 @@ def test_a_broken_plugin_is_a_config_error_naming_it(tmp_path, monkeypatch):
                                           r"group 'flowengine.operators' failed to load: "
                                           r"RuntimeError: boom"):
         Registry().names()
+
+
+def test_source_and_sink_operators_run_a_file_through(tmp_path):
+    from flowengine.runner import Runner
+
+    path = str(tmp_path / "tone.flac")
+    Runner(registry.create("tone", frequency=440.0, seconds=0.25, sample_type="s16"), [],
+           registry.create("file_sink", path=path)).run()
+    sink = registry.create("memory_sink")
+    stats = Runner(registry.create("file_source", path=path, mode="packet"),
+                   [registry.create("flac_decoder")], sink).run()
+    assert stats["file_source"].buffers_out > 0
+    assert sink.sink.samples == stats["flac_decoder"].samples_out == 12000
+    pcm = sink.sink.pcm()
+    assert pcm.shape == (2, 12000)
+    expected = np.round(0.5 * np.sin(2 * np.pi * 440 * np.arange(12000) / 48000) * 32767)
+    np.testing.assert_allclose(pcm[0] * 32768, expected, atol=1.5)
+    null = registry.create("null_sink")
+    Runner(registry.create("file_source", path=path, chunk_samples=500), [], null).run()
+    assert null.sink.samples == 12000 and null.sink.finalized

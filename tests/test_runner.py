@@ -11,11 +11,10 @@ import pytest
 from flowengine.buffers import AudioFrame
 from flowengine.errors import ConfigError, FlowError, FormatError
 from flowengine.format import AudioFormat
-from flowengine.io.generator import ToneSource
-from flowengine.io.memory import MemorySink
+from flowengine.io import AudioFileReader, AudioFileWriter, MemorySink, ToneSource
 from flowengine.node import AGAIN, EOF
 from flowengine.nodes import (
-    make_encoder_node, make_identity_node, make_processor_node, make_python_node,
+    make_decoder_node, make_encoder_node, make_identity_node, make_processor_node, make_python_node,
     make_sink_node, make_source_node,
 )
 from flowengine.pipeline import Pipeline
@@ -251,10 +250,6 @@ def test_pipeline_with_a_source_head_reads_one_buffer_at_a_time():
 
 
 def test_runner_file_round_trip_decode_encode(tmp_path):
-    AudioFileReader = pytest.importorskip("flowengine.io.reader").AudioFileReader
-    AudioFileWriter = pytest.importorskip("flowengine.io.writer").AudioFileWriter
-    from flowengine.nodes import make_decoder_node
-
     src = tmp_path / "in.mp3"
     writer = AudioFileWriter(str(src))
     Runner(tone(1.0), [], writer).run()

@@ -37,6 +37,8 @@ __all__ = [
 ANY = "any"
 
 _BUFFER_TYPES = {PCM: AudioFrame, PACKET: Packet}
+# Above this a packet time base is a container clock, not a sample rate.
+_MAX_SAMPLE_RATE = 768000
 # How many pulls a sink may answer AGAIN after push(None) before it counts as stuck.
 _MAX_IDLE_PULLS = 1000
 
@@ -67,11 +69,14 @@ def check_buffer(buf: Any, kind: str | None, where: str) -> None:
 
 
 def buffer_samples(buf: AudioFrame | Packet) -> int:
-    """Samples per channel of a PCM frame; a packet's duration (in its time base, which is
-    1/sample_rate for flowengine's codecs), or 0 when the packet has none."""
+    """Samples per channel of a PCM frame. For a packet: its duration when its time base is a
+    sample clock (1/rate, as flowengine's encoders stamp them), else 0 (a container's time
+    base such as 1/14112000 says nothing about samples without the rate)."""
     if isinstance(buf, AudioFrame):
         return buf.samples
-    return int(buf.duration or 0)
+    if buf.time_base_num == 1 and buf.time_base_den <= _MAX_SAMPLE_RATE:
+        return int(buf.duration or 0)
+    return 0
 
 
 @dataclass

@@ -403,14 +403,16 @@ def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: flo
 
 @operator("file_sink", kind="sink", inputs=ANY, outputs=None, stateful=True,
           summary="Write a file (container by extension: .mp3 .m4a .aac .opus .ogg .flac .wav)")
-def file_sink(path: str, format: str | None = None, input_format: FormatParam | None = None,
-              bitrate: int | None = None, compression_level: int | None = None,
-              codec: str | None = None) -> Node:
+def file_sink(path: str, format: FormatParam | None = None,
+              input_format: FormatParam | None = None, bitrate: int | None = None,
+              compression_level: int | None = None, codec: str | None = None) -> Node:
     """
-    path: output file
-    format: container format (None: from the extension)
+    path: output file; the extension picks container and codec
+    format: output format when the sink encodes PCM (None: the first input's)
+    input_format: format of raw "wav" packets written as PCM
     bitrate: bit/s when the sink encodes PCM
-    codec: codec when the sink encodes PCM (None: the container's usual one)
+    compression_level: flac only
+    codec: FFmpeg encoder when the sink encodes PCM (e.g. pcm_f32le)
     """
     from ..io import AudioFileWriter
     writer = AudioFileWriter(path, format=format, input_format=input_format, bitrate=bitrate,
