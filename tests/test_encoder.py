@@ -320,6 +320,17 @@ def test_force_flush_drains_a_short_tail():
     assert enc.state() == "empty" and enc.get_frame(force=True) is None
 
 
+@pytest.mark.parametrize("codec,config", [
+    ("mp3", Mp3EncoderConfig(F32)), ("mp3", Mp3EncoderConfig(F32, backend="pyav")),
+    ("aac", AacEncoderConfig(F32)), ("opus", OpusEncoderConfig(F32)), ("flac", FlacEncoderConfig(S16)),
+    ("wav", WavEncoderConfig(S16)),
+])
+def test_flushing_an_encoder_that_got_no_samples(codec, config):
+    enc = Encoder(codec, config)
+    assert enc.get_frame(force=True) is None
+    assert enc.state() == "empty"
+
+
 def test_state_transitions():
     enc = Encoder("mp3", Mp3EncoderConfig(F32, chunk_samples=1152))
     assert enc.state() == "empty" and enc.pending_samples() == 0

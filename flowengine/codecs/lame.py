@@ -120,6 +120,8 @@ class LameMp3Encoder:
 
     def flush(self) -> list[tuple[bytes, int, int, int, bool]]:
         """Send end of stream to LAME and return its last frames; the encoder is then spent."""
+        if not self._samples_in:        # lameenc refuses to flush a stream that never started
+            return []
         try:
             data = self._lame.flush()
         except RuntimeError as exc:
