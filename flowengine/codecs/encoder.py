@@ -1,16 +1,17 @@
 """Encoder: PCM in, one encoded packet per codec frame out (mp3, aac/ADTS, opus, flac, wav).
 
-Theory of operation. `put_frame` only checks and buffers samples in a FIFO.
-`get_frame`/`get_packet` take full `chunk_samples` blocks from that FIFO and
-hand them to a codec backend, which re-blocks them to the codec's own frame
-size (so any chunk size works) and returns packets. `force=True` also encodes
+Theory of operation. `put_frame` checks the samples, copies them and cuts
+them into full `chunk_samples` blocks (a SampleFifo keeps the remainder); it
+never runs the codec. `get_frame`/`get_packet` hand those blocks to a codec
+backend, which re-blocks them to the codec's own frame size (so any chunk size
+works) and returns packets. `force=True` also encodes
 the short tail, sends end-of-stream to the codec and drains it; after that the
 encoder is spent until `reset()`, which opens a fresh codec context.
 
-Backends share one small interface (`frame_size`, `sample_types` (the first is
-what other input is converted to), `extradata`,
-`pending_samples`, `encode(planar_pcm, pts)`, `flush()`; packets come back as
-(bytes, pts, dts, duration, is_key) tuples):
+Backends share one small interface: `name`, `frame_size`, `sample_types` (the
+input types taken as they are; other input is converted to the first),
+`extradata`, `pending_samples`, `encode(planar_pcm, pts)` and `flush()`, both
+returning (bytes, pts, dts, duration, is_key) tuples:
 - `_PyAVBackend`: FFmpeg through PyAV (libmp3lame, aac, libopus, flac);
 - `lame.LameMp3Encoder`: the fast LAME of the `lameenc` package (mp3 default);
 - `_WavBackend`: raw interleaved PCM bytes, one packet per chunk.
