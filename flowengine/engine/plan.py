@@ -1,0 +1,98 @@
+"""From a validated run config to a plan: which workers to start, and how they connect.
+
+The plan is plain data (it crosses into the worker processes): per stage its
+replicas, per replica the inbox endpoint it binds, the outgoing edges it
+connects, and the set of upstream senders whose EOF it must see.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas"]
+
+
+def sender_id(stage: str, replica: int) -> str:
+    """The id a worker uses on the wire and on the control channel: 'stage:replica'."""
+    return f"{stage}:{replica}"
+
+
+def auto_replicas() -> int:
+    """`replicas: auto`: one per core the process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class OutputEdge:
+    """A connection from one stage to one downstream stage (all of its replicas)."""
+
+    stage: str
+    endpoints: list[str]
+    hwm: int
+    routing: str = "sticky"        # sticky by stream id; "round_robin" for ordered stateless stages
+
+
+@dataclass
+class WorkerSpec:
+    """Everything one worker process needs to know, as plain data."""
+
+    stage: str
+    replica: int
+    op: str
+    params: dict[str, Any]
+    kind: str                       # source | processor | encoder | decoder | sink
+    control_endpoint: str
+    inbox_endpoint: str | None      # None for sources
+    inbox_hwm: int
+    outputs: list[OutputEdge] = field(default_factory=list)
+    upstream: list[str] = field(default_factory=list)   # sender ids whose EOF ends our input
+    on_error: str = "fail"
+    max_errors: int | None = None
+    block_samples: int | None = None
+    stats_interval: float = 1.0
+
+    @property
+    def id(self) -> str:
+        return sender_id(self.stage, self.replica)
+
+
+@dataclass
+class StagePlan:
+    name: str
+    op: str
+    kind: str
+    input_kind: str | None
+    output_kind: str | None
+    replicas: int
+    hwm: int
+    inputs: list[str]
+    outputs: list[str]
+    workers: list[WorkerSpec]
+    formats: dict[str, str] = field(default_factory=dict)   # "in"/"out" -> human-readable format
+
+
+@dataclass
+class Plan:
+    name: str
+    stages: list[StagePlan]
+    control_endpoint: str
+    run_dir: str
+
+    @property
+    def workers(self) -> list[WorkerSpec]:
+        return [w for stage in self.stages for w in stage.workers]
+
+    def stage(self, name: str) -> StagePlan:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def sinks(self) -> list[StagePlan]:
+        return [s for s in self.stages if not s.outputs]
