@@ -69,6 +69,9 @@ def _open_container(path: str) -> av.container.InputContainer:
         raise FormatError(f"'{path}' is empty (0 bytes): not an audio file")
     try:
         return av.open(path, "r")
+    except (PermissionError, IsADirectoryError) as exc:     # PyAV's subclasses of these
+        builtin = PermissionError if isinstance(exc, PermissionError) else IsADirectoryError
+        raise builtin(f"cannot read audio file '{path}': {exc.strerror}") from None
     except av.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise FormatError(f"'{path}' is not an audio file PyAV can read: {reason}") from None

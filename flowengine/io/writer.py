@@ -16,7 +16,13 @@ is written as is into .aac or unwrapped into .m4a, Opus needs the OpusHead in
 Packet.extradata, FLAC frames are written into a native FLAC file whose
 STREAMINFO is counted from the frames (see flacfile), and "wav" packets (raw
 interleaved PCM) are decoded with `input_format` and written as PCM. A packet
-whose codec does not fit the container is a FormatError.
+whose codec does not fit the container is a FormatError. One loss: MP3's
+gapless note (encoder delay and end padding, carried by FFmpeg as packet side
+data that PyAV cannot attach to new packets) is not rewritten, so a copied MP3
+may decode up to two frames longer than its source.
+
+`samples_written` counts input samples per channel (PCM), or the samples the
+packets' durations cover (packets; priming included).
 
 The file is opened when the writer is built, so an unwritable path fails
 before any data; headers with the length (wav, flac, mp4, mp3's Xing frame)
@@ -83,8 +89,9 @@ def _check_optional_int(name: str, value, low: int, high: int | None = None) -> 
 class AudioFileWriter:
     """A file sink: push AudioFrames (or write_pcm arrays) or encoded Packets, then finalize.
 
+    >>> import os, tempfile
     >>> from flowengine.io.generator import ToneSource
-    >>> with AudioFileWriter("/tmp/doctest-tone.flac") as out:
+    >>> with AudioFileWriter(os.path.join(tempfile.mkdtemp(), "tone.flac")) as out:
     ...     for frame in ToneSource(seconds=0.1, sample_type="s16"):
     ...         out.push(frame)
     >>> out.samples_written
