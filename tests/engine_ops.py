@@ -39,10 +39,10 @@ class RampSource(Node):
     output_kind = PCM
 
     def __init__(self, streams: int = 3, samples: int = 10000, block: int = 512,
-                 channels: int = 1) -> None:
+                 channels: int = 1, prefix: str = "s") -> None:
         self.format = AudioFormat(RATE, channels, "f32", True)
         self.samples, self.block = samples, block
-        self.positions = {f"s{i}": 0 for i in range(streams)}
+        self.positions = {f"{prefix}{i}": 0 for i in range(streams)}
         self.order = deque(self.positions)
 
     def push(self, buf: object) -> None:

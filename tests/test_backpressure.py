@@ -10,7 +10,7 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
 
 BLOCK = 4096            # 2 ch f32: 32 KiB per message
-MESSAGES = 2400         # at 5 ms per message in the sink: about 12 s
+MESSAGES = 2000         # at 5 ms per message in the sink: about 10 s
 HWM = 16
 MB = 1 << 20
 

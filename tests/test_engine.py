@@ -82,6 +82,16 @@ def test_fan_out_and_sticky_replicas_keep_every_stream_in_order(tmp_path):
     assert_clean(plan)
 
 
+def test_fan_in_merges_the_streams_of_two_sources(tmp_path):
+    plan = build_plan(config(ramp(streams=2), ramp(streams=1, prefix="t") | {"name": "src2"},
+                             sink(tmp_path / "out", inputs=["src", "src2"])))
+    assert plan.stage("sink").workers[0].upstream == ["src:0", "src2:0"]
+    report = run_plan(plan)
+    assert received(tmp_path / "out") == {"s0": SAMPLES, "s1": SAMPLES, "t0": SAMPLES}
+    assert report.stage("sink").workers[0].samples_in == 3 * SAMPLES
+    assert_clean(plan)
+
+
 def test_tcp_transport(tmp_path):
     plan = build_plan(config(ramp(streams=1), sink(tmp_path / "out"), transport="tcp"))
     assert plan.control_endpoint.startswith("tcp://127.0.0.1:")

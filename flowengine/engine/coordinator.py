@@ -23,6 +23,10 @@ Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
 their streams; EOF flows; sinks finalise their files) and the run completes
 normally with ``RunReport.interrupted`` set; a second one stops at once and
 raises ``RunInterrupted`` (exit code 130).
+
+As with any "spawn"/"forkserver" program, a script that runs an Engine must
+guard its entry point with ``if __name__ == "__main__":`` (worker processes
+import the main module); the CLI and ``python -c`` need nothing.
 """
 
 from __future__ import annotations
