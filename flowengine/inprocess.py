@@ -36,6 +36,8 @@ from .runner import Runner
 
 __all__ = ["run_in_process", "check_in_process", "make_output_dirs"]
 
+_MAX_SAMPLE_RATE = 768_000
+
 
 def _audio_seconds(buf: Any) -> float:
     if isinstance(buf, AudioFrame):
@@ -45,7 +47,14 @@ def _audio_seconds(buf: Any) -> float:
 
 
 def _samples(buf: Any) -> int:
-    return buf.samples if isinstance(buf, AudioFrame) else int(getattr(buf, "duration", 0) or 0)
+    """Samples per channel; a packet's duration when its time base is 1/sample rate (a
+    container's time base, e.g. MP3's 1/14112000, does not count samples: 0)."""
+    if isinstance(buf, AudioFrame):
+        return buf.samples
+    time_base = buf.time_base
+    if time_base.numerator == 1 and time_base.denominator <= _MAX_SAMPLE_RATE:
+        return int(buf.duration or 0)
+    return 0
 
 
 class _Metered(Node):

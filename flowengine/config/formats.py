@@ -103,7 +103,7 @@ def _format_param(op: str, values: dict[str, Any], *keys: str) -> StaticFormat |
 
 def _given(op: str, values: dict[str, Any], given: set[str], *keys: str) -> str:
     """'tone sample_rate=44100, channels=2 (default)': the values and where they come from."""
-    parts = [f"{k}={values[k]}" + ("" if k in given else " (default)") for k in keys]
+    parts = [f"{k}={values.get(k)}" + ("" if k in given else " (default)") for k in keys]
     return f"{op} {', '.join(parts)}"
 
 

@@ -170,9 +170,10 @@ def _check_params(stage: StageConfig, index: int, spec: Any, label: str,
         if reason is not None:
             out.add(base + (key,), label, f"params.{key}",
                     f"expected {param.type_name}, got {value!r} ({type(value).__name__}){reason}")
+    missing_at = base if base in out.source.lines else ("stages", index, "op")
     for name, param in known.items():
         if param.required and name not in stage.params:
-            out.add(base, label, f"params.{name}",
+            out.add(missing_at, label, f"params.{name}",
                     f"missing required parameter of {spec.name} ({param.type_name})")
     return len(out.problems) == before
 
@@ -200,15 +201,19 @@ def _type_problem(param: Any, value: Any) -> str | None:
 
 def _try_build(info: "StageInfo", out: _Collector) -> None:
     """Build the node once, so values the operator refuses are found now (a processor's
-    conflicting options, an encoder that rejects its input format). Stages with a path
-    are not built: a sink would create its output file, a source is checked by path."""
-    if info.kind == "sink" or "path" in info.params:
+    conflicting options, an encoder that rejects its input format, a source file PyAV
+    cannot read). Sinks are not built: that would create their output file."""
+    if info.kind == "sink" or ("path" in info.params and not os.path.isfile(info.params["path"])):
         return
     try:
         node = _registry().create(info.op, **info.params)
     except ConfigError as exc:
-        out.add(("stages", info.index, "params"), info.label, "params",
-                _strip_op(str(exc), info.op))
+        message = _strip_op(str(exc), info.op)
+        # Point at the parameter the message quotes (a path, a codec name) when there is one.
+        key = next((k for k, v in info.params.items()
+                    if isinstance(v, str) and repr(v) in message), None)
+        path = ("stages", info.index, "params") + ((key,) if key else ())
+        out.add(path, info.label, f"params.{key}" if key else "params", message)
         return
     node.close()
 
