@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
+from ._scipy import signal
 
 from ..format import AudioFormat
 from .base import BaseProcessor
@@ -138,7 +138,7 @@ class Compressor(BaseProcessor):
         peak = _running_peak(np.abs(block), self._release, self._peak)
         self._peak = peak[:, -1].copy()
         a = self._attack
-        level, self._smoother_state = scipy.signal.lfilter(
+        level, self._smoother_state = signal.lfilter(
             [1.0 - a], [1.0, -a], peak, axis=-1, zi=self._smoother_state)
         level_db = 20.0 * np.log10(np.maximum(level, _LEVEL_FLOOR))
         gain_db = static_curve_db(level_db, **self.curve) - level_db + self.master_gain_db

@@ -9,7 +9,7 @@ or `scipy.signal.sosfilt(sos, x)`.
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
+from ._scipy import signal
 
 from ..format import AudioFormat
 from .base import BaseProcessor
@@ -74,9 +74,9 @@ class FirFilter(BaseProcessor):
     def _process(self, block: np.ndarray) -> np.ndarray:
         n = block.shape[1]
         if self.taps.size <= FIR_DIRECT_MAX_TAPS or self.taps.size * n <= FIR_DIRECT_MAX_WORK:
-            out, self._state = scipy.signal.lfilter(self.taps, [1.0], block, axis=-1, zi=self._state)
+            out, self._state = signal.lfilter(self.taps, [1.0], block, axis=-1, zi=self._state)
             return out
-        full = scipy.signal.oaconvolve(block, self.taps[np.newaxis, :], axes=-1)
+        full = signal.oaconvolve(block, self.taps[np.newaxis, :], axes=-1)
         overlap = self._state.shape[1]
         full[:, :overlap] += self._state
         self._state = full[:, n:]
@@ -142,9 +142,9 @@ class IirFilter(BaseProcessor):
 
     def _process(self, block: np.ndarray) -> np.ndarray:
         if self.sos is not None:
-            out, self._state = scipy.signal.sosfilt(self.sos, block, axis=-1, zi=self._state)
+            out, self._state = signal.sosfilt(self.sos, block, axis=-1, zi=self._state)
         else:
-            out, self._state = scipy.signal.lfilter(self.b, self.a, block, axis=-1, zi=self._state)
+            out, self._state = signal.lfilter(self.b, self.a, block, axis=-1, zi=self._state)
         return out
 
 
@@ -177,7 +177,7 @@ class ButterworthFilter(IirFilter):
         if self.cutoff_hz >= nyquist:
             raise ValueError(f"{self.kind}: cutoff_hz {self.cutoff_hz:g} must be below half the "
                              f"sample rate ({nyquist:g} Hz at {input_format.sample_rate} Hz)")
-        sos = scipy.signal.butter(self.order, self.cutoff_hz, btype=self.kind,
+        sos = signal.butter(self.order, self.cutoff_hz, btype=self.kind,
                                   fs=input_format.sample_rate, output="sos")
         self._set_coefficients(None, None, sos)
         super()._configure(input_format)

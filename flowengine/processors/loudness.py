@@ -43,13 +43,14 @@ over the input) is not offered: it cannot stream.
 
 from __future__ import annotations
 
+from functools import cache
 from math import pi, tan
 
 import numpy as np
-from scipy.signal import firwin, sosfilt, upfirdn
 
 from ..errors import ConfigError, FormatError
 from ..format import AudioFormat
+from ._scipy import signal
 from .base import BaseProcessor
 
 __all__ = ["LoudnessNormalizer", "channel_weights", "gated_loudness", "k_weighting_sos",
@@ -63,7 +64,14 @@ _STEPS_PER_BLOCK = 4                   # 400 ms blocks, 100 ms step (75 % overla
 _LIMITER_LOOKAHEAD_S = 0.005
 _OVERSAMPLE = 4
 _INTERP_HALF = 8                       # half-length of the interpolation filter, input samples
-_INTERP_TAPS = firwin(2 * _INTERP_HALF * _OVERSAMPLE + 1, 1.0 / _OVERSAMPLE) * _OVERSAMPLE
+
+
+
+@cache
+def _interpolation_taps() -> np.ndarray:
+    """Low-pass for the 4x oversampled true-peak check (built once, on first use)."""
+    return signal.firwin(2 * _INTERP_HALF * _OVERSAMPLE + 1, 1.0 / _OVERSAMPLE) * _OVERSAMPLE
+
 
 # Channel weights by count, in FFmpeg's default layout order (see resample.py).
 _WEIGHTS = {1: (1.0,), 2: (1.0, 1.0), 3: (1.0, 1.0, 0.0), 4: (1.0, 1.0, 1.0, 1.41),
@@ -142,7 +150,7 @@ def measure_loudness(pcm: np.ndarray, sample_rate: int,
     weights = channel_weights(pcm.shape[0]) if weights is None else np.asarray(weights, float)
     if weights.shape != (pcm.shape[0],):
         raise FormatError(f"measure_loudness: {pcm.shape[0]} channels but {weights.size} weights")
-    filtered = sosfilt(k_weighting_sos(sample_rate), pcm.astype(np.float64), axis=1)
+    filtered = signal.sosfilt(k_weighting_sos(sample_rate), pcm.astype(np.float64), axis=1)
     power = weights @ (filtered * filtered)
     step = _step_samples(sample_rate)
     steps = power.size // step
@@ -246,7 +254,7 @@ class LoudnessNormalizer(BaseProcessor):
 
     def _measure(self, block: np.ndarray) -> None:
         """K-weight the block and add its weighted energy to the 100 ms steps."""
-        filtered, self._zi = sosfilt(self._sos, block, axis=1, zi=self._zi)
+        filtered, self._zi = signal.sosfilt(self._sos, block, axis=1, zi=self._zi)
         power = self._channel_weights @ (filtered * filtered)
         pos = self._fed
         while power.size:
@@ -321,7 +329,7 @@ class LoudnessNormalizer(BaseProcessor):
         x = self._slice(start - half, stop + half)
         n = stop - start
         sample_peak = np.abs(x[:, half:half + n]).max(axis=0)
-        up = upfirdn(_INTERP_TAPS, x, up=_OVERSAMPLE, axis=1)
+        up = signal.upfirdn(_interpolation_taps(), x, up=_OVERSAMPLE, axis=1)
         # The filter delays by half its length (4 * half upsampled samples).
         first = 2 * half * _OVERSAMPLE
         between = np.abs(up[:, first:first + n * _OVERSAMPLE]).reshape(x.shape[0], n, _OVERSAMPLE)
