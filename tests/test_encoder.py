@@ -14,7 +14,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from scipy import signal as sps
+
+from audio_checks import best_lag, dominant_frequency
 
 from flowengine.buffers import PACKET_FLAG_KEY, AudioFrame
 from flowengine.codecs.adts import AdtsFramer, parse_adts_header, parse_audio_specific_config
@@ -93,16 +94,6 @@ def decode(codec: str, enc: Encoder, packets) -> np.ndarray:
     return decode_stream(b"".join(p.data for p in packets), codec)
 
 
-def best_lag(ref: np.ndarray, out: np.ndarray, max_lag: int = 4000) -> int:
-    """Lag (samples) at which `out` best matches `ref`, by cross-correlation."""
-    corr = sps.correlate(out[:len(ref) + max_lag], ref, mode="full", method="fft")
-    zero = len(ref) - 1
-    return int(np.argmax(corr[zero:zero + max_lag + 1]))
-
-
-def dominant_frequency(x: np.ndarray, rate: int = SR) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.argmax(spectrum) * rate / len(x))
 
 
 def assert_timeline(packets, first_pts: int, end: int) -> None:
@@ -128,7 +119,7 @@ def check_lossy(codec: str, enc: Encoder, packets, source: np.ndarray) -> None:
     body = slice(2048, n - 2048)        # skip the codec's fade-in/out
     for ch in range(source.shape[0]):
         assert np.corrcoef(source[ch, body], aligned[ch, body])[0, 1] > 0.9
-        assert abs(dominant_frequency(aligned[ch, body]) - FREQS[ch % 2]) < 3
+        assert abs(dominant_frequency(aligned[ch, body], SR) - FREQS[ch % 2]) < 3
 
 
 # --- lossy round trips -----------------------------------------------------------------

@@ -19,6 +19,8 @@ import av
 import numpy as np
 import pytest
 
+from audio_checks import aligned_correlation, dominant_frequency
+
 from flowengine.buffers import AudioFrame, Packet
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
 from flowengine.format import AudioFormat
@@ -66,22 +68,6 @@ def av_decode(path) -> tuple[np.ndarray, av.container.InputContainer]:
     return np.concatenate(chunks, axis=1), container
 
 
-def dominant_frequency(x: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.argmax(spectrum) * rate / len(x))
-
-
-def best_correlation(reference: np.ndarray, decoded: np.ndarray, max_lag: int) -> float:
-    """Highest normalised correlation of `decoded` against `reference` over lags 0..max_lag."""
-    n = len(reference) - max_lag
-    ref = reference[:n]
-    best = -1.0
-    for lag in range(0, max_lag + 1):
-        seg = decoded[lag:lag + n]
-        if len(seg) < n:
-            break
-        best = max(best, float(np.dot(ref, seg) / (np.linalg.norm(ref) * np.linalg.norm(seg) + 1e-12)))
-    return best
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +168,7 @@ def test_lossy_round_trip_keeps_length_pitch_and_shape(files, ext):
     assert decoded.shape[0] == 2 and decoded.dtype == np.float32
     assert SR <= decoded.shape[1] <= SR + PADDING[ext]
     assert dominant_frequency(decoded[0], SR) == pytest.approx(1000, abs=5)
-    assert best_correlation(source[0], decoded[0], PADDING[ext]) > 0.98
+    assert aligned_correlation(source[0], decoded[0], PADDING[ext]) > 0.98
 
 
 @pytest.mark.parametrize("ext", ALL)
@@ -332,7 +318,7 @@ def test_writer_muxes_packets_without_reencoding(files, tmp_path, ext):
         np.testing.assert_array_equal(copy_pcm, source_pcm)      # same packets, same samples
     else:
         assert abs(copy_pcm.shape[1] - source_pcm.shape[1]) <= PADDING[ext]
-        assert best_correlation(source_pcm[0], copy_pcm[0], PADDING[ext]) > 0.999
+        assert aligned_correlation(source_pcm[0], copy_pcm[0], PADDING[ext]) > 0.999
 
 
 def test_flac_packets_without_streaminfo_get_a_counted_header(files, tmp_path):

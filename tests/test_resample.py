@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
+from audio_checks import dominant_frequency
+
 from flowengine.buffers import AudioFrame
 from flowengine.errors import ConfigError, FormatError
 from flowengine.format import AudioFormat, from_float, to_float
@@ -48,18 +50,14 @@ def run(proc: Resampler, x: np.ndarray, chunks: list[int] | None = None, **put_k
     return np.concatenate(outs, axis=1), marks
 
 
-def dominant_hz(x: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.shape[-1])))
-    return float(np.argmax(spectrum) * rate / x.shape[-1])
-
 
 @pytest.mark.parametrize("rin,rout", RATE_PAIRS)
 def test_length_frequency_and_fidelity_against_scipy(rin, rout):
     x = sines(rin, 1.0)
     y, _ = run(Resampler(AudioFormat(rin, 2), AudioFormat(rout, 2)), x)
     assert y.shape == (2, rout)     # 1 s in, exactly 1 s out
-    assert abs(dominant_hz(y[0], rout) - 440.0) <= 1.0
-    assert abs(dominant_hz(y[1], rout) - 1000.0) <= 1.0
+    assert abs(dominant_frequency(y[0], rout) - 440.0) <= 1.0
+    assert abs(dominant_frequency(y[1], rout) - 1000.0) <= 1.0
     g = gcd(rin, rout)
     ref = resample_poly(x.astype(np.float64), rout // g, rin // g, axis=1)
     core = slice(200, rout - 200)   # both filters treat the edges differently
@@ -169,7 +167,7 @@ def test_sample_type_and_layout_conversion():
     proc = Resampler(AudioFormat(48000, 2), AudioFormat(16000, 2, "u8"))
     y8, _ = run(proc, x)
     assert y8.dtype == np.uint8 and y8.shape == (2, 4000)
-    assert abs(dominant_hz(to_float(y8, "u8")[0], 16000) - 440.0) <= 4.0
+    assert abs(dominant_frequency(to_float(y8, "u8")[0], 16000) - 440.0) <= 4.0
 
 
 def test_interleaved_output_layout_on_request():

@@ -8,6 +8,8 @@ import av
 import numpy as np
 import pytest
 
+from audio_checks import dominant_frequency
+
 from flowengine.buffers import AudioFrame
 from flowengine.errors import ConfigError, FlowError, FormatError
 from flowengine.format import AudioFormat
@@ -50,10 +52,6 @@ def decode_mp3(packets) -> np.ndarray:
     return pcm / 32768.0 if pcm.dtype == np.int16 else pcm
 
 
-def dominant_hz(x: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.argmax(spectrum) * rate / len(x))
-
 
 # ---- Runner ----------------------------------------------------------------------------------
 
@@ -77,7 +75,7 @@ def test_runner_tone_gain_resample_mp3_counts_every_stage():
     assert packets[-1].pts + packets[-1].duration == n_out
     pcm = decode_mp3(packets)
     assert n_out <= pcm.shape[1] <= n_out + 1152 + 1105 + 529
-    assert abs(dominant_hz(pcm[0, 4000:40000], 44100) - 1000) < 3
+    assert abs(dominant_frequency(pcm[0, 4000:40000], 44100) - 1000) < 3
     # gain -6 dB of amplitude 0.5 -> ~0.25 peak
     assert 0.22 < np.max(np.abs(pcm[:, 4000:40000])) < 0.28
 
