@@ -13,8 +13,10 @@ message is pushed into it and whatever it gives is sent on. The first output
 of a stream (and any later change of format or codec) sends caps first. An
 eos flushes the stream's node (``push(None)``, pull to EOF), sends eos on,
 and drops the node. A source is one node whose buffers may belong to several
-streams; when it ends (or the coordinator says ``drain``) every open stream
-gets its eos.
+streams; a multi-stream source reports each stream's end as it happens
+(``take_ended_streams``) and that stream's eos goes out at once, so its files
+close early; when the source ends (or the coordinator says ``drain``) every
+open stream gets its eos.
 
 The run ends when EOF came from every upstream sender (``InboxState``): send
 EOF to every downstream replica, report ``done`` with the final counts, then
@@ -46,6 +48,7 @@ import zmq
 from ..buffers import AudioFrame, Packet
 from ..errors import CodecError, FlowError, WireError
 from ..node import AGAIN, EOF, Node
+from ..nodes.streams import take_ended_streams
 from .control import encode_control, decode_control, COORDINATOR_MESSAGES
 from .operators import create_node
 from .plan import WorkerSpec, sender_id
@@ -317,10 +320,21 @@ class Worker:
                 counts["in_messages"] += 1
                 counts["in_samples"] += _samples(out)
                 self._emit(out.stream, out, node)
+                self._end_source_streams(node)
+            self._end_source_streams(node)
         finally:
             node.close()
         for stream in self.sender.open_streams:
             self._end_stream_downstream(stream)
+
+    def _end_source_streams(self, node: Node) -> None:
+        """End at once the streams a multi-stream source finished (their files close early);
+        a stream it skipped after an error is counted, with errors=1 in its stream counts."""
+        for end in take_ended_streams(node):
+            if end.error is not None:
+                self.errors_skipped += 1
+                self._stream_counts(end.stream)["errors"] = 1
+            self._end_stream_downstream(end.stream)
 
     def _run_inbox(self) -> None:
         poller = zmq.Poller()

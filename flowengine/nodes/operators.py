@@ -407,17 +407,19 @@ def file_sink(path: str, format: FormatParam | None = None,
               input_format: FormatParam | None = None, bitrate: int | None = None,
               compression_level: int | None = None, codec: str | None = None) -> Node:
     """
-    path: output file; the extension picks container and codec
+    path: output file; the extension picks the container; {stream} in it: a file per stream
     format: output format when the sink encodes PCM (None: the first input's)
     input_format: format of raw "wav" packets written as PCM
     bitrate: bit/s when the sink encodes PCM
     compression_level: flac only
     codec: FFmpeg encoder when the sink encodes PCM (e.g. pcm_f32le)
     """
+    options = dict(format=format, input_format=input_format, bitrate=bitrate,
+                   compression_level=compression_level, codec=codec)
+    if "{stream}" in path:          # out/{stream}.mp3: one file per stream, named at its start
+        return _streams.template_file_sink(path, **options)
     from ..io import AudioFileWriter
-    writer = AudioFileWriter(path, format=format, input_format=input_format, bitrate=bitrate,
-                             compression_level=compression_level, codec=codec)
-    return SinkNode(writer, ANY, name="file_sink")
+    return SinkNode(AudioFileWriter(path, **options), ANY, name="file_sink")
 
 
 @operator("null_sink", kind="sink", inputs=ANY, outputs=None, stateful=False,
@@ -433,3 +435,8 @@ def memory_sink() -> Node:
     from ..io import MemorySink
     return SinkNode(MemorySink(), ANY, name="memory_sink")
 
+
+
+# ---- operators in modules of their own (imported for their registration) ----------------------
+
+from . import operators_streams as _streams  # noqa: E402  - registers files, tones

@@ -1,0 +1,142 @@
+"""Nodes for runs that carry many streams: multi-stream sources and a per-stream demultiplexer.
+
+A multi-stream source (many files, N tones) says when each of its streams
+ends: `take_ended_streams(node)` returns the `StreamEnd`s found since the
+last call (an empty list for a source that does not tell). The engine's
+source worker sends each stream's end downstream at once, so every node of
+that stream is flushed and its sink finalised while other streams go on.
+
+In one process a Runner drives a single chain of nodes, but codecs and
+per-stream file sinks need one instance per stream. `StreamDemux` is that
+chain: it keeps one inner node (usually a Pipeline) per stream id, made by a
+factory at the stream's first buffer, ends a stream's inner node when the
+source reports the stream ended (`ends_from=`) or at the end of input, and
+gives the outputs of all of them in the order they come.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..buffers import AudioFrame, Packet
+from ..errors import FlowError
+from ..io.multistream import StreamEnd
+from ..node import AGAIN, EOF, Node
+from .adapters import SourceNode
+from .basic import FlowNode
+
+__all__ = ["MultiStreamSourceNode", "StreamDemux", "StreamEnd", "take_ended_streams",
+           "is_multi_stream"]
+
+# AGAINs an inner node may answer after its end of input before it counts as stuck.
+_MAX_IDLE_PULLS = 10000
+
+
+def take_ended_streams(node: Any) -> list[StreamEnd]:
+    """Streams `node` finished since the last call ([] when the node does not report ends)."""
+    take = getattr(node, "take_ended_streams", None)
+    return take() if callable(take) else []
+
+
+def is_multi_stream(node: Any) -> bool:
+    """True for a source node that reports the end of each of its streams."""
+    return callable(getattr(node, "take_ended_streams", None))
+
+
+class MultiStreamSourceNode(SourceNode):
+    """A SourceNode over a multi-stream source (MultiFileSource, MultiToneSource): it reports
+    stream ends, and counts streams skipped after an error in stats()["errors"]."""
+
+    def take_ended_streams(self) -> list[StreamEnd]:
+        return self.source.take_ended()
+
+    @property
+    def failed(self) -> list[StreamEnd]:
+        return list(getattr(self.source, "failed", []))
+
+    def stats(self) -> dict[str, int | float]:
+        self._stats.errors = len(self.failed)
+        return super().stats()
+
+
+class StreamDemux(FlowNode):
+    """One inner node per stream id, built by `factory(stream)` (see module doc).
+
+    input_kind / output_kind: those of the inner nodes (output None when they end in a sink).
+    ends_from: a multi-stream source node; the streams it reports ended are flushed at the
+    next push, so their outputs (files) are complete before the run ends.
+    """
+
+    def __init__(self, factory: Callable[[str], Node], input_kind: str,
+                 output_kind: str | None, *, ends_from: Any = None,
+                 name: str = "stream_demux") -> None:
+        super().__init__(name, input_kind, output_kind)
+        self.factory = factory
+        self.ends_from = ends_from
+        self.inner: dict[str, Node] = {}
+        self.finished: list[str] = []          # streams flushed and closed, in order
+        self._out: deque[AudioFrame | Packet] = deque()
+
+    def _accept(self, buf: AudioFrame | Packet) -> None:
+        self._end_reported()
+        node = self.inner.get(buf.stream)
+        if node is None:
+            if buf.stream in self.finished:
+                raise FlowError(f"{self.name}: a buffer of stream {buf.stream!r} came after that "
+                                f"stream ended")
+            node = self.inner[buf.stream] = self.factory(buf.stream)
+        node.push(buf)
+        self._collect(buf.stream, node, flushing=False)
+
+    def _finish(self) -> None:
+        self._end_reported()
+        for stream in list(self.inner):
+            self.end_stream(stream)
+
+    def _produce(self) -> AudioFrame | Packet | None:
+        return self._out.popleft() if self._out else None
+
+    def _end_reported(self) -> None:
+        for end in take_ended_streams(self.ends_from):
+            if end.stream in self.inner:
+                self.end_stream(end.stream)
+
+    def end_stream(self, stream: str) -> None:
+        """Flush `stream`'s inner node to EOF, keep its outputs, close and drop it."""
+        node = self.inner.pop(stream)
+        try:
+            node.push(None)
+            self._collect(stream, node, flushing=True)
+        finally:
+            node.close()
+        self.finished.append(stream)
+
+    def _collect(self, stream: str, node: Node, flushing: bool) -> None:
+        idle = 0
+        while True:
+            out = node.pull()
+            if out is EOF:
+                return
+            if out is AGAIN:
+                if not flushing:
+                    return
+                idle += 1
+                if idle > _MAX_IDLE_PULLS:
+                    raise FlowError(f"{self.name}: the node of stream {stream!r} did not reach "
+                                    f"EOF after its input ended")
+                continue
+            if out.stream != stream:
+                out.stream = stream      # an inner node may not know its stream id
+            self._out.append(out)
+
+    def _restart(self) -> None:
+        self.close()
+        self.finished.clear()
+        self._out.clear()
+
+    def close(self) -> None:
+        while self.inner:
+            _, node = self.inner.popitem()
+            node.close()
