@@ -116,7 +116,7 @@ class FlacFrameHeader:
     variable: bool       # blocking strategy: number counts samples (True) or frames (False)
     number: int          # frame number, or first sample number when variable
     block_size: int
-    stream_key: tuple    # fields that stay constant within a stream (rate, channels, bits)
+    stream_key: tuple    # fields that stay constant within a stream (rate, channel count, bits)
 
     def follows(self, previous: "FlacFrameHeader") -> int:
         """How many frames lie between `previous` and this one (0 = next in sequence), -1 if none."""
@@ -182,20 +182,31 @@ def parse_flac_frame_header(buf, pos: int) -> FlacFrameHeader | None | bool:
     if crc != buf[i]:
         return None
     variable = bool(buf[pos + 1] & 1)
+    # Codes 8-10 are stereo coded as left/side, right/side or mid/side: the encoder
+    # picks one per frame, so only the channel count identifies the stream.
+    channels = channels_code + 1 if channels_code < 8 else 2
     return FlacFrameHeader(length=i + 1 - pos, variable=variable, number=number,
                            block_size=_flac_block_size(size_code, size_extra),
-                           stream_key=(variable, rate_code, rate_extra, channels_code, bits_code))
+                           stream_key=(variable, rate_code, rate_extra, channels, bits_code))
 
 
 def flac_frame_end(data: bytes, header_length: int) -> int | None:
     """Where the FLAC frame at the start of `data` ends, found by its CRC-16 footer, or None.
 
-    Used only after damage (a frame followed by junk): a running CRC over a
-    frame including its stored CRC-16 is zero exactly at the frame's end.
+    Used only after damage (a frame followed by junk, or by nothing when whole
+    frames were lost): a running CRC over a frame including its stored CRC-16
+    is zero at the frame's end. It is also zero by chance about once in 64 KiB,
+    so a zero where a frame sync code (or the end of `data`) follows is
+    preferred; without one, the first zero is the best guess.
     """
+    first = None
     crc = 0
+    end = len(data)
     for i, byte in enumerate(data):
         crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
         if crc == 0 and i + 1 > header_length + 2:
-            return i + 1
-    return None
+            if i + 1 == end or (data[i + 1] == 0xFF and i + 2 < end and data[i + 2] in (0xF8, 0xF9)):
+                return i + 1
+            if first is None:
+                first = i + 1
+    return first

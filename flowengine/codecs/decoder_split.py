@@ -354,7 +354,7 @@ class FlacSplitter:
             data = bytes(self._buf[self._frame_at:pos])
             lost = header.follows(self._frame_header)
             end = flac_frame_end(data, self._frame_header.length) if lost else None
-            if end is not None:   # damaged frames follow this one: split them off as junk
+            if end is not None and end < len(data):   # damaged frames follow: split them off as junk
                 units += [Unit(FRAME, start, data[:end]), Unit(JUNK, start + end, data[end:])]
             else:
                 units.append(Unit(FRAME, start, data))
