@@ -26,6 +26,10 @@ class StageConfig(BaseModel):
     inputs: list[str] | None = Field(
         None, description="Stages this one reads from; default: the stage before it.")
     replicas: int | Literal["auto"] = Field(1, description="Worker processes for this stage.")
+    ordered: bool = Field(
+        False, description="Spread each stream's messages over the replicas (stateless operators "
+                           "only) and restore their order after the stage; default: each stream "
+                           "sticks to one replica.")
     hwm: int = Field(64, ge=1, le=1_000_000,
                      description="High-water mark in messages on this stage's input edges.")
     on_error: Literal["fail", "skip"] = Field(

@@ -9,6 +9,12 @@
   a packet input).
 - ``replicas: auto`` is one per usable core. A source has one replica (two
   would produce the same streams twice).
+- Routing (``flowengine.engine.routing``): an edge into a stage with
+  ``ordered: true`` is balanced (each data message goes to a replica with
+  room, with a per-replica HWM of ``hwm // replicas``); every other edge is
+  sticky by stream id. Only a stateless operator may be ordered, and the stage
+  after it (never itself ordered, never missing: a sink cannot restore order)
+  merges the parts back in order.
 - Endpoints: ``ipc://`` sockets in a private directory made with
   ``tempfile.mkdtemp`` (``Plan.run_dir``; the engine removes it at the end of
   the run, whatever the outcome), or ``tcp://127.0.0.1:<free port>``.
@@ -25,6 +31,7 @@ from ..config.model import RunConfig
 from ..errors import ConfigError
 from .operators import OperatorInfo, resolve_operator
 from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
+from .routing import BALANCED, STICKY, reorder_window
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -80,7 +87,33 @@ def _stages(config: RunConfig) -> list[_Stage]:
             raise ConfigError(f"stage {name!r}: operator {info.name!r} needs an input but no "
                               f"stage comes before it")
         stages.append(_Stage(name, info, stage_config, inputs, replicas))
+    _check_ordered(stages)
     return stages
+
+
+def _check_ordered(stages: list[_Stage]) -> None:
+    """`ordered: true` spreads a stream over replicas: only where order can come back."""
+    by_name = {stage.name: stage for stage in stages}
+    consumers = {stage.name: [s for s in stages if stage.name in s.inputs] for stage in stages}
+    for stage in stages:
+        if not stage.config.ordered:
+            continue
+        where = f"stage {stage.name!r}: ordered: true"
+        if stage.info.stateful:
+            raise ConfigError(f"{where} spreads each stream over the replicas, but operator "
+                              f"{stage.info.name!r} is stateful (it must see a whole stream on "
+                              f"one replica); remove 'ordered'")
+        if stage.info.input_kind is None or stage.info.output_kind is None:
+            what = "a source" if stage.info.input_kind is None else "a sink"
+            raise ConfigError(f"{where} needs a stage after it to restore the order, but "
+                              f"{stage.info.name!r} is {what}; remove 'ordered'")
+        if not consumers[stage.name]:
+            raise ConfigError(f"{where} needs a stage after it to restore the order")
+        for upstream in stage.inputs:
+            if by_name[upstream].config.ordered:
+                raise ConfigError(f"{where} reads from ordered stage {upstream!r}: two ordered "
+                                  f"stages in a row are not supported; remove 'ordered' from "
+                                  f"one of them")
 
 
 def _check_edge(upstream: _Stage, downstream: _Stage) -> None:
@@ -97,6 +130,13 @@ def _free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _inbox_hwm(stage: _Stage) -> int:
+    """HWM of one replica's inbox. An ordered stage splits its hwm over its replicas: the
+    sender picks a replica with room, so small queues keep a slow one from hoarding work."""
+    hwm = stage.config.hwm or DEFAULT_HWM
+    return max(1, hwm // stage.replicas) if stage.config.ordered else hwm
 
 
 def build_plan(config: RunConfig, *, run_dir: str | None = None,
@@ -124,24 +164,28 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                for i, stage in enumerate(stages)}
     plans = []
     for stage in stages:
-        hwm = stage.config.hwm or DEFAULT_HWM
-        # Every edge is sticky by stream id (one stream, one path, order kept);
-        # round-robin spreading of stateless stages is not planned yet.
-        outputs = [OutputEdge(name, inboxes[name], by_name[name].config.hwm or DEFAULT_HWM)
+        hwm = _inbox_hwm(stage)
+        outputs = [OutputEdge(name, inboxes[name], _inbox_hwm(by_name[name]),
+                              BALANCED if by_name[name].config.ordered else STICKY)
                    for name in consumers[stage.name]]
         upstream = [sender_id(name, r) for name in stage.inputs
                     for r in range(by_name[name].replicas)]
+        ordered_inputs = [by_name[name] for name in stage.inputs if by_name[name].config.ordered]
+        merge_senders = [sender_id(s.name, r) for s in ordered_inputs for r in range(s.replicas)]
+        window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM)
+                      for s in ordered_inputs), default=0)
         workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.config.op,
                               params=dict(stage.config.params), kind=stage.info.kind,
                               control_endpoint=control, inbox_endpoint=inboxes[stage.name][r],
                               inbox_hwm=hwm, outputs=outputs, upstream=upstream,
                               on_error=stage.config.on_error, max_errors=stage.config.max_errors,
                               block_samples=config.block_samples,
-                              stats_interval=stats_interval)
+                              stats_interval=stats_interval, ordered=stage.config.ordered,
+                              merge_senders=merge_senders, reorder_window=window)
                    for r in range(stage.replicas)]
         plans.append(StagePlan(name=stage.name, op=stage.config.op, kind=stage.info.kind,
                                input_kind=stage.info.input_kind,
                                output_kind=stage.info.output_kind, replicas=stage.replicas,
                                hwm=hwm, inputs=stage.inputs, outputs=consumers[stage.name],
-                               workers=workers))
+                               workers=workers, ordered=stage.config.ordered))
     return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir)

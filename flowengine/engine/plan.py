@@ -34,7 +34,7 @@ class OutputEdge:
     stage: str
     endpoints: list[str]
     hwm: int
-    routing: str = "sticky"        # sticky by stream id; "round_robin" for ordered stateless stages
+    routing: str = "sticky"        # sticky by stream id; "balanced" into an ordered stage
 
 
 @dataclass
@@ -55,6 +55,9 @@ class WorkerSpec:
     max_errors: int | None = None
     block_samples: int | None = None
     stats_interval: float = 1.0
+    ordered: bool = False           # a replica of an ordered stage: one output per input, oq kept
+    merge_senders: list[str] = field(default_factory=list)  # replicas of ordered stages upstream
+    reorder_window: int = 0         # per stream, for merging what merge_senders send
 
     @property
     def id(self) -> str:
@@ -74,6 +77,7 @@ class StagePlan:
     outputs: list[str]
     workers: list[WorkerSpec]
     formats: dict[str, str] = field(default_factory=dict)   # "in"/"out" -> human-readable format
+    ordered: bool = False
 
 
 @dataclass

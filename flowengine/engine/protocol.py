@@ -150,26 +150,27 @@ class StreamSender:
         record.state, record.caps = state, caps
         return self._sent(record, stream, frames)
 
-    def data(self, buffer: AudioFrame | Packet) -> list[Frame]:
-        """One AudioFrame or Packet of an open stream."""
+    def data(self, buffer: AudioFrame | Packet, *, order: int | None = None) -> list[Frame]:
+        """One AudioFrame or Packet of an open stream (`order`: its index in a spread stream)."""
         stream = buffer.stream
         record = self._record("data", stream)
         _advance(record, "data", self.sender, stream)
         _check_matches_caps(record.caps, buffer, self.sender)
         if isinstance(buffer, AudioFrame):
-            frames = encode_frame(buffer, record.next_seq, sender=self.sender)
+            frames = encode_frame(buffer, record.next_seq, sender=self.sender, order=order)
             record.samples += buffer.samples
         else:
-            frames = encode_packet(buffer, record.next_seq, sender=self.sender)
+            frames = encode_packet(buffer, record.next_seq, sender=self.sender, order=order)
         record.messages += 1
         return self._sent(record, stream, frames)
 
-    def eos(self, stream: str) -> list[Frame]:
-        """End `stream`; the eos carries its message and sample counts."""
+    def eos(self, stream: str, *, order_end: int | None = None) -> list[Frame]:
+        """End `stream`; the eos carries its message and sample counts (and `order_end`, the
+        data messages of the whole stream when it was spread over replicas)."""
         record = self._record("eos", stream)
         state = _advance(record, "eos", self.sender, stream)
         frames = encode_eos(stream, record.next_seq, messages=record.messages,
-                            samples=record.samples, sender=self.sender)
+                            samples=record.samples, sender=self.sender, order_end=order_end)
         record.state = state
         return self._sent(record, stream, frames)
 

@@ -13,7 +13,12 @@ A message is a list of ZeroMQ frames. Data kinds carry two frames,
 
 The header is a msgpack map with short keys (``v`` version, ``k`` kind, ``s``
 stream, ``q`` per-stream sequence number, ``src`` sender id, ...; the tables
-``_SCHEMAS`` below are the complete list). Samples travel little-endian in
+``_SCHEMAS`` below are the complete list). Data messages of a stream spread
+over the replicas of an ordered stage also carry ``oq``, the message's index
+in the whole stream (``q`` counts per sender, and each replica sends only a
+part), and that stream's eos carries ``oe``, how many data messages the whole
+stream had; the receiver after the ordered stage restores order by ``oq``
+(``flowengine.engine.routing``). Samples travel little-endian in
 the frame's declared layout (planar ``(channels, samples)`` or interleaved
 ``(samples, channels)``), C-contiguous.
 
@@ -140,7 +145,8 @@ class Message:
 
     `buffer` is the AudioFrame or Packet of a data kind. `info` holds the
     control payload: caps -> {"caps": Caps}; eos -> {"messages": int,
-    "samples": int}; eof -> {}. `nbytes` is the size on the wire.
+    "samples": int} (+ "order_end" when the header has ``oe``); eof -> {}.
+    `nbytes` is the size on the wire; `order` is the ``oq`` of a data message.
     """
 
     kind: str
@@ -150,14 +156,19 @@ class Message:
     info: dict[str, Any] = field(default_factory=dict)
     sender: str | None = None
     nbytes: int = 0
+    order: int | None = None     # "oq": index of a data message in its whole (spread) stream
 
 
 # ---------------------------------------------------------------------- encoding
 
-def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None) -> list[Frame]:
-    """An AudioFrame as ``[header, payload]``; the payload is a view, not a copy."""
+def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None,
+                 order: int | None = None) -> list[Frame]:
+    """An AudioFrame as ``[header, payload]``; the payload is a view, not a copy.
+
+    `order` is the frame's index in its whole stream when the stream is spread
+    over replicas (the ``oq`` key)."""
     fmt = frame.format
-    header = _base_header("pcm", frame.stream, seq, sender)
+    header = _base_header("pcm", frame.stream, seq, sender, order)
     header.update(pts=_opt_int("pts", frame.pts), tb=_time_base(frame.time_base.numerator, frame.time_base.denominator),
                   sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type,
                   planar=fmt.planar, n=frame.samples)
@@ -171,9 +182,11 @@ def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
     return data.reshape(-1).view(np.uint8).data
 
 
-def encode_packet(packet: Packet, seq: int, *, sender: str | None = None) -> list[Frame]:
-    """A Packet as ``[header, payload]``. Extradata travels in caps, not per packet."""
-    header = _base_header("pkt", packet.stream, seq, sender)
+def encode_packet(packet: Packet, seq: int, *, sender: str | None = None,
+                  order: int | None = None) -> list[Frame]:
+    """A Packet as ``[header, payload]``. Extradata travels in caps, not per packet.
+    `order` as for `encode_frame`."""
+    header = _base_header("pkt", packet.stream, seq, sender, order)
     flags = _uint("flags", packet.flags)
     header.update(pts=_opt_int("pts", packet.pts),
                   tb=_time_base(packet.time_base_num, packet.time_base_den),
@@ -204,10 +217,15 @@ def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None)
 
 
 def encode_eos(stream: str, seq: int, *, messages: int, samples: int = 0,
-               sender: str | None = None) -> list[Frame]:
-    """End of `stream`: `messages` data messages and `samples` PCM samples were sent on it."""
+               sender: str | None = None, order_end: int | None = None) -> list[Frame]:
+    """End of `stream`: `messages` data messages and `samples` PCM samples were sent on it.
+
+    `order_end` (the ``oe`` key) is how many data messages the whole stream had
+    when it was spread over replicas; `messages` counts this sender's part."""
     header = _base_header("eos", stream, seq, sender)
     header.update(m=_uint("messages", messages), n=_uint("samples", samples))
+    if order_end is not None:
+        header["oe"] = _uint("order end", order_end)
     return [_pack(header)]
 
 
@@ -226,11 +244,14 @@ def message_nbytes(frames: Sequence[Frame]) -> int:
     return sum(memoryview(f).nbytes for f in frames)
 
 
-def _base_header(kind: str, stream: str, seq: int, sender: str | None) -> dict[str, Any]:
+def _base_header(kind: str, stream: str, seq: int, sender: str | None,
+                 order: int | None = None) -> dict[str, Any]:
     header = {"v": WIRE_VERSION, "k": kind, "s": _check_name("stream id", stream),
               "q": _uint("seq", seq)}
     if sender is not None:
         header["src"] = _check_name("sender", sender)
+    if order is not None:
+        header["oq"] = _uint("order", order)
     return header
 
 
@@ -327,15 +348,15 @@ _COMMON = {"v": _UINT, "k": _NAME, "src": _NAME.optional()}
 _STREAM = {**_COMMON, "s": _NAME, "q": _UINT}
 _FORMAT_KEYS = ("sr", "ch", "fmt", "planar")
 _SCHEMAS: dict[str, dict[str, _Field]] = {
-    "pcm": {**_STREAM, "pts": _OPT_INT, "tb": _TB, "sr": _POSITIVE, "ch": _POSITIVE,
+    "pcm": {**_STREAM, "oq": _UINT.optional(), "pts": _OPT_INT, "tb": _TB, "sr": _POSITIVE, "ch": _POSITIVE,
             "fmt": _SAMPLE_TYPE, "planar": _BOOL, "n": _UINT},
-    "pkt": {**_STREAM, "pts": _OPT_INT, "tb": _TB, "codec": _CODEC, "dur": _OPT_INT,
+    "pkt": {**_STREAM, "oq": _UINT.optional(), "pts": _OPT_INT, "tb": _TB, "codec": _CODEC, "dur": _OPT_INT,
             "dts": _OPT_INT, "key": _BOOL, "fl": _UINT.optional()},
     "caps": {**_STREAM, "b": _BUFFER_KIND, "sr": _POSITIVE.optional(),
              "ch": _POSITIVE.optional(), "fmt": _SAMPLE_TYPE.optional(),
              "planar": _BOOL.optional(), "codec": _CODEC.optional(), "tb": _TB.optional(),
              "x": _BIN.optional(), "p": _PARAMS.optional()},
-    "eos": {**_STREAM, "m": _UINT, "n": _UINT},
+    "eos": {**_STREAM, "m": _UINT, "n": _UINT, "oe": _UINT.optional()},
     "eof": {"v": _UINT, "k": _NAME, "src": _NAME},
 }
 
@@ -372,7 +393,7 @@ def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
                         f"{layout})")
     _check_fields(kind, header)
     message = Message(kind, header.get("s"), header.get("q"), sender=header.get("src"),
-                      nbytes=nbytes)
+                      nbytes=nbytes, order=header.get("oq"))
     if kind == "pcm":
         message.buffer = _decode_pcm(header, views[1], writable)
     elif kind == "pkt":
@@ -381,6 +402,8 @@ def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
         message.info["caps"] = _decode_caps(header)
     elif kind == "eos":
         message.info.update(messages=header["m"], samples=header["n"])
+        if "oe" in header:
+            message.info["order_end"] = header["oe"]
     return message
 
 

@@ -5,8 +5,11 @@ Theory of operation
 Sockets: a DEALER to the coordinator's ROUTER (identity "stage:replica"), a
 bound PULL inbox (RCVHWM = the stage's hwm) unless the stage is a source,
 and one connected PUSH per downstream replica (SNDHWM = that stage's hwm),
-so this worker chooses where each message goes: sticky by ``crc32(stream id)``
-so one stream always takes one path and stays in order.
+so this worker chooses where each message goes (``routing``): sticky by
+``crc32(stream id)`` so one stream always takes one path and stays in order,
+or, into an ``ordered`` stage, balanced over the replicas with room, each
+data message stamped with its place in the stream so the stage after can
+merge the parts back in order.
 
 Streams: a node per stream, made when the stream's caps arrive; each data
 message is pushed into it and whatever it gives is sent on. The first output
@@ -40,7 +43,6 @@ import signal
 import sys
 import time
 import traceback
-import zlib
 from typing import Any
 
 import zmq
@@ -53,6 +55,7 @@ from .control import encode_control, decode_control, COORDINATOR_MESSAGES
 from .operators import create_node
 from .plan import WorkerSpec, sender_id
 from .protocol import InboxState, RunEnd, StreamCaps, StreamData, StreamEnd, StreamSender
+from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
 from .wire import Caps, Frame, decode, message_nbytes, send_kwargs
 
 __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS"]
@@ -64,6 +67,9 @@ _POLL_MS = 100
 _BATCH = 32                # inbox messages read between two looks at the control socket
 _SERVICE_S = 0.05          # ... or fewer, when they take longer than this
 _MAX_IDLE_PULLS = 10000    # AGAINs a flushed node may answer before it counts as stuck
+# Kernel buffer of a balanced edge's sockets: past the HWM, ipc queues another ~200 KB per
+# replica, which would let a slow replica hoard work the others could do.
+_BALANCED_KERNEL_BUFFER = 32 * 1024
 
 
 class _Shutdown(Exception):
@@ -113,6 +119,8 @@ class Worker:
         if spec.inbox_endpoint is not None:
             self.inbox = _socket(context, zmq.PULL)
             self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm)
+            if spec.ordered:
+                self.inbox.setsockopt(zmq.RCVBUF, _BALANCED_KERNEL_BUFFER)
             self.inbox.bind(spec.inbox_endpoint)
         # Per output edge: its PUSH sockets (one per downstream replica) and their ids.
         self.edges: list[list[tuple[str, zmq.Socket]]] = []
@@ -121,6 +129,8 @@ class Worker:
             for replica, endpoint in enumerate(edge.endpoints):
                 push = _socket(context, zmq.PUSH)
                 push.setsockopt(zmq.SNDHWM, edge.hwm)
+                if edge.routing == BALANCED:
+                    push.setsockopt(zmq.SNDBUF, _BALANCED_KERNEL_BUFFER)
                 push.connect(endpoint)
                 sockets.append((sender_id(edge.stage, replica), push))
             self.edges.append(sockets)
@@ -128,6 +138,13 @@ class Worker:
             [push for sockets in self.edges for _, push in sockets]
 
         self.sender = StreamSender(self.id)
+        # Per output edge, how its messages are spread over the downstream replicas.
+        self.routers = [BalancedRouter(self.id, len(edge.endpoints)) if edge.routing == BALANCED
+                        else StickyRouter(len(edge.endpoints)) for edge in spec.outputs]
+        self.stamp = OrderStamp(spec.stage) if spec.ordered else None
+        merged_stages = sorted({s.rpartition(":")[0] for s in spec.merge_senders})
+        self.merge = OrderedMerge(spec.merge_senders, spec.reorder_window,
+                                  stage=", ".join(merged_stages)) if spec.merge_senders else None
         self.inbox_state = InboxState(spec.upstream) if spec.upstream else None
         self.nodes: dict[str, Node] = {}
         self.out_caps: dict[str, Caps] = {}
@@ -205,11 +222,46 @@ class Worker:
         self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
 
     def _send_stream(self, stream: str, frames: list[Frame]) -> None:
-        """One message of `stream` to the replica its stream sticks to, on every output edge."""
-        key = zlib.crc32(stream.encode())
-        for sockets in self.edges:
-            dest, sock = sockets[key % len(sockets)]
-            self._send(dest, sock, frames)
+        """One message of `stream` to the replica its stream sticks to, on every sticky edge."""
+        for sockets, router in zip(self.edges, self.routers):
+            if isinstance(router, StickyRouter):
+                dest, sock = sockets[router.replica(stream)]
+                self._send(dest, sock, frames)
+
+    def _send_to_every_replica(self, frames_for: Any) -> None:
+        """Caps or eos on every balanced edge: `frames_for(router)` gives (replica, frames)."""
+        for sockets, router in zip(self.edges, self.routers):
+            if isinstance(router, BalancedRouter):
+                for replica, frames in frames_for(router):
+                    dest, sock = sockets[replica]
+                    self._send(dest, sock, frames)
+
+    def _send_balanced_data(self, buf: AudioFrame | Packet) -> None:
+        """One data message on every balanced edge, to a replica with room."""
+        for sockets, router in zip(self.edges, self.routers):
+            if isinstance(router, BalancedRouter):
+                replica = self._replica_with_room(sockets, router)
+                dest, sock = sockets[replica]
+                self._send(dest, sock, router.data(replica, buf))
+
+    def _replica_with_room(self, sockets: list[tuple[str, zmq.Socket]],
+                           router: BalancedRouter) -> int:
+        """The router's pick among the replicas whose queue has room; wait (awake) if none has."""
+        poller: zmq.Poller | None = None
+        while True:
+            writable = [bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT) for _, sock in sockets]
+            choice = router.choose(writable)
+            if choice is not None:
+                return choice
+            if poller is None:
+                poller = zmq.Poller()
+                for _, sock in sockets:
+                    poller.register(sock, zmq.POLLOUT)
+                poller.register(self.control, zmq.POLLIN)
+            waited = time.perf_counter()
+            poller.poll(_POLL_MS)
+            self.blocked += time.perf_counter() - waited
+            self.service()
 
     def _emit(self, stream: str, buf: Any, node: Node) -> None:
         """Send one output buffer of `stream`, preceded by caps when they are new or changed."""
@@ -227,17 +279,26 @@ class Worker:
         if changed:
             self.out_caps[stream] = caps
             self._send_stream(stream, self.sender.caps(stream, caps))
-        frames = self.sender.data(buf)
+            self._send_to_every_replica(lambda router: router.caps(stream, caps))
+        # An ordered stage's output keeps its input's place in the stream (oq, pts).
+        order = self.stamp.stamp(stream, buf) if self.stamp is not None else None
+        frames = self.sender.data(buf, order=order)
         self._send_stream(stream, frames)
+        self._send_balanced_data(buf)
         self.counts_out.add(buf, message_nbytes(frames))
         counts = self._stream_counts(stream)
         counts["out_messages"] += 1
         counts["out_samples"] += _samples(buf)
 
     def _end_stream_downstream(self, stream: str) -> None:
+        order_end = self.stamp.order_end(stream) if self.stamp is not None else None
         if stream in self.out_caps:
             del self.out_caps[stream]
-            self._send_stream(stream, self.sender.eos(stream))
+            self._send_stream(stream, self.sender.eos(stream, order_end=order_end))
+            self._send_to_every_replica(lambda router: router.eos(stream))
+            for router in self.routers:
+                if isinstance(router, StickyRouter):
+                    router.forget(stream)
 
     def _stream_counts(self, stream: str) -> dict[str, int]:
         counts = self.stream_counts.get(stream)
@@ -364,17 +425,26 @@ class Worker:
             raise WireError(f"stage {self.spec.stage!r} replica {self.spec.replica}: bad "
                             f"message on its inbox (fed by {', '.join(self.spec.upstream)}): "
                             f"{exc}") from None
-        for event in self.inbox_state.receive(message):
+        events = self.inbox_state.receive(message)
+        if self.merge is not None:  # parts of streams spread over an ordered stage, in order
+            events = self.merge.receive(events, message.order, message.info.get("order_end"))
+        for event in events:
             if isinstance(event, StreamData):
                 counts = self._stream_counts(event.stream)
                 counts["in_messages"] += 1
                 counts["in_samples"] += _samples(event.buffer)
                 self.counts_in.add(event.buffer, message.nbytes)
+                if self.stamp is not None:
+                    self.stamp.take(event.stream, message.order, event.buffer)
                 self._on_data(event.stream, event.buffer)
+                if self.stamp is not None:
+                    self.stamp.done(event.stream)
             elif isinstance(event, StreamCaps):
                 if event.stream not in self.nodes:
                     self.nodes[event.stream] = create_node(self.spec.op, self.spec.params)
             elif isinstance(event, StreamEnd):
+                if self.stamp is not None:
+                    self.stamp.end(event.stream, message.info.get("order_end"))
                 self._flush_stream(event.stream)
             elif isinstance(event, RunEnd):
                 break
