@@ -1,9 +1,12 @@
-"""Decoder tests on real streams encoded by PyAV (never by flowengine's Encoder).
+"""Decoder tests on real streams encoded by PyAV, plus FLAC from flowengine's own Encoder.
 
 Each codec's sine is decoded from whole packets, random byte slices and
 single bytes; output is checked for chunking, pts, length, frequency,
 correlation (lossy) or bit-exactness (lossless), and damaged input for
-typed errors naming codec, stream and byte offset.
+typed errors naming codec, stream and byte offset. flowengine's FLAC
+encoder on noise-like signals picks the stereo coding (independent,
+left/side, right/side, mid/side) per frame, which the byte-stream splitter
+must follow: those streams are checked bit-exact in many slicings.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import pytest
 from audio_checks import aligned_correlation, dominant_frequency
 
 from flowengine.buffers import Packet
-from flowengine.codecs.configs import (AacDecoderConfig, FlacDecoderConfig, Mp3DecoderConfig,
-                                       OpusDecoderConfig, WavDecoderConfig)
+from flowengine.codecs.configs import (AacDecoderConfig, FlacDecoderConfig, FlacEncoderConfig,
+                                       Mp3DecoderConfig, OpusDecoderConfig, WavDecoderConfig)
 from flowengine.codecs.decoder import Decoder
+from flowengine.codecs.decoder_headers import flac_frame_end, parse_flac_frame_header
+from flowengine.codecs.encoder import Encoder
+from flowengine.io import ToneSource
 from flowengine.errors import CodecError, FormatError, UnknownCodecError
 from flowengine.format import AudioFormat, from_float
 
@@ -428,3 +434,96 @@ def test_api_example(streams):
     dec.put_frame(frame)
     pcm = dec.get_frame()
     assert pcm is not None and pcm.shape == (2, 1024) and pcm.dtype == np.float32
+
+
+# ------------------------------------------- FLAC from flowengine's own Encoder
+
+def flowengine_flac(pcm: np.ndarray, chunk: int = 1500) -> list[bytes]:
+    """Packets of flowengine's FLAC Encoder for planar s16 `pcm`."""
+    encoder = Encoder("flac", FlacEncoderConfig(AudioFormat(RATE, pcm.shape[0], "s16"), chunk_samples=chunk))
+    for start in range(0, pcm.shape[1], 777):
+        encoder.put_frame(pcm[:, start:start + 777])
+    return [p.data for p in iter(lambda: encoder.get_packet(force=True), None)]
+
+
+def decode_pieces(pieces, chunk: int = 1000, on_error: str = "raise") -> tuple[np.ndarray, Decoder]:
+    """Feed byte pieces with put_frame, drain, and return the output as s16 (FLAC is exact in f32)."""
+    dec = Decoder("flac", FlacDecoderConfig(chunk_samples=chunk), on_error=on_error)
+    for piece in pieces:
+        dec.put_frame(piece)
+    chunks = drain(dec)
+    check_chunks(chunks, chunk)
+    return from_float(joined(chunks), "s16"), dec
+
+
+def slices(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.fixture(scope="module")
+def bursts_flac():
+    source = ToneSource(waveform="bursts", frequency=1000, amplitude=0.5, sample_rate=RATE, channels=2,
+                        seconds=1.0, chunk_samples=RATE)
+    pcm = s16(np.concatenate([frame.data for frame in source], axis=1))
+    return pcm, flowengine_flac(pcm)
+
+
+def test_flowengine_flac_stream_with_changing_stereo_coding_in_any_slicing(bursts_flac):
+    pcm, packets = bursts_flac
+    codings = {packet[3] >> 4 for packet in packets}     # channel assignment of each frame header
+    assert 1 in codings and codings & {8, 9, 10}, codings   # independent and side-coded frames mix
+    data = b"".join(packets)
+    for pieces in ([data], slices(data, 1), slices(data, 1234), slices(data, 5000), packets):
+        out, dec = decode_pieces(pieces)
+        assert dec.errors == [] and dec.skipped_leading_bytes == 0
+        assert out.shape == pcm.shape
+        np.testing.assert_array_equal(out, pcm)
+
+
+def test_flac_damaged_header_after_a_frame_with_a_chance_crc_zero(bursts_flac):
+    # Frame 0's running CRC-16 also passes zero well before its end (a 1 in 64 KiB
+    # chance per byte): when frame 1's header is broken, frame 0 must still be cut at
+    # its real end, the zero followed by a sync code, not at the first zero.
+    pcm, packets = bursts_flac
+    first, second = len(packets[0]), len(packets[1])
+    data = b"".join(packets)
+    early = flac_frame_end(data[:first - 1], 6)
+    assert early is not None and early < first - 1
+    damaged = bytearray(data)
+    damaged[first + 5] ^= 0xFF            # frame 1's header CRC-8: its header is no longer valid
+    with pytest.raises(CodecError, match=rf"flac decoder, stream '0': {second} bytes at byte offset "
+                                         rf"{first} are not a valid flac frame"):
+        decode_pieces(slices(bytes(damaged), 1234))
+    out, dec = decode_pieces(slices(bytes(damaged), 5000), on_error="skip")
+    assert [(e.offset, e.size) for e in dec.errors] == [(first, second)]
+    block = parse_flac_frame_header(packets[0], 0).block_size
+    np.testing.assert_array_equal(out, np.concatenate([pcm[:, :block], pcm[:, 2 * block:]], axis=1))
+
+
+def random_signal(rng: np.random.Generator, channels: int, samples: int) -> np.ndarray:
+    """s16 noise, tone and silence stretches whose channel correlation changes, so every stereo coding occurs."""
+    pcm = np.zeros((channels, samples))
+    pos = 0
+    while pos < samples:
+        n = min(int(rng.integers(500, 8000)), samples - pos)
+        base = rng.uniform(0, 1) * rng.standard_normal(n) * rng.choice([0.0, 0.05, 0.3])
+        base += rng.uniform(0, 0.5) * np.sin(2 * np.pi * rng.uniform(50, 8000) * np.arange(n) / RATE)
+        for ch in range(channels):
+            mix = rng.choice([1.0, -1.0, 0.5, 0.0])   # same, inverted, scaled or independent channels
+            pcm[ch, pos:pos + n] = mix * base + (1 - abs(mix)) * 0.2 * rng.standard_normal(n)
+        pos += n
+    return s16(np.clip(pcm, -1, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_flowengine_flac_random_signals_and_slicings_are_bit_exact(seed):
+    rng = np.random.default_rng(seed)
+    channels = int(rng.choice([1, 2, 2]))
+    pcm = random_signal(rng, channels, int(rng.integers(RATE // 2, 2 * RATE)))
+    data = b"".join(flowengine_flac(pcm, chunk=int(rng.integers(256, 6000))))
+    for _ in range(3):
+        cuts = np.sort(rng.choice(np.arange(1, len(data)), size=int(rng.integers(1, 400)), replace=False))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        out, dec = decode_pieces(pieces, chunk=int(rng.integers(100, 5000)))
+        assert dec.errors == [] and out.shape == pcm.shape
+        np.testing.assert_array_equal(out, pcm)
