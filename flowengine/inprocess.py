@@ -11,6 +11,11 @@ ends in a `null_sink`. Not supported in one process: fan-in (a stage with
 several inputs, e.g. `mix`) and several sources: those run only in the
 multiprocess engine, and `run_in_process` says so with a ConfigError.
 
+A multi-stream source (`files`, `tones`) needs one node per stream in every
+later stage, as the engine gives it: the chain below the source then runs
+inside a `StreamDemux`, one instance per stream id, each flushed (its file
+finalised) as soon as the source reports that stream ended.
+
 Every stage's node is wrapped in a meter that counts messages, samples and
 seconds of audio in and out, and busy time, so the report has the same shape
 as the multiprocess engine's (`RunReport` of `StageReport`s).
@@ -30,6 +35,7 @@ from .engine.operators import create_node
 from .errors import ConfigError
 from .node import Node
 from .nodes.basic import make_tap_node
+from .nodes.streams import StreamDemux, is_multi_stream
 from .pipeline import Pipeline
 from .registry import registry
 from .runner import Runner
@@ -133,14 +139,13 @@ class _Builder:
 
     def __init__(self, run: ResolvedRun) -> None:
         self.run = run
-        self.reports: dict[str, WorkerReport] = {}
+        # One report per stage, shared by the nodes of every stream of that stage.
+        self.reports = {stage.name: WorkerReport(stage.name, 0) for stage in run.stages}
 
     def node(self, stage: StageInfo, on_output=None) -> _Metered:
         node = create_node(stage.op, dict(stage.params))
         node.name = stage.name
-        report = WorkerReport(stage.name, 0)
-        self.reports[stage.name] = report
-        return _Metered(node, report, on_output)
+        return _Metered(node, self.reports[stage.name], on_output)
 
     def chain(self, stage: StageInfo) -> list[Node]:
         """`stage` and everything below it, as a flat list ending in a sink node."""
@@ -184,13 +189,23 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
             progress(snapshot())
 
     source = builder.node(source_stage, on_source_output)
-    first = run.stage(source_stage.consumers[0]) if source_stage.consumers else None
-    nodes = builder.chain(first) if first else [registry.create("null_sink")]
-    for other in source_stage.consumers[1:]:
-        branch = Pipeline(builder.chain(run.stage(other)), name=f"branch {other!r}")
-        nodes.insert(0, make_tap_node(branch, source_stage.output_kind,
-                                      name=f"{source_stage.name} -> {other}"))
-    Runner(source, nodes[:-1], nodes[-1]).run()
+
+    def downstream() -> list[Node]:
+        first = run.stage(source_stage.consumers[0]) if source_stage.consumers else None
+        nodes = builder.chain(first) if first else [registry.create("null_sink")]
+        for other in source_stage.consumers[1:]:
+            branch = Pipeline(builder.chain(run.stage(other)), name=f"branch {other!r}")
+            nodes.insert(0, make_tap_node(branch, source_stage.output_kind,
+                                          name=f"{source_stage.name} -> {other}"))
+        return nodes
+
+    if is_multi_stream(source.node):
+        demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
+                            source_stage.output_kind, None, ends_from=source.node)
+        Runner(source, [], demux).run()
+    else:
+        nodes = downstream()
+        Runner(source, nodes[:-1], nodes[-1]).run()
     for report in builder.reports.values():
         report.done = True
     report = snapshot()

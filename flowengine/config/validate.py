@@ -11,7 +11,9 @@
   packet input);
 - sample rate and channel count agree wherever they are known statically
   (see `formats.py`);
-- input files exist and output directories are writable.
+- input files exist (a `files` source's globs match something: checked when
+  the source is built) and output directories are writable; a per-stream
+  output path (`out/{stream}.mp3`) is a valid template.
 
 Every problem names the stage, the key and file:line; all of them are
 collected and raised together as one `ConfigValidationError`. On success the
@@ -403,9 +405,21 @@ def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
             elif not os.access(path, os.R_OK):
                 out.add(where, info.label, "params.path", f"input file {path!r} is not readable")
         else:
-            problem = _unwritable(Path(path))
+            problem = _template_problem(path) or _unwritable(Path(path))
             if problem:
                 out.add(where, info.label, "params.path", f"cannot write {path!r}: {problem}")
+
+
+def _template_problem(path: str) -> str | None:
+    """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
+    from ..io.paths import PathTemplateError, check_path_template, has_stream_field
+    if not has_stream_field(path):
+        return None
+    try:
+        check_path_template(path)
+    except PathTemplateError as exc:
+        return str(exc)
+    return None
 
 
 def _unwritable(path: Path) -> str | None:
