@@ -99,6 +99,18 @@ def test_a_symlink_planted_in_the_output_directory_cannot_redirect_a_stream(tmp_
     assert render_path_template(template, "fine") == out / "fine.wav"
 
 
+def test_a_bad_output_template_is_a_validation_error(tmp_path):
+    config = write_yaml(tmp_path / "run.yaml", [
+        {"name": "src", "op": "tones", "params": {"streams": 2}},
+        {"name": "out", "op": "file_sink", "params": {"path": "out/{stream}-{take}.mp3"}}])
+    with pytest.raises(ConfigError) as caught:
+        resolve_run(config)
+    assert str(caught.value) == (
+        f"invalid run config (1 problem):\n  {config}:1: stage 'out' (file_sink): params.path: "
+        f"cannot write 'out/{{stream}}-{{take}}.mp3': path template 'out/{{stream}}-{{take}}.mp3': "
+        f"unknown placeholder {{take}}: expected one of {{stream}}")
+
+
 def test_templates_take_only_a_plain_stream_placeholder(tmp_path):
     check_path_template("out/{stream}/{stream}.mp3")
     with pytest.raises(PathTemplateError, match=r"unknown placeholder \{name\}: expected one of "

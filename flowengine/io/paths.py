@@ -3,8 +3,9 @@
 Stream ids come from outside (file names, live senders), so they are never
 trusted as paths. `safe_stream_name` maps any id to one harmless path
 component; `render_path_template("out/{stream}.mp3", stream)` puts it into a
-template (`{stream}` is the only placeholder) and checks, after resolving symlinks and `..`, that the result lies
-inside the template's own directory (the part before the first placeholder).
+template (`{stream}` is the only placeholder) and checks, after resolving
+symlinks and `..`, that the result lies inside the template's own directory
+(the part before the first placeholder).
 
     >>> safe_stream_name("song-01")
     'song-01'
@@ -120,8 +121,9 @@ def template_base_dir(template: str) -> Path:
 
 def render_path_template(template: str | os.PathLike, stream: object,
                          base_dir: str | os.PathLike | None = None) -> Path:
-    """`template` with {stream} replaced by safe_stream_name(stream), guaranteed to resolve inside `base_dir` (default: template_base_dir(template)); otherwise
-    PathTemplateError naming the stream and the template."""
+    """`template` with {stream} replaced by safe_stream_name(stream), guaranteed to resolve
+    inside `base_dir` (default: template_base_dir(template)); otherwise PathTemplateError
+    naming the stream and the template."""
     template = os.fspath(template)
     _fields(template)
     rendered = Path(template.format(stream=safe_stream_name(stream)))
