@@ -439,4 +439,5 @@ def memory_sink() -> Node:
 
 # ---- operators in modules of their own (imported for their registration) ----------------------
 
+from . import mixer as _mixer  # noqa: E402,F401  - registers `mix`
 from . import operators_streams as _streams  # noqa: E402  - registers files, tones
