@@ -8,6 +8,7 @@ in the ways a real worker can (exception, exit code, hang, signal).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import time
@@ -19,10 +20,11 @@ import numpy as np
 from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError
 from flowengine.format import AudioFormat
-from flowengine.node import AGAIN, EOF, PCM, Node
+from flowengine.node import AGAIN, EOF, PACKET, PCM, Node
 
 __all__ = ["RampSource", "PassThrough", "CheckingSink", "CrashingPass", "ExitingPass",
-           "HangingPass", "SignalPass", "op"]
+           "HangingPass", "SignalPass", "op", "replica_index", "StatelessPass", "SlowReplicaPass",
+           "KillReplicaPass", "ToneStreams", "PacketFileSink"]
 
 RATE = 8000
 
@@ -39,10 +41,12 @@ class RampSource(Node):
     output_kind = PCM
 
     def __init__(self, streams: int = 3, samples: int = 10000, block: int = 512,
-                 channels: int = 1, prefix: str = "s") -> None:
+                 channels: int = 1, prefix: str = "s", extra: int = 0) -> None:
         self.format = AudioFormat(RATE, channels, "f32", True)
-        self.samples, self.block = samples, block
+        self.block = block
         self.positions = {f"{prefix}{i}": 0 for i in range(streams)}
+        # Stream i has samples + i * extra samples (streams of different lengths end apart).
+        self.lengths = {name: samples + i * extra for i, name in enumerate(self.positions)}
         self.order = deque(self.positions)
 
     def push(self, buf: object) -> None:
@@ -52,7 +56,7 @@ class RampSource(Node):
         while self.order:
             stream = self.order.popleft()
             start = self.positions[stream]
-            count = min(self.block, self.samples - start)
+            count = min(self.block, self.lengths[stream] - start)
             if count <= 0:
                 continue
             self.positions[stream] = start + count
@@ -88,12 +92,13 @@ class PassThrough(Node):
 class CheckingSink(Node):
     """Checks that every sample continues its stream's ramp; writes `<out_dir>/<stream>.json`
     ({"samples": n, "messages": m}) when the stream ends. `delay` seconds per buffer make a
-    deliberately slow sink."""
+    deliberately slow sink; `check_pts` also checks that pts count the samples (time base
+    1/8000)."""
 
     output_kind = None
 
-    def __init__(self, out_dir: str, delay: float = 0.0) -> None:
-        self.out_dir, self.delay = Path(out_dir), delay
+    def __init__(self, out_dir: str, delay: float = 0.0, check_pts: bool = False) -> None:
+        self.out_dir, self.delay, self.check_pts = Path(out_dir), delay, check_pts
         self.stream: str | None = None
         self.next = self.messages = 0
         self.ended = False
@@ -108,6 +113,9 @@ class CheckingSink(Node):
         if self.delay:
             time.sleep(self.delay)
         self.stream = buf.stream
+        if self.check_pts and buf.pts * buf.time_base * RATE != self.next:
+            raise FlowError(f"stream {buf.stream!r}: pts {buf.pts} (time base {buf.time_base}) "
+                            f"at sample {self.next}")
         expected = np.arange(self.next, self.next + buf.samples, dtype=np.float32)
         if not np.array_equal(buf.planar()[0], expected):
             raise FlowError(f"stream {buf.stream!r}: samples out of order at {self.next}: "
@@ -161,3 +169,108 @@ class SignalPass(_FaultAfter):
     def fault(self) -> None:
         os.kill(os.getpid(), self.signum)
         time.sleep(10)
+
+
+def replica_index() -> int:
+    """The replica this worker process runs (its process is named "flowengine stage:replica")."""
+    name = multiprocessing.current_process().name
+    return int(name.rpartition(":")[2]) if name.startswith("flowengine ") else 0
+
+
+class StatelessPass(PassThrough):
+    """A pass-through the engine may spread over replicas (``ordered: true``)."""
+
+    stateful = False
+
+
+class SlowReplicaPass(StatelessPass):
+    """Stateless pass-through that sleeps `delay` seconds per buffer on replica `slow` only."""
+
+    def __init__(self, slow: int = 0, delay: float = 0.005) -> None:
+        super().__init__()
+        self.delay = delay if replica_index() == slow else 0.0
+
+    def transform(self, buf: AudioFrame) -> AudioFrame:
+        if self.delay:
+            time.sleep(self.delay)
+        return buf
+
+
+class KillReplicaPass(StatelessPass):
+    """Stateless pass-through whose replica `replica` SIGKILLs itself at its `after`-th buffer."""
+
+    def __init__(self, replica: int = 1, after: int = 5) -> None:
+        super().__init__()
+        self.armed, self.after, self.seen = replica_index() == replica, after, 0
+
+    def transform(self, buf: AudioFrame) -> AudioFrame:
+        self.seen += 1
+        if self.armed and self.seen >= self.after:
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(10)
+        return buf
+
+
+class ToneStreams(Node):
+    """`streams` sine streams ("t0", "t1", ...; stream i at 220 + 110·i Hz, 0.5 amplitude) of
+    `seconds` each, interleaved block by block; `only` keeps one of them (the in-process
+    reference of one stream)."""
+
+    input_kind = None
+    output_kind = PCM
+
+    def __init__(self, streams: int = 4, seconds: float = 0.5, rate: int = 44100,
+                 block: int = 1152, only: str | None = None) -> None:
+        self.format = AudioFormat(rate, 1, "f32", True)
+        total = int(seconds * rate)
+        self.signals = {}
+        for i in range(streams):
+            name = f"t{i}"
+            if only is None or name == only:
+                t = np.arange(total) / rate
+                self.signals[name] = (0.5 * np.sin(2 * np.pi * (220 + 110 * i) * t)).astype(
+                    np.float32)[None, :]
+        self.positions = dict.fromkeys(self.signals, 0)
+        self.order = deque(self.signals)
+        self.block = block
+
+    def push(self, buf: object) -> None:
+        raise FlowError("ToneStreams takes no input")
+
+    def pull(self) -> object:
+        while self.order:
+            stream = self.order.popleft()
+            start = self.positions[stream]
+            data = self.signals[stream][:, start:start + self.block]
+            if data.shape[1] == 0:
+                continue
+            self.positions[stream] = start + data.shape[1]
+            self.order.append(stream)
+            return AudioFrame(np.ascontiguousarray(data), self.format, start, stream=stream)
+        return EOF
+
+
+class PacketFileSink(Node):
+    """Writes each stream's packets to `<out_dir>/<stream>.json` (pts, duration and hex bytes
+    of every packet) when the stream ends."""
+
+    input_kind = PACKET
+    output_kind = None
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.stream: str | None = None
+        self.packets: list = []
+        self.ended = False
+
+    def push(self, buf: object) -> None:
+        if buf is None:
+            self.ended = True
+            if self.stream is not None:
+                (self.out_dir / f"{self.stream}.json").write_text(json.dumps(self.packets))
+            return
+        self.stream = buf.stream
+        self.packets.append([buf.pts, buf.duration, bytes(buf.data).hex()])
+
+    def pull(self) -> object:
+        return EOF if self.ended else AGAIN

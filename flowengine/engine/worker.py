@@ -67,9 +67,6 @@ _POLL_MS = 100
 _BATCH = 32                # inbox messages read between two looks at the control socket
 _SERVICE_S = 0.05          # ... or fewer, when they take longer than this
 _MAX_IDLE_PULLS = 10000    # AGAINs a flushed node may answer before it counts as stuck
-# Kernel buffer of a balanced edge's sockets: past the HWM, ipc queues another ~200 KB per
-# replica, which would let a slow replica hoard work the others could do.
-_BALANCED_KERNEL_BUFFER = 32 * 1024
 
 
 class _Shutdown(Exception):
@@ -119,8 +116,6 @@ class Worker:
         if spec.inbox_endpoint is not None:
             self.inbox = _socket(context, zmq.PULL)
             self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm)
-            if spec.ordered:
-                self.inbox.setsockopt(zmq.RCVBUF, _BALANCED_KERNEL_BUFFER)
             self.inbox.bind(spec.inbox_endpoint)
         # Per output edge: its PUSH sockets (one per downstream replica) and their ids.
         self.edges: list[list[tuple[str, zmq.Socket]]] = []
@@ -129,8 +124,6 @@ class Worker:
             for replica, endpoint in enumerate(edge.endpoints):
                 push = _socket(context, zmq.PUSH)
                 push.setsockopt(zmq.SNDHWM, edge.hwm)
-                if edge.routing == BALANCED:
-                    push.setsockopt(zmq.SNDBUF, _BALANCED_KERNEL_BUFFER)
                 push.connect(endpoint)
                 sockets.append((sender_id(edge.stage, replica), push))
             self.edges.append(sockets)
