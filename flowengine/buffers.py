@@ -36,6 +36,22 @@ class AudioFrame:
         else:
             self.time_base = Fraction(self.time_base)
 
+    @classmethod
+    def from_checked(cls, data: np.ndarray, format: AudioFormat, pts: int | None,
+                     time_base: Fraction, stream: str) -> "AudioFrame":
+        """An AudioFrame from parts the caller has already validated, without checking again.
+
+        For decoders of trusted-shape input (the wire decoder builds `data` with
+        `format`'s dtype and shape from a length-checked buffer, and `time_base`
+        is already a Fraction): skips the re-validation of `__post_init__`, which
+        costs as much as the rest of a message decode. Anyone else: use the
+        normal constructor.
+        """
+        frame = cls.__new__(cls)
+        frame.data, frame.format, frame.pts = data, format, pts
+        frame.time_base, frame.stream = time_base, stream
+        return frame
+
     @property
     def samples(self) -> int:
         """Samples per channel."""

@@ -99,6 +99,8 @@ def _advance(record: _Stream, event: str, sender: str, stream: str) -> str:
 
 
 def _check_matches_caps(caps: Caps, buffer: AudioFrame | Packet, sender: str) -> None:
+    if type(buffer) is AudioFrame and caps.kind == PCM and buffer.format is caps.format:
+        return  # the usual case: the wire decoder shares one AudioFormat per format
     where = _where(sender, buffer.stream)
     if isinstance(buffer, AudioFrame) != (caps.kind == PCM):
         got = "pcm" if isinstance(buffer, AudioFrame) else "packet"

@@ -41,6 +41,7 @@ the contiguous array; ``send_kwargs`` says whether to let ZeroMQ copy it
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -241,7 +242,7 @@ def send_kwargs(payload: Frame) -> dict[str, bool]:
 
 def message_nbytes(frames: Sequence[Frame]) -> int:
     """Total size of a message's frames in bytes."""
-    return sum(memoryview(f).nbytes for f in frames)
+    return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames)
 
 
 def _base_header(kind: str, stream: str, seq: int, sender: str | None,
@@ -255,9 +256,17 @@ def _base_header(kind: str, stream: str, seq: int, sender: str | None,
     return header
 
 
+# A Packer per thread: building one per message (what msgpack.packb does) was half the
+# cost of packing a header, and a Packer is not safe to share between threads.
+_packers = threading.local()
+
+
 def _pack(header: dict[str, Any]) -> bytes:
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
     try:
-        packed = msgpack.packb(header, use_bin_type=True)
+        packed = packer.pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot encode {header.get('k')} header: {exc}") from None
     if len(packed) > MAX_HEADER_BYTES:
@@ -275,6 +284,8 @@ def _check_name(what: str, value: object, allow_empty: bool = False) -> str:
 
 
 def _uint(what: str, value: object) -> int:
+    if type(value) is int and value >= 0:
+        return value  # the usual case, without the generic conversion below
     try:
         number = index(value)  # ints and numpy ints, never a silently truncated float
     except TypeError:
@@ -285,8 +296,8 @@ def _uint(what: str, value: object) -> int:
 
 
 def _opt_int(what: str, value: object) -> int | None:
-    if value is None:
-        return None
+    if value is None or type(value) is int:
+        return value
     try:
         return index(value)
     except TypeError:
@@ -294,6 +305,8 @@ def _opt_int(what: str, value: object) -> int | None:
 
 
 def _time_base(num: object, den: object) -> list[int]:
+    if type(num) is int and type(den) is int and num > 0 and den > 0:
+        return [num, den]
     num, den = _opt_int("time base numerator", num), _opt_int("time base denominator", den)
     if num is None or den is None or num <= 0 or den <= 0:
         raise WireError(f"time base must be two positive ints, got {num}/{den}")
@@ -391,7 +404,8 @@ def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
         layout = "header, payload" if expected_frames == 2 else "header"
         raise WireError(f"{kind} message has {len(views)} frames (expected {expected_frames}: "
                         f"{layout})")
-    _check_fields(kind, header)
+    if not (kind == "pcm" and _pcm_header_ok(header)):
+        _check_fields(kind, header)  # the general check, with the precise error
     message = Message(kind, header.get("s"), header.get("q"), sender=header.get("src"),
                       nbytes=nbytes, order=header.get("oq"))
     if kind == "pcm":
@@ -476,22 +490,58 @@ def _check_fields(kind: str, header: dict) -> None:
                             f"(expected {spec.rule})")
 
 
+# The keys _pcm_header_ok knows; if the pcm schema ever differs, it steps aside.
+_PCM_FAST_KEYS = frozenset(("v", "k", "src", "s", "q", "oq", "pts", "tb", "sr", "ch", "fmt",
+                            "planar", "n"))
+_PCM_FAST = _PCM_FAST_KEYS == _SCHEMAS["pcm"].keys() and _REQUIRED["pcm"] == _PCM_FAST_KEYS - {
+    "src", "oq"}
+
+
+def _pcm_header_ok(header: dict) -> bool:
+    """True when a pcm header passes every check of ``_check_fields``; False sends it there.
+
+    The same rules as the "pcm" schema, written out: the generic loop over the
+    schema was most of a decode's cost, and every PCM message goes through here.
+    The version and kind were checked already.
+    """
+    if not _PCM_FAST or not header.keys() <= _PCM_FAST_KEYS:
+        return False
+    try:
+        stream, seq, pts, tb = header["s"], header["q"], header["pts"], header["tb"]
+        rate, channels, planar, samples = header["sr"], header["ch"], header["planar"], header["n"]
+        sample_type = header["fmt"]
+    except KeyError:
+        return False
+    src, order = header.get("src", "-"), header.get("oq", 0)
+    return (type(stream) is str and 0 < len(stream) <= MAX_NAME_CHARS
+            and type(src) is str and 0 < len(src) <= MAX_NAME_CHARS
+            and type(seq) is int and seq >= 0 and type(order) is int and order >= 0
+            and (pts is None or type(pts) is int)
+            and type(tb) is list and _is_tb(tb)
+            and type(rate) is int and rate > 0 and type(channels) is int and channels > 0
+            and type(sample_type) is str and sample_type in SAMPLE_TYPES
+            and type(planar) is bool and type(samples) is int and samples >= 0)
+
+
 def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame:
-    fmt = _format(header["sr"], header["ch"], header["fmt"], header["planar"])
-    samples, width = header["n"], fmt.bytes_per_sample
-    expected = fmt.channels * samples * width
+    fmt, dtype, width = _layout(header["sr"], header["ch"], header["fmt"], header["planar"])
+    samples, channels = header["n"], fmt.channels
+    expected = channels * samples * width
     if payload.nbytes != expected:
         raise WireError(f"pcm message for stream {header['s']!r}: payload is {payload.nbytes} "
-                        f"bytes but header says {fmt.channels} ch × {samples} samples × "
+                        f"bytes but header says {channels} ch × {samples} samples × "
                         f"{width} bytes = {expected}")
-    data = np.frombuffer(payload, dtype=_WIRE_DTYPES[fmt.sample_type]).reshape(fmt.shape(samples))
+    data = np.frombuffer(payload, dtype=dtype).reshape(
+        (channels, samples) if fmt.planar else (samples, channels))
     if not _NATIVE_LITTLE and width > 1:
         data = data.astype(fmt.dtype)  # a big-endian host: one conversion, then a native array
     elif writable:
         data = data.copy()
     if not writable:
         data.flags.writeable = False
-    return AudioFrame(data, fmt, header["pts"], _fraction(*header["tb"]), header["s"])
+    # data has fmt's dtype and shape by construction and the fraction is built: no re-check
+    return AudioFrame.from_checked(data, fmt, header["pts"], _fraction(*header["tb"]),
+                                   header["s"])
 
 
 def _decode_packet(header: dict, payload: memoryview) -> Packet:
@@ -527,6 +577,22 @@ def _decode_caps(header: dict) -> Caps:
 _CACHE_SIZE = 256
 _formats: dict[tuple, AudioFormat] = {}
 _fractions: dict[tuple[int, int], Fraction] = {}
+
+
+_layouts: dict[tuple, tuple[AudioFormat, np.dtype, int]] = {}
+
+
+def _layout(sample_rate: int, channels: int, sample_type: str, planar: bool
+            ) -> tuple[AudioFormat, np.dtype, int]:
+    """The shared AudioFormat, wire dtype and bytes per sample of a pcm header's format."""
+    key = (sample_rate, channels, sample_type, planar)
+    layout = _layouts.get(key)
+    if layout is None:
+        if len(_layouts) >= _CACHE_SIZE:
+            _layouts.clear()
+        fmt = _format(sample_rate, channels, sample_type, planar)
+        layout = _layouts[key] = (fmt, _WIRE_DTYPES[sample_type], fmt.bytes_per_sample)
+    return layout
 
 
 def _format(sample_rate: int, channels: int, sample_type: str, planar: bool) -> AudioFormat:
