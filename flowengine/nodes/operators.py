@@ -441,3 +441,4 @@ def memory_sink() -> Node:
 
 from . import mixer as _mixer  # noqa: E402,F401  - registers `mix`
 from . import operators_streams as _streams  # noqa: E402  - registers files, tones
+from . import operators_live as _live  # noqa: E402,F401  - registers tcp_ingest, tcp_push, ws_broadcast
