@@ -7,9 +7,14 @@ Supported graphs: one source, then a tree. A linear chain runs as
 (fan-out), the first consumer continues the main chain and every other
 branch is a `TapNode` whose sink is a `Pipeline` of that branch (taps nest,
 so branches may fork again). A stage with no consumer that is not a sink
-ends in a `null_sink`. Not supported in one process: fan-in (a stage with
-several inputs, e.g. `mix`) and several sources: those run only in the
-multiprocess engine, and `run_in_process` says so with a ConfigError.
+ends in a `null_sink`.
+
+Fan-in runs in one process when it goes into a multi-input stage (`mix`):
+several sources, each followed by a linear chain of stages, into that one
+stage; `inprocess_fanin.FanInSource` drives the sources in turn and is the
+source of the runner below the mixer. Other fan-in (several inputs into an
+ordinary stage, several mixers, or a fan-out before the mixer) runs only in
+the multiprocess engine, and `run_in_process` says so with a ConfigError.
 
 A multi-stream source (`files`, `tones`) needs one node per stream in every
 later stage, as the engine gives it: the chain below the source then runs
@@ -31,8 +36,10 @@ from typing import Any
 from .buffers import AudioFrame
 from .config.validate import ResolvedRun, StageInfo
 from .engine.coordinator import RunReport, StageReport, WorkerReport
-from .engine.operators import create_node
+from .engine.operators import is_multi_input
+from .engine.stagenode import create_stage_node
 from .errors import ConfigError
+from .inprocess_fanin import Branch, FanInSource
 from .node import Node
 from .nodes.basic import make_tap_node
 from .nodes.streams import StreamDemux, is_multi_stream
@@ -111,15 +118,72 @@ class _Metered(Node):
         self.node.close()
 
 
+class _CountedInputs:
+    """A multi-input node as its branches see it: inputs counted in the stage's report."""
+
+    def __init__(self, node: Node, report: WorkerReport) -> None:
+        self.node = node
+        self.report = report
+
+    def push_input(self, key: tuple[str, str], buf: Any) -> None:
+        start = time.perf_counter()
+        self.node.push_input(key, buf)
+        self.report.busy_seconds += time.perf_counter() - start
+        self.report.messages_in += 1
+        self.report.samples_in += _samples(buf)
+        self.report.seconds_in += _audio_seconds(buf)
+
+    def end_input(self, key: tuple[str, str]) -> None:
+        self.node.end_input(key)
+
+    def end_group(self, group: str) -> None:
+        self.node.end_group(group)
+
+
+def _is_mixer(stage: StageInfo) -> bool:
+    return stage.kind != "source" and is_multi_input(getattr(stage.spec, "factory", None))
+
+
+def _paths_into(run: ResolvedRun, mixer: StageInfo) -> list[list[StageInfo]]:
+    """Per input of `mixer`: its source and the linear chain of stages after it, or
+    ConfigError where the graph is not sources -> chains -> mixer."""
+    paths = []
+    for name in mixer.inputs:
+        path = [run.stage(name)]
+        while path[0].inputs:
+            stage = path[0]
+            if len(stage.inputs) != 1 or len(stage.consumers) != 1:
+                raise ConfigError(f"{run.source.where(('stages', stage.index, 'op'))}: stage "
+                                  f"{stage.label} feeds {mixer.label} but has "
+                                  f"{len(stage.inputs)} inputs and {len(stage.consumers)} "
+                                  f"consumers; in one process each input of a mixer is a source "
+                                  f"and a plain chain; run it without --in-process")
+            path.insert(0, run.stage(stage.inputs[0]))
+        if len(path[0].consumers) != 1:
+            raise ConfigError(f"{run.source.where(('stages', path[0].index, 'op'))}: source "
+                              f"{path[0].label} feeds {mixer.label} and other stages; in one "
+                              f"process a mixer's source feeds only it; run it without "
+                              f"--in-process")
+        paths.append(path)
+    return paths
+
+
 def check_in_process(run: ResolvedRun) -> StageInfo:
-    """The source of a run the in-process runner can do; ConfigError naming what it cannot."""
+    """The stage the in-process runner starts from (the source, or the mixer all sources feed);
+    ConfigError naming what it cannot do."""
+    mixers = [s for s in run.stages if _is_mixer(s)]
     sources = [s for s in run.stages if not s.inputs]
+    if len(mixers) == 1 and len(sources) > 1:
+        fed = {stage.name for path in _paths_into(run, mixers[0]) for stage in path}
+        if {s.name for s in sources} <= fed:
+            return mixers[0]
     if len(sources) != 1:
         names = ", ".join(repr(s.name) for s in sources)
-        raise ConfigError(f"{run.source.filename}: the in-process runner takes one source, this "
-                          f"run has {len(sources)} ({names}); run it without --in-process")
+        raise ConfigError(f"{run.source.filename}: the in-process runner takes one source, or "
+                          f"several that all feed one mixer; this run has {len(sources)} "
+                          f"({names}); run it without --in-process")
     for stage in run.stages:
-        if len(stage.inputs) > 1:
+        if len(stage.inputs) > 1 and not (stage in mixers and len(mixers) == 1):
             raise ConfigError(f"{run.source.where(('stages', stage.index, 'inputs'))}: stage "
                               f"{stage.label} has {len(stage.inputs)} inputs (fan-in), which "
                               f"the in-process runner does not do; run it without --in-process")
@@ -143,9 +207,27 @@ class _Builder:
         self.reports = {stage.name: WorkerReport(stage.name, 0) for stage in run.stages}
 
     def node(self, stage: StageInfo, on_output=None) -> _Metered:
-        node = create_node(stage.op, dict(stage.params))
+        return _Metered(self.bare_node(stage), self.reports[stage.name], on_output)
+
+    def bare_node(self, stage: StageInfo) -> Node:
+        node = create_stage_node(stage.op, stage.kind, dict(stage.params),
+                                 block_samples=self.run.config.block_samples)
         node.name = stage.name
-        return _Metered(node, self.reports[stage.name], on_output)
+        return node
+
+    def fan_in(self, mixer_stage: StageInfo, on_output: Callable[[Any], None]) -> Node:
+        """The mixer fed by every source's branch, as one source node (inprocess_fanin)."""
+        mixer = self.bare_node(mixer_stage)
+        report = self.reports[mixer_stage.name]
+        for name in mixer_stage.inputs:       # the order of `inputs`, as the engine does
+            mixer.expect(name)
+        branches = []
+        for path in _paths_into(self.run, mixer_stage):
+            source = self.node(path[0], on_output)
+            group = path[-1].name
+            branches.append(Branch(source, group, _CountedInputs(mixer, report),
+                                   lambda path=path: [self.node(s) for s in path[1:]]))
+        return FanInSource(_Metered(mixer, report), branches)
 
     def chain(self, stage: StageInfo) -> list[Node]:
         """`stage` and everything below it, as a flat list ending in a sink node."""
@@ -188,7 +270,10 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
             last[0] = now
             progress(snapshot())
 
-    source = builder.node(source_stage, on_source_output)
+    if source_stage.inputs:               # several sources into one mixer
+        source = builder.fan_in(source_stage, on_source_output)
+    else:
+        source = builder.node(source_stage, on_source_output)
 
     def downstream() -> list[Node]:
         first = run.stage(source_stage.consumers[0]) if source_stage.consumers else None
@@ -199,7 +284,7 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
                                           name=f"{source_stage.name} -> {other}"))
         return nodes
 
-    if is_multi_stream(source.node):
+    if is_multi_stream(getattr(source, "node", None)):
         demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
                             source_stage.output_kind, None, ends_from=source.node)
         Runner(source, [], demux).run()

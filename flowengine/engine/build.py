@@ -86,6 +86,9 @@ def _stages(config: RunConfig) -> list[_Stage]:
         elif not inputs:
             raise ConfigError(f"stage {name!r}: operator {info.name!r} needs an input but no "
                               f"stage comes before it")
+        if info.multi_input and replicas != 1:
+            raise ConfigError(f"stage {name!r}: operator {info.name!r} takes every input in one "
+                              f"node, so it runs as one replica, got replicas={replicas}")
         stages.append(_Stage(name, info, stage_config, inputs, replicas))
     _check_ordered(stages)
     return stages
@@ -181,7 +184,8 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               on_error=stage.config.on_error, max_errors=stage.config.max_errors,
                               block_samples=config.block_samples,
                               stats_interval=stats_interval, ordered=stage.config.ordered,
-                              merge_senders=merge_senders, reorder_window=window)
+                              merge_senders=merge_senders, reorder_window=window,
+                              multi_input=stage.info.multi_input)
                    for r in range(stage.replicas)]
         plans.append(StagePlan(name=stage.name, op=stage.config.op, kind=stage.info.kind,
                                input_kind=stage.info.input_kind,

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from ..node import Node
 
-__all__ = ["OperatorInfo", "resolve_operator", "create_node", "kind_of"]
+__all__ = ["OperatorInfo", "resolve_operator", "create_node", "kind_of", "is_multi_input"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class OperatorInfo:
     input_kind: str | None     # "pcm" | "packet" | "any" | None (a source)
     output_kind: str | None    # "pcm" | "packet" | None (a sink)
     stateful: bool = True
+    multi_input: bool = False  # one node takes every input of the stage (a mixer)
 
 
 def kind_of(input_kind: str | None, output_kind: str | None) -> str:
@@ -51,6 +52,12 @@ def kind_of(input_kind: str | None, output_kind: str | None) -> str:
     if (input_kind, output_kind) == ("packet", "pcm"):
         return "decoder"
     return "processor"
+
+
+def is_multi_input(obj: Any) -> bool:
+    """Whether an operator factory or node class speaks the multi-input protocol
+    (flowengine.nodes.multiinput; checked by attribute so the engine need not import nodes)."""
+    return bool(getattr(obj, "multi_input", False))
 
 
 def _import_attribute(op: str) -> Callable[..., Node]:
@@ -74,12 +81,13 @@ def resolve_operator(op: str, params: dict[str, Any] | None = None) -> OperatorI
         input_kind = getattr(factory, "input_kind", "pcm")
         output_kind = getattr(factory, "output_kind", "pcm")
         return OperatorInfo(op, kind_of(input_kind, output_kind), input_kind, output_kind,
-                            bool(getattr(factory, "stateful", True)))
+                            bool(getattr(factory, "stateful", True)), is_multi_input(factory))
     from .. import registry  # the registry imports every operator family: load it on demand
 
     spec = registry.get(op)
     input_kind, output_kind = spec.io_kinds(params)
-    return OperatorInfo(op, spec.kind, input_kind, output_kind, spec.stateful)
+    return OperatorInfo(op, spec.kind, input_kind, output_kind, spec.stateful,
+                        is_multi_input(spec.factory))
 
 
 def create_node(op: str, params: dict[str, Any]) -> Node:

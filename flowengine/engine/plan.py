@@ -58,6 +58,8 @@ class WorkerSpec:
     ordered: bool = False           # a replica of an ordered stage: one output per input, oq kept
     merge_senders: list[str] = field(default_factory=list)  # replicas of ordered stages upstream
     reorder_window: int = 0         # per stream, for merging what merge_senders send
+    multi_input: bool = False       # one node takes every input (a mixer), keyed by stage
+    fused: list[Any] = field(default_factory=list)   # FusedMembers when stages are fused
 
     @property
     def id(self) -> str:

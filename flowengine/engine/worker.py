@@ -21,6 +21,11 @@ streams; a multi-stream source reports each stream's end as it happens
 close early; when the source ends (or the coordinator says ``drain``) every
 open stream gets its eos.
 
+Fan-in (``fanin.py``): an ordinary stage fed by several stages refuses a
+stream id that comes from two of them; a multi-input stage (a mixer) has one
+node for every input, keyed by (upstream stage, stream id), whose output is
+its own stream.
+
 The run ends when EOF came from every upstream sender (``InboxState``): send
 EOF to every downstream replica, report ``done`` with the final counts, then
 keep every socket open until the coordinator's ``shutdown`` (bounded) — a
@@ -52,9 +57,11 @@ from ..errors import CodecError, FlowError, WireError
 from ..node import AGAIN, EOF, Node
 from ..nodes.streams import take_ended_streams
 from .control import encode_control, decode_control, COORDINATOR_MESSAGES
-from .operators import create_node
+from .fanin import MultiInputFeed, StreamOrigins
+from .stagenode import create_stage_node
 from .plan import WorkerSpec, sender_id
-from .protocol import InboxState, RunEnd, StreamCaps, StreamData, StreamEnd, StreamSender
+from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd, \
+    StreamSender
 from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
 from .wire import Caps, Frame, decode, message_nbytes, send_kwargs
 
@@ -139,6 +146,10 @@ class Worker:
         self.merge = OrderedMerge(spec.merge_senders, spec.reorder_window,
                                   stage=", ".join(merged_stages)) if spec.merge_senders else None
         self.inbox_state = InboxState(spec.upstream) if spec.upstream else None
+        # Fan-in: a stream id from one upstream stage only; a mixer's one node takes them all.
+        self.origins = StreamOrigins(spec.stage, spec.upstream)
+        self.multi = MultiInputFeed(self._new_node(), spec.upstream) if spec.multi_input \
+            else None
         self.nodes: dict[str, Node] = {}
         self.out_caps: dict[str, Caps] = {}
         self.stream_counts: dict[str, dict[str, int]] = {}
@@ -358,7 +369,7 @@ class Worker:
         if not self._wait_control(START_WAIT_SECONDS):
             raise FlowError(f"worker {self.id}: no start from the coordinator within "
                             f"{START_WAIT_SECONDS:.0f} s")
-        node = create_node(self.spec.op, self.spec.params)
+        node = self._new_node()
         try:
             while not self.draining:
                 self.service()
@@ -397,6 +408,7 @@ class Worker:
         while not self.inbox_state.run_ended:
             self.service()
             poller.poll(_POLL_MS)
+            self._tick_multi_input()
             # A batch of messages, but back to control within _SERVICE_S even on a slow node.
             until = time.monotonic() + _SERVICE_S
             for _ in range(_BATCH):
@@ -409,6 +421,8 @@ class Worker:
                     break
         for stream in list(self.nodes):  # InboxState saw every eos already; none left open
             self._flush_stream(stream)
+        if self.multi is not None:
+            self._flush_multi_input()
 
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         self.received += 1
@@ -422,6 +436,9 @@ class Worker:
         if self.merge is not None:  # parts of streams spread over an ordered stage, in order
             events = self.merge.receive(events, message.order, message.info.get("order_end"))
         for event in events:
+            if self.multi is not None:
+                self._on_multi_input_event(event, message.nbytes)
+                continue
             if isinstance(event, StreamData):
                 counts = self._stream_counts(event.stream)
                 counts["in_messages"] += 1
@@ -433,14 +450,54 @@ class Worker:
                 if self.stamp is not None:
                     self.stamp.done(event.stream)
             elif isinstance(event, StreamCaps):
+                self.origins.check(event.sender, event.stream)
                 if event.stream not in self.nodes:
-                    self.nodes[event.stream] = create_node(self.spec.op, self.spec.params)
+                    self.nodes[event.stream] = self._new_node()
             elif isinstance(event, StreamEnd):
                 if self.stamp is not None:
                     self.stamp.end(event.stream, message.info.get("order_end"))
                 self._flush_stream(event.stream)
             elif isinstance(event, RunEnd):
                 break
+
+    # ----------------------------------------------------------- multi-input
+
+    def _new_node(self) -> Node:
+        spec = self.spec
+        return create_stage_node(spec.op, spec.kind, spec.params, block_samples=spec.block_samples,
+                                 fused=spec.fused, name=spec.stage)
+
+    def _on_multi_input_event(self, event: Any, nbytes: int) -> None:
+        """Every input stream into the one node, keyed by (upstream stage, stream id)."""
+        multi = self.multi
+        start = time.perf_counter()
+        if isinstance(event, StreamData):
+            counts = self._stream_counts(event.stream)
+            counts["in_messages"] += 1
+            counts["in_samples"] += _samples(event.buffer)
+            self.counts_in.add(event.buffer, nbytes)
+            multi.data(event.sender, event.stream, event.buffer)
+        elif isinstance(event, StreamEnd):
+            multi.end(event.sender, event.stream)
+        elif isinstance(event, SenderEnd):
+            multi.sender_ended(event.sender)
+        else:
+            return
+        self.busy += time.perf_counter() - start
+        self._drain_node(multi.stream, multi.node, flushing=False)
+
+    def _tick_multi_input(self) -> None:
+        """A live mixer pads a late input after a wall-clock wait: give it a chance to."""
+        if self.multi is not None and self.multi.node.needs_clock:
+            self._drain_node(self.multi.stream, self.multi.node, flushing=False)
+
+    def _flush_multi_input(self) -> None:
+        multi = self.multi
+        try:
+            self._push(multi.stream, multi.node, None)
+        finally:
+            multi.node.close()
+        self._end_stream_downstream(multi.stream)
 
     def run(self) -> int:
         """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""

@@ -19,7 +19,7 @@ An expected group *holds* the output until it has opened an input or ended.
 The order of `expect` calls is the order of the inputs (gains by position,
 summing order), so results do not depend on arrival order either.
 
-`needs_clock` tells a driver that the node acts on wall-clock time (a live
+`stream` is the stream id of the node's output. `needs_clock` tells a driver that the node acts on wall-clock time (a live
 mixer that pads a late input after a wait): such a node must be pulled now and
 then even when no input arrives.
 """
@@ -60,6 +60,7 @@ class MultiInputNode(Node):
 
     multi_input = True
     needs_clock = False
+    stream = "0"                  # the stream id of the node's output
 
     def __init__(self) -> None:
         self._groups: dict[str, _Group] = {}
