@@ -5,6 +5,9 @@
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
     flowengine schema
+    flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T]
+    flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
+    flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
 
 Exit codes: 0 ok, 1 the run failed, 2 bad config or usage, 130 interrupted.
 Errors print as one message without a Python traceback (a failed worker's
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
+import os
 import shutil
 import sys
 import traceback
@@ -63,7 +68,141 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("name", nargs="?", help="one operator")
 
     commands.add_parser("schema", help="print the JSON Schema of the config format")
+    _add_live_commands(commands)
     return parser
+
+
+# ---- live streaming ----------------------------------------------------------------------
+
+_TOKEN_ENV = "FLOWENGINE_LIVE_TOKEN"
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--http-port", type=int, default=23456,
+                        help="player page, WebSocket and /stats (default 23456)")
+    parser.add_argument("--ingest-port", type=int, default=23457,
+                        help="TCP ingest for senders (default 23457)")
+    parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
+                        help=f"shared secret senders must send first (default: ${_TOKEN_ENV})")
+    parser.add_argument("--max-frame-bytes", type=int, default=1 << 16,
+                        help="larger ingest frames close the sender's connection")
+    parser.add_argument("--client-queue-frames", type=int, default=256,
+                        help="frames queued per WebSocket client before it skips ahead")
+
+
+def _add_sender_args(parser: argparse.ArgumentParser, source_required: bool) -> None:
+    parser.add_argument("--codec", choices=("mp3", "aac"), default="mp3", help="default mp3")
+    source = parser.add_mutually_exclusive_group(required=source_required)
+    source.add_argument("--wav", metavar="FILE",
+                        help="send this file (any format PyAV reads; resampled as needed)")
+    source.add_argument("--tone", action="store_true", help="send a generated sine tone")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop after N seconds (default: the whole file, an endless tone)")
+    parser.add_argument("--frequency", type=float, default=440.0, help="tone frequency in Hz")
+    parser.add_argument("--sample-rate", type=int, default=48000, help="default 48000")
+    parser.add_argument("--channels", type=int, default=2, help="default 2")
+    parser.add_argument("--bitrate", type=int, default=128000, help="bit/s, default 128000")
+    parser.add_argument("--stream", default=None, help="stream name at the server")
+    parser.add_argument("--clock-every", type=int, default=10,
+                        help="send a clock stamp (for latency) every N frames; 0: never")
+
+
+def _add_live_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="live server: TCP ingest + player page and "
+                                              "WebSocket broadcast")
+    _add_server_args(serve)
+
+    send = commands.add_parser("send", help="encode a file or a tone and push it to a live "
+                                            "server, paced at real time")
+    _add_sender_args(send, source_required=True)
+    send.add_argument("--host", default="127.0.0.1", help="the server's ingest address")
+    send.add_argument("--port", type=int, default=23457, help="the server's ingest port")
+    send.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
+                      help=f"shared secret (default: ${_TOKEN_ENV})")
+    send.add_argument("--no-pace", action="store_true",
+                      help="send as fast as possible instead of in real time")
+    send.add_argument("--retry-seconds", type=float, default=30.0,
+                      help="give up after this long without a connection (default 30)")
+
+    demo = commands.add_parser("demo", help="live server plus a paced sender process; "
+                                            "prints the URL to open")
+    _add_server_args(demo)
+    _add_sender_args(demo, source_required=False)
+
+
+def _live_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s", stream=sys.stderr)
+
+
+def _live_config(args: argparse.Namespace):
+    from .live.server import LiveConfig
+
+    for name in ("http_port", "ingest_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0..65535, got "
+                              f"{getattr(args, name)}")
+    return LiveConfig(host=args.host, http_port=args.http_port, ingest_port=args.ingest_port,
+                      token=args.token, max_frame_bytes=args.max_frame_bytes,
+                      client_queue_frames=args.client_queue_frames)
+
+
+def _sender_options(args: argparse.Namespace):
+    from .live.sender import SenderOptions
+
+    if args.seconds is not None and args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds:g}")
+    return SenderOptions(codec=args.codec, wav=args.wav, seconds=args.seconds,
+                         frequency=args.frequency, sample_rate=args.sample_rate,
+                         channels=args.channels, bitrate=args.bitrate, stream=args.stream,
+                         clock_every=args.clock_every)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .live.server import serve
+
+    _live_logging()
+    config = _live_config(args)
+    try:
+        serve(config, lambda server: print(f"flowengine serve: open {server.url}; senders push "
+                                           f"to tcp://{config.host}:{server.ingest_port}",
+                                           file=out, flush=True))
+    except OSError as exc:
+        raise FlowError(f"cannot listen on {config.host}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    from .live.sender import run_sender
+
+    _live_logging()
+    options = _sender_options(args)
+    options.host, options.port, options.token = args.host, args.port, args.token
+    options.realtime = not args.no_pace
+    options.retry_seconds = args.retry_seconds
+    try:
+        stats = run_sender(options)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ConfigError(exc.strerror or str(exc)) from None
+    except ConnectionError as exc:
+        raise FlowError(str(exc)) from None
+    sent = stats.stages[-1]
+    print(f"sent {sent.buffers_in} {options.codec} frames ({sent.bytes_in} bytes) in "
+          f"{stats.seconds:.2f} s", file=out)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from .live.demo import run_demo
+
+    _live_logging()
+    config = _live_config(args)
+    try:
+        run_demo(config, _sender_options(args), out)
+    except OSError as exc:
+        raise FlowError(f"cannot listen on {config.host}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 # ---- commands ----------------------------------------------------------------------------
@@ -153,7 +292,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
-             "schema": cmd_schema}
+             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo}
 
 
 def _message(exc: BaseException) -> str:
