@@ -1,0 +1,108 @@
+"""Shared plumbing of the engine benchmarks: machine info, statistics, runs, JSON out, tables.
+
+Every engine benchmark states the machine it ran on (cores, CPU model, Python,
+PyAV/FFmpeg, pyzmq/libzmq versions, load average) next to its figures, gives
+min/median/max over repetitions, and writes ``benchmarks/results/NAME.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RESULTS_DIR", "machine_info", "spread", "write_results", "print_table",
+           "resolve_config", "run_engine", "run_inprocess"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: cores, CPU, load, and the versions of the moving parts."""
+    import av
+    import msgpack
+    import numpy as np
+    import zmq
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    ffmpeg = getattr(av, "ffmpeg_version_info", None) or ".".join(
+        map(str, av.library_versions.get("libavcodec", ())))
+    return {"cores": cores, "cpu_model": _cpu_model(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "av": av.__version__, "ffmpeg": ffmpeg, "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(), "msgpack": ".".join(map(str, msgpack.version)),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def spread(values: Iterable[float], digits: int = 4) -> dict[str, float]:
+    """min / median / max of repeated measurements."""
+    values = sorted(values)
+    return {"min": round(values[0], digits), "median": round(statistics.median(values), digits),
+            "max": round(values[-1], digits), "n": len(values)}
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """benchmarks/results/NAME.json with the machine info in front."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine_info(), **payload},
+                               indent=2) + "\n")
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A plain fixed-width table on stdout."""
+    text = [[h for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in text) for i in range(len(headers))]
+    for n, row in enumerate(text):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def resolve_config(config: dict[str, Any]):
+    """A run config given as a dict, validated exactly like a YAML file (ResolvedRun)."""
+    from flowengine.config import load_source, resolve_source
+
+    return resolve_source(load_source(yaml.safe_dump(config, sort_keys=False),
+                                      filename=f"<{config.get('name', 'bench')}>"))
+
+
+def run_engine(config: dict[str, Any]):
+    """Run `config` in worker processes; the RunReport."""
+    from flowengine.engine import Engine, build_plan
+
+    run = resolve_config(config)
+    return Engine(build_plan(run.config), handle_signals=False).run()
+
+
+def run_inprocess(config: dict[str, Any]):
+    """Run `config` in this process with the Runner; the RunReport."""
+    from flowengine.inprocess import run_in_process
+
+    return run_in_process(resolve_config(config))

@@ -1,0 +1,189 @@
+"""Probe operators for the engine benchmarks (``op: "_bench_ops:ProbeSource"``).
+
+Each probe notes, in steady state (after `warmup` messages), the wall clock
+(``time.monotonic``, system-wide on Linux so comparable across processes)
+and its process's CPU time (``time.process_time``: the whole worker, socket
+and wire work included) at its first and last message, and writes them to
+``out_dir/<tag>-<pid>-<stream>.json`` when it closes. ``collect`` merges
+the files of one process, so a worker carrying many streams counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from flowengine.buffers import AudioFrame
+from flowengine.errors import FlowError
+from flowengine.format import AudioFormat
+from flowengine.node import AGAIN, EOF, PCM, Node
+
+__all__ = ["op", "ProbeSource", "ProbeIdentity", "ProbeSink", "collect"]
+
+_MAX_SLEEP_S = 0.02  # a paced source sleeps in short slices so its worker stays responsive
+# Reading the process CPU clock is a syscall (~1 µs alone, far more while the ZeroMQ I/O
+# thread runs on the other core): sample it a few times a second, not per message.
+_CPU_SAMPLE_S = 0.05
+
+
+def op(name: str) -> str:
+    """The config spelling of one operator of this module."""
+    return f"{__name__}:{name}"
+
+
+class _Probe:
+    """First/last (wall, cpu) of the steady-state messages of one node."""
+
+    def __init__(self, out_dir: str, tag: str, warmup: int) -> None:
+        self.out_dir, self.tag, self.warmup = out_dir, tag, warmup
+        self.count = 0
+        self.first: tuple[float, float] | None = None
+        self.last: tuple[float, float] | None = None
+        self.stream = "?"
+        self.at_last = 0
+
+    def tick(self, stream: str) -> None:
+        self.count += 1
+        if self.count <= self.warmup:
+            return
+        wall = time.monotonic()
+        if self.first is None:
+            self.first, self.stream = (wall, time.process_time()), stream
+            self.last = self.first
+            self.at_last = self.count
+        elif wall - self.last[0] >= _CPU_SAMPLE_S:
+            self.last, self.at_last = (wall, time.process_time()), self.count
+
+    def write(self) -> None:
+        if self.first is None or self.out_dir == "":
+            return
+        # Messages between the first and the last CPU sample: the window both clocks cover.
+        record = {"tag": self.tag, "pid": os.getpid(), "stream": self.stream,
+                  "messages": self.at_last - self.warmup - 1, "first": self.first,
+                  "last": self.last}
+        path = Path(self.out_dir) / f"{self.tag}-{os.getpid()}-{self.stream}.json"
+        path.write_text(json.dumps(record))
+        self.out_dir = ""  # close() may come twice
+
+
+class ProbeSource(Node):
+    """`streams` streams of `messages` blocks each (silence), block by block; paced when asked."""
+
+    input_kind = None
+    output_kind = PCM
+
+    def __init__(self, out_dir: str, messages: int = 1000, samples: int = 1152,
+                 streams: int = 1, sample_rate: int = 48000, channels: int = 2,
+                 realtime: bool = False, warmup: int = 20, tag: str = "source") -> None:
+        self.format = AudioFormat(sample_rate, channels, "f32", True)
+        self.data = np.zeros((channels, samples), np.float32)
+        self.samples, self.messages, self.realtime = samples, messages, realtime
+        self.streams = [f"s{i}" for i in range(streams)]
+        self.sent = 0                                   # blocks sent, all streams
+        self.period = samples / sample_rate             # seconds of audio per block
+        self.started: float | None = None
+        self.probe = _Probe(out_dir, tag, warmup * streams)
+
+    def push(self, buf: object) -> None:
+        raise FlowError("ProbeSource takes no input")
+
+    def pull(self) -> object:
+        total = self.messages * len(self.streams)
+        if self.sent >= total:
+            return EOF
+        round_, index = divmod(self.sent, len(self.streams))
+        if self.realtime:
+            now = time.monotonic()
+            if self.started is None:
+                self.started = now
+            delay = self.started + round_ * self.period - now
+            if delay > 0:
+                time.sleep(min(delay, _MAX_SLEEP_S))
+                if delay > _MAX_SLEEP_S:
+                    return AGAIN
+        self.sent += 1
+        stream = self.streams[index]
+        self.probe.tick(stream)
+        return AudioFrame(self.data, self.format, round_ * self.samples, None, stream)
+
+    def close(self) -> None:
+        self.probe.write()
+
+
+class ProbeIdentity(Node):
+    """Passes every frame on unchanged, probing."""
+
+    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "identity") -> None:
+        self.probe = _Probe(out_dir, tag, warmup)
+        self.pending: AudioFrame | None = None
+        self.ended = False
+
+    def push(self, buf: object) -> None:
+        if buf is None:
+            self.ended = True
+            self.probe.write()
+            return
+        self.probe.tick(buf.stream)
+        self.pending = buf
+
+    def pull(self) -> object:
+        out, self.pending = self.pending, None
+        if out is not None:
+            return out
+        return EOF if self.ended else AGAIN
+
+    def close(self) -> None:
+        self.probe.write()
+
+
+class ProbeSink(Node):
+    """Counts frames, probing; keeps nothing."""
+
+    output_kind = None
+
+    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "sink") -> None:
+        self.probe = _Probe(out_dir, tag, warmup)
+        self.ended = False
+
+    def push(self, buf: object) -> None:
+        if buf is None:
+            self.ended = True
+            self.probe.write()
+            return
+        self.probe.tick(buf.stream)
+
+    def pull(self) -> object:
+        return EOF if self.ended else AGAIN
+
+    def close(self) -> None:
+        self.probe.write()
+
+
+def collect(out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Per tag: steady-state messages, wall seconds and CPU seconds, one process counted once.
+
+    For a tag with several processes (replicas) the messages and CPU add up and the
+    wall window is the union of theirs.
+    """
+    per_process: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for path in Path(out_dir).glob("*.json"):
+        record = json.loads(path.read_text())
+        per_process[(record["tag"], record["pid"])].append(record)
+    tags: dict[str, dict[str, float]] = {}
+    for (tag, _pid), records in per_process.items():
+        first = min((r["first"] for r in records), key=lambda x: x[0])
+        last = max((r["last"] for r in records), key=lambda x: x[0])
+        entry = tags.setdefault(tag, {"messages": 0, "cpu_s": 0.0, "start": first[0],
+                                      "end": last[0], "processes": 0})
+        entry["messages"] += sum(r["messages"] for r in records)
+        entry["cpu_s"] += last[1] - first[1]
+        entry["start"], entry["end"] = min(entry["start"], first[0]), max(entry["end"], last[0])
+        entry["processes"] += 1
+    for entry in tags.values():
+        entry["wall_s"] = entry["end"] - entry["start"]
+    return tags

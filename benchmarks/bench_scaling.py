@@ -1,0 +1,180 @@
+"""Scaling over cores: transcode many files (mp3 -> resample 44.1->48 kHz -> aac) with replicas.
+
+16 generated 30 s stereo 44.1 kHz MP3 files (4 of 5 s with --quick) go
+``files`` (packets) -> mp3 decode -> resample 48 kHz -> aac encode -> one
+.aac per file, with 1, 2 and ``auto`` replicas of each heavy stage (decode,
+resample, encode; sticky by stream, so each file stays on one replica). The
+baseline, in the same run: the best single-process program, a plain PyAV
+loop over the files (demux, decode, resample, encode, mux) in this process.
+Reported: throughput (seconds of audio per second), speed-up over the
+baseline, scaling efficiency (speed-up / cores used), and per-stage busy %.
+Target on a 2-core machine: >= 1.8x the baseline. Writes JSON and a PNG plot
+of throughput vs replicas.
+
+    python benchmarks/bench_scaling.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_common import RESULTS_DIR, print_table, run_engine, run_inprocess, spread, \
+    write_results  # noqa: E402
+
+BLOCK = 4096
+
+
+def make_inputs(directory: Path, files: int, seconds: float) -> list[Path]:
+    """`files` stereo 44.1 kHz MP3s of different tones, written by flowengine in one process."""
+    run_inprocess({"name": "make-inputs", "stages": [
+        {"name": "tones", "op": "tones", "params": {
+            "streams": files, "seconds": seconds, "sample_rate": 44100, "channels": 2,
+            "chunk_samples": BLOCK, "waveform": "chirp", "prefix": "in"}},
+        {"name": "encode", "op": "mp3_encoder", "params": {"bitrate": 192000}},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(directory / "{stream}.mp3")}}]})
+    paths = sorted(directory.glob("*.mp3"))
+    assert len(paths) == files, paths
+    return paths
+
+
+def pyav_transcode(source: Path, target: Path) -> float:
+    """One file the plain PyAV way; returns the seconds of audio written."""
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+    samples = 0
+    with av.open(str(source)) as inp, av.open(str(target), "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.bit_rate = 128000
+        stream.layout = "stereo"
+        for frame in inp.decode(audio=0):
+            for resampled in resampler.resample(frame):
+                samples += resampled.samples
+                out.mux(stream.encode(resampled))
+        for resampled in resampler.resample(None):
+            samples += resampled.samples
+            out.mux(stream.encode(resampled))
+        out.mux(stream.encode(None))
+    return samples / 48000
+
+
+def baseline(paths: list[Path], out_dir: Path) -> dict:
+    start = time.perf_counter()
+    audio = sum(pyav_transcode(p, out_dir / f"{p.stem}.aac") for p in paths)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "audio_s": audio, "throughput": audio / wall}
+
+
+def engine_run(pattern: str, out_dir: Path, replicas: int | str) -> dict:
+    heavy = {"replicas": replicas}
+    config = {"name": f"scaling-{replicas}", "stages": [
+        {"name": "files", "op": "files", "params": {"paths": pattern, "mode": "packet"}},
+        {"name": "decode", "op": "mp3_decoder", "params": {"chunk_samples": BLOCK}, **heavy},
+        {"name": "resample", "op": "resample",
+         "params": {"sample_rate": 48000, "out_chunk_samples": BLOCK}, **heavy},
+        {"name": "encode", "op": "aac_encoder", "params": {"bitrate": 128000}, **heavy},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(out_dir / "{stream}.aac")}}]}
+    start = time.perf_counter()
+    report = run_engine(config)
+    wall = time.perf_counter() - start
+    busy = {s.name: round(100.0 * s.total("busy_seconds") / wall, 1) for s in report.stages}
+    outputs = sorted(out_dir.glob("*.aac"))
+    return {"wall_s": wall, "audio_s": report.audio_seconds,
+            "throughput": report.audio_seconds / wall, "busy_percent": busy,
+            "replicas": [s.name + f"x{len(s.workers)}" for s in report.stages],
+            "outputs": len(outputs)}
+
+
+def plot(results: list[dict], base: float, path: Path) -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed (pip install matplotlib): no plot")
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(r["replicas"]) for r in results]
+    values = [r["throughput"]["median"] for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(labels, values, color="tab:blue", label="flowengine (processes)")
+    ax.axhline(base, color="tab:red", linestyle="--", label="plain PyAV loop, 1 process")
+    ax.axhline(2 * base, color="tab:gray", linestyle=":", label="2x baseline (2 cores)")
+    ax.set_xlabel("replicas per heavy stage")
+    ax.set_ylabel("seconds of audio per second")
+    ax.set_title("mp3 -> resample -> aac, many files")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 files of 5 s, 1 repetition")
+    parser.add_argument("--repeat", type=int, default=None)
+    args = parser.parse_args()
+    files, seconds = (4, 5.0) if args.quick else (16, 30.0)
+    repeat = args.repeat or (1 if args.quick else 3)
+    cores = len(os.sched_getaffinity(0))
+    settings: list[int | str] = [1, 2, "auto"]
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "in").mkdir()
+        paths = make_inputs(tmp / "in", files, seconds)
+        run_engine({"name": "warm-up", "stages": [  # starts the forkserver outside the timing
+            {"name": "tone", "op": "tone", "params": {"seconds": 0.1}},
+            {"name": "sink", "op": "null_sink"}]})
+        bases, runs = [], {str(s): [] for s in settings}
+        for i in range(repeat):  # interleaved: machine load hits all alike
+            out = tmp / f"base{i}"
+            out.mkdir()
+            bases.append(baseline(paths, out))
+            for setting in settings:
+                out = tmp / f"run{i}-{setting}"
+                out.mkdir()
+                runs[str(setting)].append(engine_run(str(tmp / "in" / "*.mp3"), out, setting))
+    base = spread(b["throughput"] for b in bases)
+    results = []
+    rows = [["PyAV loop", "-", base["median"], 1.0, "", ""]]
+    for setting, entries in runs.items():
+        throughput = spread(e["throughput"] for e in entries)
+        speedup = throughput["median"] / base["median"]
+        used = min(cores, 2 if setting == "1" else cores)
+        middle = sorted(entries, key=lambda e: e["throughput"])[len(entries) // 2]
+        results.append({"replicas": setting, "throughput": throughput,
+                        "wall_s": spread(e["wall_s"] for e in entries),
+                        "speedup_vs_pyav": round(speedup, 3),
+                        "scaling_efficiency": round(speedup / cores, 3),
+                        "busy_percent": middle["busy_percent"], "stages": middle["replicas"],
+                        "outputs": middle["outputs"]})
+        rows.append([f"engine", setting, throughput["median"], speedup, speedup / cores,
+                     " ".join(f"{k}={v:.0f}%" for k, v in middle["busy_percent"].items())])
+    print_table(["run", "replicas", "audio s/s", "vs PyAV", "efficiency", "busy % per stage"],
+                rows)
+    best = max(r["speedup_vs_pyav"] for r in results)
+    met = best >= 1.8
+    png = RESULTS_DIR / "scaling.png"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    plotted = plot(results, base["median"], png)
+    path = write_results("scaling", {
+        "files": files, "seconds_per_file": seconds, "quick": args.quick, "repeat": repeat,
+        "target": ">= 1.8x the single-process PyAV loop", "met": met, "best_speedup": best,
+        "efficiency_note": "speed-up / cores of the machine",
+        "baseline": {"throughput": base, "wall_s": spread(b["wall_s"] for b in bases),
+                     "audio_s": bases[0]["audio_s"]},
+        "results": results, "plot": str(png) if plotted else None})
+    print(f"target (>= 1.8x PyAV loop): {'met' if met else 'NOT met'} (best {best:.2f}x); "
+          f"wrote {path}" + (f" and {png}" if plotted else ""))
+
+
+if __name__ == "__main__":
+    main()
