@@ -146,6 +146,18 @@ def test_file_configs_same_bytes_in_process_and_in_workers(capsys, monkeypatch, 
         assert channels == 2 and 0.95 <= seconds <= 1.2
 
 
+def test_mix_yaml_same_bytes_in_process_and_in_workers(capsys, monkeypatch, tmp_path):
+    config = str(CONFIGS / "mix.yaml")
+    inproc = call(capsys, monkeypatch, tmp_path, "run", config, "--in-process", "--quiet",
+                  "--set", "sink.path=out/a.mp3")
+    assert inproc.returncode == 0, inproc.stderr
+    multi = flowengine("run", config, "--quiet", "--set", "sink.path=out/b.mp3", cwd=tmp_path)
+    assert multi.returncode == 0, multi.stderr
+    assert (tmp_path / "out" / "b.mp3").read_bytes() == (tmp_path / "out" / "a.mp3").read_bytes()
+    seconds, rate, channels = _probe(tmp_path / "out" / "a.mp3")
+    assert (rate, channels) == (48000, 2) and 2.0 <= seconds <= 2.0 + 2 * 1152 / 48000
+
+
 def test_missing_input_file_is_a_config_error(capsys, monkeypatch, tmp_path):
     done = call(capsys, monkeypatch, tmp_path, "run", str(CONFIGS / "transcode.yaml"))
     assert done.returncode == 2
