@@ -29,3 +29,27 @@ def aligned_correlation(reference: np.ndarray, decoded: np.ndarray, max_lag: int
     lag = best_lag(reference, decoded, max_lag)
     n = min(len(reference), len(decoded) - lag)
     return float(np.corrcoef(decoded[lag:lag + n], reference[:n])[0, 1])
+
+
+def process_in_chunks(proc, x: np.ndarray, chunks: list[int] | None = None, pts: int | None = None,
+                      **put_kwargs):
+    """Feed planar `x` to a processor in `chunks` (pulling as it goes), then drain it.
+
+    Returns (output planar, [(pts, samples) per output block]). `pts` goes with the first chunk.
+    """
+    chunks = chunks or [x.shape[1]]
+    outs, marks, pos = [], [], 0
+    for i, size in enumerate(chunks):
+        proc.put_frame(x[:, pos:pos + size], pts=pts if i == 0 else None, **put_kwargs)
+        pos += size
+        while (info := proc.get_frame_info()) is not None:
+            outs.append(info[0])
+            marks.append((info[1], info[0].shape[1]))
+    while (info := proc.get_frame_info(force=True)) is not None:
+        outs.append(info[0])
+        marks.append((info[1], info[0].shape[1]))
+    assert pos == x.shape[1], "chunks must cover the signal"
+    assert proc.get_frame(force=True) is None and proc.get_frame() is None, "drained twice"
+    if not outs:
+        return np.zeros((proc.output_format.channels, 0), np.float32), marks
+    return np.concatenate(outs, axis=1), marks

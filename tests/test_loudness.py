@@ -10,7 +10,8 @@ from flowengine.errors import ConfigError, FormatError
 from flowengine.format import AudioFormat
 from flowengine.processors.loudness import (LoudnessNormalizer, channel_weights,
                                             k_weighting_sos, measure_loudness)
-from test_resample import random_chunks, run   # the shared feed-and-drain helpers
+from audio_checks import process_in_chunks as run
+from test_resample import random_chunks
 
 SR = 48000
 

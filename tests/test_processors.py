@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
+from audio_checks import process_in_chunks
+
 from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError, FormatError
 from flowengine.format import AudioFormat, from_float, to_float
@@ -63,19 +65,7 @@ def chunkings(n: int) -> dict[str, list[int]]:
 
 def run(proc: BaseProcessor, x: np.ndarray, chunks: list[int], first_pts: int | None = START_PTS):
     """Feed planar x in chunks (pulling as we go), then drain. -> (output, [(pts, n)])."""
-    outs, marks, pos = [], [], 0
-    for i, size in enumerate(chunks):
-        proc.put_frame(x[:, pos:pos + size], pts=first_pts if i == 0 else None)
-        pos += size
-        while (info := proc.get_frame_info()) is not None:
-            outs.append(info[0])
-            marks.append((info[1], info[0].shape[1]))
-    while (info := proc.get_frame_info(force=True)) is not None:
-        outs.append(info[0])
-        marks.append((info[1], info[0].shape[1]))
-    assert pos == x.shape[1]
-    assert proc.get_frame(force=True) is None and proc.get_frame() is None
-    return np.concatenate(outs, axis=1), marks
+    return process_in_chunks(proc, x, chunks, pts=first_pts)
 
 
 def assert_pts_continuous(marks, first_pts: int = START_PTS) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from audio_checks import dominant_frequency
+from audio_checks import dominant_frequency, process_in_chunks
 
 from flowengine.buffers import AudioFrame
 from flowengine.errors import ConfigError, FormatError
@@ -31,23 +31,7 @@ def random_chunks(n: int, rng: np.random.Generator, high: int = 3000) -> list[in
     return sizes
 
 
-def run(proc: Resampler, x: np.ndarray, chunks: list[int] | None = None, **put_kwargs):
-    """Feed x (planar) in chunks, drain everything; return (output planar, [(pts, n)])."""
-    chunks = chunks or [x.shape[1]]
-    outs, marks, pos = [], [], 0
-    for size in chunks:
-        proc.put_frame(x[:, pos:pos + size], **put_kwargs)
-        put_kwargs.pop("pts", None)
-        pos += size
-        while (info := proc.get_frame_info()) is not None:
-            outs.append(info[0])
-            marks.append((info[1], info[0].shape[1]))
-    while (info := proc.get_frame_info(force=True)) is not None:
-        outs.append(info[0])
-        marks.append((info[1], info[0].shape[1]))
-    if not outs:
-        return np.zeros((proc.output_format.channels, 0), np.float32), marks
-    return np.concatenate(outs, axis=1), marks
+run = process_in_chunks   # feed in chunks, drain: -> (output, [(pts, n)])
 
 
 
