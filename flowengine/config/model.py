@@ -36,6 +36,9 @@ class StageConfig(BaseModel):
         "fail", description="What a bad packet does: stop the run, or be counted and skipped.")
     max_errors: int | None = Field(
         None, ge=0, description="With on_error: skip, fail once more than this many were skipped.")
+    fuse_with: Literal["previous"] | None = Field(
+        None, description="Run this stage in the same worker as the stage before it (its only "
+                          "input), one Pipeline per stream: no hop between them.")
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -66,6 +69,16 @@ class RunConfig(BaseModel):
         None, ge=16, le=1 << 20,
         description="Samples per message on PCM edges (larger = cheaper; smaller = lower latency).")
     transport: Literal["ipc", "tcp"] = Field("ipc", description="Data-plane transport between workers.")
+    fuse: list[list[str]] | None = Field(
+        None, description="Groups of consecutive stages that run inside one worker each "
+                          "(`[a, b, c]` for one group, or a list of groups).")
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _one_group_as_list(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return [value]
+        return value
 
 
 def _error_path(loc: tuple) -> tuple:

@@ -35,6 +35,7 @@ import pydantic
 
 from ..errors import ConfigError
 from .formats import StaticFormat, infer_output_format, input_requirement
+from .fusion import FusionStage, fusion_groups
 from .model import RunConfig, StageConfig
 from .source import ConfigSource
 
@@ -390,6 +391,23 @@ def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticForm
                                              set(info.params), merged)
 
 
+def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
+    """`fuse` groups and `fuse_with: previous` form chains of stages that can share a worker."""
+    if not config.fuse and not any(s.config.fuse_with for s in stages):
+        return
+    try:
+        fusion_groups([FusionStage(
+            s.name, tuple(s.inputs), tuple(s.consumers), source=s.input_kind is None,
+            multi_input=bool(getattr(getattr(s.spec, "factory", None), "multi_input", False)),
+            fuse_with_previous=s.config.fuse_with == "previous", replicas=s.config.replicas,
+            on_error=s.config.on_error, max_errors=s.config.max_errors,
+            ordered=bool(getattr(s.config, "ordered", False))) for s in stages], config.fuse)
+    except ConfigError as exc:
+        stage = next((s for s in stages if s.config.fuse_with and repr(s.name) in str(exc)), None)
+        path = ("stages", stage.index, "fuse_with") if stage and not config.fuse else ("fuse",)
+        out.add(path, None, "fuse_with" if path[0] == "stages" else "fuse", str(exc))
+
+
 def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
     """Input files exist; output directories exist (or can be made) and are writable."""
     for info in stages:
@@ -443,6 +461,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     stages = _resolve_stages(config, out)
     _wire(config, stages, out)
     edges = _check_edges(stages, out)
+    _check_fusion(config, stages, out)
     if check_paths:
         _check_paths(stages, out)
     if out.problems:

@@ -25,13 +25,15 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..config.fusion import FusionStage, fusion_groups
 from ..config.model import RunConfig
 from ..errors import ConfigError
-from .operators import OperatorInfo, resolve_operator
+from .operators import OperatorInfo, kind_of, resolve_operator
 from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
 from .routing import BALANCED, STICKY, reorder_window
+from .stagenode import FusedMember
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -46,6 +48,37 @@ class _Stage:
     config: object
     inputs: list[str]
     replicas: int
+    members: list["_Stage"] = field(default_factory=list)   # the stages of a fused group
+
+    @property
+    def op(self) -> str:
+        return self.info.name if self.members else self.config.op
+
+
+def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
+    """Each fused group becomes one stage named after its last member (config/fusion.py)."""
+    consumers = {s.name: tuple(c.name for c in stages if s.name in c.inputs) for s in stages}
+    groups = fusion_groups([FusionStage(
+        s.name, tuple(s.inputs), consumers[s.name], source=s.info.input_kind is None,
+        multi_input=s.info.multi_input, fuse_with_previous=s.config.fuse_with == "previous",
+        replicas=s.replicas, on_error=s.config.on_error, max_errors=s.config.max_errors,
+        ordered=s.config.ordered) for s in stages], config.fuse)
+    by_name = {s.name: s for s in stages}
+    group_of = {name: group for group in groups for name in group}
+    fused: list[_Stage] = []
+    for stage in stages:
+        group = group_of.get(stage.name)
+        if group is None:
+            fused.append(stage)
+        elif stage.name == group[-1]:
+            members = [by_name[name] for name in group]
+            first = members[0]
+            info = OperatorInfo("fused:" + "+".join(group),
+                                kind_of(first.info.input_kind, stage.info.output_kind),
+                                first.info.input_kind, stage.info.output_kind)
+            fused.append(_Stage(stage.name, info, first.config, first.inputs, first.replicas,
+                                members))
+    return fused
 
 
 def resolve_stage_inputs(config: RunConfig) -> list[tuple[str, list[str]]]:
@@ -145,7 +178,7 @@ def _inbox_hwm(stage: _Stage) -> int:
 def build_plan(config: RunConfig, *, run_dir: str | None = None,
                stats_interval: float = 1.0) -> Plan:
     """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default)."""
-    stages = _stages(config)
+    stages = _fuse(_stages(config), config)
     by_name = {stage.name: stage for stage in stages}
     consumers: dict[str, list[str]] = {stage.name: [] for stage in stages}
     for stage in stages:
@@ -177,8 +210,10 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         merge_senders = [sender_id(s.name, r) for s in ordered_inputs for r in range(s.replicas)]
         window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM)
                       for s in ordered_inputs), default=0)
-        workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.config.op,
-                              params=dict(stage.config.params), kind=stage.info.kind,
+        fused = [FusedMember(m.name, m.config.op, dict(m.config.params)) for m in stage.members]
+        workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.op,
+                              params={} if fused else dict(stage.config.params),
+                              kind=stage.info.kind, fused=fused,
                               control_endpoint=control, inbox_endpoint=inboxes[stage.name][r],
                               inbox_hwm=hwm, outputs=outputs, upstream=upstream,
                               on_error=stage.config.on_error, max_errors=stage.config.max_errors,
@@ -187,9 +222,10 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               merge_senders=merge_senders, reorder_window=window,
                               multi_input=stage.info.multi_input)
                    for r in range(stage.replicas)]
-        plans.append(StagePlan(name=stage.name, op=stage.config.op, kind=stage.info.kind,
+        plans.append(StagePlan(name=stage.name, op=stage.op, kind=stage.info.kind,
                                input_kind=stage.info.input_kind,
                                output_kind=stage.info.output_kind, replicas=stage.replicas,
                                hwm=hwm, inputs=stage.inputs, outputs=consumers[stage.name],
-                               workers=workers, ordered=stage.config.ordered))
+                               workers=workers, ordered=stage.config.ordered,
+                               fused=[m.name for m in stage.members]))
     return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir)

@@ -79,6 +79,7 @@ class StagePlan:
     outputs: list[str]
     workers: list[WorkerSpec]
     formats: dict[str, str] = field(default_factory=dict)   # "in"/"out" -> human-readable format
+    fused: list[str] = field(default_factory=list)   # member stages when this is a fused group
     ordered: bool = False
 
 
