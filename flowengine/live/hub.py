@@ -172,9 +172,6 @@ class Hub:
 
     # ---- streams (called by the ingest) -----------------------------------------------------
 
-    def is_live(self, name: str) -> bool:
-        return name in self.streams
-
     def start_stream(self, name: str, info: StreamInfo, sender: dict | None = None) -> LiveStream:
         if name in self.streams:
             raise ValueError(f"stream {name!r} is already live")

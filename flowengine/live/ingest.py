@@ -9,10 +9,16 @@ codec, rate and channels of the stream). A zero-length frame ends the
 stream; frames after it start the stream again (a new generation).
 
 Bad input never stops the server: an oversize frame, bytes that are not
-frames (garbage), a wrong token, a second sender claiming a live stream's
-name, a sender silent for `idle_timeout` seconds or one that disconnects
+frames (garbage), a wrong token, a sender silent for `idle_timeout` seconds or one that disconnects
 mid-frame -- each closes that connection only, with one log line, and ends
 its stream. Memory per connection is bounded by one frame plus one read.
+
+A connection that starts a stream whose name is live waits up to
+`takeover_grace` seconds for the old one to end it (a clean restart whose
+old connection is still being read), then takes it over: the old
+connection is closed and the stream restarts (new metadata). That is how a
+sender that reconnects recovers while the server still holds its half-dead
+old connection (and why a token matters on an open network).
 
 The ingest hands streams to an `IngestTarget` (the broadcast hub, or the
 tcp_ingest source operator's queue), whose `frame()` may wait: that is
@@ -42,7 +48,6 @@ READ_BYTES = 1 << 16
 class IngestTarget(Protocol):
     """Where the ingest delivers streams."""
 
-    def is_live(self, name: str) -> bool: ...
     async def start(self, name: str, info: StreamInfo, sender: dict) -> None: ...
     async def frame(self, name: str, data: bytes) -> None: ...
     async def clock(self, name: str, clock: dict) -> None: ...
@@ -58,6 +63,7 @@ class IngestConfig:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     idle_timeout: float = 30.0
     max_connections: int = 64
+    takeover_grace: float = 2.0
 
 
 class _Rejected(Exception):
@@ -74,6 +80,7 @@ class IngestServer:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._numbers = itertools.count(1)
+        self._owners: dict[str, _Connection] = {}
 
     async def start(self) -> None:
         cfg = self.config
@@ -104,7 +111,7 @@ class IngestServer:
                 log.warning("ingest %s: refused, already %d connections (max_connections)",
                             peer, self.config.max_connections)
                 return
-            await _Connection(self, peer, next(self._numbers)).run(reader)
+            await _Connection(self, peer, next(self._numbers), writer).run(reader)
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -117,8 +124,12 @@ class IngestServer:
 class _Connection:
     """One sender's connection: the framing decoder, the token, its current stream."""
 
-    def __init__(self, server: IngestServer, peer: str, number: int) -> None:
+    def __init__(self, server: IngestServer, peer: str, number: int,
+                 writer: asyncio.StreamWriter) -> None:
         self.server = server
+        self.writer = writer
+        self.superseded = False                  # its stream was taken over: stop reading
+        self.ended = asyncio.Event()             # set whenever it has no live stream
         self.target = server.target
         self.cfg = server.config
         self.peer = peer
@@ -130,6 +141,7 @@ class _Connection:
         self.stream: str | None = None
         self.codec: str | None = None
         self.early_clock: dict | None = None     # a stamp of the frame that starts the stream
+        self.ended.set()
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         log.info("%s: connected", self.where)
@@ -141,6 +153,8 @@ class _Connection:
                 except asyncio.TimeoutError:
                     raise WireError(f"{self.where}: no data for {self.cfg.idle_timeout:g} s "
                                     f"(idle_timeout): closing") from None
+                if self.superseded:
+                    break
                 self.decoder.receive_data(data)
                 if await self._drain_events():
                     break
@@ -163,7 +177,7 @@ class _Connection:
     async def _drain_events(self) -> bool:
         """Handle every complete event; True once the peer closed."""
         while (event := self.decoder.next_event()) is not NEED_DATA:
-            if event is CLOSED:
+            if event is CLOSED or self.superseded:
                 return True
             if event is END_OF_STREAM:
                 await self._end_stream("end of stream")
@@ -215,18 +229,36 @@ class _Connection:
             raise WireError(f"{self.where}: hello declares codec {declared!r} but the first "
                             f"frame is {info.codec}")
         name = self.hello.get("stream") or self.default_name
-        if self.target.is_live(name):
-            raise _Rejected(f"{self.where}: rejected: stream {name!r} is already live "
-                            f"(another sender has it)")
+        previous = self.server._owners.get(name)
+        if previous is not None:
+            try:
+                await asyncio.wait_for(previous.ended.wait(), self.cfg.takeover_grace)
+            except asyncio.TimeoutError:
+                pass
+            if self.server._owners.get(name) is previous:
+                await previous._hand_over(self)
+        self.server._owners[name] = self
         self.stream, self.codec = name, info.codec
+        self.ended.clear()
         info = info.with_hello(self.hello)
         await self.target.start(name, info, {"peer": self.peer})
         log.info("%s: stream %r started: %s %d Hz %d ch, %d samples/frame", self.where, name,
                  info.codec, info.sample_rate, info.channels, info.chunk_samples)
 
+    async def _hand_over(self, successor: "_Connection") -> None:
+        """Another connection takes this one's stream: end it and close this connection."""
+        reason = f"taken over by {successor.where}"
+        log.warning("%s: stream %r %s", self.where, self.stream, reason)
+        await self._end_stream(reason)
+        self.superseded = True
+        self.writer.transport.abort()
+
     async def _end_stream(self, reason: str) -> None:
         if self.stream is None:
             return
         name, self.stream = self.stream, None
+        if self.server._owners.get(name) is self:
+            del self.server._owners[name]
+        self.ended.set()
         await self.target.end(name, reason)
         log.info("%s: stream %r ended: %s", self.where, name, reason)

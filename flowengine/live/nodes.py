@@ -49,9 +49,6 @@ class _QueueTarget:
         self.rejected = 0
         self.errors = 0
 
-    def is_live(self, name: str) -> bool:
-        return name in self.live
-
     async def start(self, name: str, info: StreamInfo, sender: dict) -> None:
         self.live[name] = (info, [0])
 

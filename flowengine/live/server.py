@@ -55,14 +55,14 @@ class HubTarget:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    def is_live(self, name: str) -> bool:
-        return self.hub.is_live(name)
-
     async def start(self, name: str, info: StreamInfo, sender: dict) -> None:
         self.hub.start_stream(name, info, sender)
 
     async def frame(self, name: str, data: bytes) -> None:
         self.hub.publish_frame(name, data)
+        # One loop turn per frame: the client writers send it now, so a burst of frames from
+        # one read (up to 64 KiB) never piles up in a queue of a client that keeps up.
+        await asyncio.sleep(0)
 
     async def clock(self, name: str, clock: dict) -> None:
         self.hub.publish_clock(name, clock)
