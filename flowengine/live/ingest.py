@@ -79,6 +79,7 @@ class IngestServer:
         self.port: int | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._numbers = itertools.count(1)
         self._owners: dict[str, _Connection] = {}
 
@@ -91,18 +92,22 @@ class IngestServer:
                  " (token required)" if cfg.token else "")
 
     async def stop(self) -> None:
+        """Stop listening and close every sender's connection (their streams end)."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
+        for writer in list(self._writers):
+            writer.transport.abort()        # their reads end: each task finishes by itself
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        self._writers.add(writer)
         host, port = writer.get_extra_info("peername")[:2]
         peer = f"{host}:{port}"
         try:
@@ -112,8 +117,11 @@ class IngestServer:
                             peer, self.config.max_connections)
                 return
             await _Connection(self, peer, next(self._numbers), writer).run(reader)
+        except asyncio.CancelledError:     # stop() after its grace: asyncio would log it as an error
+            pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
