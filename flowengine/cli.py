@@ -5,6 +5,7 @@
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
     flowengine schema
+    flowengine keys DIR [--force]
     flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T]
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
     flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true",
                      help="run every stage in this process with the Runner (no workers)")
     run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+    run.add_argument("--verbose", action="store_true",
+                     help="log engine events to stderr (every listening endpoint, CURVE refusals)")
 
     validate = commands.add_parser("validate", help="check a config; print its edges' formats")
     _add_config_args(validate)
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("name", nargs="?", help="one operator")
 
     commands.add_parser("schema", help="print the JSON Schema of the config format")
+    keys = commands.add_parser("keys", help="make the CURVE keys of a run (security: "
+                                            "{curve: true, keys: DIR}): files 0600 in a 0700 DIR")
+    keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
+    keys.add_argument("--force", action="store_true", help="replace keys already in DIR")
     _add_live_commands(commands)
     return parser
 
@@ -269,9 +276,23 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    from .engine.security import generate_keys
+
+    for path in generate_keys(args.dir, overwrite=args.force):
+        print(f"wrote {path} (mode 0600)", file=out)
+    print(f"use it with:  transport: tcp\n              security: {{curve: true, keys: "
+          f"{args.dir}}}\ncopy the directory to every host of the run; keep it private",
+          file=out)
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .inprocess import make_output_dirs, run_in_process
 
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
+                            stream=sys.stderr)
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
@@ -292,7 +313,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
-             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo}
+             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo,
+             "keys": cmd_keys}
 
 
 def _message(exc: BaseException) -> str:
@@ -308,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, sys.stdout)
     except ConfigError as exc:
-        _report(args, exc, "invalid configuration" if args.command != "ops" else "error")
+        _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nflowengine: interrupted", file=sys.stderr)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from .source import ConfigSource
 
-__all__ = ["StageConfig", "RunConfig", "parse_run_config", "json_schema"]
+__all__ = ["StageConfig", "SecurityConfig", "RunConfig", "parse_run_config", "json_schema"]
 
 
 class StageConfig(BaseModel):
@@ -57,6 +57,19 @@ class StageConfig(BaseModel):
         return self.name or self.op
 
 
+class SecurityConfig(BaseModel):
+    """How the engine's own sockets are protected (see docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    curve: bool = Field(
+        False, description="Encrypt and authenticate every engine socket with ZeroMQ CURVE "
+                           "(needs transport: tcp and `keys`).")
+    keys: str | None = Field(
+        None, description="Directory made by `flowengine keys DIR`: the run's server and client "
+                          "keypairs (copy it to every host of the run).")
+
+
 class RunConfig(BaseModel):
     """A whole run: its stages, in order."""
 
@@ -72,6 +85,9 @@ class RunConfig(BaseModel):
     fuse: list[list[str]] | None = Field(
         None, description="Groups of consecutive stages that run inside one worker each "
                           "(`[a, b, c]` for one group, or a list of groups).")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,
+        description="CURVE encryption and authentication of the engine's tcp:// sockets.")
 
     @field_validator("fuse", mode="before")
     @classmethod

@@ -13,7 +13,9 @@
   (see `formats.py`);
 - input files exist (a `files` source's globs match something: checked when
   the source is built) and output directories are writable; a per-stream
-  output path (`out/{stream}.mp3`) is a valid template.
+  output path (`out/{stream}.mp3`) is a valid template;
+- ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
+  whose keys load, secret files not readable by others.
 
 Every problem names the stage, the key and file:line; all of them are
 collected and raised together as one `ConfigValidationError`. On success the
@@ -454,6 +456,26 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _check_security(config: RunConfig, out: _Collector) -> None:
+    """CURVE needs tcp:// edges and a key directory made by `flowengine keys`."""
+    security = config.security
+    if not security.curve:
+        return
+    if config.transport != "tcp":
+        out.add(("security", "curve"), None, "security.curve",
+                f"CURVE protects tcp:// edges, but transport is {config.transport!r} (ipc:// "
+                f"sockets live in the run's private directory); set transport: tcp")
+    if security.keys is None:
+        out.add(("security", "curve"), None, "security.curve",
+                "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
+        return
+    from ..engine.security import load_keys   # imported late: it is the engine's (zmq) side
+    try:
+        load_keys(security.keys)
+    except ConfigError as exc:
+        out.add(("security", "keys"), None, "security.keys", str(exc))
+
+
 def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool = True
                  ) -> ResolvedRun:
     """Validate `config` completely; raise ConfigValidationError listing every problem."""
@@ -462,6 +484,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     _wire(config, stages, out)
     edges = _check_edges(stages, out)
     _check_fusion(config, stages, out)
+    _check_security(config, out)
     if check_paths:
         _check_paths(stages, out)
     if out.problems:

@@ -18,6 +18,8 @@
 - Endpoints: ``ipc://`` sockets in a private directory made with
   ``tempfile.mkdtemp`` (``Plan.run_dir``; the engine removes it at the end of
   the run, whatever the outcome), or ``tcp://127.0.0.1:<free port>``.
+- ``security.curve``: the keys of ``security.keys`` go into the plan as
+  plain strings; only replicas that bind an inbox get the server secret.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..errors import ConfigError
 from .operators import OperatorInfo, kind_of, resolve_operator
 from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
 from .routing import BALANCED, STICKY, reorder_window
+from .security import CurveKeys, load_keys
 from .stagenode import FusedMember
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
@@ -175,6 +178,16 @@ def _inbox_hwm(stage: _Stage) -> int:
     return max(1, hwm // stage.replicas) if stage.config.ordered else hwm
 
 
+def _curve_keys(config: RunConfig) -> CurveKeys | None:
+    security = config.security
+    if not security.curve:
+        return None
+    if security.keys is None:
+        raise ConfigError("security.curve: CURVE needs 'keys': a directory made by "
+                          "`flowengine keys DIR`")
+    return load_keys(security.keys)
+
+
 def build_plan(config: RunConfig, *, run_dir: str | None = None,
                stats_interval: float = 1.0) -> Plan:
     """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default)."""
@@ -185,6 +198,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         for upstream in stage.inputs:
             _check_edge(by_name[upstream], stage)
             consumers[upstream].append(stage.name)
+    curve = _curve_keys(config)
 
     run_dir = run_dir or tempfile.mkdtemp(prefix="flowengine-")
     os.makedirs(run_dir, exist_ok=True)
@@ -220,7 +234,9 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               block_samples=config.block_samples,
                               stats_interval=stats_interval, ordered=stage.config.ordered,
                               merge_senders=merge_senders, reorder_window=window,
-                              multi_input=stage.info.multi_input)
+                              multi_input=stage.info.multi_input,
+                              curve=curve if curve is None or stage.inputs
+                              else curve.without_server_secret())
                    for r in range(stage.replicas)]
         plans.append(StagePlan(name=stage.name, op=stage.op, kind=stage.info.kind,
                                input_kind=stage.info.input_kind,
@@ -228,4 +244,5 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                                hwm=hwm, inputs=stage.inputs, outputs=consumers[stage.name],
                                workers=workers, ordered=stage.config.ordered,
                                fused=[m.name for m in stage.members]))
-    return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir)
+    return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir,
+                curve=curve)

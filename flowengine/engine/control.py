@@ -41,6 +41,10 @@ def encode_control(kind: str, **fields: Any) -> bytes:
     return msgpack.packb({"t": kind, **fields}, use_bin_type=True)
 
 
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise WireError(f"control message: msgpack extension type {code} is not allowed")
+
+
 def decode_control(frame: Any, *, expect: tuple[str, ...]) -> dict[str, Any]:
     """Decode one control frame whose type must be one of `expect`; WireError otherwise."""
     data = memoryview(frame)
@@ -48,7 +52,9 @@ def decode_control(frame: Any, *, expect: tuple[str, ...]) -> dict[str, Any]:
         raise WireError(f"control message of {data.nbytes} bytes over the maximum "
                         f"{MAX_CONTROL_BYTES}")
     try:
-        message = msgpack.unpackb(data, raw=False)
+        message = msgpack.unpackb(data, raw=False, ext_hook=_reject_ext)
+    except WireError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on received bytes
         raise WireError(f"control message is not valid msgpack ({type(exc).__name__}: "
                         f"{exc})") from None

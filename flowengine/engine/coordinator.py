@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-1. Bind the control ROUTER, start one process per stage replica (start
+1. Bind the control ROUTER (a CURVE server with ``security.curve``; every
+   listening endpoint is logged), start one process per stage replica (start
    method "forkserver", with flowengine's heavy modules preloaded so workers
    start fast; the coordinator's ZeroMQ context is never inherited).
 2. Wait (bounded) for ``ready`` from every worker: inboxes are bound and
@@ -46,6 +47,7 @@ import zmq
 from ..errors import WireError, WorkerFailed
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .plan import Plan, WorkerSpec
+from .security import curve_server, log_listener, start_authenticator
 from .worker import LINGER_MS, run_worker
 
 __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
@@ -189,15 +191,25 @@ class Engine:
 
     def run(self) -> RunReport:
         context = zmq.Context()
+        curve = self.plan.curve
+        # With CURVE, the ZAP handler runs before the ROUTER binds: no unchecked moment.
+        auth = start_authenticator(context, curve) if curve is not None else None
         router = context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve_server(router, curve)
         previous = self._install_signal_handlers()
         try:
             router.bind(self.plan.control_endpoint)
+            log_listener("control", self.plan.control_endpoint, curve is not None)
             self._router = router
             self._start_processes()
             self._started_at = time.monotonic()
             self._wait_ready()
+            for spec in self.plan.workers:   # ready: every inbox is bound
+                if spec.inbox_endpoint is not None:
+                    log_listener(f"stage {spec.stage!r} replica {spec.replica} inbox",
+                                 spec.inbox_endpoint, curve is not None)
             self._broadcast("start")
             self._follow()
             self._collect_remaining_done()
@@ -209,6 +221,8 @@ class Engine:
                 self._stop_all()
             finally:
                 router.close(linger=0)
+                if auth is not None:
+                    auth.stop()
                 context.term()
                 shutil.rmtree(self.plan.run_dir, ignore_errors=True)
                 self._restore_signal_handlers(previous)

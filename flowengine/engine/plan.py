@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .security import CurveKeys
 
 __all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas"]
 
@@ -60,6 +63,7 @@ class WorkerSpec:
     reorder_window: int = 0         # per stream, for merging what merge_senders send
     multi_input: bool = False       # one node takes every input (a mixer), keyed by stage
     fused: list[Any] = field(default_factory=list)   # FusedMembers when stages are fused
+    curve: CurveKeys | None = None  # CURVE keys (server secret only if it binds an inbox)
 
     @property
     def id(self) -> str:
@@ -89,6 +93,7 @@ class Plan:
     stages: list[StagePlan]
     control_endpoint: str
     run_dir: str
+    curve: CurveKeys | None = None  # the coordinator's keys when security.curve is on
 
     @property
     def workers(self) -> list[WorkerSpec]:

@@ -9,7 +9,9 @@ so this worker chooses where each message goes (``routing``): sticky by
 ``crc32(stream id)`` so one stream always takes one path and stays in order,
 or, into an ``ordered`` stage, balanced over the replicas with room, each
 data message stamped with its place in the stream so the stage after can
-merge the parts back in order.
+merge the parts back in order. With ``security.curve`` the inbox is a CURVE
+server behind a ZAP handler and every other socket a CURVE client
+(``security.py``).
 
 Streams: a node per stream, made when the stream's caps arrive; each data
 message is pushed into it and whatever it gives is sent on. The first output
@@ -63,6 +65,7 @@ from .plan import WorkerSpec, sender_id
 from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd, \
     StreamSender
 from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
+from .security import curve_client, curve_server, start_authenticator
 from .wire import Caps, Frame, decode, message_nbytes, send_kwargs
 
 __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS"]
@@ -123,6 +126,8 @@ class Worker:
         if spec.inbox_endpoint is not None:
             self.inbox = _socket(context, zmq.PULL)
             self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm)
+            if spec.curve is not None:
+                curve_server(self.inbox, spec.curve)
             self.inbox.bind(spec.inbox_endpoint)
         # Per output edge: its PUSH sockets (one per downstream replica) and their ids.
         self.edges: list[list[tuple[str, zmq.Socket]]] = []
@@ -131,6 +136,8 @@ class Worker:
             for replica, endpoint in enumerate(edge.endpoints):
                 push = _socket(context, zmq.PUSH)
                 push.setsockopt(zmq.SNDHWM, edge.hwm)
+                if spec.curve is not None:
+                    curve_client(push, spec.curve)
                 push.connect(endpoint)
                 sockets.append((sender_id(edge.stage, replica), push))
             self.edges.append(sockets)
@@ -538,8 +545,13 @@ def run_worker(spec: WorkerSpec) -> None:
     # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     context = zmq.Context()
+    # With CURVE, the ZAP handler runs before the inbox binds: no unchecked moment.
+    auth = start_authenticator(context, spec.curve) \
+        if spec.curve is not None and spec.inbox_endpoint is not None else None
     control = _socket(context, zmq.DEALER)
     control.setsockopt(zmq.IDENTITY, spec.id.encode())
+    if spec.curve is not None:
+        curve_client(control, spec.curve)
     control.connect(spec.control_endpoint)
     worker: Worker | None = None
     code, linger = 1, LINGER_MS
@@ -558,5 +570,7 @@ def run_worker(spec: WorkerSpec) -> None:
     finally:
         if worker is not None:
             worker.close(linger)
+        if auth is not None:
+            auth.stop()
         context.destroy(linger=linger)
     sys.exit(code)
