@@ -35,6 +35,8 @@ from typing import Any
 
 from .buffers import AudioFrame
 from .config.validate import ResolvedRun, StageInfo
+from .engine.audit import AuditStage, audit_report, check_audit, clock_samples, count_buffer, \
+    new_stream_counts
 from .engine.coordinator import RunReport, StageReport, WorkerReport
 from .engine.operators import is_multi_input
 from .engine.stagenode import create_stage_node
@@ -47,9 +49,7 @@ from .pipeline import Pipeline
 from .registry import registry
 from .runner import Runner
 
-__all__ = ["run_in_process", "check_in_process", "make_output_dirs"]
-
-_MAX_SAMPLE_RATE = 768_000
+__all__ = ["run_in_process", "check_in_process", "make_output_dirs", "audit_stages"]
 
 
 def _audio_seconds(buf: Any) -> float:
@@ -62,12 +62,16 @@ def _audio_seconds(buf: Any) -> float:
 def _samples(buf: Any) -> int:
     """Samples per channel; a packet's duration when its time base is 1/sample rate (a
     container's time base, e.g. MP3's 1/14112000, does not count samples: 0)."""
-    if isinstance(buf, AudioFrame):
-        return buf.samples
-    time_base = buf.time_base
-    if time_base.numerator == 1 and time_base.denominator <= _MAX_SAMPLE_RATE:
-        return int(buf.duration or 0)
-    return 0
+    return clock_samples(buf) or 0
+
+
+def _count(report: WorkerReport, stream: str, side: str, buf: Any,
+           rate: int | None = None) -> None:
+    """One buffer in the stage's per-stream counts, as a worker counts it."""
+    counts = report.stream_counts.get(stream)
+    if counts is None:
+        counts = report.stream_counts[stream] = new_stream_counts()
+    count_buffer(counts, report.stream_clocks.setdefault(stream, {}), side, buf, rate)
 
 
 class _Metered(Node):
@@ -81,6 +85,7 @@ class _Metered(Node):
         self.output_kind = node.output_kind
         self.report = report
         self.on_output = on_output
+        self.stream: str | None = None   # a stage's node serves one stream (a source: several)
 
     @property
     def input_format(self):
@@ -95,6 +100,8 @@ class _Metered(Node):
         self.node.push(buf)
         self.report.busy_seconds += time.perf_counter() - start
         if buf is not None:
+            self.stream = buf.stream
+            _count(self.report, buf.stream, "in", buf)
             self.report.messages_in += 1
             self.report.samples_in += _samples(buf)
             self.report.seconds_in += _audio_seconds(buf)
@@ -104,6 +111,9 @@ class _Metered(Node):
         out = self.node.pull()
         self.report.busy_seconds += time.perf_counter() - start
         if isinstance(out, AudioFrame) or hasattr(out, "codec"):
+            rate = getattr(self.node.output_format, "sample_rate", None)
+            stream = self.stream if self.stream is not None else out.stream
+            _count(self.report, stream, "out", out, rate)
             self.report.messages_out += 1
             self.report.samples_out += _samples(out)
             self.report.seconds_out += _audio_seconds(out)
@@ -129,6 +139,7 @@ class _CountedInputs:
         start = time.perf_counter()
         self.node.push_input(key, buf)
         self.report.busy_seconds += time.perf_counter() - start
+        _count(self.report, key[1], "in", buf)
         self.report.messages_in += 1
         self.report.samples_in += _samples(buf)
         self.report.seconds_in += _audio_seconds(buf)
@@ -295,4 +306,12 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
         report.done = True
     report = snapshot()
     report.complete = True
+    report.audit = audit_report(audit_stages(run), report)
+    check_audit(report)       # AuditError (a FlowError) with the report attached
     return report
+
+
+def audit_stages(run: ResolvedRun) -> list[AuditStage]:
+    """The stages of `run` as the sample audit sees them (no fusion in one process)."""
+    return [AuditStage(stage.name, stage.op, stage.kind, stage.values or dict(stage.params),
+                       tuple(stage.inputs), multi_input=_is_mixer(stage)) for stage in run.stages]

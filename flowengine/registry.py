@@ -24,7 +24,9 @@ operator itself refuses.
 
 `stateful` tells the engine's router whether one stream must always reach
 the same replica (codecs, filters, resampler, dynamics, delay) or may be
-spread (identity, gain, channel_map).
+spread (identity, gain, channel_map). `expected_out` (optional) states how many
+samples the operator gives for what it takes, for the end-of-run sample audit
+(flowengine/engine/audit.py, which also holds the rules of the built-ins).
 
 Built-in operators live in flowengine/nodes/operators.py and are loaded at
 the first lookup; plugins are modules or callables published in the
@@ -110,6 +112,10 @@ class OperatorSpec:
     factory: Callable[..., Node] = field(repr=False, compare=False)
     kinds: Callable[[dict], tuple[str | None, str | None]] | None = field(
         default=None, repr=False, compare=False)
+    # Sample rule for the end-of-run audit (flowengine.engine.audit): samples_in, params,
+    # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
+    expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
+        default=None, repr=False, compare=False)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -174,7 +180,8 @@ class Registry:
 
     def operator(self, name: str, *, kind: str, inputs: str | None, outputs: str | None,
                  summary: str, stateful: bool,
-                 kinds: Callable[[dict], tuple[str | None, str | None]] | None = None):
+                 kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
+                 expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None):
         """Decorator: register a factory function as operator `name` (see module doc)."""
         if kind not in OPERATOR_KINDS:
             raise ConfigError(f"operator {name!r}: kind must be one of "
@@ -186,7 +193,7 @@ class Registry:
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
-                                _params_of(name, factory), factory, kinds)
+                                _params_of(name, factory), factory, kinds, expected_out)
             self.register(spec)
             return factory
         return register

@@ -45,6 +45,7 @@ from typing import Any
 import zmq
 
 from ..errors import WireError, WorkerFailed
+from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .plan import Plan, WorkerSpec
 from .security import curve_server, log_listener, start_authenticator
@@ -89,6 +90,8 @@ class WorkerReport:
     max_queue: int = 0
     done: bool = False
     stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per stream: sample rates (and packet time bases) in and out, for the audit.
+    stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +118,13 @@ class RunReport:
     audio_seconds: float      # seconds of audio the sinks received (the largest sink stage)
     interrupted: bool = False
     complete: bool = False
+    # The end-of-run sample audit (flowengine.engine.audit): one Finding per check.
+    audit: list[Finding] = field(default_factory=list)
+
+    @property
+    def audit_ok(self) -> bool:
+        """No audit check found samples lost or invented."""
+        return all(finding.ok for finding in self.audit)
 
     def stage(self, name: str) -> StageReport:
         for stage in self.stages:
@@ -160,7 +170,8 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
 
 
 class Engine:
-    """Runs one Plan in worker processes. `run()` returns a RunReport or raises WorkerFailed.
+    """Runs one Plan in worker processes. `run()` returns a RunReport or raises WorkerFailed,
+    or AuditError when the end-of-run sample audit finds audio lost or invented.
 
     `progress(report)` is called about every `progress_interval` seconds with a
     RunReport of the latest stats. Timeouts: `ready_timeout` for every worker
@@ -215,6 +226,8 @@ class Engine:
             self._collect_remaining_done()
             report = self.snapshot(final=True)
             report.complete = True
+            report.audit = audit_report(stages_from_plan(self.plan), report)
+            check_audit(report)       # AuditError (a FlowError) with the report attached
             return report
         finally:
             try:
@@ -317,6 +330,7 @@ class Engine:
             if kind == "done":
                 tracked.report.done = True
                 tracked.report.stream_counts = message["stream_counts"]
+                tracked.report.stream_clocks = message.get("stream_clocks", {})
                 tracked.report.queue_depth = 0
             else:
                 self._update_queue_depth(tracked)

@@ -59,6 +59,7 @@ from ..errors import CodecError, FlowError, WireError
 from ..node import AGAIN, EOF, Node
 from ..nodes.streams import take_ended_streams
 from .control import encode_control, decode_control, COORDINATOR_MESSAGES
+from .audit import clock_samples, count_buffer, new_stream_counts
 from .fanin import MultiInputFeed, StreamOrigins
 from .stagenode import create_stage_node
 from .plan import WorkerSpec, sender_id
@@ -90,9 +91,14 @@ def _seconds(buf: AudioFrame | Packet) -> float:
 
 
 def _samples(buf: AudioFrame | Packet) -> int:
-    if isinstance(buf, AudioFrame):
-        return buf.samples
-    return int(buf.duration or 0)
+    """Samples per channel; a packet's duration when its time base is 1/sample rate."""
+    return clock_samples(buf) or 0
+
+
+def _rate_of(node: Node) -> int | None:
+    """The sample rate a node's packets count at (their time base may be a container's)."""
+    fmt = getattr(node, "output_format", None)
+    return getattr(fmt, "sample_rate", None)
 
 
 class _Counts:
@@ -160,6 +166,7 @@ class Worker:
         self.nodes: dict[str, Node] = {}
         self.out_caps: dict[str, Caps] = {}
         self.stream_counts: dict[str, dict[str, int]] = {}
+        self.stream_clocks: dict[str, dict[str, int]] = {}   # rates, for the audit
         self.counts_in, self.counts_out = _Counts(), _Counts()
         self.received = 0                       # inbox messages of any kind
         self.sent_to: dict[str, int] = {}       # messages sent per downstream replica id
@@ -297,9 +304,7 @@ class Worker:
         self._send_stream(stream, frames)
         self._send_balanced_data(buf)
         self.counts_out.add(buf, message_nbytes(frames))
-        counts = self._stream_counts(stream)
-        counts["out_messages"] += 1
-        counts["out_samples"] += _samples(buf)
+        self._count(stream, "out", buf, _rate_of(node))
 
     def _end_stream_downstream(self, stream: str) -> None:
         order_end = self.stamp.order_end(stream) if self.stamp is not None else None
@@ -311,11 +316,15 @@ class Worker:
                 if isinstance(router, StickyRouter):
                     router.forget(stream)
 
+    def _count(self, stream: str, side: str, buf: Any, rate: int | None = None) -> None:
+        """Per-stream counts of one buffer, and its clock for the end-of-run audit."""
+        count_buffer(self._stream_counts(stream), self.stream_clocks.setdefault(stream, {}),
+                     side, buf, rate)
+
     def _stream_counts(self, stream: str) -> dict[str, int]:
         counts = self.stream_counts.get(stream)
         if counts is None:
-            counts = self.stream_counts[stream] = {"in_messages": 0, "in_samples": 0,
-                                                   "out_messages": 0, "out_samples": 0}
+            counts = self.stream_counts[stream] = new_stream_counts()
         return counts
 
     # ------------------------------------------------------------------- nodes
@@ -364,6 +373,8 @@ class Worker:
             if self.spec.on_error != "skip":
                 raise
             self.errors_skipped += 1
+            counts = self._stream_counts(stream)   # the audit reports the stream as skipped
+            counts["errors"] = counts.get("errors", 0) + 1
             limit = self.spec.max_errors
             if limit is not None and self.errors_skipped > limit:
                 raise FlowError(f"stage {self.spec.stage!r} stream {stream!r}: "
@@ -388,9 +399,7 @@ class Worker:
                 if out is AGAIN:  # a paced source: nothing yet; wait a little, awake to control
                     self.control.poll(5)
                     continue
-                counts = self._stream_counts(out.stream)
-                counts["in_messages"] += 1
-                counts["in_samples"] += _samples(out)
+                self._count(out.stream, "in", out, _rate_of(node))
                 self._emit(out.stream, out, node)
                 self._end_source_streams(node)
             self._end_source_streams(node)
@@ -447,9 +456,7 @@ class Worker:
                 self._on_multi_input_event(event, message.nbytes)
                 continue
             if isinstance(event, StreamData):
-                counts = self._stream_counts(event.stream)
-                counts["in_messages"] += 1
-                counts["in_samples"] += _samples(event.buffer)
+                self._count(event.stream, "in", event.buffer)
                 self.counts_in.add(event.buffer, message.nbytes)
                 if self.stamp is not None:
                     self.stamp.take(event.stream, message.order, event.buffer)
@@ -479,9 +486,7 @@ class Worker:
         multi = self.multi
         start = time.perf_counter()
         if isinstance(event, StreamData):
-            counts = self._stream_counts(event.stream)
-            counts["in_messages"] += 1
-            counts["in_samples"] += _samples(event.buffer)
+            self._count(event.stream, "in", event.buffer)
             self.counts_in.add(event.buffer, nbytes)
             multi.data(event.sender, event.stream, event.buffer)
         elif isinstance(event, StreamEnd):
@@ -518,7 +523,8 @@ class Worker:
             for dest, sock in sockets:
                 self._send(dest, sock, eof)
         self._tell("done", **self.statistics(),
-                   stream_counts={s: c for s, c in self.stream_counts.items()})
+                   stream_counts={s: c for s, c in self.stream_counts.items()},
+                   stream_clocks=self.stream_clocks)
         try:
             # Every data socket stays open until the coordinator says the end is acknowledged.
             self.started = False  # now waits for shutdown alone (start came long ago)
