@@ -5,7 +5,8 @@ The path is rendered from the stream id of the first buffer, through
 directory), missing directories are made, and an AudioFileWriter takes over.
 One writer writes one stream: the engine gives every stream its own sink node
 and finalises it at that stream's end, so each file is complete as soon as
-its stream ends. A writer that never got a buffer writes no file.
+its stream ends. A writer that never got a buffer writes no file. Like
+AudioFileWriter, the file is `PATH.part` until finalize() completes it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class TemplateFileWriter:
     @property
     def finalized(self) -> bool:
         return self._finalized
+
+    @property
+    def complete(self) -> bool:
+        """The file was completed and has its final name (a writer with no stream: nothing to
+        complete, so True once finalized)."""
+        return self.writer.complete if self.writer is not None else self._finalized
 
     def push(self, buf: AudioFrame | Packet | None) -> None:
         if buf is None:

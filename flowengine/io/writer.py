@@ -27,6 +27,13 @@ packets' durations cover (packets; priming included).
 The file is opened when the writer is built, so an unwritable path fails
 before any data; headers with the length (wav, flac, mp4, mp3's Xing frame)
 are completed by finalize(), which is idempotent.
+
+Incomplete files are never left under the final name (see `partial`): the
+bytes go to `PATH.part`, and only a finalize() that completes renames it to
+PATH (atomically). A writer left without finalize() (its stream failed, the
+process was killed) leaves PATH.part. Building a writer removes an old file at
+PATH, as overwriting it would. A PATH that exists and is not a regular file
+(a FIFO, /dev/null) is written directly: there is nothing to rename.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from ..codecs.mp3frames import parse_frame_header
 from ..errors import CodecError, FlowError, FormatError, UnknownCodecError
 from ..format import AudioFormat, as_format, check_pcm
 from .flacfile import FlacFileWriter
+from .partial import part_path
 from .reader import channel_layout, flowengine_codec_name
 
 __all__ = ["AudioFileWriter", "WRITER_EXTENSIONS", "OPUS_SAMPLE_RATES"]
@@ -66,7 +74,8 @@ _SAMPLE_FORMAT_FALLBACK = ("fltp", "flt", "s32p", "s32", "s16p", "s16")
 _ADTS_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8}
 
 
-def _open_for_writing(path: str) -> BinaryIO:
+def _open_for_writing(path: str, shown_as: str | None = None) -> BinaryIO:
+    """open(path, "wb") with an error naming `shown_as` (the output the user asked for)."""
     try:
         return open(path, "wb")
     except OSError as exc:
@@ -74,7 +83,19 @@ def _open_for_writing(path: str) -> BinaryIO:
         parent = os.path.dirname(os.path.abspath(path))
         if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
             reason = f"directory '{parent}' does not exist"
-        raise type(exc)(f"cannot write audio file '{path}': {reason}") from None
+        raise type(exc)(f"cannot write audio file '{shown_as or path}': {reason}") from None
+
+
+def _open_part_file(path: str) -> tuple[BinaryIO, str | None]:
+    """Open where `path`'s bytes go until it is complete: (file, PATH.part), or (file, None)
+    for a path that exists and is not a regular file (a FIFO, a device), written directly."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        return _open_for_writing(path), None
+    part = part_path(path)
+    file = _open_for_writing(part, shown_as=path)
+    if os.path.isfile(path) or os.path.islink(path):
+        os.remove(path)     # a stale output must not pass for this run's (overwriting removed it too)
+    return file, part
 
 
 def _check_optional_int(name: str, value, low: int, high: int | None = None) -> None:
@@ -126,7 +147,8 @@ class AudioFileWriter:
         self._flac: FlacFileWriter | None = None
         self._next_pts: int | None = None      # for packets without pts (packet time base)
         self._packet_rate: int | None = None
-        self._file = _open_for_writing(self.path)
+        self.complete = False                  # finalize() completed and renamed the file
+        self._file, self.part_path = _open_part_file(self.path)
 
     # --- public ------------------------------------------------------------------------
 
@@ -174,7 +196,9 @@ class AudioFileWriter:
                               f"got {type(buf).__name__}")
 
     def finalize(self) -> None:
-        """Flush the encoder, complete the headers and close the file. A second call does nothing."""
+        """Flush the encoder, complete the headers, close the file and give it its final name
+        (it was PATH.part until now; a finalize() that fails leaves it so). A second call does
+        nothing."""
         if self._finalized:
             return
         self._finalized = True
@@ -192,6 +216,14 @@ class AudioFileWriter:
                 self._container.close()
         finally:
             self._file.close()
+        if self.part_path is not None:
+            os.replace(self.part_path, self.path)
+        self.complete = True
+
+    @property
+    def written_path(self) -> str:
+        """Where the bytes are now: the final path once complete, else PATH.part."""
+        return self.part_path if self.part_path is not None and not self.complete else self.path
 
     def close(self) -> None:
         """Finalize (the file sink's close is its end of stream)."""
@@ -203,7 +235,7 @@ class AudioFileWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.finalize()
-        elif not self._finalized:       # an error upstream: release the file, keep the error
+        elif not self._finalized:       # an error upstream: release the file (left as PATH.part)
             self._finalized = True
             self._file.close()
 
