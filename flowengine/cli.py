@@ -10,7 +10,8 @@
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
     flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
 
-Exit codes: 0 ok, 1 the run failed, 2 bad config or usage, 130 interrupted.
+Exit codes: 0 ok, 1 the run failed (including a failed sample audit), 2 bad config or
+usage, 130 interrupted.
 Errors print as one message without a Python traceback (a failed worker's
 traceback is part of its message); `--debug` adds ours.
 """
@@ -24,13 +25,13 @@ import logging
 import os
 import shutil
 import sys
-import time
 import traceback
 from typing import Sequence, TextIO
 
 from .config import ResolvedRun, json_schema, resolve_run
 from .errors import ConfigError, FlowError, WorkerFailed
-from .progress import ProgressDisplay, stage_table
+from .engine.audit import AuditError
+from .progress import ProgressDisplay, audit_lines, stage_table
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -288,19 +289,6 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float) -> None:
-    """Name the outputs a failed run left as NAME.part (file sinks rename only complete files)."""
-    from .io.partial import incomplete_outputs
-
-    paths = [s.params["path"] for s in run.stages
-             if s.kind == "sink" and isinstance(s.params.get("path"), str)]
-    # The filesystem's clock is coarser than time.time(): allow a second of slack.
-    parts = incomplete_outputs(paths, since=since - 1.0)
-    if parts:
-        exc.add_note(f"incomplete outputs, kept as .part (never renamed to their final name): "
-                     f"{', '.join(parts)}")
-
-
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .inprocess import make_output_dirs, run_in_process
 
@@ -310,19 +298,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
-    started = time.time()
-    try:
-        if args.in_process:
-            report = run_in_process(run, progress=display.update)
-        else:
-            from .engine import Engine, build_plan
-            report = Engine(build_plan(run.config), progress=display.update).run()
-    except (FlowError, KeyboardInterrupt) as exc:
-        display.close()
-        _note_incomplete_outputs(exc, run, started)
-        raise
+    if args.in_process:
+        report = run_in_process(run, progress=display.update)
+    else:
+        from .engine import Engine, build_plan
+        report = Engine(build_plan(run.config), progress=display.update).run()
     display.close()
     print(stage_table(report), file=out)
+    print(audit_lines(report), file=out)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
           f"({report.realtime_factor:.1f}x real time) {mode}", file=out)
@@ -352,11 +335,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
         return EXIT_USAGE
-    except KeyboardInterrupt as exc:
-        print("\nflowengine: interrupted", *getattr(exc, "__notes__", ()), sep="\n",
-              file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nflowengine: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except WorkerFailed as exc:
+        _report(args, exc, "run failed")
+        return EXIT_FAILED
+    except AuditError as exc:   # the run went through but lost or invented audio
+        if exc.report is not None:
+            print(stage_table(exc.report), file=sys.stdout)
         _report(args, exc, "run failed")
         return EXIT_FAILED
     except FlowError as exc:

@@ -1,7 +1,8 @@
 """What the CLI shows of a run: a live progress line and the per-stage table at the end.
 
 Both read a `RunReport` (the multiprocess engine's, or the in-process
-runner's, which has the same shape). On a terminal the progress is one line
+runner's, which has the same shape); `audit_lines` gives the end-of-run
+sample audit under the table. On a terminal the progress is one line
 rewritten in place; elsewhere (a pipe, a log file, CI) it is one plain line
 per update.
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from .engine.audit import audit_summary
 from .engine.coordinator import RunReport, StageReport
 
-__all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts"]
+__all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines"]
 
 
 def progress_line(report: RunReport) -> str:
@@ -70,3 +72,8 @@ def stage_table(report: RunReport) -> str:
                     f"{samples:>11} {seconds:>8.2f} {busy:>7.1f} {stage.max_queue:>6} "
                     f"{int(stage.total('errors_skipped')):>7}")
     return "\n".join(rows)
+
+
+def audit_lines(report: RunReport) -> str:
+    """'audit: 3 stream(s), all balanced', or the mismatches (stage, stream, expected, got)."""
+    return audit_summary(report.audit)

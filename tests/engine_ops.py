@@ -24,7 +24,7 @@ from flowengine.node import AGAIN, EOF, PACKET, PCM, Node
 
 __all__ = ["RampSource", "PassThrough", "CheckingSink", "CrashingPass", "ExitingPass",
            "HangingPass", "SignalPass", "op", "replica_index", "StatelessPass", "SlowReplicaPass",
-           "KillReplicaPass", "ToneStreams", "PacketFileSink"]
+           "KillReplicaPass", "ToneStreams", "PacketFileSink", "DropOnePass"]
 
 RATE = 8000
 
@@ -274,3 +274,24 @@ class PacketFileSink(Node):
 
     def pull(self) -> object:
         return EOF if self.ended else AGAIN
+
+
+class DropOnePass(PassThrough):
+    """Silently loses the `at`-th buffer of stream `stream` while claiming, like gain, that
+    every sample it takes comes out: the end-of-run sample audit must catch it."""
+
+    def __init__(self, stream: str = "s1", at: int = 3) -> None:
+        super().__init__()
+        self.target, self.at, self.seen = stream, at, 0
+
+    @staticmethod
+    def expected_out(samples_in: int, params: dict, in_rate: int, out_rate: int
+                     ) -> tuple[int, int]:
+        return samples_in, samples_in
+
+    def push(self, buf: AudioFrame | None) -> None:
+        if buf is not None and buf.stream == self.target:
+            self.seen += 1
+            if self.seen == self.at:
+                return
+        super().push(buf)
