@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import traceback
 from typing import Sequence, TextIO
 
@@ -289,6 +290,19 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float) -> None:
+    """Name the outputs a failed run left as NAME.part (file sinks rename only complete files)."""
+    from .io.partial import incomplete_outputs
+
+    paths = [s.params["path"] for s in run.stages
+             if s.kind == "sink" and isinstance(s.params.get("path"), str)]
+    # The filesystem's clock is coarser than time.time(): allow a second of slack.
+    parts = incomplete_outputs(paths, since=since - 1.0)
+    if parts:
+        exc.add_note(f"incomplete outputs, kept as .part (never renamed to their final name): "
+                     f"{', '.join(parts)}")
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .inprocess import make_output_dirs, run_in_process
 
@@ -298,11 +312,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
-    if args.in_process:
-        report = run_in_process(run, progress=display.update)
-    else:
-        from .engine import Engine, build_plan
-        report = Engine(build_plan(run.config), progress=display.update).run()
+    started = time.time()
+    try:
+        if args.in_process:
+            report = run_in_process(run, progress=display.update)
+        else:
+            from .engine import Engine, build_plan
+            report = Engine(build_plan(run.config), progress=display.update).run()
+    except (FlowError, KeyboardInterrupt) as exc:
+        display.close()
+        _note_incomplete_outputs(exc, run, started)
+        raise
     display.close()
     print(stage_table(report), file=out)
     print(audit_lines(report), file=out)
@@ -335,8 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\nflowengine: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print("\nflowengine: interrupted", *getattr(exc, "__notes__", ()), sep="\n",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except WorkerFailed as exc:
         _report(args, exc, "run failed")
