@@ -23,7 +23,9 @@ finalised) as soon as the source reports that stream ended.
 
 Every stage's node is wrapped in a meter that counts messages, samples and
 seconds of audio in and out, and busy time, so the report has the same shape
-as the multiprocess engine's (`RunReport` of `StageReport`s).
+as the multiprocess engine's (`RunReport` of `StageReport`s), with the same
+per-stream counts; the run ends with the same sample audit (engine/audit.py),
+which raises AuditError on a mismatch.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ Theory of operation
 5. Whatever happens (completion, failure, Ctrl-C, an exception in the
    coordinator itself): shutdown, join with a deadline, terminate then kill
    stragglers, remove the run directory with its socket files.
+6. A complete run is audited (``audit.py``): every stream's samples through
+   every edge and stage, from each replica's final counts; a mismatch
+   raises ``AuditError`` with the report attached.
 
 Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
 their streams; EOF flows; sinks finalise their files) and the run completes
