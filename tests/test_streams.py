@@ -313,7 +313,8 @@ def test_a_short_stream_file_is_complete_while_a_long_one_is_still_written(tmp_p
     seen: list[tuple[int, bool]] = []
 
     def progress(_report) -> None:
-        short, long = out / "tone-0.mp3", out / "tone-1.mp3"
+        # A file being written is NAME.part: it gets its final name once complete.
+        short, long = out / "tone-0.mp3", out / "tone-1.mp3.part"
         if short.exists() and long.exists():
             try:
                 seen.append((len(decode(short)), len(decode(long)) >= 2.5 * RATE))
@@ -324,6 +325,7 @@ def test_a_short_stream_file_is_complete_while_a_long_one_is_still_written(tmp_p
     early = [n for n, long_complete in seen if not long_complete]
     assert early and all(0.3 * RATE <= n <= 0.3 * RATE + 2 * 1152 for n in early)
     assert len(decode(out / "tone-1.mp3")) >= 2.5 * RATE
+    assert sorted(p.name for p in out.iterdir()) == ["tone-0.mp3", "tone-1.mp3"]   # no .part
 
 
 def test_skip_in_the_engine_reports_the_bad_stream_and_completes_the_others(tmp_path):

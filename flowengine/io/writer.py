@@ -89,8 +89,8 @@ def _open_for_writing(path: str, shown_as: str | None = None) -> BinaryIO:
 def _open_part_file(path: str) -> tuple[BinaryIO, str | None]:
     """Open where `path`'s bytes go until it is complete: (file, PATH.part), or (file, None)
     for a path that exists and is not a regular file (a FIFO, a device), written directly."""
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-        return _open_for_writing(path), None
+    if os.path.exists(path) and not os.path.isfile(path):
+        return _open_for_writing(path), None        # a directory fails here, named as such
     part = part_path(path)
     file = _open_for_writing(part, shown_as=path)
     if os.path.isfile(path) or os.path.islink(path):
