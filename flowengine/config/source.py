@@ -47,32 +47,57 @@ class ConfigSource:
         return f"{self.filename}:{line}" if line else self.filename
 
 
-def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
+# YAML aliases share one node many times: a few lines can expand to billions of nodes
+# ("billion laughs") or refer to themselves. A run config is a few hundred nodes.
+MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 64
+
+
+def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], filename: str,
+                  open_nodes: set[int], budget: list[int]) -> None:
+    line = node.start_mark.line + 1
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{filename}:{line}: YAML aliases expand to more than "
+                          f"{MAX_EXPANDED_NODES} nodes (a run config needs a few hundred)")
+    if len(path) > MAX_DEPTH:
+        raise ConfigError(f"{filename}:{line}: YAML nested deeper than {MAX_DEPTH} levels")
+    if id(node) in open_nodes:
+        raise ConfigError(f"{filename}:{line}: YAML alias refers to a node that contains it "
+                          f"(a recursive structure)")
+    lines.setdefault(path, line)
+    open_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue    # a list or map as a key: safe_load refuses it (unhashable)
             key = path + (key_node.value,)
             lines[key] = key_node.start_mark.line + 1
-            _record_lines(value_node, key, lines)
+            _record_lines(value_node, key, lines, filename, open_nodes, budget)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, path + (index,), lines)
+            _record_lines(item, path + (index,), lines, filename, open_nodes, budget)
+    open_nodes.discard(id(node))
 
 
 def load_source(text: str, filename: str = "<config>") -> ConfigSource:
     """Parse YAML text; a syntax error becomes a ConfigError with file and line."""
     try:
-        data = yaml.safe_load(text)
+        # Composed (and its aliases checked) before it is constructed: safe_load would
+        # build a self-referring or exponentially shared structure first.
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[KeyPath, int] = {}
+        if root is not None:
+            _record_lines(root, (), lines, filename, set(), [MAX_EXPANDED_NODES])
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{filename}{line}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{filename}: invalid YAML: {exc}") from None
-    lines: dict[KeyPath, int] = {}
-    if root is not None:
-        _record_lines(root, (), lines)
+    except RecursionError:      # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"{filename}: invalid YAML: nested too deeply") from None
     return ConfigSource(data, filename, lines)
 
 
@@ -84,6 +109,9 @@ def load_file(path: str | Path) -> ConfigSource:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                          f"at byte offset {exc.start} ({exc.reason})") from None
     return load_source(text, str(path))
 
 
