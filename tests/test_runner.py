@@ -262,3 +262,28 @@ def test_runner_file_round_trip_decode_encode(tmp_path):
         decoded = sum(frame.samples for frame in container.decode(stream))
     assert decoded == stats["mp3_decoder"].samples_out
     assert abs(decoded - 48000) <= 1152 + 1105 + 529
+
+
+def test_a_failed_run_never_leaves_a_short_file_under_the_final_name(tmp_path):
+    class FailsLater:
+        def __init__(self):
+            self.held, self.count = [], 0
+
+        def push(self, buf):
+            self.count += buf is not None
+            if self.count == 5:
+                raise RuntimeError("the fifth buffer is bad")
+            self.held.append(buf)
+
+        def pull(self):
+            return self.held.pop(0) if self.held else None
+
+    path = tmp_path / "out.wav"
+    with pytest.raises(RuntimeError, match="the fifth buffer is bad"):
+        with AudioFileWriter(path) as writer:
+            Runner(ToneSource(seconds=1, chunk_samples=1000),
+                   [make_python_node(FailsLater(), "pcm", "pcm")], writer).run()
+    assert not path.exists()
+    assert (tmp_path / "out.wav.part").stat().st_size > 0     # what was written, marked incomplete
+    writer.close()                                            # closing again changes nothing
+    assert not path.exists()

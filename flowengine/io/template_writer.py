@@ -86,7 +86,10 @@ class TemplateFileWriter:
             self.writer.finalize()
 
     def close(self) -> None:
-        self.finalize()
+        """Release the file; unless finalize() came first it stays PATH.part (incomplete)."""
+        self._finalized = True
+        if self.writer is not None:
+            self.writer.close()
 
     def __repr__(self) -> str:
         where = f" -> '{self.writer.path}'" if self.writer is not None else ""

@@ -226,8 +226,12 @@ class AudioFileWriter:
         return self.part_path if self.part_path is not None and not self.complete else self.path
 
     def close(self) -> None:
-        """Finalize (the file sink's close is its end of stream)."""
-        self.finalize()
+        """Release the file. Without a finalize() first the stream did not end normally (an
+        error, a stopped run), so the bytes stay in PATH.part: never a short file under the
+        final name."""
+        if not self._finalized:
+            self._finalized = True
+            self._file.close()
 
     def __enter__(self) -> "AudioFileWriter":
         return self
@@ -235,9 +239,8 @@ class AudioFileWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.finalize()
-        elif not self._finalized:       # an error upstream: release the file (left as PATH.part)
-            self._finalized = True
-            self._file.close()
+        else:                            # an error upstream: the file stays PATH.part
+            self.close()
 
     def __repr__(self) -> str:
         return f"<AudioFileWriter '{self.path}' {self.container_codec} {self.format}>"
