@@ -36,6 +36,22 @@ accidental in-place write into an immediate error rather than silent
 corruption of a buffer ZeroMQ owns. On send the payload is a memoryview of
 the contiguous array; ``send_kwargs`` says whether to let ZeroMQ copy it
 (cheaper below ``ZERO_COPY_MIN_BYTES``).
+
+Batches: one ZeroMQ message may carry several wire messages back to back,
+as two frames ``[batch header, body]``: the body is the frames of every
+message concatenated (each header followed by its payload for data kinds)
+and the batch header ``{"v", "k": "batch", "m": messages, "l": [length of
+each frame]}`` says where they split. ZeroMQ's cost is per frame: measured
+here, 28 messages of 1152 stereo samples as 56 frames cost ~19 µs of the
+sender's CPU and ~24 µs of the receiver's per message, as one concatenated
+body ~5 and ~5 µs (one memcpy instead of a zmq_msg per frame). So a worker
+coalesces what it sends to one socket (``encode_batch``). ``decode_batch``
+takes a batch or a single message; it checks the batch header, that the
+lengths add up to the body and split it into whole messages, the count, and
+every message as ``decode`` does, on read-only views of the body (no copy).
+A batch of one is never built (the message goes alone), so a single message
+is exactly what it was before batches and the version stays 1: a receiver
+without batches refuses one with "unknown kind 'batch'".
 """
 
 from __future__ import annotations
@@ -62,6 +78,7 @@ __all__ = [
     "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES",
     "Caps", "Message", "encode_frame", "encode_packet", "encode_caps", "encode_eos",
     "encode_eof", "decode", "send_kwargs", "message_nbytes",
+    "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch", "decode_batch",
 ]
 
 WIRE_VERSION = 1
@@ -74,6 +91,11 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 256
 MAX_CAPS_PARAMS = 64
+BATCH_KIND = "batch"
+# Messages in one batch; a worker sends far fewer (its own limits are in outbox.py).
+MAX_BATCH_MESSAGES = 1024
+# Its header lists two frame lengths per message at most, each up to 9 bytes of msgpack.
+MAX_BATCH_HEADER_BYTES = 64 + 2 * MAX_BATCH_MESSAGES * 9
 # pyzmq copies anything smaller itself, and measured here a zero-copy send of
 # 9-32 KB blocks was 35-43 % slower than a copy.
 ZERO_COPY_MIN_BYTES = 65536
@@ -245,6 +267,19 @@ def message_nbytes(frames: Sequence[Frame]) -> int:
     return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames)
 
 
+def encode_batch(messages: Sequence[Sequence[Frame]]) -> list[Frame]:
+    """Several encoded messages as one ``[batch header, body]``; a single one goes as it is."""
+    if len(messages) == 1:
+        return list(messages[0])
+    if not 1 < len(messages) <= MAX_BATCH_MESSAGES:
+        raise WireError(f"a batch has 1 to {MAX_BATCH_MESSAGES} messages, got {len(messages)}")
+    frames = [frame for message in messages for frame in message]
+    lengths = [len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames]
+    header = _pack({"v": WIRE_VERSION, "k": BATCH_KIND, "m": len(messages), "l": lengths},
+                   MAX_BATCH_HEADER_BYTES)
+    return [header, b"".join(frames)]
+
+
 def _base_header(kind: str, stream: str, seq: int, sender: str | None,
                  order: int | None = None) -> dict[str, Any]:
     header = {"v": WIRE_VERSION, "k": kind, "s": _check_name("stream id", stream),
@@ -261,7 +296,7 @@ def _base_header(kind: str, stream: str, seq: int, sender: str | None,
 _packers = threading.local()
 
 
-def _pack(header: dict[str, Any]) -> bytes:
+def _pack(header: dict[str, Any], limit: int = MAX_HEADER_BYTES) -> bytes:
     packer = getattr(_packers, "packer", None)
     if packer is None:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True)
@@ -269,9 +304,9 @@ def _pack(header: dict[str, Any]) -> bytes:
         packed = packer.pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot encode {header.get('k')} header: {exc}") from None
-    if len(packed) > MAX_HEADER_BYTES:
+    if len(packed) > limit:
         raise WireError(f"{header.get('k')} header of {len(packed)} bytes is over the maximum "
-                        f"{MAX_HEADER_BYTES}")
+                        f"{limit}")
     return packed
 
 
@@ -380,6 +415,7 @@ _REQUIRED = {kind: frozenset(k for k, spec in schema.items() if spec.required)
 _UNPACK_LIMITS = dict(max_str_len=4 * MAX_NAME_CHARS, max_bin_len=MAX_HEADER_BYTES,
                       max_array_len=2 * MAX_CAPS_PARAMS, max_map_len=2 * MAX_CAPS_PARAMS,
                       max_ext_len=16)
+_BATCH_UNPACK_LIMITS = {**_UNPACK_LIMITS, "max_array_len": 2 * MAX_BATCH_MESSAGES}
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -398,12 +434,91 @@ def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
     if nbytes > max_message_bytes:
         raise WireError(f"message of {nbytes} bytes over the maximum {max_message_bytes}")
     header = _unpack_header(views[0])
+    return _decode_single(header, views, nbytes, writable)
+
+
+def _decode_single(header: dict, views: list[memoryview], nbytes: int,
+                   writable: bool) -> Message:
     kind = _check_version_and_kind(header)
     expected_frames = 2 if kind in DATA_KINDS else 1
     if len(views) != expected_frames:
         layout = "header, payload" if expected_frames == 2 else "header"
         raise WireError(f"{kind} message has {len(views)} frames (expected {expected_frames}: "
                         f"{layout})")
+    return _decode_message(kind, header, views, nbytes, writable)
+
+
+def decode_batch(frames: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES,
+                 max_bytes: int = MAX_MESSAGE_BYTES, writable: bool = False) -> list[Message]:
+    """Validate and decode a batch (or one plain message): its messages, in order.
+
+    The batch header's lengths must add up to the body and split it into
+    `m` whole messages, each checked as by `decode`; at most `max_messages`
+    messages and `max_bytes` bytes in all. Raises WireError for anything malformed.
+    """
+    views = _as_views(frames)
+    nbytes = sum(v.nbytes for v in views)
+    if nbytes > max_bytes:
+        raise WireError(f"message of {nbytes} bytes over the maximum {max_bytes}")
+    # A batch header's list of lengths is longer than any array a message header has.
+    header = _unpack_header(views[0], limits=_BATCH_UNPACK_LIMITS)
+    if header.get("k") != BATCH_KIND:
+        return [_decode_single(header, views, nbytes, writable)]
+    lengths = _check_batch_header(header, views, max_messages)
+    body, at = views[1], 0
+    parts = []
+    for length in lengths:
+        parts.append(body[at:at + length])
+        at += length
+    count = header["m"]
+    messages: list[Message] = []
+    index = 0
+    while index < len(parts):
+        where = f"message {len(messages) + 1} of a batch of {count}"
+        try:
+            header = _unpack_header(parts[index])
+            kind = _check_version_and_kind(header)
+            end = index + (2 if kind in DATA_KINDS else 1)
+            if end > len(parts):
+                raise WireError(f"{kind} message has no payload (the batch ends)")
+            views = parts[index:end]
+            messages.append(_decode_message(kind, header, views, sum(v.nbytes for v in views),
+                                            writable))
+        except WireError as exc:
+            raise WireError(f"{where}: {exc}") from None
+        index = end
+    if len(messages) != count:
+        raise WireError(f"batch header says {count} messages, its frames hold {len(messages)}")
+    return messages
+
+
+def _check_batch_header(header: dict, views: list[memoryview], max_messages: int) -> list[int]:
+    """The frame lengths of a valid batch header, checked against the body they split."""
+    if header.get("v") != WIRE_VERSION or type(header.get("v")) is not int:
+        raise WireError(f"batch header: unknown wire version {_short(header.get('v'))} "
+                        f"(expected {WIRE_VERSION})")
+    if header.keys() != {"v", "k", "m", "l"}:
+        odd = sorted(map(str, header.keys() ^ {"v", "k", "m", "l"}))
+        raise WireError(f"batch header: keys must be v, k, m, l (wrong: {', '.join(odd)})")
+    count, lengths = header["m"], header["l"]
+    if type(count) is not int or not 1 < count <= max_messages:
+        raise WireError(f"batch header: bad value for 'm': {_short(count)} (expected 2 to "
+                        f"{max_messages} messages)")
+    if type(lengths) is not list or not count <= len(lengths) <= 2 * count or \
+            not all(type(n) is int and n >= 0 for n in lengths):
+        raise WireError(f"batch header: bad value for 'l': {_short(lengths)} (expected "
+                        f"{count} to {2 * count} frame lengths, ints >= 0)")
+    if len(views) != 2:
+        raise WireError(f"batch has {len(views)} frames (expected 2: batch header, body)")
+    if sum(lengths) != views[1].nbytes:
+        raise WireError(f"batch header's frame lengths add up to {sum(lengths)} bytes, the "
+                        f"body has {views[1].nbytes}")
+    return lengths
+
+
+def _decode_message(kind: str, header: dict, views: list[memoryview], nbytes: int,
+                    writable: bool) -> Message:
+    """One message whose version, kind and frame count were checked."""
     if not (kind == "pcm" and _pcm_header_ok(header)):
         _check_fields(kind, header)  # the general check, with the precise error
     message = Message(kind, header.get("s"), header.get("q"), sender=header.get("src"),
@@ -444,11 +559,12 @@ def _as_views(frames: Sequence[Any]) -> list[memoryview]:
     return views
 
 
-def _unpack_header(view: memoryview) -> dict:
-    if view.nbytes > MAX_HEADER_BYTES:
-        raise WireError(f"header of {view.nbytes} bytes over the maximum {MAX_HEADER_BYTES}")
+def _unpack_header(view: memoryview, limit: int = MAX_HEADER_BYTES,
+                   limits: dict[str, int] | None = None) -> dict:
+    if view.nbytes > limit:
+        raise WireError(f"header of {view.nbytes} bytes over the maximum {limit}")
     try:
-        header = msgpack.unpackb(view, ext_hook=_reject_ext, **_UNPACK_LIMITS)
+        header = msgpack.unpackb(view, ext_hook=_reject_ext, **(limits or _UNPACK_LIMITS))
     except WireError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is a bad header

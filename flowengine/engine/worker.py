@@ -34,6 +34,12 @@ keep every socket open until the coordinator's ``shutdown`` (bounded) — a
 socket closed right after its last send can lose what is still queued, so
 delivery never relies on linger; linger only bounds the exit.
 
+Batches (``outbox.py``): what goes to one downstream socket is queued and
+sent as one ZeroMQ message when the queue is full, when the inbox is empty,
+when a source has nothing ready (or after every buffer of a paced source),
+and before any wait; a live stream's buffer therefore leaves at once while
+an offline run moves batches. The inbox takes batches or single messages.
+
 Never blocked for good: sends are non-blocking; when a downstream queue is
 full (backpressure) the worker polls for room in short slices while it keeps
 answering control messages and sending stats, so a stuck downstream shows as
@@ -67,7 +73,8 @@ from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, Str
     StreamSender
 from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
 from .security import curve_client, curve_server, start_authenticator
-from .wire import Caps, Frame, decode, message_nbytes, send_kwargs
+from .outbox import Outbox, batching
+from .wire import Caps, Frame, decode_batch, message_nbytes
 
 __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS"]
 
@@ -131,7 +138,9 @@ class Worker:
         self.inbox: zmq.Socket | None = None
         if spec.inbox_endpoint is not None:
             self.inbox = _socket(context, zmq.PULL)
-            self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm)
+            # An ordered stage's senders send one message at a time (outbox.py).
+            self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm if spec.ordered
+                                  else batching(spec.inbox_hwm)[1])
             if spec.curve is not None:
                 curve_server(self.inbox, spec.curve)
             self.inbox.bind(spec.inbox_endpoint)
@@ -141,7 +150,8 @@ class Worker:
             sockets = []
             for replica, endpoint in enumerate(edge.endpoints):
                 push = _socket(context, zmq.PUSH)
-                push.setsockopt(zmq.SNDHWM, edge.hwm)
+                push.setsockopt(zmq.SNDHWM, edge.hwm if edge.routing == BALANCED
+                                else batching(edge.hwm)[1])
                 if spec.curve is not None:
                     curve_client(push, spec.curve)
                 push.connect(endpoint)
@@ -149,6 +159,14 @@ class Worker:
             self.edges.append(sockets)
         self.sockets = [self.control] + ([self.inbox] if self.inbox else []) + \
             [push for sockets in self.edges for _, push in sockets]
+        # Per downstream replica, what waits to go out as one batch. Into an ordered stage
+        # one message at a time: its replicas are chosen by room for one message.
+        self.outboxes: dict[str, Outbox] = {
+            dest: Outbox(dest, push, max_messages=1 if edge.routing == BALANCED else
+                         batching(edge.hwm)[0])
+            for edge, sockets in zip(spec.outputs, self.edges) for dest, push in sockets}
+        # A paced source sleeps inside pull(): what it gave must not wait for the next one.
+        self.flush_each = spec.inbox_endpoint is None and spec.params.get("realtime") is True
 
         self.sender = StreamSender(self.id)
         # Per output edge, how its messages are spread over the downstream replicas.
@@ -183,7 +201,8 @@ class Worker:
 
     def service(self) -> None:
         """Answer every pending control message, send stats when due, notice an orphaned run."""
-        while self.control.poll(0):
+        # EVENTS is a plain getsockopt: Socket.poll(0) builds a Poller on every call.
+        while self.control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             message = decode_control(self.control.recv(), expect=COORDINATOR_MESSAGES)
             if message["t"] == "shutdown":
                 raise _Shutdown()
@@ -220,15 +239,26 @@ class Worker:
     # ------------------------------------------------------------------ sending
 
     def _send(self, dest: str, sock: zmq.Socket, frames: list[Frame]) -> None:
-        """Send without ever blocking for good: wait for room in slices, servicing control."""
-        kwargs = send_kwargs(frames[-1])
+        """Queue one message for `dest`; its batch goes out when full (or at the next flush)."""
+        outbox = self.outboxes[dest]
+        if outbox.add(frames, message_nbytes(frames)):
+            self._flush(outbox)
+        self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
+
+    def _flush(self, outbox: Outbox) -> None:
+        """Send `outbox` as one batch without ever blocking for good: wait for room in slices,
+        servicing control, and let the other outboxes go meanwhile when their sockets have
+        room (a stage waiting on one output never holds back another)."""
+        frames, copy = outbox.take()
+        sock = outbox.socket
         poller: zmq.Poller | None = None
         while True:
             try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK, **kwargs)
-                break
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
+                return
             except zmq.Again:
                 pass
+            self._flush_ready()
             if poller is None:
                 poller = zmq.Poller()
                 poller.register(sock, zmq.POLLOUT)
@@ -237,7 +267,18 @@ class Worker:
             poller.poll(_POLL_MS)
             self.blocked += time.perf_counter() - waited
             self.service()
-        self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
+
+    def _flush_ready(self) -> None:
+        """Send every waiting batch whose socket has room now; never waits."""
+        for outbox in self.outboxes.values():
+            if len(outbox) and outbox.socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+                self._flush(outbox)
+
+    def _flush_all(self) -> None:
+        """Send every waiting batch (before the worker waits for input or control)."""
+        for outbox in self.outboxes.values():
+            if len(outbox):
+                self._flush(outbox)
 
     def _send_stream(self, stream: str, frames: list[Frame]) -> None:
         """One message of `stream` to the replica its stream sticks to, on every sticky edge."""
@@ -271,6 +312,7 @@ class Worker:
             choice = router.choose(writable)
             if choice is not None:
                 return choice
+            self._flush_ready()
             if poller is None:
                 poller = zmq.Poller()
                 for _, sock in sockets:
@@ -397,11 +439,14 @@ class Worker:
                 if out is EOF:
                     break
                 if out is AGAIN:  # a paced source: nothing yet; wait a little, awake to control
+                    self._flush_all()
                     self.control.poll(5)
                     continue
                 self._count(out.stream, "in", out, _rate_of(node))
                 self._emit(out.stream, out, node)
                 self._end_source_streams(node)
+                if self.flush_each:
+                    self._flush_all()
             self._end_source_streams(node)
         finally:
             node.close()
@@ -421,16 +466,21 @@ class Worker:
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
+        empty = True   # the inbox was empty at the last look
         while not self.inbox_state.run_ended:
             self.service()
-            poller.poll(_POLL_MS)
+            if empty:  # about to wait: what this worker made goes out first
+                self._flush_all()
+                poller.poll(_POLL_MS)
             self._tick_multi_input()
-            # A batch of messages, but back to control within _SERVICE_S even on a slow node.
+            # Several messages, but back to control within _SERVICE_S even on a slow node.
             until = time.monotonic() + _SERVICE_S
+            empty = False
             for _ in range(_BATCH):
                 try:
                     frames = self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
+                    empty = True
                     break
                 self._on_message(frames)
                 if self.inbox_state.run_ended or time.monotonic() >= until:
@@ -441,13 +491,18 @@ class Worker:
             self._flush_multi_input()
 
     def _on_message(self, frames: list[zmq.Frame]) -> None:
-        self.received += 1
+        """One received ZeroMQ message: a batch of wire messages or a single one."""
         try:
-            message = decode(frames)
+            messages = decode_batch(frames)
         except WireError as exc:
             raise WireError(f"stage {self.spec.stage!r} replica {self.spec.replica}: bad "
                             f"message on its inbox (fed by {', '.join(self.spec.upstream)}): "
                             f"{exc}") from None
+        for message in messages:
+            self.received += 1
+            self._on_wire_message(message)  # after the run's end, InboxState refuses more
+
+    def _on_wire_message(self, message: Any) -> None:
         events = self.inbox_state.receive(message)
         if self.merge is not None:  # parts of streams spread over an ordered stage, in order
             events = self.merge.receive(events, message.order, message.info.get("order_end"))
@@ -522,6 +577,7 @@ class Worker:
         for sockets in self.edges:  # the run's end goes to every downstream replica
             for dest, sock in sockets:
                 self._send(dest, sock, eof)
+        self._flush_all()
         self._tell("done", **self.statistics(),
                    stream_counts={s: c for s, c in self.stream_counts.items()},
                    stream_clocks=self.stream_clocks)
