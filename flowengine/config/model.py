@@ -36,6 +36,13 @@ class StageConfig(BaseModel):
         "fail", description="What a bad packet does: stop the run, or be counted and skipped.")
     max_errors: int | None = Field(
         None, ge=0, description="With on_error: skip, fail once more than this many were skipped.")
+    restart: Literal["never", "on-failure"] = Field(
+        "never", description="on-failure: a replica that dies (killed, exception, hung) is "
+                             "replaced by a new worker and the run goes on; see 'Restart' in "
+                             "docs/architecture.md for what the affected streams lose.")
+    max_restarts: int = Field(
+        3, ge=0, le=1000, description="With restart: on-failure, how many replacements the "
+                                      "stage may have in one run before a failure ends the run.")
     fuse_with: Literal["previous"] | None = Field(
         None, description="Run this stage in the same worker as the stage before it (its only "
                           "input), one Pipeline per stream: no hop between them.")

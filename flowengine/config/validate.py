@@ -14,6 +14,8 @@
 - input files exist (a `files` source's globs match something: checked when
   the source is built) and output directories are writable; a per-stream
   output path (`out/{stream}.mp3`) is a valid template;
+- ``restart: on-failure`` only on stages a new worker can resume
+  (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
   whose keys load, secret files not readable by others.
 
@@ -39,6 +41,7 @@ from ..errors import ConfigError
 from .formats import StaticFormat, infer_output_format, input_requirement
 from .fusion import FusionStage, fusion_groups
 from .model import RunConfig, StageConfig
+from .restart import restart_problem
 from .source import ConfigSource
 
 __all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
@@ -410,6 +413,21 @@ def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -
         out.add(path, None, "fuse_with" if path[0] == "stages" else "fuse", str(exc))
 
 
+def _check_restart(stages: list[StageInfo], out: _Collector) -> None:
+    """`restart: on-failure` only where a replacement worker can resume streams."""
+    by_name = {s.name: s for s in stages}
+    for info in stages:
+        if info.config.restart != "on-failure":
+            continue
+        problem = restart_problem(
+            has_input=info.input_kind is not None, has_output=info.output_kind is not None,
+            multi_input=bool(getattr(getattr(info.spec, "factory", None), "multi_input", False)),
+            ordered=info.config.ordered,
+            feeds_ordered=any(by_name[c].config.ordered for c in info.consumers if c in by_name))
+        if problem:
+            out.add(("stages", info.index, "restart"), info.label, "restart", problem)
+
+
 def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
     """Input files exist; output directories exist (or can be made) and are writable."""
     for info in stages:
@@ -485,6 +503,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     edges = _check_edges(stages, out)
     _check_fusion(config, stages, out)
     _check_security(config, out)
+    _check_restart(stages, out)
     if check_paths:
         _check_paths(stages, out)
     if out.problems:

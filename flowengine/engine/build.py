@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from ..config.fusion import FusionStage, fusion_groups
 from ..config.model import RunConfig
+from ..config.restart import restart_problem
 from ..errors import ConfigError
 from .operators import OperatorInfo, kind_of, resolve_operator
 from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
@@ -127,7 +128,22 @@ def _stages(config: RunConfig) -> list[_Stage]:
                               f"node, so it runs as one replica, got replicas={replicas}")
         stages.append(_Stage(name, info, stage_config, inputs, replicas))
     _check_ordered(stages)
+    _check_restart(stages)
     return stages
+
+
+def _check_restart(stages: list[_Stage]) -> None:
+    """`restart: on-failure` only where a replacement can resume (config/restart.py)."""
+    for stage in stages:
+        if stage.config.restart != "on-failure":
+            continue
+        problem = restart_problem(
+            has_input=stage.info.input_kind is not None,
+            has_output=stage.info.output_kind is not None,
+            multi_input=stage.info.multi_input, ordered=stage.config.ordered,
+            feeds_ordered=any(s.config.ordered for s in stages if stage.name in s.inputs))
+        if problem:
+            raise ConfigError(f"stage {stage.name!r}: restart: on-failure: {problem}")
 
 
 def _check_ordered(stages: list[_Stage]) -> None:
@@ -235,6 +251,8 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               stats_interval=stats_interval, ordered=stage.config.ordered,
                               merge_senders=merge_senders, reorder_window=window,
                               multi_input=stage.info.multi_input,
+                              restart=stage.config.restart,
+                              max_restarts=stage.config.max_restarts,
                               curve=curve if curve is None or stage.inputs
                               else curve.without_server_secret())
                    for r in range(stage.replicas)]

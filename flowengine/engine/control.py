@@ -13,6 +13,8 @@ Coordinator → worker::
     start     sources may produce (every worker is ready: no slow-joiner loss)
     drain     sources stop early and end their streams normally (EOS, then EOF)
     shutdown  the run is over (or aborted): close the data sockets and exit
+    resume    ``to``: worker id of a replacement downstream replica; send it the caps of
+              every open stream routed to it (and eof again if already sent)
 
 The module is pure encode/decode, like ``wire``: no sockets.
 """
@@ -29,7 +31,7 @@ __all__ = ["WORKER_MESSAGES", "COORDINATOR_MESSAGES", "encode_control", "decode_
            "MAX_CONTROL_BYTES"]
 
 WORKER_MESSAGES = ("ready", "stats", "done", "error")
-COORDINATOR_MESSAGES = ("start", "drain", "shutdown")
+COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume")
 # A done message carries per-stream counts and an error carries a traceback: both small.
 MAX_CONTROL_BYTES = 4 * 1024 * 1024
 

@@ -51,6 +51,7 @@ from ..errors import WireError, WorkerFailed
 from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .plan import Plan, WorkerSpec
+from .restart import RestartEvent, StreamGap, account_restarts, can_restart, replace_worker
 from .security import curve_server, log_listener, start_authenticator
 from .worker import LINGER_MS, run_worker
 
@@ -92,6 +93,7 @@ class WorkerReport:
     queue_depth: int = 0          # upstream sent - received, at the latest stats
     max_queue: int = 0
     done: bool = False
+    restarts: int = 0             # replacements of this replica (restart: on-failure)
     stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per stream: sample rates (and packet time bases) in and out, for the audit.
     stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -123,6 +125,10 @@ class RunReport:
     complete: bool = False
     # The end-of-run sample audit (flowengine.engine.audit): one Finding per check.
     audit: list[Finding] = field(default_factory=list)
+    # restart: on-failure (flowengine.engine.restart): each replacement, and per stream the
+    # samples lost to them.
+    restarts: list[RestartEvent] = field(default_factory=list)
+    gaps: list[StreamGap] = field(default_factory=list)
 
     @property
     def audit_ok(self) -> bool:
@@ -152,6 +158,7 @@ class _Tracked:
     sent_to: dict[str, int] = field(default_factory=dict)
     received: int = 0
     error: dict | None = None
+    replaced: bool = False        # a replacement took over (restart.py): ignore its failures
 
 
 def _signal_name(code: int) -> str:
@@ -200,6 +207,8 @@ class Engine:
         self._signals = 0
         self._drain_sent = False
         self._started_at = 0.0
+        self.restarts: list[RestartEvent] = []
+        self._following = False   # restarts only once the run is under way
 
     # ------------------------------------------------------------------ public
 
@@ -210,6 +219,8 @@ class Engine:
         auth = start_authenticator(context, curve) if curve is not None else None
         router = context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
+        # A replacement worker connects with its predecessor's identity: let it take over.
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if curve is not None:
             curve_server(router, curve)
         previous = self._install_signal_handlers()
@@ -229,7 +240,9 @@ class Engine:
             self._collect_remaining_done()
             report = self.snapshot(final=True)
             report.complete = True
-            report.audit = audit_report(stages_from_plan(self.plan), report)
+            report.audit, report.gaps = account_restarts(
+                self.plan, report, audit_report(stages_from_plan(self.plan), report),
+                self.restarts)
             check_audit(report)       # AuditError (a FlowError) with the report attached
             return report
         finally:
@@ -254,7 +267,8 @@ class Engine:
             stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
         sinks = {s.name for s in self.plan.sinks}
         audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
-        return RunReport(self.plan.name, stages, wall, audio, interrupted=self._signals > 0)
+        return RunReport(self.plan.name, stages, wall, audio, interrupted=self._signals > 0,
+                         restarts=list(self.restarts))
 
     # --------------------------------------------------------------- processes
 
@@ -320,6 +334,7 @@ class Engine:
             message = decode_control(payload, expect=WORKER_MESSAGES)
         except WireError as exc:
             self._fail(tracked, f"sent a bad control message: {exc}")
+            return
         kind = message["t"]
         if kind == "ready":
             tracked.ready = True
@@ -369,9 +384,10 @@ class Engine:
             tracked.last_seen = now
 
     def _follow(self) -> None:
-        sinks = [self._workers[w.id] for stage in self.plan.sinks for w in stage.workers]
+        sink_ids = [w.id for stage in self.plan.sinks for w in stage.workers]
         next_progress = time.monotonic() + self.progress_interval
-        while not all(t.report.done for t in sinks):
+        self._following = True
+        while not all(self._workers[i].report.done for i in sink_ids):
             self._receive(_SLICE_S)
             self._check_processes()
             self._check_heartbeats()
@@ -421,7 +437,15 @@ class Engine:
                                     f"limit {self.heartbeat_timeout:.1f} s)")
 
     def _fail(self, tracked: _Tracked, what: str) -> None:
+        """Replace the worker (restart: on-failure, restarts left), else raise WorkerFailed."""
+        if tracked.replaced or self._workers.get(tracked.spec.id) is not tracked:
+            return                # a replacement took over already
+        if self._following and can_restart(tracked, self.restarts):
+            replace_worker(self, tracked, what)
+            return
         spec = tracked.spec
+        if tracked.report.restarts:
+            what += f" (after {tracked.report.restarts} restart(s))"
         error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "
                              f"(pid {tracked.process.pid}) {what}")
         error.stage, error.replica = spec.stage, spec.replica

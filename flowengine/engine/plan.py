@@ -14,12 +14,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .security import CurveKeys
 
-__all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas"]
+__all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas",
+           "generation_id", "split_generation"]
 
 
 def sender_id(stage: str, replica: int) -> str:
     """The id a worker uses on the wire and on the control channel: 'stage:replica'."""
     return f"{stage}:{replica}"
+
+
+def generation_id(worker_id: str, generation: int) -> str:
+    """The wire sender id of generation `generation` of worker `worker_id`."""
+    return worker_id if generation == 0 else f"{worker_id}@{generation}"
+
+
+def split_generation(wire_id: str) -> tuple[str, int]:
+    """'decode:0@2' -> ('decode:0', 2); an id without '@N' is generation 0."""
+    base, sep, generation = wire_id.rpartition("@")
+    if sep and base and generation.isdigit():
+        return base, int(generation)
+    return wire_id, 0
 
 
 def auto_replicas() -> int:
@@ -64,10 +78,19 @@ class WorkerSpec:
     multi_input: bool = False       # one node takes every input (a mixer), keyed by stage
     fused: list[Any] = field(default_factory=list)   # FusedMembers when stages are fused
     curve: CurveKeys | None = None  # CURVE keys (server secret only if it binds an inbox)
+    restart: str = "never"          # "on-failure": the coordinator replaces a dead replica
+    max_restarts: int = 3
+    generation: int = 0             # 0 for the first worker of a replica, then 1, 2, ...
 
     @property
     def id(self) -> str:
         return sender_id(self.stage, self.replica)
+
+    @property
+    def wire_id(self) -> str:
+        """The sender id on the data plane: 'stage:replica', or 'stage:replica@N' for the
+        N-th replacement, so receivers tell its messages from its dead predecessor's."""
+        return generation_id(self.id, self.generation)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 from ..buffers import AudioFrame, Packet
 from ..errors import ConfigError, WireError
 from ..node import PCM
+from .plan import split_generation
 from .wire import Caps, Frame, Message, encode_caps, encode_eof, encode_eos, encode_frame, \
     encode_packet, message_nbytes
 
@@ -82,6 +83,7 @@ class _Stream:
     caps: Caps | None = None
     messages: int = 0  # data messages
     samples: int = 0   # PCM samples per channel
+    resumed: bool = False  # opened mid-stream by a replacement worker (no completeness check)
 
 
 def _where(sender: str, stream: str) -> str:
@@ -195,6 +197,15 @@ class StreamSender:
         """Streams that had caps but no eos yet, in the order they were opened."""
         return _open_streams(self._streams)
 
+    @property
+    def eof_sent(self) -> bool:
+        return self._eof_sent
+
+    def current_caps(self, stream: str) -> Caps | None:
+        """The caps in effect on an open `stream` (None if it is not open)."""
+        record = self._streams.get(stream)
+        return record.caps if record is not None and record.state == OPEN else None
+
     def statistics(self) -> SenderStatistics:
         records = self._streams.values()
         return SenderStatistics(
@@ -297,16 +308,29 @@ class InboxState:
     `senders` are the ids of everything that feeds the inbox (e.g.
     {"decode:0", "decode:1"}). `receive` takes each decoded message and returns
     the events it produces; `RunEnd` comes once, after the last sender's eof.
+
+    Restarts (``docs/architecture.md``, Restart): a replacement of sender
+    "decode:0" sends as "decode:0@1" (then "@2", ...), with its own numbering.
+    Its first message retires the older generations: their open streams are
+    abandoned (no eos expected), anything still arriving from them is dropped
+    and counted (`dropped`), and the eof that ends the sender is the newest
+    generation's. Events always name the sender without its generation.
+    `resumed=True` is the inbox of a replacement worker: a stream it meets
+    in the middle is dropped (counted) up to its next caps, which opens it at
+    that caps' seq; its eos is then not checked for completeness (the part the
+    dead worker had is not here).
     """
 
     def __init__(self, senders: Iterable[str], *,
-                 on_loss: Literal["raise", "report"] = "raise") -> None:
+                 on_loss: Literal["raise", "report"] = "raise", resumed: bool = False) -> None:
         self.senders = frozenset(senders)
         if not self.senders:
             raise ConfigError("an inbox needs at least one sender")
         if on_loss not in ("raise", "report"):
             raise ConfigError(f"on_loss must be 'raise' or 'report', got {on_loss!r}")
         self.on_loss = on_loss
+        self.resumed = resumed
+        self._generations: dict[str, int] = {}
         self._open = set(self.senders)
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._messages = self._bytes = self._violations = self._dropped = 0
@@ -321,14 +345,24 @@ class InboxState:
 
     def receive(self, message: Message) -> list[Event]:
         """Check one message against the protocol and return what it means."""
-        sender = self._check_sender(message)
+        sender, wire = self._check_sender(message)
         self._messages += 1
         self._bytes += message.nbytes
+        if wire is None:          # a retired generation of a restarted sender
+            self._dropped += 1
+            return []
         if message.kind == "eof":
-            return self._receive_eof(sender)
+            return self._receive_eof(sender, wire)
         stream = message.stream
-        key = (sender, stream)
-        record = self._streams.get(key) or _Stream()
+        key = (wire, stream)
+        record = self._streams.get(key)
+        if record is None:
+            if self.resumed and message.kind != "caps":
+                self._dropped += 1    # the middle of a stream, before its replayed caps
+                return []
+            record = _Stream()
+            if self.resumed and message.seq:
+                record.next_seq, record.resumed = message.seq, True
         events: list[Event] = []
         if message.seq != record.next_seq:
             error = self._seq_error(record.next_seq, message.seq, sender, stream)
@@ -363,8 +397,11 @@ class InboxState:
             packets=sum(r.messages for r in records if r.caps is not None and r.caps.kind != PCM),
             bytes=self._bytes, violations=self._violations, dropped=self._dropped)
 
-    def _check_sender(self, message: Message) -> str:
-        sender, kind = message.sender, message.kind
+    def _check_sender(self, message: Message) -> tuple[str, str | None]:
+        """(sender id without generation, wire id); the wire id is None for a message of a
+        generation that a newer one has replaced."""
+        wire, kind = message.sender, message.kind
+        sender, generation = split_generation(wire) if wire is not None else (None, 0)
         if not self._open:
             raise ProtocolError(f"{kind} from {sender!r} after the run ended (eof from every "
                                 f"sender)", problem="ended", sender=sender)
@@ -375,14 +412,26 @@ class InboxState:
             known = ", ".join(repr(s) for s in sorted(self.senders))
             raise ProtocolError(f"{kind} from unknown sender {sender!r} (expected one of "
                                 f"{known})", problem="unknown_sender", sender=sender)
+        current = self._generations.get(sender, 0)
+        if generation < current:
+            return sender, None
         if sender not in self._open:
             raise ProtocolError(f"sender {sender!r}: {kind} after its eof", problem="ended",
                                 sender=sender)
-        return sender
+        if generation > current:
+            self._retire(sender, generation)
+        return sender, wire
 
-    def _receive_eof(self, sender: str) -> list[Event]:
+    def _retire(self, sender: str, generation: int) -> None:
+        """Generation `generation` of `sender` took over: abandon the older ones' streams."""
+        self._generations[sender] = generation
+        for (wire, stream), record in self._streams.items():
+            if record.state == OPEN and split_generation(wire)[0] == sender:
+                record.state = ENDED
+
+    def _receive_eof(self, sender: str, wire: str) -> list[Event]:
         still_open = [stream for (s, stream), r in self._streams.items()
-                      if s == sender and r.state == OPEN]
+                      if s == wire and r.state == OPEN]
         if still_open:
             names = ", ".join(repr(s) for s in still_open)
             raise ProtocolError(f"sender {sender!r}: eof while stream(s) {names} still open "
@@ -421,7 +470,7 @@ class InboxState:
     def _eos(self, record: _Stream, sender: str, stream: str, info: dict,
              events: list[Event]) -> StreamEnd:
         sent = (info["messages"], info["samples"])
-        if sent != (record.messages, record.samples):
+        if sent != (record.messages, record.samples) and not record.resumed:
             self._loss(ProtocolError(
                 f"{_where(sender, stream)}: incomplete: eos says {sent[0]} message(s), "
                 f"{sent[1]} sample(s); received {record.messages}, {record.samples}",

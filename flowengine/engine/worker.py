@@ -71,6 +71,7 @@ from .stagenode import create_stage_node
 from .plan import WorkerSpec, sender_id
 from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd, \
     StreamSender
+from .resume import resume_downstream
 from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
 from .security import curve_client, curve_server, start_authenticator
 from .outbox import Outbox, batching
@@ -168,7 +169,9 @@ class Worker:
         # A paced source sleeps inside pull(): what it gave must not wait for the next one.
         self.flush_each = spec.inbox_endpoint is None and spec.params.get("realtime") is True
 
-        self.sender = StreamSender(self.id)
+        # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
+        self.sender = StreamSender(spec.wire_id)
+        self.resume_to: list[str] = []   # replacement replicas waiting for our caps
         # Per output edge, how its messages are spread over the downstream replicas.
         self.routers = [BalancedRouter(self.id, len(edge.endpoints)) if edge.routing == BALANCED
                         else StickyRouter(len(edge.endpoints)) for edge in spec.outputs]
@@ -176,7 +179,8 @@ class Worker:
         merged_stages = sorted({s.rpartition(":")[0] for s in spec.merge_senders})
         self.merge = OrderedMerge(spec.merge_senders, spec.reorder_window,
                                   stage=", ".join(merged_stages)) if spec.merge_senders else None
-        self.inbox_state = InboxState(spec.upstream) if spec.upstream else None
+        self.inbox_state = InboxState(spec.upstream, resumed=spec.generation > 0) \
+            if spec.upstream else None
         # Fan-in: a stream id from one upstream stage only; a mixer's one node takes them all.
         self.origins = StreamOrigins(spec.stage, spec.upstream)
         self.multi = MultiInputFeed(self._new_node(), spec.upstream) if spec.multi_input \
@@ -210,6 +214,8 @@ class Worker:
                 self.started = True
             elif message["t"] == "drain":
                 self.draining = True
+            elif message["t"] == "resume":
+                self.resume_to.append(message["to"])   # sent at the next safe point
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + self.spec.stats_interval
@@ -234,7 +240,13 @@ class Worker:
                 return False
             self.control.poll(_POLL_MS)
             self.service()
+            self._resume()
         return True
+
+    def _resume(self) -> None:
+        """Caps (and eof) to replacement replicas downstream; only between two buffers."""
+        while self.resume_to:
+            resume_downstream(self, self.resume_to.pop(0))
 
     # ------------------------------------------------------------------ sending
 
@@ -433,6 +445,7 @@ class Worker:
         try:
             while not self.draining:
                 self.service()
+                self._resume()
                 start = time.perf_counter()
                 out = node.pull()
                 self.busy += time.perf_counter() - start
@@ -469,6 +482,7 @@ class Worker:
         empty = True   # the inbox was empty at the last look
         while not self.inbox_state.run_ended:
             self.service()
+            self._resume()
             if empty:  # about to wait: what this worker made goes out first
                 self._flush_all()
                 poller.poll(_POLL_MS)
