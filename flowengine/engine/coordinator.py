@@ -51,6 +51,7 @@ from ..errors import WireError, WorkerFailed
 from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .plan import Plan, WorkerSpec
+from .preload import modules_for
 from .restart import RestartEvent, StreamGap, account_restarts, can_restart, replace_worker
 from .security import curve_server, log_listener, start_authenticator
 from .worker import LINGER_MS, run_worker
@@ -58,7 +59,8 @@ from .worker import LINGER_MS, run_worker
 __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
            "PRELOAD_MODULES"]
 
-# Imported once in the forkserver, so each worker process starts without re-importing them.
+# Imported once in the forkserver, so each worker process starts without re-importing them;
+# with the modules the plan's operators need (preload.modules_for).
 PRELOAD_MODULES = ["flowengine.engine.worker", "flowengine.registry"]
 
 _SLICE_S = 0.1
@@ -274,7 +276,10 @@ class Engine:
 
     def _start_processes(self) -> None:
         mp = multiprocessing.get_context("forkserver")
-        mp.set_forkserver_preload(PRELOAD_MODULES)
+        ops = [w.op for w in self.plan.workers] + \
+            [m.op for w in self.plan.workers for m in w.fused]
+        # Only the first run of this process starts the forkserver; workers warm() the rest.
+        mp.set_forkserver_preload(list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES)))
         for spec in self.plan.workers:
             process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
                                  daemon=True)

@@ -69,6 +69,7 @@ from .audit import clock_samples, count_buffer, new_stream_counts
 from .fanin import MultiInputFeed, StreamOrigins
 from .stagenode import create_stage_node
 from .plan import WorkerSpec, sender_id
+from .preload import warm
 from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd, \
     StreamSender
 from .resume import resume_downstream
@@ -582,6 +583,8 @@ class Worker:
 
     def run(self) -> int:
         """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""
+        # Heavy imports now, in every worker at once, not on the first buffer down the chain.
+        warm([self.spec.op] + [member.op for member in self.spec.fused])
         self._tell("ready", pid=os.getpid())
         if self.inbox is None:
             self._run_source()

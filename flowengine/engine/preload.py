@@ -1,0 +1,41 @@
+"""What worker processes should import before a run starts, and the import itself.
+
+A worker created by the forkserver starts from a copy of it, so whatever the
+forkserver imported is free for every worker. The forkserver preloads
+`modules_for(plan ops)`: the worker code, this module (importing it loads the
+operator registry with its plugins: ~0.13 s a worker paid on its first
+buffer, one stage after another along the chain) and ``scipy.signal`` when a
+stage runs an operator that filters (~1.4 s per worker otherwise).
+
+The forkserver is started once per coordinator process and keeps its first
+preload list; a later run with other operators still gets them imported in
+each worker before it reports ready (`warm`), all workers at once, rather
+than on the data path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from ..registry import registry
+
+__all__ = ["BASE_MODULES", "SCIPY_OPS", "modules_for", "warm"]
+
+BASE_MODULES = ["flowengine.engine.worker", "flowengine.engine.preload"]
+# Operators whose nodes call scipy.signal (flowengine.processors._scipy imports it lazily).
+SCIPY_OPS = frozenset({"fir", "iir", "lowpass", "highpass", "compressor", "loudness"})
+
+
+def modules_for(ops: Iterable[str]) -> list[str]:
+    """The modules to preload for a run whose stages (fused members included) run `ops`."""
+    return BASE_MODULES + (["scipy.signal"] if SCIPY_OPS.intersection(ops) else [])
+
+
+def warm(ops: Iterable[str]) -> None:
+    """Import now what the nodes of `ops` would import on their first buffer."""
+    for name in modules_for(ops)[len(BASE_MODULES):]:
+        importlib.import_module(name)
+
+
+registry.names()  # loads the built-in operators and the plugins, once, in the forkserver
