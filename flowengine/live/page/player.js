@@ -187,7 +187,9 @@
       stats.skippedFrames += msg.frames;
       show("skipped", String(stats.skippedFrames));
     } else if (msg.type === "end") {
+      if (stats.state === "unsupported") return;      // keep saying why nothing played
       message("The stream ended (" + msg.reason + "); waiting for it to start again.");
+      setState("waiting");
       if (mediaSource && mediaSource.readyState === "open" && sourceBuffer && !sourceBuffer.updating) {
         pump();
       }
