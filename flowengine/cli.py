@@ -6,7 +6,7 @@
     flowengine ops [NAME]
     flowengine schema
     flowengine keys DIR [--force]
-    flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T]
+    flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T] [--viewer-token V]
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
     flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- live streaming ----------------------------------------------------------------------
 
 _TOKEN_ENV = "FLOWENGINE_LIVE_TOKEN"
+_VIEWER_TOKEN_ENV = "FLOWENGINE_VIEWER_TOKEN"
 
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +97,10 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
                         help="TCP ingest for senders (default 23457)")
     parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
                         help=f"shared secret senders must send first (default: ${_TOKEN_ENV})")
+    parser.add_argument("--viewer-token", default=os.environ.get(_VIEWER_TOKEN_ENV),
+                        help="secret /ws and /stats require (?token= or Authorization: Bearer; "
+                             f"open the page as /?token=...; default: ${_VIEWER_TOKEN_ENV}; "
+                             "the ingest token never doubles as it)")
     parser.add_argument("--max-frame-bytes", type=int, default=1 << 16,
                         help="larger ingest frames close the sender's connection")
     parser.add_argument("--client-queue-frames", type=int, default=256,
@@ -154,7 +159,8 @@ def _live_config(args: argparse.Namespace):
             raise ConfigError(f"--{name.replace('_', '-')} must be 0..65535, got "
                               f"{getattr(args, name)}")
     return LiveConfig(host=args.host, http_port=args.http_port, ingest_port=args.ingest_port,
-                      token=args.token, max_frame_bytes=args.max_frame_bytes,
+                      token=args.token, viewer_token=args.viewer_token or None,
+                      max_frame_bytes=args.max_frame_bytes,
                       client_queue_frames=args.client_queue_frames)
 
 
@@ -175,8 +181,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     _live_logging()
     config = _live_config(args)
     try:
-        serve(config, lambda server: print(f"flowengine serve: open {server.url}; senders push "
-                                           f"to tcp://{config.host}:{server.ingest_port}",
+        serve(config, lambda server: print(f"flowengine serve: open {server.page_hint}; senders "
+                                           f"push to tcp://{config.host}:{server.ingest_port}",
                                            file=out, flush=True))
     except OSError as exc:
         raise FlowError(f"cannot listen on {config.host}: {exc.strerror or exc}") from None

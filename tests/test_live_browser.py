@@ -240,3 +240,39 @@ def test_page_recovers_when_the_stream_restarts(server, tab):
         assert tab.text("message") == ""
         stats = assert_clean_stream(tab, "mp3", metadata_count=2)
     assert stats["restarts"] == 1
+
+
+# ---- the viewer token ----------------------------------------------------------------------------
+
+VIEWER_TOKEN = "v1ewer t0ken/+"      # characters the page must percent-encode on the way to /ws
+
+
+@pytest.fixture
+def guarded_server():
+    config = LiveConfig(http_port=0, ingest_port=0, idle_timeout=5.0, viewer_token=VIEWER_TOKEN)
+    with LiveServerThread(config) as srv:
+        yield srv
+
+
+def test_page_passes_its_viewer_token_to_the_websocket(guarded_server, tab):
+    from urllib.parse import quote
+    with sender_thread(guarded_server, "mp3", seconds=3.0):
+        tab.page.goto(guarded_server.url + f"?token={quote(VIEWER_TOKEN, safe='')}&autoplay=1")
+        tab.assert_plays(1.0)
+    assert tab.problems == [] and tab.stats()["mseErrors"] == 0
+    assert tab.text("message") in ("", "The stream ended (end of stream); waiting for it to "
+                                       "start again.")
+
+
+@pytest.mark.parametrize("query, status, error", [
+    ("?token=WRONG&autoplay=1", 403, "wrong viewer token"),
+    ("?autoplay=1", 401, "a viewer token is required: add ?token=... to the URL or send "
+                         "'Authorization: Bearer ...'"),
+])
+def test_page_says_when_the_server_refuses_it(guarded_server, tab, query, status, error):
+    tab.page.goto(guarded_server.url + query)
+    tab.wait_for("s.state === 'refused'", "the page to say it was refused")
+    assert tab.text("message") == (f"The server refused this page: {error} (HTTP {status}). "
+                                   f"Open the page as /?token=<the viewer token>.")
+    assert tab.stats()["framesReceived"] == 0
+    assert guarded_server.call(lambda: len(guarded_server.hub.clients)) == 0

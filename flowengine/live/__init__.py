@@ -5,6 +5,7 @@
     hub.py        live streams and one bounded queue per WebSocket client
     ingest.py     the TCP ingest server (asyncio)
     broadcast.py  the HTTP + WebSocket server (aiohttp) and the player page (page/)
+    viewer_token.py  the viewer token check of /ws and /stats (pure)
     server.py     ingest + hub + broadcast on one loop (`flowengine serve`)
     push.py       the TCP push client, reconnecting with back-off
     sender.py     the paced push sink and `flowengine send`

@@ -6,6 +6,12 @@
                      ?stream=NAME follows that stream, otherwise the stream started last
     GET /stats       JSON: clients, frames, bytes, drops, streams (Hub.stats)
 
+With a viewer token (viewer_token.py), /ws and /stats answer a request
+without it 401 and one with a wrong one 403 (a JSON error, a log line that
+does not echo what was sent), before any WebSocket upgrade: a refused client
+never gets a byte of the stream. The page and its script need no token (they
+hold no data); the page passes the `token` of its own URL on to /ws.
+
 Each client has a writer task that drains its hub queue. A send that does
 not complete within `send_timeout` seconds (the client stopped reading and
 the socket buffers are full) drops the client: its connection is aborted
@@ -22,6 +28,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .hub import Client, Hub
+from .viewer_token import TOKEN_PARAM, refusal
 
 __all__ = ["Broadcast", "PAGE_DIR", "PAGE_FILES"]
 
@@ -36,10 +43,13 @@ _MAX_CLIENT_MESSAGE = 4096
 class Broadcast:
     """The aiohttp application over a Hub."""
 
-    def __init__(self, hub: Hub, send_timeout: float = 5.0, info: dict | None = None) -> None:
+    def __init__(self, hub: Hub, send_timeout: float = 5.0, info: dict | None = None,
+                 viewer_token: str | None = None) -> None:
         self.hub = hub
         self.send_timeout = send_timeout
         self.info = dict(info or {})
+        self.viewer_token = viewer_token
+        self.viewers_refused = 0
         self._pages = {route: ((PAGE_DIR / name).read_bytes(), kind)
                        for route, (name, kind) in PAGE_FILES.items()}
         self._writers: set[asyncio.Task] = set()
@@ -59,11 +69,31 @@ class Broadcast:
         return web.Response(body=body, content_type=kind, charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        """The 401/403 answer to a request without the viewer token (None: let it in)."""
+        refused = refusal(self.viewer_token, request.query.get(TOKEN_PARAM),
+                          request.headers.get("Authorization"))
+        if refused is None:
+            return None
+        self.viewers_refused += 1
+        log.warning("http %s: %s refused (%d): %s", request.remote or "?", request.path,
+                    refused.status, refused.error)
+        headers = {"Cache-Control": "no-store"}
+        if refused.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="flowengine live"'
+        return web.json_response({"error": refused.error}, status=refused.status,
+                                 headers=headers)
+
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.info, **self.hub.stats()},
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        return web.json_response({**self.info, **self.hub.stats(),
+                                  "viewers_refused": self.viewers_refused},
                                  headers={"Cache-Control": "no-store"})
 
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if (refused := self._refuse(request)) is not None:
+            return refused
         ws = web.WebSocketResponse(max_msg_size=_MAX_CLIENT_MESSAGE, compress=False)
         await ws.prepare(request)
         peer = request.remote or "?"

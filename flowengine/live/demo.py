@@ -51,7 +51,7 @@ def run_demo(config: LiveConfig, options: SenderOptions, out: TextIO = sys.stdou
         if config.token:
             env = {**os.environ, "FLOWENGINE_LIVE_TOKEN": config.token}
         sender = subprocess.Popen(sender_command(options), env=env)
-        print(f"flowengine demo: open {server.url} and press Start "
+        print(f"flowengine demo: open {server.page_hint} and press Start "
               f"(sender pid {sender.pid}; Ctrl-C stops)", file=out, flush=True)
 
     try:

@@ -10,6 +10,11 @@
 server binds 127.0.0.1 unless given another host, and logs where it listens.
 With `ingest_port=None` there is no ingest: streams come from
 `publish_*` calls (the ws_broadcast sink operator).
+
+Two secrets, both optional and independent: `token` guards the ingest (a
+sender's first frame), `viewer_token` guards /ws and /stats (`?token=` or
+`Authorization: Bearer`, viewer_token.py). The ingest token never doubles as
+the viewer token: viewer URLs get shared, and must not let anyone push.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import threading
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
+
+from ..errors import ConfigError
 
 from .broadcast import Broadcast
 from .framing import DEFAULT_MAX_FRAME_BYTES
@@ -34,6 +41,8 @@ __all__ = ["LiveConfig", "LiveServer", "LiveServerThread", "LoopThread", "HubTar
 log = logging.getLogger("flowengine.live")
 
 _START_TIMEOUT = 10.0
+_SECRETS = ("token", "viewer_token")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -42,7 +51,8 @@ class LiveConfig:
     http_port: int = DEFAULT_HTTP_PORT
     ingest_host: str | None = None           # None: the same as host
     ingest_port: int | None = DEFAULT_INGEST_PORT
-    token: str | None = None
+    token: str | None = None                 # ingest: the sender's first frame
+    viewer_token: str | None = None          # /ws and /stats: ?token= or Authorization: Bearer
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     idle_timeout: float = 30.0
     client_queue_frames: int = DEFAULT_CLIENT_QUEUE_FRAMES
@@ -93,6 +103,11 @@ class LiveServer:
         return f"http://{self._url_host}:{self.http_port}/"
 
     @property
+    def page_hint(self) -> str:
+        """The page's URL, and how to give it the viewer token (which is not printed)."""
+        return self.url + (" with ?token=<the viewer token>" if self.config.viewer_token else "")
+
+    @property
     def ws_url(self) -> str:
         return f"ws://{self._url_host}:{self.http_port}/ws"
 
@@ -103,24 +118,28 @@ class LiveServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.viewer_token == "":
+            raise ConfigError("viewer_token is empty: give a secret, or None for no viewer token")
         if cfg.ingest_port is not None:
             self._ingest = IngestServer(HubTarget(self.hub), IngestConfig(
                 host=cfg.ingest_host or cfg.host, port=cfg.ingest_port, token=cfg.token,
                 max_frame_bytes=cfg.max_frame_bytes, idle_timeout=cfg.idle_timeout))
             await self._ingest.start()
             self.ingest_port = self._ingest.port
-        info = {"server": {k: v for k, v in asdict(self.config).items() if k != "token"}}
-        broadcast = Broadcast(self.hub, cfg.send_timeout, info)
+        info = {"server": {k: v for k, v in asdict(self.config).items() if k not in _SECRETS}}
+        broadcast = Broadcast(self.hub, cfg.send_timeout, info, cfg.viewer_token)
         self._runner = web.AppRunner(broadcast.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.http_port)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
         info["server"].update(http_port=self.http_port, ingest_port=self.ingest_port)
-        log.info("player page and WebSocket on %s (ws %s, stats %sstats)", self.url, self.ws_url,
-                 self.url)
-        if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("listening on %s: reachable from other machines", cfg.host)
+        log.info("player page and WebSocket on %s (ws %s, stats %sstats)%s", self.url, self.ws_url,
+                 self.url, " (viewer token required for ws and stats)" if cfg.viewer_token else "")
+        if cfg.host not in _LOOPBACK:
+            log.warning("listening on %s: reachable from other machines%s", cfg.host,
+                        "" if cfg.viewer_token else
+                        "; anyone who reaches it can listen (no viewer token)")
 
     async def stop(self) -> None:
         if self._ingest is not None:

@@ -68,10 +68,12 @@ def tcp_push(host: str = "127.0.0.1", port: int = DEFAULT_INGEST_PORT, token: st
           summary="Serve MP3/AAC packets to browsers: player page, WebSocket, /stats")
 def ws_broadcast(host: str = "127.0.0.1", port: int = DEFAULT_HTTP_PORT,
                  realtime: bool = False, client_queue_frames: int = DEFAULT_CLIENT_QUEUE_FRAMES,
-                 send_timeout: float = 5.0, linger_seconds: float = 0.0) -> Node:
+                 send_timeout: float = 5.0, linger_seconds: float = 0.0,
+                 viewer_token: str | None = None) -> Node:
     """
     host: address to listen on (127.0.0.1: this machine only)
     port: HTTP and WebSocket port (0: any free port)
+    viewer_token: secret /ws and /stats require (?token= or Authorization: Bearer)
     realtime: pace the packets at real time (for sources that are not live)
     client_queue_frames: frames queued per client before it skips ahead
     send_timeout: a client stuck this long in one send is dropped
@@ -80,5 +82,6 @@ def ws_broadcast(host: str = "127.0.0.1", port: int = DEFAULT_HTTP_PORT,
     from ..live.nodes import BroadcastSinkNode
     from ..live.server import LiveConfig
     config = LiveConfig(host=host, http_port=port, ingest_port=None,
-                        client_queue_frames=client_queue_frames, send_timeout=send_timeout)
+                        client_queue_frames=client_queue_frames, send_timeout=send_timeout,
+                        viewer_token=viewer_token)
     return BroadcastSinkNode(config, realtime=realtime, linger_seconds=linger_seconds)

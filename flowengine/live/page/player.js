@@ -7,7 +7,10 @@
 //
 // Query options: ?autoplay=1 starts at once, muted (browsers allow muted
 // autoplay); ?stream=NAME follows one stream; ?target=0.3 is the buffer
-// (seconds) the player keeps ahead after catching up.
+// (seconds) the player keeps ahead after catching up; ?token=T is the
+// server's viewer token, passed on to /ws. A WebSocket the server refuses
+// (401/403 before the upgrade) only shows the browser a failed connection,
+// so the page then asks /stats, guarded by the same token, for the reason.
 //
 // window.flowengineStats is the page's state for tests and benchmarks.
 "use strict";
@@ -24,6 +27,7 @@
 
   const stats = window.flowengineStats = {
     state: "stopped",          // stopped | connecting | waiting | playing | unsupported | error
+                               // | refused (the server wants a viewer token)
     stream: null,
     codec: null,
     mime: null,
@@ -238,26 +242,58 @@
 
   // ---- connection -----------------------------------------------------------------------------
 
+  // The viewer token of this page's URL, for the server (empty when there is none).
+  function serverQuery() {
+    const query = new URLSearchParams();
+    if (params.get("token")) query.set("token", params.get("token"));
+    return query;
+  }
+
+  function queryText(query) {
+    const text = query.toString();
+    return text ? "?" + text : "";
+  }
+
+  // The WebSocket never opened: a refused viewer token, or no server at all.
+  function explainRefusal() {
+    fetch("/stats" + queryText(serverQuery()), { cache: "no-store" })
+      .then((response) => {
+        if (response.status !== 401 && response.status !== 403) {
+          message("Could not connect to the server's WebSocket (HTTP " + response.status +
+                  " from /stats).");
+          return;
+        }
+        return response.json().then((body) => {
+          setState("refused");
+          message("The server refused this page: " + body.error + " (HTTP " + response.status +
+                  "). Open the page as /?token=<the viewer token>.");
+        });
+      })
+      .catch(() => message("Could not connect to the server."));
+  }
+
   function start() {
     if (ws) return;
     $("start").disabled = true;
     $("stop").disabled = false;
     setState("connecting");
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const stream = params.get("stream");
-    const url = scheme + "//" + window.location.host + "/ws" +
-                (stream ? "?stream=" + encodeURIComponent(stream) : "");
+    const query = serverQuery();
+    if (params.get("stream")) query.set("stream", params.get("stream"));
+    const url = scheme + "//" + window.location.host + "/ws" + queryText(query);
     ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
+    let opened = false;
+    ws.onopen = () => { opened = true; };
     ws.onmessage = (event) => {
       if (typeof event.data === "string") onText(event.data);
       else { noteKind("binary"); onFrame(event.data); }
     };
     ws.onclose = () => {
-      if (stats.state !== "stopped") {
-        message("The connection to the server closed.");
-        stop();
-      }
+      if (stats.state === "stopped") return;
+      stop();
+      if (opened) message("The connection to the server closed.");
+      else explainRefusal();
     };
     ticker = setInterval(tick, 250);
     play();     // inside the click: lets the browser start audio later
