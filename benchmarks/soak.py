@@ -3,10 +3,11 @@ processes must not grow.
 
 Real processes: the server is ``python -m flowengine serve`` (ephemeral ports),
 the sender ``python -m flowengine send --codec mp3 --tone`` (an endless tone,
-paced at real time); the three WebSocket clients are aiohttp clients in this
-process. Two clients keep up; the third reads one message per second through a
-tiny receive buffer, so the server has to skip it ahead or drop it (it
-reconnects after a drop, so the slow path is exercised for the whole run).
+paced at real time); the three WebSocket clients run in this process. Two
+(aiohttp) keep up; the third reads one message per second through a tiny TCP
+window and small segments, so the server has to skip it ahead or drop it
+(about 35 s after it joins); it reconnects after each drop, so the slow path
+is exercised for the whole run.
 
 Every ``interval`` seconds (10 s, 2 s in runs of 5 minutes or less) it reads
 VmRSS and Threads from /proc/PID/status and counts /proc/PID/fd for the
