@@ -15,7 +15,6 @@ than on the data path.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 
 from ..registry import registry
@@ -34,8 +33,8 @@ def modules_for(ops: Iterable[str]) -> list[str]:
 
 def warm(ops: Iterable[str]) -> None:
     """Import now what the nodes of `ops` would import on their first buffer."""
-    for name in modules_for(ops)[len(BASE_MODULES):]:
-        importlib.import_module(name)
+    if SCIPY_OPS.intersection(ops):
+        import scipy.signal  # noqa: F401 - the import is the point (cached after the first)
 
 
 registry.names()  # loads the built-in operators and the plugins, once, in the forkserver
