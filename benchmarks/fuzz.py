@@ -67,7 +67,8 @@ def fuzz_target(name: str, cases: int, worker: FuzzWorker, run_seed: int) -> dic
         outcomes[f"{outcome.status}:{outcome.label}"] += 1
         if outcome.failed:
             failures.append(_save_failure(name, len(failures), outcome, case))
-            rss.pop("warm_mb", None)        # a new worker: measure growth from its warm point
+            if outcome.status in ("hang", "crash", "memory"):
+                rss.pop("warm_mb", None)    # a new worker: measure growth from its warm point
         else:
             mb = outcome.rss_bytes / 2**20
             rss["max_mb"] = max(rss.get("max_mb", 0.0), mb)

@@ -488,7 +488,7 @@ def _hang(_case) -> None:
 def _allocate(_case) -> None:
     hoard = []
     while True:
-        hoard.append(np.ones(1 << 27, np.uint8))    # 128 MB at a time, touched
+        hoard.append(np.empty(1 << 27, np.uint8))   # 128 MB of address space at a time
 
 
 def _segfault(_case) -> None:

@@ -68,7 +68,8 @@ def _open_container(path: str) -> av.container.InputContainer:
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise FormatError(f"'{path}' is empty (0 bytes): not an audio file")
     try:
-        return av.open(path, "r")
+        # Tags are text of any encoding: one bad byte must not make the audio unreadable.
+        return av.open(path, "r", metadata_errors="replace")
     except (PermissionError, IsADirectoryError) as exc:     # PyAV's subclasses of these
         builtin = PermissionError if isinstance(exc, PermissionError) else IsADirectoryError
         raise builtin(f"cannot read audio file '{path}': {exc.strerror}") from None
@@ -121,6 +122,9 @@ class AudioFileReader:
             raise FormatError(f"'{self.path}' has no audio stream (streams found: {kinds})")
         stream = streams.audio[0]
         cc = stream.codec_context
+        if cc is None:      # a codec id FFmpeg has no decoder for (damaged or exotic header)
+            raise FormatError(f"'{self.path}': audio stream 0 has no decoder in this FFmpeg "
+                              f"(unknown or damaged codec id)")
         if not cc.sample_rate or not cc.channels:
             raise FormatError(f"'{self.path}': audio stream 0 ({stream.codec.name}) has no sample "
                               f"rate or channel count (rate {cc.sample_rate}, channels {cc.channels})")
@@ -220,7 +224,16 @@ class AudioFileReader:
         resampler = av.AudioResampler(format=planar_fmt.av_format,
                                       layout=channel_layout(planar_fmt.channels),
                                       rate=planar_fmt.sample_rate)
+        first = None
         for decoded in self._decoded():
+            # PyAV's resampler is set up by the first frame (and passes later frames through
+            # unchecked when that one needed no conversion): a change must be caught here.
+            got = (decoded.format.name, decoded.layout.name, decoded.sample_rate)
+            first = first or got
+            if got != first:
+                raise CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: "
+                                 f"decoded audio changed format mid-stream at pts "
+                                 f"{decoded.pts}: {first} then {got}")
             for out in resampler.resample(decoded):
                 yield out.to_ndarray()
         for out in resampler.resample(None):
@@ -229,7 +242,7 @@ class AudioFileReader:
     def _decoded(self) -> Iterator[av.AudioFrame]:
         stream = self._stream
         size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
-        for packet in self._container.demux(stream):     # ends with an empty packet: drains
+        for packet in self._demuxed():     # ends with an empty packet: drains
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
@@ -238,6 +251,24 @@ class AudioFileReader:
                 raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: packet at "
                                  f"{self._where(packet)} does not decode: {exc}") from None
             yield from decoded
+
+    def _demuxed(self) -> Iterator[av.Packet]:
+        """The audio stream's packets; a container the demuxer cannot go on reading is a
+        CodecError naming the last good packet."""
+        stream, last = self._stream, None
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:
+                after = f"after the packet at {self._where(last)}" if last is not None else \
+                    "before the first packet"
+                raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: the "
+                                 f"container cannot be read {after}: {exc}") from None
+            last = packet
+            yield packet
 
     def _is_truncated_tail(self, packet: av.Packet, size: int | None) -> bool:
         """A packet cut off by the end of the file: warn, remember, and let the stream end."""
@@ -263,7 +294,7 @@ class AudioFileReader:
         extradata = stream.codec_context.extradata or None
         keep_extradata = extradata if self.codec in _EXTRADATA_CODECS else None
         framer: AdtsFramer | None = None
-        for packet in self._container.demux(stream):
+        for packet in self._demuxed():
             if packet.size == 0:        # the demuxer's end-of-stream marker
                 continue
             data = bytes(packet)
