@@ -17,8 +17,8 @@ from flowengine.engine import build_plan
 from flowengine.engine.plan import auto_replicas
 from flowengine.engine.protocol import InboxState, ProtocolError, RunEnd, StreamCaps, \
     StreamData, StreamEnd
-from flowengine.engine.routing import BALANCED, STICKY, BalancedRouter, OrderedMerge, \
-    OrderStamp, StickyRouter, reorder_window, sticky_replica
+from flowengine.engine.routing import BALANCED, KERNEL_SLACK_MESSAGES, STICKY, BalancedRouter, \
+    OrderedMerge, OrderStamp, StickyRouter, reorder_window, sticky_replica
 from flowengine.engine.wire import Caps, decode, encode_eos, encode_frame, encode_packet
 from flowengine.errors import ConfigError, FlowError, WireError
 from flowengine.format import AudioFormat
@@ -325,7 +325,8 @@ def test_plan_balances_into_ordered_stages_and_merges_after_them(tmp_path):
     assert [e.routing for e in gain.workers[0].outputs] == [STICKY]
     assert gain.ordered and all(w.ordered for w in gain.workers)
     assert sink.workers[0].merge_senders == ["g:0", "g:1"]
-    assert sink.workers[0].reorder_window == reorder_window(2, 8) == 32
+    assert sink.workers[0].reorder_window == reorder_window(2, 8, sink.workers[0].inbox_hwm) == \
+        2 * 2 * (8 + sink.workers[0].inbox_hwm) + KERNEL_SLACK_MESSAGES
     assert gain.workers[0].merge_senders == []
 
 

@@ -238,7 +238,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                     for r in range(by_name[name].replicas)]
         ordered_inputs = [by_name[name] for name in stage.inputs if by_name[name].config.ordered]
         merge_senders = [sender_id(s.name, r) for s in ordered_inputs for r in range(s.replicas)]
-        window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM)
+        window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM, hwm)
                       for s in ordered_inputs), default=0)
         fused = [FusedMember(m.name, m.config.op, dict(m.config.params)) for m in stage.members]
         workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.op,

@@ -46,7 +46,7 @@ from .protocol import Event, ProtocolError, Reorderer, RunEnd, StreamCaps, Strea
 from .wire import Caps, Frame
 
 __all__ = ["STICKY", "BALANCED", "ROUTINGS", "sticky_replica", "StickyRouter", "BalancedRouter",
-           "OrderStamp", "OrderedMerge", "reorder_window"]
+           "OrderStamp", "OrderedMerge", "reorder_window", "KERNEL_SLACK_MESSAGES"]
 
 STICKY, BALANCED = "sticky", "balanced"
 ROUTINGS = (STICKY, BALANCED)
@@ -57,13 +57,18 @@ def sticky_replica(stream: str, replicas: int) -> int:
     return zlib.crc32(stream.encode()) % replicas
 
 
-def reorder_window(replicas: int, hwm: int) -> int:
+# Messages that sit in the kernel's socket buffers beyond any HWM (measured here: ~100 KB
+# per connection, i.e. dozens of small messages), so the window does not count on HWMs alone.
+KERNEL_SLACK_MESSAGES = 256
+
+
+def reorder_window(replicas: int, hwm: int, downstream_hwm: int = 0) -> int:
     """The reorder window after an ordered stage: how far one stream's parts may run apart.
 
-    Each replica holds at most about its HWM of messages in its queues, so the
-    parts of one stream are at most ``replicas × hwm`` apart; twice that leaves
-    room for what is in flight between the stages."""
-    return 2 * replicas * hwm
+    A replica can run ahead of the others by what fits in its own queues (`hwm`), the
+    queue into the merging stage (`downstream_hwm`, where batches also wait) and the
+    kernel's socket buffers; twice that, per replica, bounds the distance between parts."""
+    return 2 * replicas * (hwm + downstream_hwm) + KERNEL_SLACK_MESSAGES
 
 
 class StickyRouter:
