@@ -264,22 +264,26 @@ class Worker:
         room (a stage waiting on one output never holds back another)."""
         frames, copy = outbox.take()
         sock = outbox.socket
-        poller: zmq.Poller | None = None
         while True:
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
                 return
             except zmq.Again:
                 pass
-            self._flush_ready()
-            if poller is None:
-                poller = zmq.Poller()
-                poller.register(sock, zmq.POLLOUT)
-                poller.register(self.control, zmq.POLLIN)
-            waited = time.perf_counter()
-            poller.poll(_POLL_MS)
-            self.blocked += time.perf_counter() - waited
-            self.service()
+            self._wait_for_room([sock])
+
+    def _wait_for_room(self, sockets: list[zmq.Socket]) -> None:
+        """One slice of waiting for room on `sockets` (backpressure), awake to control:
+        batches that can go elsewhere go first, and the time counts as blocked."""
+        self._flush_ready()
+        poller = zmq.Poller()
+        for sock in sockets:
+            poller.register(sock, zmq.POLLOUT)
+        poller.register(self.control, zmq.POLLIN)
+        waited = time.perf_counter()
+        poller.poll(_POLL_MS)
+        self.blocked += time.perf_counter() - waited
+        self.service()
 
     def _flush_ready(self) -> None:
         """Send every waiting batch whose socket has room now; never waits."""
@@ -319,22 +323,12 @@ class Worker:
     def _replica_with_room(self, sockets: list[tuple[str, zmq.Socket]],
                            router: BalancedRouter) -> int:
         """The router's pick among the replicas whose queue has room; wait (awake) if none has."""
-        poller: zmq.Poller | None = None
         while True:
             writable = [bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT) for _, sock in sockets]
             choice = router.choose(writable)
             if choice is not None:
                 return choice
-            self._flush_ready()
-            if poller is None:
-                poller = zmq.Poller()
-                for _, sock in sockets:
-                    poller.register(sock, zmq.POLLOUT)
-                poller.register(self.control, zmq.POLLIN)
-            waited = time.perf_counter()
-            poller.poll(_POLL_MS)
-            self.blocked += time.perf_counter() - waited
-            self.service()
+            self._wait_for_room([sock for _, sock in sockets])
 
     def _emit(self, stream: str, buf: Any, node: Node) -> None:
         """Send one output buffer of `stream`, preceded by caps when they are new or changed."""
