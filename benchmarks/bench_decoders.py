@@ -128,13 +128,14 @@ def as_float(frame: av.AudioFrame) -> np.ndarray:
     return pcm
 
 
-def best_of(fn, *args) -> tuple[float, int]:
-    best, samples = float("inf"), 0
+def best_of(fn, *args) -> tuple[float, int, list[float]]:
+    """(best wall seconds, samples decoded, every repetition's wall seconds)."""
+    walls, samples = [], 0
     for _ in range(REPEATS):
         start = time.perf_counter()
         samples = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best, samples
+        walls.append(time.perf_counter() - start)
+    return min(walls), samples, walls
 
 
 def machine_info() -> dict:
@@ -143,22 +144,23 @@ def machine_info() -> dict:
             "pyav": av.__version__, "numpy": np.__version__}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--out", default="benchmarks/results/decoders.json")
     parser.add_argument("--codecs", default=",".join(CODECS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     pcm = test_signal(args.seconds)
     results = []
     print(f"{'codec':6s} {'flowengine':>12s} {'plain PyAV':>12s} {'ratio':>7s}")
     for codec in args.codecs.split(","):
         raw, extradata = encode(codec, pcm)
         packets = [Packet(p, 1, RATE) for p in raw]
-        fe_time, fe_samples = best_of(run_flowengine, codec, packets, extradata)
-        av_time, av_samples = best_of(run_pyav, codec, raw, extradata)
+        fe_time, fe_samples, fe_walls = best_of(run_flowengine, codec, packets, extradata)
+        av_time, av_samples, av_walls = best_of(run_pyav, codec, raw, extradata)
         row = {"codec": codec, "seconds": args.seconds, "packets": len(raw),
                "flowengine_s": fe_time, "pyav_s": av_time,
+               "flowengine_walls_s": fe_walls, "pyav_walls_s": av_walls,
                "flowengine_x_realtime": args.seconds / fe_time, "pyav_x_realtime": args.seconds / av_time,
                "ratio": av_time / fe_time, "flowengine_samples": fe_samples, "pyav_samples": av_samples}
         results.append(row)
@@ -167,9 +169,11 @@ def main() -> None:
                                          f"  (samples {fe_samples} vs {av_samples})"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "decoders", "chunk_samples": CHUNK, "repeats": REPEATS,
-                               "machine": machine_info(), "results": results}, indent=2))
+    report = {"benchmark": "decoders", "chunk_samples": CHUNK, "repeats": REPEATS,
+              "machine": machine_info(), "results": results}
+    out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
+    return report
 
 
 if __name__ == "__main__":

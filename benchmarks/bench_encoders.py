@@ -170,6 +170,7 @@ def bench(name: str, source: np.ndarray, repeat: int) -> dict:
     best_ours, best_plain = min(ours), min(plain)
     return {
         "codec": name,
+        "walls_s": {"flowengine": [r[0] for r in ours], "plain_pyav": [r[0] for r in plain]},
         "audio_seconds": seconds,
         "flowengine": {"best_wall_s": best_ours[0], "x_realtime": seconds / best_ours[0],
                        "packets": best_ours[1], "bytes": best_ours[2]},
@@ -180,7 +181,7 @@ def bench(name: str, source: np.ndarray, repeat: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio length to encode")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; the best counts")
@@ -215,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

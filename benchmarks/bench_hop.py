@@ -129,7 +129,7 @@ def engine_chain(stages: int, messages: int, samples: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------- main
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and repetitions")
     parser.add_argument("--repeat", type=int, default=None)
@@ -137,7 +137,7 @@ def main() -> None:
                         help=f"identity stages per chain (default {' '.join(map(str, CHAINS))})")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
                         help="samples per message (default 1152 4096)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     repeat = args.repeat or (2 if args.quick else 3)
     rows, results = [], []
     for samples in args.sizes:
@@ -167,12 +167,14 @@ def main() -> None:
                 rows)
     one_hop = [r for r in results if r.get("identity_stages") == 0]
     met = all(r["rate_vs_raw"] >= 0.5 for r in one_hop)
-    path = write_results("hop", {
+    report = {
         "target": "engine one-hop (K=0) messages/s >= 0.5x raw pyzmq PUSH/PULL", "met": met,
         "cores_note": "K+2 worker processes share the machine's cores; rates for K>=1 are "
                       "bounded by total CPU per message / cores",
-        "repeat": repeat, "quick": args.quick, "results": results})
+        "repeat": repeat, "quick": args.quick, "results": results}
+    path = write_results("hop", report)
     print(f"target (one hop >= 0.5x raw): {'met' if met else 'NOT met'}; wrote {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ def plot(results: dict, path: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 s per codec")
     parser.add_argument("--seconds", type=float, default=25.0, help="stream length per codec")
@@ -253,13 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                      entry["browser"]["p99_ms"] if "browser" in entry else "-"])
     print_table(["codec", "frame ms", "frames", "p50 ms", "p99 ms", "max ms", "ingest p99",
                  "broadcast p99", "target p99", "met", "page p99"], rows)
-    path = write_results("latency", {"seconds_per_codec": seconds, "slack_ms": SLACK_MS,
-                                     "codecs": results})
+    report = {"seconds_per_codec": seconds, "slack_ms": SLACK_MS, "codecs": results}
+    path = write_results("latency", report)
     print(f"wrote {path}")
+    report["plot"] = None
     if plot(results, RESULTS_DIR / "latency.png"):
+        report["plot"] = str(RESULTS_DIR / "latency.png")
         print(f"wrote {RESULTS_DIR / 'latency.png'}")
-    return 0 if all(e["meets_target"] for e in results.values()) else 1
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if all(e["meets_target"] for e in main()["codecs"].values()) else 1)

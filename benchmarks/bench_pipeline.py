@@ -122,12 +122,12 @@ def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> di
             "audio_s": proc[median]["audio_s"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 s of audio, 2 repetitions")
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--chains", nargs="+", default=["transcode", "dsp"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     seconds = 10.0 if args.quick else 60.0
     repeat = args.repeat or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
@@ -156,13 +156,14 @@ def main() -> None:
     print_table(["chain", "in-proc s", "procs s", "busiest (s)", "wall/busiest", "procs speed",
                  "steady w/b", "steady speed", "busy s per stage (processes)"], rows)
     print(f"fixed cost of a run (0.1 s job, median): {fixed['median']:.2f} s")
-    path = write_results("pipeline", {"audio_seconds": seconds, "block_samples": BLOCK,
-                                      "fixed_run_cost_s": fixed,
-                                      "scipy_preloaded": True, "quick": args.quick,
-                                      "targets_met": verdicts, "results": results})
+    report = {"audio_seconds": seconds, "block_samples": BLOCK, "fixed_run_cost_s": fixed,
+              "scipy_preloaded": True, "quick": args.quick, "targets_met": verdicts,
+              "results": results}
+    path = write_results("pipeline", report)
     for target, met in verdicts.items():
         print(f"target {target}: {'met' if met else 'NOT met'}")
     print(f"wrote {path}")
+    return report
 
 
 if __name__ == "__main__":

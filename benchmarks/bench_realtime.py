@@ -116,11 +116,11 @@ def engine_hop(streams: int, seconds: float) -> dict[str, float]:
     return {"send_pct": send, "recv_pct": recv, "total_pct": send + recv}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per run, 2 repetitions")
     parser.add_argument("--repeat", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else 10.0
     repeat = args.repeat or (2 if args.quick else 3)
     rows, results = [], []
@@ -144,10 +144,11 @@ def main() -> None:
     print_table(["streams", "path", "send %core", "recv %core", "total %core",
                  "per stream %", "vs raw"], rows)
     met = all(r["engine_over_raw"] <= 1.5 for r in results)
-    path = write_results("realtime", {"target": "engine CPU <= 1.5x raw pyzmq at the same pace",
-                                      "met": met, "quick": args.quick, "repeat": repeat,
-                                      "results": results})
+    report = {"target": "engine CPU <= 1.5x raw pyzmq at the same pace", "met": met,
+              "quick": args.quick, "repeat": repeat, "results": results}
+    path = write_results("realtime", report)
     print(f"target (<= 1.5x raw): {'met' if met else 'NOT met'}; wrote {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -128,11 +128,11 @@ def plot(results: list[dict], base: float, path: Path) -> bool:
     return True
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 files of 5 s, 1 repetition")
     parser.add_argument("--repeat", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     files, seconds = (4, 5.0) if args.quick else (16, 30.0)
     repeat = args.repeat or (1 if args.quick else 3)
     cores = len(os.sched_getaffinity(0))
@@ -177,15 +177,17 @@ def main() -> None:
     png = RESULTS_DIR / "scaling.png"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plotted = plot(results, base["median"], png)
-    path = write_results("scaling", {
+    report = {
         "files": files, "seconds_per_file": seconds, "quick": args.quick, "repeat": repeat,
         "target": ">= 1.8x the single-process PyAV loop", "met": met, "best_speedup": best,
         "efficiency_note": "speed-up / cores of the machine",
         "baseline": {"throughput": base, "wall_s": spread(b["wall_s"] for b in bases),
                      "audio_s": bases[0]["audio_s"]},
-        "results": results, "plot": str(png) if plotted else None})
+        "results": results, "plot": str(png) if plotted else None}
+    path = write_results("scaling", report)
     print(f"target (>= 1.8x PyAV loop): {'met' if met else 'NOT met'} (best {best:.2f}x); "
           f"wrote {path}" + (f" and {png}" if plotted else ""))
+    return report
 
 
 if __name__ == "__main__":

@@ -92,12 +92,12 @@ def measure(samples: int, seconds: float) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.5,
                         help="measuring time per variant and size (default 0.5)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = [measure(samples, args.seconds) for samples in SIZES]
     report = {"benchmark": "wire encode+decode per message, stereo f32 planar",
               "load_average_1min": os.getloadavg()[0],  # other work on the box inflates µs
@@ -111,6 +111,7 @@ def main() -> None:
               f"{row['flowengine_decode_us']:.2f}), raw msgpack {row['raw_msgpack_us']:7.2f} µs, "
               f"blob msgpack {row['blob_msgpack_us']:7.2f} µs")
     print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

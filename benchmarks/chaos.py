@@ -402,7 +402,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
@@ -466,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {summary.get('detection_p50_s', float('nan')):.3f} s, "
           f"p99 {summary.get('detection_p99_s', float('nan')):.3f} s, "
           f"max {summary.get('detection_max_s', float('nan')):.3f} s; wrote {args.out}")
-    return 0 if summary["ok"] == summary["trials"] else 1
+    return {"summary": summary, "out": str(args.out)}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _summary = main()["summary"]
+    sys.exit(0 if _summary["ok"] == _summary["trials"] else 1)

@@ -210,7 +210,7 @@ def replay(path: Path, timeout: float, memory_mb: int) -> int:
     return 1 if outcome.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="cases per target")
     parser.add_argument("--target", action="append", choices=sorted(TARGETS),
@@ -223,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=Path, help="run one saved failure again")
     args = parser.parse_args(argv)
     if args.replay:
-        return replay(args.replay, args.timeout, args.memory_mb)
+        return {"exit_code": replay(args.replay, args.timeout, args.memory_mb)}
     names = args.target or sorted(TARGETS)
     if args.engine == "atheris":
-        return run_atheris(names[0], args.cases, args.timeout, args.memory_mb)
+        return {"exit_code": run_atheris(names[0], args.cases, args.timeout, args.memory_mb)}
     rows, per_target = [], {}
     for name in names:
         print(f"{name}: {args.cases} cases ...", flush=True)
@@ -242,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["target", "cases", "seconds", "failures", "max RSS MB", "RSS growth MB",
                  "slowest s"], rows)
     print(f"wrote {RESULTS_FILE}")
-    return 1 if any(r["failures"] for r in per_target.values()) else 0
+    return {"targets": per_target,
+            "exit_code": 1 if any(r["failures"] for r in per_target.values()) else 0}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main()["exit_code"])

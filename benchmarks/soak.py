@@ -545,7 +545,7 @@ def _print_summary(result: dict, problems: list[str]) -> None:
     print("PASS" if not problems else "FAIL:\n  " + "\n  ".join(problems))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="2 minutes (the CI form is 1)")
@@ -566,8 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_soak(result, args.out.with_suffix(".png"))
     _print_summary(result, problems)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    return 1 if problems else 0
+    result["plot"] = str(args.out.with_suffix(".png"))
+    return result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(1 if main()["problems"] else 0)

@@ -9,6 +9,7 @@
     flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T] [--viewer-token V]
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
     flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
+    flowengine bench [--quick] [--only NAME ...] [--out DIR] [--record]
 
 Exit codes: 0 ok, 1 the run failed (including a failed sample audit), 2 bad config or
 usage, 130 interrupted.
@@ -79,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
     keys.add_argument("--force", action="store_true", help="replace keys already in DIR")
     _add_live_commands(commands)
+    bench = commands.add_parser("bench", help="run the benchmark suite (a checkout's "
+                                              "benchmarks/): every figure against a baseline "
+                                              "of the same run; JSON + Markdown report")
+    bench.add_argument("--quick", action="store_true",
+                       help="short variants, fewer repetitions, no soak/chaos/fuzz (< 2 min)")
+    bench.add_argument("--only", action="append", metavar="NAME",
+                       help="run only this benchmark (repeatable): encoders, decoders, wire, "
+                            "hop, pipeline, realtime, scaling, latency, memory, ffmpeg, soak, "
+                            "chaos, fuzz")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="where the report goes (default: benchmarks/results)")
+    bench.add_argument("--record", action="store_true",
+                       help="append the headline ratios to the ledger in docs/performance.md")
     return parser
 
 
@@ -296,6 +310,13 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from .bench import run_bench
+
+    run_bench(quick=args.quick, only=args.only, out_dir=args.out, record=args.record, log=out)
+    return EXIT_OK
+
+
 def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float) -> None:
     """Name the outputs a failed run left as NAME.part (file sinks rename only complete files)."""
     from .io.partial import incomplete_outputs
@@ -343,7 +364,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 _COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
              "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo,
-             "keys": cmd_keys}
+             "keys": cmd_keys, "bench": cmd_bench}
 
 
 def _message(exc: BaseException) -> str:
