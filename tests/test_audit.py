@@ -14,7 +14,7 @@ from flowengine.cli import main
 from flowengine.config import resolve_run
 from flowengine.engine import build_plan, run_plan
 from flowengine.engine.audit import MISMATCH, OK, RULES, SKIPPED, AuditError, AuditStage, \
-    audit_counts, audit_summary
+    audit_counts, audit_summary, new_stream_counts
 from flowengine.inprocess import run_in_process
 
 SECONDS, RATE = 0.5, 44100
@@ -141,6 +141,14 @@ def test_cli_prints_the_audit_and_exits_1_on_a_mismatch(tmp_path, capsys):
     ("gain", 1000, {}, (8000, 8000), (1000, 1000)),
     ("resample", 44100, {"sample_rate": 48000}, (44100, 48000), (48000, 48000)),
     ("resample", 1001, {"sample_rate": 16000}, (48000, 16000), (334, 334)),    # 333.67 rounds
+    # Re-blocked output: the last chunk is zero-padded to a whole one (pad_final, the default).
+    ("resample", 44100, {"sample_rate": 48000, "out_chunk_samples": 4096}, (44100, 48000),
+     (49152, 49152)),
+    ("resample", 8192, {"sample_rate": 48000, "out_chunk_samples": 4096}, (48000, 48000),
+     (8192, 8192)),
+    ("resample", 44100, {"sample_rate": 48000, "out_chunk_samples": 4096, "pad_final": False},
+     (44100, 48000), (48000, 48000)),
+    ("resample", 0, {"sample_rate": 48000, "out_chunk_samples": 4096}, (44100, 48000), (0, 0)),
     ("delay", 1000, {"delay_ms": 10.0}, (48000, 48000), (1480, 1480)),
     ("fir", 1000, {"taps": [0.5, 0.25, 0.25], "full_tail": True}, (8000, 8000), (1002, 1002)),
     ("fir", 1000, {"taps": [0.5, 0.25, 0.25], "full_tail": False}, (8000, 8000), (1000, 1000)),
@@ -181,3 +189,89 @@ def test_audit_counts_finds_edge_loss_and_stage_loss_and_reports_skipped_streams
     assert audit_summary(result).splitlines()[:2] == [
         "audit: 1 mismatch(es) in 3 stream(s):",
         "  stage 'g' stream 'b' (edge from src): expected 1000 samples, got 900 (100 missing)"]
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_resampler_padding_its_last_chunk_balances(tmp_path, in_process):
+    stages = tone_to_mp3(tmp_path / "t.mp3")
+    stages[1]["params"]["out_chunk_samples"] = 1000
+    run = resolve_run(write_run(tmp_path / "chunked.yaml", stages))
+    report = run_in_process(run) if in_process else run_plan(build_plan(run.config))
+
+    assert report.audit_ok
+    (stream, resampled), = findings(report, "resample").items()
+    assert resampled == ((24000, 24000), 24000, OK)       # 24 whole chunks: nothing to pad
+    stages[1]["params"]["out_chunk_samples"] = 1024
+    run = resolve_run(write_run(tmp_path / "padded.yaml", stages))
+    report = run_in_process(run) if in_process else run_plan(build_plan(run.config))
+
+    assert report.audit_ok
+    assert findings(report, "resample")[stream] == ((24576, 24576), 24576, OK)   # 24 x 1024
+    assert findings(report, "encode")[stream] == ((25681, 25681), 25681, OK)
+
+
+def transcode_to_aac(mp3: Path, out: Path, chunk: int | None, fuse: bool) -> Path:
+    """A run config file: mp3 packets -> decode -> resample 44.1 kHz -> aac -> file."""
+    resample = {"sample_rate": 44100, **({"out_chunk_samples": chunk} if chunk else {})}
+    config = {"name": "transcode", "stages": [
+        {"name": "files", "op": "files", "params": {"paths": str(mp3), "mode": "packet"}},
+        {"name": "decode", "op": "mp3_decoder"},
+        {"name": "resample", "op": "resample", "params": resample},
+        {"name": "encode", "op": "aac_encoder"},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(out / "{stream}.aac")}}]}
+    if fuse:
+        config["fuse"] = ["decode", "resample", "encode"]
+    path = out / ("fused.yaml" if fuse else "unfused.yaml")
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("chunk, decoded, resampled, encoded", [
+    # 22 whole 1152-sample frames at 48 kHz (25344, up to one frame more) -> 44.1 kHz.
+    (None, (25344, 26496), (23285, 24343), (24309, 25367)),
+    (1024, (25344, 26496), (23552, 24576), (24576, 25600)),     # padded to whole chunks
+])
+def test_fused_decode_resample_encode_has_the_bounds_of_its_unfused_stages(
+        tmp_path, chunk, decoded, resampled, encoded):
+    mp3 = tmp_path / "t.mp3"
+    run_in_process(resolve_run(write_run(tmp_path / "tone.yaml", tone_to_mp3(mp3))))
+    unfused = run_in_process(resolve_run(transcode_to_aac(mp3, tmp_path, chunk, fuse=False)))
+    fused = run_plan(build_plan(resolve_run(
+        transcode_to_aac(mp3, tmp_path, chunk, fuse=True)).config))
+
+    assert unfused.audit_ok and fused.audit_ok
+    got = encoded[0]
+    assert findings(unfused, "decode") == {"t": (decoded, decoded[0], OK)}
+    assert findings(unfused, "resample") == {"t": ((resampled[0],) * 2, resampled[0], OK)}
+    assert findings(unfused, "encode") == {"t": ((got, got), got, OK)}
+    # The fused group counts the mp3 packets at the decoder's rate (48 kHz, read from the
+    # packets' durations), not at its own output rate, and composes the same rules.
+    assert findings(fused, "encode") == {"t": (encoded, got, OK)}
+
+
+def test_fused_decoder_rate_comes_from_the_packets_so_a_last_extra_frame_is_allowed():
+    """Ten 44.1 kHz mp3 packets (1/14112000 time base) decoded to eleven frames (allowed) and
+    resampled to 48 kHz: the same verdict fused and unfused."""
+    packets = {"in_messages": 10, "in_samples": 0, "in_unclocked": 10, "in_ticks": 3686400,
+               "in_tb_num": 1, "in_tb_den": 14112000}
+    decoded, resampled = 11 * 1152, 13793                    # 12672 at 44.1 kHz -> 48 kHz
+    source = AuditStage("files", "files", "source", {}, ())
+    decode = ("mp3_decoder", {})
+    resample = ("resample", {"sample_rate": 48000})
+    fused = [source, AuditStage("heavy", "mp3_decoder", "processor", {}, ("files",),
+                                members=(decode, resample))]
+    unfused = [source, AuditStage("decode", "mp3_decoder", "processor", {}, ("files",)),
+               AuditStage("resample", "resample", "processor", resample[1], ("decode",))]
+    sent = {"files": {"a": {**new_stream_counts(), "out_messages": 10, "out_unclocked": 10,
+                            "out_ticks": 3686400, "out_tb_num": 1, "out_tb_den": 14112000}}}
+    out = {"out_messages": 4, "out_samples": resampled, "out_rate": 48000}
+
+    fused_result = audit_counts(fused, {**sent, "heavy": {"a": {**packets, **out}}})
+    unfused_result = audit_counts(unfused, {**sent, "decode": {"a": {
+        **packets, "out_messages": 11, "out_samples": decoded, "out_rate": 44100}},
+        "resample": {"a": {**new_stream_counts(), "in_messages": 11, "in_samples": decoded,
+                           "in_rate": 44100, **out}}})
+
+    assert all(f.status == OK for f in fused_result + unfused_result)
+    heavy, = [f for f in fused_result if f.stage == "heavy" and f.check == "stage"]
+    assert (heavy.expected, heavy.got) == ((12539, 13793), 13793)

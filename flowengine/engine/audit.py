@@ -9,7 +9,8 @@ the stream's own sample clock: a PCM frame's sample count, a packet's
 ``duration`` converted to samples at the stream's sample rate (when the packet
 time base is 1/N, N is that rate; a container time base such as MP3's
 1/14112000 needs the rate from the node, and without one the packet is
-counted as *unclocked*).
+counted as *unclocked*; the stage that decodes them counts them at its
+decoder's output rate).
 
 ``audit_counts`` then checks two things per stream:
 
@@ -47,10 +48,11 @@ from ..buffers import AudioFrame
 from ..errors import FlowError
 
 __all__ = ["MAX_SAMPLE_RATE", "SampleRule", "Bounds", "RULES", "ENCODER_DELAYS",
-           "DECODER_FRAMES", "clock_samples", "count_buffer", "new_stream_counts",
-           "sum_stream_counts", "rule_for", "encoder_rule", "decoder_rule", "mix_bounds",
-           "AuditStage", "Finding", "AuditError", "audit_counts", "audit_summary",
-           "check_audit", "audit_report", "stages_from_plan", "OK", "MISMATCH", "SKIPPED", "UNCHECKED"]
+           "DECODER_FRAMES", "PACKET_SAMPLES", "clock_samples", "count_buffer",
+           "new_stream_counts", "sum_stream_counts", "rule_for", "encoder_rule", "decoder_rule",
+           "mix_bounds", "AuditStage", "Finding", "AuditError", "audit_counts", "audit_summary",
+           "check_audit", "audit_report", "stages_from_plan", "OK", "MISMATCH", "SKIPPED",
+           "UNCHECKED"]
 
 MAX_SAMPLE_RATE = 768_000
 OK, MISMATCH, SKIPPED, UNCHECKED = "ok", "mismatch", "skipped", "unchecked"
@@ -149,9 +151,14 @@ def _same(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bou
 
 
 def _resample(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
+    """The exact length promise; re-blocked with `out_chunk_samples` and `pad_final` (the
+    Resampler's default), the last chunk is zero-padded to a whole chunk."""
     from ..processors.resample import expected_output_samples
 
     expected = expected_output_samples(n, in_rate, out_rate) if in_rate else n
+    chunk = params.get("out_chunk_samples")
+    if chunk and params.get("pad_final", True):
+        expected = -(-expected // int(chunk)) * int(chunk)
     return expected, expected
 
 
@@ -175,6 +182,9 @@ ENCODER_DELAYS: dict[str, Callable[[int], int]] = {
 DECODER_FRAMES: dict[str, tuple[int, int]] = {
     "mp3": (1152, 0), "aac": (2048, 0), "opus": (5760, 312), "flac": (0, 0), "wav": (0, 0),
 }
+# Samples per packet of the codecs whose packets may come in a container time base (MP3's
+# 1/14112000): a fused group's decoder rate is read from their durations.
+PACKET_SAMPLES: dict[str, int] = {"mp3": 1152, "aac": 1024}
 
 
 def encoder_rule(codec: str) -> SampleRule:
@@ -237,6 +247,31 @@ def _out_rate_after(op: str, params: Mapping[str, Any], in_rate: int) -> int:
     if op == "opus_decoder" or (op == "decoder" and params.get("codec") == "opus"):
         return 48000
     return in_rate
+
+
+def _packets_rate(op: str, params: Mapping[str, Any], counts: Mapping[str, int]) -> int:
+    """The rate at which a packet of `op`'s codec lasts one frame, from the summed durations of
+    the stage's input packets (0: not known). MPEG-2 MP3 (576-sample frames) comes out at twice
+    its rate: the same durations in seconds, which is all the composed rules depend on."""
+    codec = params.get("codec") or op.removesuffix("_decoder")
+    frame, ticks = PACKET_SAMPLES.get(codec), counts.get("in_ticks", 0)
+    num, den = counts.get("in_tb_num", 0), counts.get("in_tb_den", 0)
+    if not (frame and ticks and num and den):
+        return 0
+    return round(Fraction(frame * counts["in_messages"] * den, ticks * num))
+
+
+def _packet_clock(stage: AuditStage, counts: Mapping[str, int]) -> int:
+    """The rate to count a stage's unclocked input packets at: what its first member (the
+    decoder) gives out. Alone, or with no member after it that changes the rate, that is the
+    stage's output rate; otherwise (decode + resample fused) it is read from the packets."""
+    members = stage.members or ((stage.op, stage.params),)
+    op, params = members[0]
+    if _out_rate_after(op, params, 0):
+        return _out_rate_after(op, params, 0)          # a decoder with a fixed rate (Opus)
+    if not any(_out_rate_after(o, p, 0) for o, p in members[1:]):
+        return counts.get("out_rate", 0)
+    return _packets_rate(op, params, counts)
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -364,10 +399,11 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
                                     SKIPPED, note="skipped after an error (on_error)"))
             continue
         if c.get("in_unclocked") and not c.get("out_unclocked"):
-            # Packets in a container time base: counted at the rate the stage gives out.
-            samples = _ticks_as_samples(c, "in", c.get("out_rate", 0))
+            # Packets in a container time base: counted at the rate their decoder gives out.
+            rate = _packet_clock(stage, c)
+            samples = _ticks_as_samples(c, "in", rate)
             if samples is not None:
-                c = {**c, "in_samples": samples, "in_rate": c["out_rate"], "in_unclocked": 0}
+                c = {**c, "in_samples": samples, "in_rate": rate, "in_unclocked": 0}
         if c.get("in_unclocked") or c.get("out_unclocked"):
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
                                     UNCHECKED, note="packets without a sample clock"))
