@@ -54,7 +54,7 @@ from .plan import Plan, WorkerSpec
 from .preload import modules_for
 from .restart import RestartEvent, StreamGap, account_restarts, can_restart, replace_worker
 from .security import curve_server, log_listener, start_authenticator
-from .worker import LINGER_MS, run_worker
+from .worker import run_worker
 
 __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
            "PRELOAD_MODULES"]
