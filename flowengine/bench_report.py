@@ -123,7 +123,8 @@ def markdown_summary(result: dict, plots: dict[str, str]) -> str:
         out += ["## Plots", ""]
         out += [f"### {title}\n\n![{title}]({path})\n" for title, path in plots.items()]
     out += ["## Raw results", "",
-            f"Each benchmark script's own JSON: `{result['raw_dir']}/`."]
+            f"Each benchmark script's own JSON (and plots): `{Path(result['raw_dir']).name}/`, "
+            f"next to this file."]
     return "\n".join(out) + "\n"
 
 
