@@ -63,6 +63,7 @@ import zmq
 from ..buffers import AudioFrame, Packet
 from ..errors import CodecError, FlowError, WireError
 from ..node import AGAIN, EOF, Node
+from ..nodes.basic import pull_outputs
 from ..nodes.streams import take_ended_streams
 from .control import encode_control, decode_control, COORDINATOR_MESSAGES
 from .audit import clock_samples, count_buffer, new_stream_counts
@@ -86,7 +87,6 @@ START_WAIT_SECONDS = 60.0
 _POLL_MS = 100
 _BATCH = 32                # inbox messages read between two looks at the control socket
 _SERVICE_S = 0.05          # ... or fewer, when they take longer than this
-_MAX_IDLE_PULLS = 10000    # AGAINs a flushed node may answer before it counts as stuck
 
 
 class _Shutdown(Exception):
@@ -380,20 +380,8 @@ class Worker:
 
     def _drain_node(self, stream: str, node: Node, flushing: bool) -> None:
         """Pull `node` until AGAIN (or EOF once flushing), sending what it gives."""
-        idle = 0
         start = time.perf_counter()
-        while True:
-            out = node.pull()
-            if out is EOF:
-                break
-            if out is AGAIN:
-                if not flushing:
-                    break
-                idle += 1
-                if idle > _MAX_IDLE_PULLS:
-                    raise FlowError(f"stage {self.spec.stage!r} stream {stream!r}: node "
-                                    f"{node!r} did not reach EOF after its input ended")
-                continue
+        for out in pull_outputs(node, flushing, f"stage {self.spec.stage!r} stream {stream!r}"):
             self.busy += time.perf_counter() - start
             if self.edges:
                 self._emit(stream, out, node)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..node import AGAIN, EOF, KINDS, PACKET, PCM, Node
 
 __all__ = [
     "ANY", "NodeStats", "FlowNode", "IdentityNode", "PythonNode", "TapNode", "SinkHandle",
-    "check_kind", "check_buffer", "buffer_samples", "is_buffer",
+    "check_kind", "check_buffer", "buffer_samples", "is_buffer", "pull_outputs", "MAX_IDLE_PULLS",
     "make_identity_node", "make_python_node", "make_tap_node",
 ]
 
@@ -41,6 +42,8 @@ _BUFFER_TYPES = {PCM: AudioFrame, PACKET: Packet}
 _MAX_SAMPLE_RATE = 768000
 # How many pulls a sink may answer AGAIN after push(None) before it counts as stuck.
 _MAX_IDLE_PULLS = 1000
+# How many pulls a flushed node may answer AGAIN before it counts as stuck.
+MAX_IDLE_PULLS = 10000
 
 
 def check_kind(kind: str | None, what: str, allow: tuple = KINDS) -> str | None:
@@ -78,6 +81,26 @@ def buffer_samples(buf: AudioFrame | Packet) -> int:
         return int(buf.duration or 0)
     return 0
 
+
+
+def pull_outputs(node: Node, flushing: bool, where: str) -> Iterator[AudioFrame | Packet]:
+    """What `node` gives now: its buffers until AGAIN, or, once flushing, until EOF.
+
+    A flushed node that keeps answering AGAIN is stuck: a FlowError naming `where`
+    and the node, never a hang."""
+    idle = 0
+    while True:
+        out = node.pull()
+        if out is EOF:
+            return
+        if out is AGAIN:
+            if not flushing:
+                return
+            idle += 1
+            if idle > MAX_IDLE_PULLS:
+                raise FlowError(f"{where}: node {node!r} did not reach EOF after its input ended")
+            continue
+        yield out
 
 @dataclass
 class NodeStats:

@@ -23,15 +23,12 @@ from typing import Any
 from ..buffers import AudioFrame, Packet
 from ..errors import FlowError
 from ..io.multistream import StreamEnd
-from ..node import AGAIN, EOF, Node
+from ..node import Node
 from .adapters import SourceNode
-from .basic import FlowNode
+from .basic import FlowNode, pull_outputs
 
 __all__ = ["MultiStreamSourceNode", "StreamDemux", "StreamEnd", "take_ended_streams",
            "is_multi_stream"]
-
-# AGAINs an inner node may answer after its end of input before it counts as stuck.
-_MAX_IDLE_PULLS = 10000
 
 
 def take_ended_streams(node: Any) -> list[StreamEnd]:
@@ -114,19 +111,7 @@ class StreamDemux(FlowNode):
         self.finished.append(stream)
 
     def _collect(self, stream: str, node: Node, flushing: bool) -> None:
-        idle = 0
-        while True:
-            out = node.pull()
-            if out is EOF:
-                return
-            if out is AGAIN:
-                if not flushing:
-                    return
-                idle += 1
-                if idle > _MAX_IDLE_PULLS:
-                    raise FlowError(f"{self.name}: the node of stream {stream!r} did not reach "
-                                    f"EOF after its input ended")
-                continue
+        for out in pull_outputs(node, flushing, f"{self.name} stream {stream!r}"):
             if out.stream != stream:
                 out.stream = stream      # an inner node may not know its stream id
             self._out.append(out)
