@@ -352,6 +352,7 @@ ALLOWED_IMPORT_MODULE = {
     "registry.py": "built-in operator families and installed entry-point plugins",
     "processors/_scipy.py": "scipy submodules imported on first use",
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
+    "bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 
 
