@@ -93,12 +93,15 @@ class CheckingSink(Node):
     """Checks that every sample continues its stream's ramp; writes `<out_dir>/<stream>.json`
     ({"samples": n, "messages": m}) when the stream ends. `delay` seconds per buffer make a
     deliberately slow sink; `check_pts` also checks that pts count the samples (time base
-    1/8000)."""
+    1/8000); `arrivals` adds "arrivals": the time.monotonic() of every buffer (one clock
+    for every process on the machine)."""
 
     output_kind = None
 
-    def __init__(self, out_dir: str, delay: float = 0.0, check_pts: bool = False) -> None:
+    def __init__(self, out_dir: str, delay: float = 0.0, check_pts: bool = False,
+                 arrivals: bool = False) -> None:
         self.out_dir, self.delay, self.check_pts = Path(out_dir), delay, check_pts
+        self.arrivals: list[float] | None = [] if arrivals else None
         self.stream: str | None = None
         self.next = self.messages = 0
         self.ended = False
@@ -108,8 +111,12 @@ class CheckingSink(Node):
             self.ended = True
             if self.stream is not None:
                 result = {"samples": self.next, "messages": self.messages}
+                if self.arrivals is not None:
+                    result["arrivals"] = self.arrivals
                 (self.out_dir / f"{self.stream}.json").write_text(json.dumps(result))
             return
+        if self.arrivals is not None:
+            self.arrivals.append(time.monotonic())
         if self.delay:
             time.sleep(self.delay)
         self.stream = buf.stream
