@@ -548,7 +548,7 @@ def _print_summary(result: dict, problems: list[str]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--quick", action="store_true", help="2 minutes (the CI form is 1)")
+    parser.add_argument("--quick", action="store_true", help="2 minutes, like the CI form (tests/test_soak.py)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "soak.json")
     parser.add_argument("--interval", type=float, default=None,
                         help="seconds between samples (default 10, 2 for runs up to 5 min)")

@@ -1,11 +1,11 @@
-"""Soak, CI size: 60 s of a live run in real processes, checked like the 30-minute long form.
+"""Soak, CI size: 2 minutes of a live run in real processes, checked like the 30-minute form.
 
 ``flowengine serve`` and ``flowengine send --codec mp3 --tone`` (endless, paced)
 run as their own processes; two WebSocket clients that keep up and one that
-reads a message per second run here (benchmarks/soak.py). The run is 60 s
-(not 2 minutes: the whole suite must stay under ~5 minutes) with a sample
-every 2 s and a 15 s warm-up; the slow client's small TCP window and segments
-make the server drop it after about 35 s. The long form is
+reads a message per second run here (benchmarks/soak.py). The run is 120 s
+with a sample every 2 s and a 15 s warm-up, so the trend is fitted over ~50
+samples; the slow client's small TCP window and segments make the server drop
+it after about 35 s, and it reconnects. The long form is
 ``python benchmarks/soak.py --minutes 30``.
 """
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import soak  # noqa: E402
 
-SECONDS = 60.0
+SECONDS = 120.0
 INTERVAL = 2.0
 WARMUP = 15.0
 
