@@ -115,32 +115,6 @@ class ProbeSource(Node):
         self.probe.write()
 
 
-class ProbeIdentity(Node):
-    """Passes every frame on unchanged, probing."""
-
-    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "identity") -> None:
-        self.probe = _Probe(out_dir, tag, warmup)
-        self.pending: AudioFrame | None = None
-        self.ended = False
-
-    def push(self, buf: object) -> None:
-        if buf is None:
-            self.ended = True
-            self.probe.write()
-            return
-        self.probe.tick(buf.stream)
-        self.pending = buf
-
-    def pull(self) -> object:
-        out, self.pending = self.pending, None
-        if out is not None:
-            return out
-        return EOF if self.ended else AGAIN
-
-    def close(self) -> None:
-        self.probe.write()
-
-
 class ProbeSink(Node):
     """Counts frames, probing; keeps nothing."""
 
@@ -162,6 +136,25 @@ class ProbeSink(Node):
 
     def close(self) -> None:
         self.probe.write()
+
+
+class ProbeIdentity(ProbeSink):
+    """Passes every frame on unchanged, probing."""
+
+    output_kind = PCM
+
+    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "identity") -> None:
+        super().__init__(out_dir, warmup, tag)
+        self.pending: AudioFrame | None = None
+
+    def push(self, buf: object) -> None:
+        super().push(buf)
+        if buf is not None:
+            self.pending = buf
+
+    def pull(self) -> object:
+        out, self.pending = self.pending, None
+        return out if out is not None else super().pull()
 
 
 def collect(out_dir: str | Path) -> dict[str, dict[str, float]]:

@@ -1,9 +1,12 @@
-"""Measurements the tests make on decoded audio: dominant frequency, delay-aligned correlation."""
+"""Measurements the tests make on decoded audio (dominant frequency, delay-aligned correlation),
+and real encoded frames to feed the live tests."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import signal
+
+from flowengine.codecs.encoder import Encoder
 
 
 def dominant_frequency(x: np.ndarray, rate: int) -> float:
@@ -53,3 +56,18 @@ def process_in_chunks(proc, x: np.ndarray, chunks: list[int] | None = None, pts:
     if not outs:
         return np.zeros((proc.output_format.channels, 0), np.float32), marks
     return np.concatenate(outs, axis=1), marks
+
+
+def encoded_chirp_frames(codec: str, seconds: float, rate: int = 48000,
+                         channels: int = 2) -> list[bytes]:
+    """Real encoded frames (bytes) of a 300-700 Hz chirp: no two frames alike."""
+    n = int(rate * seconds)
+    t = np.arange(n) / rate
+    pcm = np.tile(0.4 * np.sin(2 * np.pi * (300 + 400 * t) * t), (channels, 1)).astype(np.float32)
+    encoder = Encoder(codec, None)
+    encoder.put_frame(pcm, format={"sample_rate": rate, "channels": channels,
+                                   "sample_type": "f32", "planar": True})
+    frames = []
+    while (frame := encoder.get_frame(force=True)) is not None:
+        frames.append(frame)
+    return frames

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowengine.codecs.encoder import Encoder
+from audio_checks import encoded_chirp_frames
 from flowengine.errors import WireError
 from flowengine.live.framing import (
     CLOSED, END_MARKER, END_OF_STREAM, NEED_DATA, FrameDecoder, encode_frame,
@@ -28,19 +27,6 @@ def drain(decoder: FrameDecoder) -> list:
         if event is CLOSED:
             break
     return events
-
-
-def encoded_frames(codec: str, rate: int, channels: int, seconds: float = 0.3) -> list[bytes]:
-    n = int(rate * seconds)
-    t = np.arange(n) / rate
-    pcm = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (channels, 1)).astype(np.float32)
-    encoder = Encoder(codec, None)
-    encoder.put_frame(pcm, format={"sample_rate": rate, "channels": channels,
-                                   "sample_type": "f32", "planar": True})
-    frames = []
-    while (frame := encoder.get_frame(force=True)) is not None:
-        frames.append(frame)
-    return frames
 
 
 @settings(max_examples=60, deadline=None)
@@ -138,7 +124,7 @@ def test_memory_stays_bounded_over_a_long_stream():
     ("aac", 48000, 2, 1024), ("aac", 22050, 1, 1024),
 ])
 def test_stream_info_comes_from_the_first_frame_header(codec, rate, channels, chunk):
-    frames = encoded_frames(codec, rate, channels)
+    frames = encoded_chirp_frames(codec, 0.3, rate, channels)
     info = probe_frame(frames[0])
     assert (info.codec, info.sample_rate, info.channels, info.chunk_samples) == \
         (codec, rate, channels, chunk)

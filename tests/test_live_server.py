@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from flowengine.cli import main
-from flowengine.codecs.encoder import Encoder
+from audio_checks import encoded_chirp_frames
 from flowengine.live.framing import encode_frame
 from flowengine.live.protocol import hello_message
 from flowengine.live.push import PushClient
@@ -36,28 +36,14 @@ from flowengine.runner import Runner
 WAIT = 10.0
 
 
-def encode(codec: str, seconds: float, rate: int = 48000, channels: int = 2) -> list[bytes]:
-    """Real encoded frames of a chirp (frames differ from each other)."""
-    n = int(rate * seconds)
-    t = np.arange(n) / rate
-    pcm = np.tile(0.4 * np.sin(2 * np.pi * (300 + 400 * t) * t), (channels, 1)).astype(np.float32)
-    encoder = Encoder(codec, None)
-    encoder.put_frame(pcm, format={"sample_rate": rate, "channels": channels,
-                                   "sample_type": "f32", "planar": True})
-    frames = []
-    while (frame := encoder.get_frame(force=True)) is not None:
-        frames.append(frame)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def mp3_frames() -> list[bytes]:
-    return encode("mp3", 1.5)
+    return encoded_chirp_frames("mp3", 1.5)
 
 
 @pytest.fixture(scope="module")
 def aac_frames() -> list[bytes]:
-    return encode("aac", 1.0)
+    return encoded_chirp_frames("aac", 1.0)
 
 
 @pytest.fixture
