@@ -3,6 +3,7 @@ on purpose once (or every time), and a sink that records exactly which ramp samp
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError
 from flowengine.node import AGAIN, EOF, Node
 
-__all__ = ["KillOncePass", "KillOnceHolding", "KillAlwaysPass", "RampRecorder", "op"]
+__all__ = ["KillOncePass", "KillOnceHolding", "KillAlwaysPass", "StopOncePass", "DieAfterEofPass",
+           "DieAfterEofHolding", "RampRecorder", "op"]
 
 
 def op(name: str) -> str:
@@ -30,27 +32,32 @@ def _same(samples_in: int, params: dict, in_rate: int, out_rate: int) -> tuple[i
 
 class KillOncePass(Node):
     """Stateless pass-through; replica `replica` SIGKILLs itself at its `after`-th buffer,
-    once per run (the file `marker` says it happened, so its replacement lives)."""
+    once per run (the file `marker` says it happened, so its replacement lives). The other
+    replicas wait `flush_sleep` seconds at the end of each stream (they end late)."""
 
     stateful = False
     expected_out = staticmethod(_same)
+    signal = signal.SIGKILL
 
-    def __init__(self, marker: str, replica: int = 1, after: int = 20) -> None:
+    def __init__(self, marker: str, replica: int = 1, after: int = 20,
+                 flush_sleep: float = 0.0) -> None:
         self.queue: deque = deque()
         self.ended = False
         self.marker = Path(marker)
         self.armed = replica_index() == replica and not self.marker.exists()
         self.after, self.seen = after, 0
+        self.flush_sleep = flush_sleep if replica_index() != replica else 0.0
 
     def _maybe_die(self) -> None:
         self.seen += 1
         if self.armed and self.seen >= self.after:
             self.marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
             time.sleep(10)
 
     def push(self, buf: AudioFrame | None) -> None:
         if buf is None:
+            time.sleep(self.flush_sleep)
             self.ended = True
             return
         self._maybe_die()
@@ -68,12 +75,14 @@ class KillOnceHolding(KillOncePass):
 
     stateful = True
 
-    def __init__(self, marker: str, replica: int = 1, after: int = 20) -> None:
-        super().__init__(marker, replica, after)
+    def __init__(self, marker: str, replica: int = 1, after: int = 20,
+                 flush_sleep: float = 0.0) -> None:
+        super().__init__(marker, replica, after, flush_sleep)
         self.held: AudioFrame | None = None
 
     def push(self, buf: AudioFrame | None) -> None:
         if buf is None:
+            time.sleep(self.flush_sleep)
             if self.held is not None:
                 self.queue.append(self.held)
             self.held, self.ended = None, True
@@ -90,6 +99,60 @@ class KillAlwaysPass(KillOncePass):
     def __init__(self, marker: str, replica: int = 1, after: int = 20) -> None:
         super().__init__(marker, replica, after)
         self.armed = replica_index() == replica
+
+
+class StopOncePass(KillOncePass):
+    """As KillOncePass, but replica `replica` stops itself (SIGSTOP): alive, and silent."""
+
+    signal = signal.SIGSTOP
+
+
+_DEATH_ARMED = False
+
+
+def _die_after_eof(marker: Path, wait_for: str | None, count: int) -> None:
+    """Make this worker process SIGKILL itself when it reports done: after its eof went
+    downstream (0.3 s later, so the eof has surely left), and, with `wait_for` (a glob), once
+    `count` files match it. Patches the worker's control call in this process only."""
+    global _DEATH_ARMED
+    if _DEATH_ARMED:
+        return
+    _DEATH_ARMED = True
+    from flowengine.engine import worker
+    tell = worker.Worker._tell
+
+    def tell_then_die(self: object, kind: str, **fields: object) -> None:
+        if kind == "done":
+            deadline = time.monotonic() + 10
+            while wait_for and len(glob.glob(wait_for)) < count and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        tell(self, kind, **fields)
+
+    worker.Worker._tell = tell_then_die
+
+
+class DieAfterEofPass(KillOncePass):
+    """Stateless pass-through whose replica `replica` dies (once per run) after it sent its eof
+    downstream, before it reports done; with `wait_for`, only once that many files match."""
+
+    def __init__(self, marker: str, replica: int = 0, flush_sleep: float = 0.0,
+                 wait_for: str | None = None, count: int = 0) -> None:
+        super().__init__(marker, replica, after=10 ** 9, flush_sleep=flush_sleep)
+        if self.armed:
+            _die_after_eof(self.marker, wait_for, count)
+
+
+class DieAfterEofHolding(KillOnceHolding):
+    """The stateful (one-block delay line) twin of DieAfterEofPass."""
+
+    def __init__(self, marker: str, replica: int = 0, flush_sleep: float = 0.0,
+                 wait_for: str | None = None, count: int = 0) -> None:
+        super().__init__(marker, replica, after=10 ** 9, flush_sleep=flush_sleep)
+        if self.armed:
+            _die_after_eof(self.marker, wait_for, count)
 
 
 class RampRecorder(Node):

@@ -43,6 +43,14 @@ class StageConfig(BaseModel):
     max_restarts: int = Field(
         3, ge=0, le=1000, description="With restart: on-failure, how many replacements the "
                                       "stage may have in one run before a failure ends the run.")
+    replay_messages: int = Field(
+        1024, ge=1, le=1_000_000,
+        description="With restart: on-failure on a stateless stage: how many unacknowledged "
+                    "messages each sender keeps per replica to re-send to a replacement "
+                    "(senders wait for acknowledgements when it is full).")
+    replay_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="... and how many bytes at most (the same wait when reached).")
     fuse_with: Literal["previous"] | None = Field(
         None, description="Run this stage in the same worker as the stage before it (its only "
                           "input), one Pipeline per stream: no hop between them.")

@@ -194,6 +194,27 @@ def _inbox_hwm(stage: _Stage) -> int:
     return max(1, hwm // stage.replicas) if stage.config.ordered else hwm
 
 
+def _restarts_losslessly(stage: _Stage, by_name: dict[str, _Stage]) -> bool:
+    """A stateless stage (one output per input) fed by sticky edges restarts without loss
+    (replay.py); a stateful or fused one restarts with a reported gap."""
+    return stage.config.restart == "on-failure" and not stage.info.stateful and \
+        not stage.members and not any(by_name[i].config.ordered for i in stage.inputs)
+
+
+def _replay_fields(stage: _Stage, replica: int, by_name: dict[str, _Stage],
+                   consumers: dict[str, list[str]], lossless: set[str]) -> dict:
+    """The WorkerSpec fields of replica `replica` of `stage` for lossless restarts."""
+    into = [by_name[c] for c in consumers[stage.name] if c in lossless]
+    fed_by = [by_name[i] for i in stage.inputs if i in lossless]
+    return dict(
+        replay=stage.name in lossless,
+        replay_to=[sender_id(c.name, r) for c in into for r in range(c.replicas)],
+        replay_messages=min((c.config.replay_messages for c in into), default=0),
+        replay_bytes=min((c.config.replay_bytes for c in into), default=0),
+        indexed_senders=[sender_id(i.name, r) for i in fed_by for r in range(i.replicas)],
+        ack_every=min((max(1, i.config.replay_messages // 4) for i in fed_by), default=0))
+
+
 def _curve_keys(config: RunConfig) -> CurveKeys | None:
     security = config.security
     if not security.curve:
@@ -228,6 +249,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
     inboxes = {stage.name: [endpoint(f"s{i}r{r}") if stage.inputs else None
                             for r in range(stage.replicas)]
                for i, stage in enumerate(stages)}
+    lossless = {s.name for s in stages if _restarts_losslessly(s, by_name)}
     plans = []
     for stage in stages:
         hwm = _inbox_hwm(stage)
@@ -253,6 +275,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               multi_input=stage.info.multi_input,
                               restart=stage.config.restart,
                               max_restarts=stage.config.max_restarts,
+                              **_replay_fields(stage, r, by_name, consumers, lossless),
                               curve=curve if curve is None or stage.inputs
                               else curve.without_server_secret())
                    for r in range(stage.replicas)]

@@ -7,6 +7,10 @@ the message type. Worker → coordinator::
     stats   counters so far (about once a second); doubles as the heartbeat
     done    end of run reached: final counts, per-stream counts in and out
     error   the worker failed: ``tb`` holds the formatted traceback
+    ack     a consumer of stages that restart losslessly: per replica ``acks`` {stream: next
+            data index it expects} and ``ended`` [streams] since the last ack (``replay.py``)
+    held    ``to``: this worker holds everything for that dead replica (answer to hold)
+    replayed  ``to``, ``messages``, ``streams``: what it re-sent to a replacement
 
 Coordinator → worker::
 
@@ -14,7 +18,10 @@ Coordinator → worker::
     drain     sources stop early and end their streams normally (EOS, then EOF)
     shutdown  the run is over (or aborted): close the data sockets and exit
     resume    ``to``: worker id of a replacement downstream replica; send it the caps of
-              every open stream routed to it (and eof again if already sent)
+              every open stream routed to it (and eof again if already sent), or, when it
+              restarts losslessly, everything of its streams not acknowledged
+    hold      ``to``: that downstream replica died; send it nothing until resume
+    ack       ``to``, ``acks``, ``ended``: what the consumers of that replica have taken
 
 The module is pure encode/decode, like ``wire``: no sockets.
 """
@@ -30,8 +37,8 @@ from ..errors import WireError
 __all__ = ["WORKER_MESSAGES", "COORDINATOR_MESSAGES", "encode_control", "decode_control",
            "MAX_CONTROL_BYTES"]
 
-WORKER_MESSAGES = ("ready", "stats", "done", "error")
-COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume")
+WORKER_MESSAGES = ("ready", "stats", "done", "error", "ack", "held", "replayed")
+COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume", "hold", "ack")
 # A done message carries per-stream counts and an error carries a traceback: both small.
 MAX_CONTROL_BYTES = 4 * 1024 * 1024
 

@@ -35,6 +35,7 @@ import the main module); the CLI and ``python -c`` need nothing.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import shutil
 import signal
@@ -52,7 +53,9 @@ from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .plan import Plan, WorkerSpec
 from .preload import modules_for
-from .restart import RestartEvent, StreamGap, account_restarts, can_restart, replace_worker
+from .replay import AckRelay
+from .restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
+    replace_worker
 from .security import curve_server, log_listener, start_authenticator
 from .worker import run_worker
 
@@ -64,6 +67,8 @@ __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "Ru
 PRELOAD_MODULES = ["flowengine.engine.worker", "flowengine.registry"]
 
 _SLICE_S = 0.1
+
+log = logging.getLogger("flowengine.engine")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -161,6 +166,7 @@ class _Tracked:
     received: int = 0
     error: dict | None = None
     replaced: bool = False        # a replacement took over (restart.py): ignore its failures
+    held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
 
 
 def _signal_name(code: int) -> str:
@@ -211,6 +217,10 @@ class Engine:
         self._started_at = 0.0
         self.restarts: list[RestartEvent] = []
         self._following = False   # restarts only once the run is under way
+        self._sinks_done = False  # every sink reported done: the output is complete
+        # Consumers' acknowledgements to the upstreams of stages that restart losslessly.
+        self._acks = AckRelay({w.id: stage.outputs for stage in plan.stages
+                               for w in stage.workers if w.replay})
 
     # ------------------------------------------------------------------ public
 
@@ -239,6 +249,7 @@ class Engine:
                                  spec.inbox_endpoint, curve is not None)
             self._broadcast("start")
             self._follow()
+            self._sinks_done = True
             self._collect_remaining_done()
             report = self.snapshot(final=True)
             report.complete = True
@@ -306,9 +317,9 @@ class Engine:
 
     # ---------------------------------------------------------------- messages
 
-    def _send(self, worker_id: str, kind: str) -> None:
+    def _send(self, worker_id: str, kind: str, **fields: Any) -> None:
         try:
-            self._router.send_multipart([worker_id.encode(), encode_control(kind)],
+            self._router.send_multipart([worker_id.encode(), encode_control(kind, **fields)],
                                         flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # gone or not connected yet; the process sentinel tells the rest
@@ -346,6 +357,14 @@ class Engine:
         elif kind == "error":
             tracked.error = message
             self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
+        elif kind == "ack":
+            for replica, (acks, ended) in self._acks.report(tracked.spec.stage, message).items():
+                for upstream in self._workers[replica].spec.upstream:
+                    self._send(upstream, "ack", to=replica, acks=acks, ended=ended)
+        elif kind == "held":
+            tracked.held.add(message["to"])
+        elif kind == "replayed":
+            note_replayed(self, tracked, message)
         else:
             wall = time.monotonic() - self._started_at
             _apply_counts(tracked.report, message, wall)
@@ -404,7 +423,7 @@ class Engine:
     def _collect_remaining_done(self) -> None:
         """Every worker sent done before the sinks could finish; wait (bounded) for the rest."""
         deadline = time.monotonic() + 2.0
-        while not all(t.report.done for t in self._workers.values()):
+        while not all(t.report.done or t.replaced for t in self._workers.values()):
             if time.monotonic() >= deadline:
                 break
             self._receive(_SLICE_S)
@@ -414,7 +433,7 @@ class Engine:
 
     def _check_processes(self) -> None:
         """A worker process that ended before shutdown failed the run."""
-        sentinels = {t.process.sentinel: t for t in self._workers.values()}
+        sentinels = {t.process.sentinel: t for t in self._workers.values() if not t.replaced}
         ended = wait_for_sentinels(list(sentinels), timeout=0)
         if not ended:
             return
@@ -445,10 +464,19 @@ class Engine:
         """Replace the worker (restart: on-failure, restarts left), else raise WorkerFailed."""
         if tracked.replaced or self._workers.get(tracked.spec.id) is not tracked:
             return                # a replacement took over already
+        spec = tracked.spec
+        if self._sinks_done:
+            # Every sink has its eof: the output is complete, whatever this worker does now.
+            tracked.replaced = True
+            log.warning("stage %r replica %d (pid %s) %s after every sink had finished: the "
+                        "output is complete (its stage's audit uses its last stats)",
+                        spec.stage, spec.replica, tracked.process.pid, what.splitlines()[0])
+            return
         if self._following and can_restart(tracked, self.restarts):
             replace_worker(self, tracked, what)
             return
-        spec = tracked.spec
+        if tracked.process.is_alive():
+            tracked.process.kill()   # e.g. stopped or hung: declared dead, so it is
         if tracked.report.restarts:
             what += f" (after {tracked.report.restarts} restart(s))"
         error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "

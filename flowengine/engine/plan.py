@@ -81,6 +81,13 @@ class WorkerSpec:
     restart: str = "never"          # "on-failure": the coordinator replaces a dead replica
     max_restarts: int = 3
     generation: int = 0             # 0 for the first worker of a replica, then 1, 2, ...
+    # Lossless restart of stateless stages (replay.py):
+    replay: bool = False            # this stage restarts losslessly: outputs carry input indices
+    replay_to: list[str] = field(default_factory=list)   # downstream replicas we buffer for
+    replay_messages: int = 0        # bounds of each of those buffers
+    replay_bytes: int = 0
+    indexed_senders: list[str] = field(default_factory=list)  # upstream lossless replicas
+    ack_every: int = 0              # acknowledge them at least every this many messages
 
     @property
     def id(self) -> str:

@@ -84,6 +84,7 @@ class _Stream:
     messages: int = 0  # data messages
     samples: int = 0   # PCM samples per channel
     resumed: bool = False  # opened mid-stream by a replacement worker (no completeness check)
+    may_skip: bool = False  # opened by caps in a replacement: the next message may skip seqs
 
 
 def _where(sender: str, stream: str) -> str:
@@ -140,11 +141,16 @@ class StreamSender:
     to send; where they go (which downstream replica) is the caller's choice.
     """
 
-    def __init__(self, sender: str) -> None:
+    def __init__(self, sender: str, *, index_data: bool = False) -> None:
         self.sender = sender
+        # Stamp every data message with its index in the stream (``oq``): the receiver is a
+        # losslessly restarting stage (``replay.py``) that stamps its outputs with it.
+        self.index_data = index_data
         self._streams: dict[str, _Stream] = {}
         self._eof_sent = False
         self._messages = self._bytes = 0
+        # (kind, stream, data index) of the message just built: the replay buffer's bookkeeping.
+        self.last: tuple[str, str, int | None] = ("", "", None)
 
     def caps(self, stream: str, caps: Caps) -> list[Frame]:
         """Announce (or change) what `stream` carries."""
@@ -152,6 +158,7 @@ class StreamSender:
         state = _advance(record, "caps", self.sender, stream)
         frames = encode_caps(stream, record.next_seq, caps, sender=self.sender)
         record.state, record.caps = state, caps
+        self.last = ("caps", stream, None)
         return self._sent(record, stream, frames)
 
     def data(self, buffer: AudioFrame | Packet, *, order: int | None = None) -> list[Frame]:
@@ -160,6 +167,9 @@ class StreamSender:
         record = self._record("data", stream)
         _advance(record, "data", self.sender, stream)
         _check_matches_caps(record.caps, buffer, self.sender)
+        if order is None and self.index_data:
+            order = record.messages
+        self.last = ("data", stream, order)
         if isinstance(buffer, AudioFrame):
             frames = encode_frame(buffer, record.next_seq, sender=self.sender, order=order)
             record.samples += buffer.samples
@@ -176,6 +186,7 @@ class StreamSender:
         frames = encode_eos(stream, record.next_seq, messages=record.messages,
                             samples=record.samples, sender=self.sender, order_end=order_end)
         record.state = state
+        self.last = ("eos", stream, None)
         return self._sent(record, stream, frames)
 
     def eof(self) -> list[Frame]:
@@ -187,6 +198,7 @@ class StreamSender:
             raise ProtocolError(f"sender {self.sender!r}: eof while stream(s) {names} still "
                                 f"open (no eos)", problem="eof", sender=self.sender)
         self._eof_sent = True
+        self.last = ("eof", "", None)
         frames = encode_eof(self.sender)
         self._messages += 1
         self._bytes += message_nbytes(frames)
@@ -300,6 +312,8 @@ class InboxStatistics(NamedTuple):
     bytes: int
     violations: int
     dropped: int
+    duplicates: int = 0    # data a replacement sent again and this inbox already had (indexed)
+    index_gaps: int = 0    # data indices an indexed sender's replacement skipped (lost)
 
 
 class InboxState:
@@ -317,12 +331,27 @@ class InboxState:
     generation's. Events always name the sender without its generation.
     `resumed=True` is the inbox of a replacement worker: a stream it meets
     in the middle is dropped (counted) up to its next caps, which opens it at
-    that caps' seq; its eos is then not checked for completeness (the part the
-    dead worker had is not here).
+    that caps' seq; the message after that caps may skip seqs (a replay from a
+    sender's buffer starts with the stream's caps, then its first message not
+    yet acknowledged); its eos is then not checked for completeness (the part
+    the dead worker had is not here).
+
+    `indexed` senders are the replicas of a stage that restarts losslessly
+    (``replay.py``): their data carry the index of the input they came from
+    (``oq``), the same in every generation. A newer generation starts again
+    at or before what this inbox has, so data with an index it already
+    delivered are dropped (`duplicates`, still counted for the eos check) and
+    so is everything of a stream that already ended here. `progress` says how
+    far each of their streams got: what the consumer acknowledges.
+
+    A newer generation of any sender whose eof already came (it died after
+    its eof, before it reported done) is dropped whole: that sender's streams
+    had all ended complete, so nothing of the replacement is new.
     """
 
     def __init__(self, senders: Iterable[str], *,
-                 on_loss: Literal["raise", "report"] = "raise", resumed: bool = False) -> None:
+                 on_loss: Literal["raise", "report"] = "raise", resumed: bool = False,
+                 indexed: Iterable[str] = ()) -> None:
         self.senders = frozenset(senders)
         if not self.senders:
             raise ConfigError("an inbox needs at least one sender")
@@ -334,6 +363,12 @@ class InboxState:
         self._open = set(self.senders)
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._messages = self._bytes = self._violations = self._dropped = 0
+        self._eof_generation: dict[str, int] = {}
+        self.indexed = frozenset(indexed)
+        self._next_index: dict[tuple[str, str], int] = {}   # (sender, stream) -> next data index
+        self._index_ended: set[tuple[str, str]] = set()
+        self._duplicates = self._index_gaps = 0
+        self.delivered = 0        # data events given out from indexed senders (ack pacing)
 
     @property
     def run_ended(self) -> bool:
@@ -357,12 +392,18 @@ class InboxState:
         key = (wire, stream)
         record = self._streams.get(key)
         if record is None:
+            if (sender, stream) in self._index_ended:
+                self._duplicates += 1  # a replacement's replay of a stream that ended here
+                return []
             if self.resumed and message.kind != "caps":
                 self._dropped += 1    # the middle of a stream, before its replayed caps
                 return []
-            record = _Stream()
+            record = _Stream(may_skip=self.resumed)
             if self.resumed and message.seq:
                 record.next_seq, record.resumed = message.seq, True
+        elif record.may_skip and record.messages == 0 and message.seq > record.next_seq:
+            # A replay: the caps in effect, then the first message not acknowledged.
+            record.next_seq, record.resumed = message.seq, True
         events: list[Event] = []
         if message.seq != record.next_seq:
             error = self._seq_error(record.next_seq, message.seq, sender, stream)
@@ -377,9 +418,13 @@ class InboxState:
             events.append(StreamCaps(sender, stream, caps, changed=record.caps is not None))
             record.caps = caps
         elif event == "data":
-            events.append(self._data(record, sender, message))
+            data = self._data(record, sender, message)
+            if sender not in self.indexed or self._new_index(sender, stream, message.order):
+                events.append(data)
         else:
             events.append(self._eos(record, sender, stream, message.info, events))
+            if sender in self.indexed:
+                self._index_ended.add((sender, stream))
         record.state = state
         record.next_seq = message.seq + 1
         self._streams[key] = record
@@ -395,13 +440,41 @@ class InboxState:
             data_messages=sum(r.messages for r in records),
             samples=sum(r.samples for r in records),
             packets=sum(r.messages for r in records if r.caps is not None and r.caps.kind != PCM),
-            bytes=self._bytes, violations=self._violations, dropped=self._dropped)
+            bytes=self._bytes, violations=self._violations, dropped=self._dropped,
+            duplicates=self._duplicates, index_gaps=self._index_gaps)
+
+    @property
+    def indexed_streams_ended(self) -> int:
+        return len(self._index_ended)
+
+    def progress(self, sender: str) -> tuple[dict[str, int], set[str]]:
+        """For an indexed `sender`: per stream the next data index this inbox expects, and
+        the streams that ended here (what the consumer acknowledges, ``replay.py``)."""
+        streams = {stream: n for (s, stream), n in self._next_index.items() if s == sender}
+        return streams, {stream for s, stream in self._index_ended if s == sender}
+
+    def _new_index(self, sender: str, stream: str, index: int | None) -> bool:
+        """Whether data with input index `index` from an indexed sender is new here."""
+        if index is None:
+            return True
+        key = (sender, stream)
+        expected = self._next_index.get(key, 0)
+        if index < expected:
+            self._duplicates += 1
+            return False
+        if index > expected:
+            self._index_gaps += index - expected   # not in any replay buffer: a real loss
+        self._next_index[key] = index + 1
+        self.delivered += 1
+        return True
 
     def _check_sender(self, message: Message) -> tuple[str, str | None]:
         """(sender id without generation, wire id); the wire id is None for a message of a
         generation that a newer one has replaced."""
         wire, kind = message.sender, message.kind
         sender, generation = split_generation(wire) if wire is not None else (None, 0)
+        if generation > self._eof_generation.get(sender, generation):
+            return sender, None   # a replacement of a sender that had finished (see class doc)
         if not self._open:
             raise ProtocolError(f"{kind} from {sender!r} after the run ended (eof from every "
                                 f"sender)", problem="ended", sender=sender)
@@ -437,6 +510,7 @@ class InboxState:
             raise ProtocolError(f"sender {sender!r}: eof while stream(s) {names} still open "
                                 f"(no eos)", problem="eof", sender=sender)
         self._open.discard(sender)
+        self._eof_generation[sender] = split_generation(wire)[1]
         return [SenderEnd(sender), RunEnd()] if not self._open else [SenderEnd(sender)]
 
     @staticmethod

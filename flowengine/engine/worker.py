@@ -73,7 +73,8 @@ from .plan import WorkerSpec, sender_id
 from .preload import warm
 from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd, \
     StreamSender
-from .resume import resume_downstream
+from .replay import AckReporter, ReplayStamp
+from .resume import ReplaySender, resume_downstream
 from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
 from .security import curve_client, curve_server, start_authenticator
 from .outbox import Outbox, batching
@@ -136,6 +137,7 @@ class Worker:
     def __init__(self, spec: WorkerSpec, context: zmq.Context, control: zmq.Socket) -> None:
         self.spec = spec
         self.id = spec.id
+        self.context = context
         self.control = control
         self.inbox: zmq.Socket | None = None
         if spec.inbox_endpoint is not None:
@@ -149,15 +151,8 @@ class Worker:
         # Per output edge: its PUSH sockets (one per downstream replica) and their ids.
         self.edges: list[list[tuple[str, zmq.Socket]]] = []
         for edge in spec.outputs:
-            sockets = []
-            for replica, endpoint in enumerate(edge.endpoints):
-                push = _socket(context, zmq.PUSH)
-                push.setsockopt(zmq.SNDHWM, edge.hwm if edge.routing == BALANCED
-                                else batching(edge.hwm)[1])
-                if spec.curve is not None:
-                    curve_client(push, spec.curve)
-                push.connect(endpoint)
-                sockets.append((sender_id(edge.stage, replica), push))
+            sockets = [(sender_id(edge.stage, replica), self.connect_push(edge, endpoint))
+                       for replica, endpoint in enumerate(edge.endpoints)]
             self.edges.append(sockets)
         self.sockets = [self.control] + ([self.inbox] if self.inbox else []) + \
             [push for sockets in self.edges for _, push in sockets]
@@ -171,17 +166,24 @@ class Worker:
         self.flush_each = spec.inbox_endpoint is None and spec.params.get("realtime") is True
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
-        self.sender = StreamSender(spec.wire_id)
+        self.sender = StreamSender(spec.wire_id, index_data=bool(spec.replay_to))
         self.resume_to: list[str] = []   # replacement replicas waiting for our caps
         # Per output edge, how its messages are spread over the downstream replicas.
         self.routers = [BalancedRouter(self.id, len(edge.endpoints)) if edge.routing == BALANCED
                         else StickyRouter(len(edge.endpoints)) for edge in spec.outputs]
-        self.stamp = OrderStamp(spec.stage) if spec.ordered else None
+        self.stamp = OrderStamp(spec.stage) if spec.ordered else \
+            ReplayStamp(spec.stage) if spec.replay else None
         merged_stages = sorted({s.rpartition(":")[0] for s in spec.merge_senders})
         self.merge = OrderedMerge(spec.merge_senders, spec.reorder_window,
                                   stage=", ".join(merged_stages)) if spec.merge_senders else None
-        self.inbox_state = InboxState(spec.upstream, resumed=spec.generation > 0) \
-            if spec.upstream else None
+        self.inbox_state = InboxState(spec.upstream, resumed=spec.generation > 0,
+                                      indexed=spec.indexed_senders) if spec.upstream else None
+        # Lossless restarts (replay.py): buffers for the replicas after us that have them, and
+        # the acknowledgements we owe the ones before us.
+        self.replay = ReplaySender(self, spec.replay_to, spec.replay_messages,
+                                   spec.replay_bytes) if spec.replay_to else None
+        self.acks = AckReporter(self.inbox_state, spec.indexed_senders, spec.ack_every) \
+            if spec.indexed_senders else None
         # Fan-in: a stream id from one upstream stage only; a mixer's one node takes them all.
         self.origins = StreamOrigins(spec.stage, spec.upstream)
         self.multi = MultiInputFeed(self._new_node(), spec.upstream) if spec.multi_input \
@@ -198,6 +200,16 @@ class Worker:
         self.started = self.draining = False
         self._next_stats = 0.0
         self._parent = multiprocessing.parent_process()
+
+    def connect_push(self, edge: Any, endpoint: str) -> zmq.Socket:
+        """A PUSH to one downstream replica of `edge` (an OutputEdge), connected."""
+        push = _socket(self.context, zmq.PUSH)
+        push.setsockopt(zmq.SNDHWM, edge.hwm if edge.routing == BALANCED
+                        else batching(edge.hwm)[1])
+        if self.spec.curve is not None:
+            curve_client(push, self.spec.curve)
+        push.connect(endpoint)
+        return push
 
     # ----------------------------------------------------------------- control
 
@@ -217,7 +229,15 @@ class Worker:
                 self.draining = True
             elif message["t"] == "resume":
                 self.resume_to.append(message["to"])   # sent at the next safe point
+            elif message["t"] == "ack":
+                self.replay.acknowledge(message)
+            elif message["t"] == "hold":
+                self.replay.hold(message["to"])
         now = time.monotonic()
+        if self.acks is not None:
+            acks = self.acks.due(now)
+            if acks is not None:
+                self._tell("ack", **acks)
         if now >= self._next_stats:
             self._next_stats = now + self.spec.stats_interval
             self._tell("stats", **self.statistics())
@@ -253,6 +273,8 @@ class Worker:
 
     def _send(self, dest: str, sock: zmq.Socket, frames: list[Frame]) -> None:
         """Queue one message for `dest`; its batch goes out when full (or at the next flush)."""
+        if self.replay is not None and not self.replay.on_send(dest, frames):
+            return                  # kept for a replacement of `dest` (resume.ReplaySender)
         outbox = self.outboxes[dest]
         if outbox.add(frames, message_nbytes(frames)):
             self._flush(outbox)
@@ -271,6 +293,8 @@ class Worker:
             except zmq.Again:
                 pass
             self._wait_for_room([sock])
+            if self.replay is not None and outbox.dest in self.replay.held:
+                return              # its replica died: these are in the replay buffer
 
     def _wait_for_room(self, sockets: list[zmq.Socket]) -> None:
         """One slice of waiting for room on `sockets` (backpressure), awake to control:
