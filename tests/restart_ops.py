@@ -134,25 +134,24 @@ def _die_after_eof(marker: Path, wait_for: str | None, count: int) -> None:
     worker.Worker._tell = tell_then_die
 
 
-class DieAfterEofPass(KillOncePass):
-    """Stateless pass-through whose replica `replica` dies (once per run) after it sent its eof
-    downstream, before it reports done; with `wait_for`, only once that many files match."""
+def _dies_after_eof(base: type, doc: str) -> type:
+    """`base` whose replica `replica` dies (once per run) after it sent its eof downstream,
+    before it reports done; with `wait_for`, only once `count` files match that glob."""
 
-    def __init__(self, marker: str, replica: int = 0, flush_sleep: float = 0.0,
-                 wait_for: str | None = None, count: int = 0) -> None:
-        super().__init__(marker, replica, after=10 ** 9, flush_sleep=flush_sleep)
-        if self.armed:
-            _die_after_eof(self.marker, wait_for, count)
+    class DiesAfterEof(base):
+        __doc__ = doc
+
+        def __init__(self, marker: str, replica: int = 0, flush_sleep: float = 0.0,
+                     wait_for: str | None = None, count: int = 0) -> None:
+            super().__init__(marker, replica, after=10 ** 9, flush_sleep=flush_sleep)
+            if self.armed:
+                _die_after_eof(self.marker, wait_for, count)
+
+    return DiesAfterEof
 
 
-class DieAfterEofHolding(KillOnceHolding):
-    """The stateful (one-block delay line) twin of DieAfterEofPass."""
-
-    def __init__(self, marker: str, replica: int = 0, flush_sleep: float = 0.0,
-                 wait_for: str | None = None, count: int = 0) -> None:
-        super().__init__(marker, replica, after=10 ** 9, flush_sleep=flush_sleep)
-        if self.armed:
-            _die_after_eof(self.marker, wait_for, count)
+DieAfterEofPass = _dies_after_eof(KillOncePass, "A stateless pass-through that dies after eof.")
+DieAfterEofHolding = _dies_after_eof(KillOnceHolding, "The stateful twin of DieAfterEofPass.")
 
 
 class RampRecorder(Node):
