@@ -80,8 +80,10 @@ class ReplaySender:
         """Keep a message `worker.sender` just built for `dest`, waiting for room in the
         buffer first; False when it must not go out now (`dest` is held)."""
         buffer = self.buffers.get(dest)
-        if buffer is None or self._replaying:
+        if buffer is None:
             return True
+        if self._replaying:             # the replay may itself be cut short by a new hold
+            return dest not in self.held
         kind, stream, index = self.worker.sender.last
         if kind in ("caps", "data", "eos"):
             if kind == "data" and buffer.full:
