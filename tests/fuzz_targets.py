@@ -618,9 +618,15 @@ class FuzzWorker:
         child.close()
         self._conn = parent
         # Started (imports, warm-up) before the first case's deadline begins.
-        if not parent.poll(120) or parent.recv() != "ready":
+        try:
+            ready = parent.poll(120) and parent.recv() == "ready"
+        except (EOFError, OSError):     # it died while starting
+            ready = False
+        if not ready:
+            exitcode = self._process.exitcode
             self._stop()
-            raise RuntimeError("the fuzz worker did not start within 120 s")
+            raise RuntimeError(f"the fuzz worker did not start within 120 s "
+                               f"(exit code {exitcode})")
 
     def _stop(self) -> None:
         if self._process is not None:
