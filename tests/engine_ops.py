@@ -20,11 +20,13 @@ import numpy as np
 from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError
 from flowengine.format import AudioFormat
+from flowengine.io.multistream import StreamInterleaver
 from flowengine.node import AGAIN, EOF, PACKET, PCM, Node
+from flowengine.nodes.streams import MultiStreamSourceNode
 
 __all__ = ["RampSource", "PassThrough", "CheckingSink", "CrashingPass", "ExitingPass",
            "HangingPass", "SignalPass", "op", "replica_index", "StatelessPass", "SlowReplicaPass",
-           "KillReplicaPass", "ToneStreams", "PacketFileSink", "DropOnePass"]
+           "KillReplicaPass", "ToneStreams", "PacketFileSink", "DropOnePass", "RampStreams"]
 
 RATE = 8000
 
@@ -65,6 +67,28 @@ class RampSource(Node):
             data = np.repeat(ramp[None, :], self.format.channels, axis=0)
             return AudioFrame(data, self.format, start, stream=stream)
         return EOF
+
+
+def RampStreams(streams: int = 24, samples: int = 8192, block: int = 1024,
+                max_open: int = 4) -> Node:
+    """A multi-stream source like ``files``: `streams` ramps ("r0", "r1", ...) read through a
+    StreamInterleaver with at most `max_open` open at once, each ended as soon as it is done."""
+    fmt = AudioFormat(RATE, 1, "f32", True)
+
+    def ramp(stream: str):
+        for start in range(0, samples, block):
+            count = min(block, samples - start)
+            yield AudioFrame(np.arange(start, start + count, dtype=np.float32)[None, :], fmt,
+                             start, stream=stream)
+
+    entries = [(f"r{i}", lambda stream=f"r{i}": (ramp(stream), lambda: None))
+               for i in range(streams)]
+    source = StreamInterleaver(entries, max_open=max_open, name="ramps")
+    source.format = fmt          # what SourceNode.output_format reports
+    return MultiStreamSourceNode(source, PCM, name="ramps")
+
+
+RampStreams.input_kind, RampStreams.output_kind = None, PCM   # a source (engine.operators)
 
 
 class PassThrough(Node):

@@ -17,8 +17,8 @@ from flowengine.engine import build_plan
 from flowengine.engine.plan import auto_replicas
 from flowengine.engine.protocol import InboxState, ProtocolError, RunEnd, StreamCaps, \
     StreamData, StreamEnd
-from flowengine.engine.routing import BALANCED, KERNEL_SLACK_MESSAGES, STICKY, BalancedRouter, \
-    OrderedMerge, OrderStamp, StickyRouter, reorder_window, sticky_replica
+from flowengine.engine.routing import BALANCED, HASHED, KERNEL_SLACK_MESSAGES, STICKY, \
+    BalancedRouter, OrderedMerge, OrderStamp, StickyRouter, reorder_window, sticky_replica
 from flowengine.engine.wire import Caps, decode, encode_eos, encode_frame, encode_packet
 from flowengine.errors import ConfigError, FlowError, WireError
 from flowengine.format import AudioFormat
@@ -67,13 +67,38 @@ def test_bad_order_end_is_a_wire_error():
 
 # --------------------------------------------------------------------------- routers
 
-def test_sticky_router_agrees_with_every_process():
-    router = StickyRouter(3)
+def test_hashed_router_agrees_with_every_process():
+    router = StickyRouter(3, hashed=True, has_room=lambda replica: replica == 1)
     choices = {f"s{i}": router.replica(f"s{i}") for i in range(30)}
-    assert choices == {s: sticky_replica(s, 3) for s in choices}
+    assert choices == {s: sticky_replica(s, 3) for s in choices}   # room does not matter
     assert set(choices.values()) == {0, 1, 2}
     with pytest.raises(ConfigError, match="at least one replica, got 0"):
         StickyRouter(0)
+
+
+def test_sticky_router_puts_a_new_stream_on_the_replica_with_fewest_open_streams():
+    router = StickyRouter(3)
+    assert [router.replica(f"s{i}") for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert router.replica("s4") == 1                     # kept while the stream is open
+    router.forget("s1")
+    router.forget("s4")                                  # replica 1 now has none open
+    assert router.peek("s1") is None and router.open == [2, 0, 2]
+    assert [router.replica(s) for s in ("s6", "s7", "s8")] == [1, 1, 0]
+    assert router.assigned == [3, 4, 2] and router.open == [3, 2, 2]
+
+
+def test_sticky_router_prefers_a_replica_with_room_and_says_which_streams_have_room():
+    room = {0: False, 1: True}
+    router = StickyRouter(2, has_room=room.__getitem__)
+    assert router.has_room_for("new")                    # replica 1 could take it
+    assert [router.replica(s) for s in ("a", "b", "c")] == [1, 1, 1]   # 0 is full
+    room[0] = True
+    assert router.replica("d") == 0                      # fewest open among those with room
+    room[1] = False
+    assert not router.has_room_for("a") and router.has_room_for("d")
+    room[0] = False
+    assert not router.has_room_for("e")                  # nowhere to put a new stream
+    assert router.replica("e") == 0                      # none has room: fewest open
 
 
 def test_balanced_router_round_robin_over_replicas_with_room():
@@ -322,12 +347,22 @@ def test_plan_balances_into_ordered_stages_and_merges_after_them(tmp_path):
     src, gain, sink = plan.stages
     assert [e.routing for e in src.workers[0].outputs] == [BALANCED]
     assert src.workers[0].outputs[0].hwm == gain.hwm == 4   # the hwm split over the replicas
-    assert [e.routing for e in gain.workers[0].outputs] == [STICKY]
+    assert [e.routing for e in src.workers[0].outputs] == [BALANCED]
+    # The ordered replicas each send parts of a stream: all parts must meet downstream.
+    assert [e.routing for e in gain.workers[0].outputs] == [HASHED]
     assert gain.ordered and all(w.ordered for w in gain.workers)
     assert sink.workers[0].merge_senders == ["g:0", "g:1"]
     assert sink.workers[0].reorder_window == reorder_window(2, 8, sink.workers[0].inbox_hwm) == \
         2 * 2 * (8 + sink.workers[0].inbox_hwm) + KERNEL_SLACK_MESSAGES
     assert gain.workers[0].merge_senders == []
+    plain = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2}, SINK))
+    assert [[e.routing for e in w.outputs] for s in plain.stages for w in s.workers] == \
+        [[STICKY], [STICKY], [STICKY], []]   # each sender alone with its streams: it chooses
+    restarting = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2,
+                                          "restart": "on-failure"}, SINK))
+    # A replacement must continue its predecessor's streams on the same replicas.
+    assert [[e.routing for e in w.outputs] for s in restarting.stages for w in s.workers] == \
+        [[STICKY], [HASHED], [HASHED], []]
 
 
 def test_replicas_auto_is_the_core_count(tmp_path):

@@ -26,7 +26,7 @@ from flowengine.io.paths import (
     MAX_NAME_BYTES, PathTemplateError, check_path_template, render_path_template,
     safe_stream_name,
 )
-from flowengine.node import EOF
+from flowengine.node import AGAIN, EOF
 from flowengine.nodes.streams import StreamDemux, take_ended_streams
 from flowengine.pipeline import Pipeline
 from flowengine.registry import registry
@@ -186,6 +186,34 @@ def test_interleaving_bounds_open_files_and_reports_each_end(tmp_path):
     while (buf := one_by_one.pull()) is not EOF:
         streams.append(buf.stream)
     assert streams == sorted(streams)
+
+
+def test_a_choosing_pull_skips_streams_whose_consumer_is_full_and_keeps_their_turn(tmp_path):
+    lengths = {f"f{i}": write_tone(tmp_path / f"f{i}.flac", 300 + 100 * i, 0.1)
+               for i in range(3)}
+    node = registry.create("files", paths=str(tmp_path / "*.flac"), chunk_samples=800,
+                           max_open=3)
+    full = {"f0"}                          # f0's consumer has no room
+    ready = lambda stream: stream not in full          # noqa: E731
+    order, got = [], {s: 0 for s in lengths}
+
+    def take(buf):
+        assert buf.pts == got[buf.stream]                       # continuous per stream
+        got[buf.stream] += buf.samples
+        order.append(buf.stream)
+
+    for _ in range(4):
+        take(node.pull_ready(ready))
+    assert order == ["f1", "f2", "f1", "f2"]
+    full.update(lengths)                  # nobody has room: nothing now, not the end
+    assert node.pull_ready(ready) is AGAIN
+    full.clear()
+    take(node.pull_ready(ready))
+    assert order[-1] == "f0"              # passed over, so first in turn once it has room
+    while (buf := node.pull()) is not EOF:
+        take(buf)
+    assert got == lengths and node.pull_ready(ready) is EOF
+    assert sorted(end.stream for end in take_ended_streams(node)) == sorted(lengths)
 
 
 def test_skip_reports_bad_files_and_keeps_every_good_sample(tmp_path, caplog):

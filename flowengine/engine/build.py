@@ -11,8 +11,13 @@
   would produce the same streams twice).
 - Routing (``flowengine.engine.routing``): an edge into a stage with
   ``ordered: true`` is balanced (each data message goes to a replica with
-  room, with a per-replica HWM of ``hwm // replicas``); every other edge is
-  sticky by stream id. Only a stateless operator may be ordered, and the stage
+  room, with a per-replica HWM of ``hwm // replicas``); an edge out of an
+  ordered stage, or of a stage with ``restart: on-failure``, is hashed
+  (sticky by crc32 of the stream id: every replica of an ordered stage sends
+  parts of the same stream, and they must meet; a replacement continues its
+  predecessor's streams on the same replicas); every other edge is
+  sticky, each sender putting a new stream on the replica with the fewest
+  open streams. Only a stateless operator may be ordered, and the stage
   after it (never itself ordered, never missing: a sink cannot restore order)
   merges the parts back in order.
 - Endpoints: ``ipc://`` sockets in a private directory made with
@@ -35,7 +40,7 @@ from ..config.restart import restart_problem
 from ..errors import ConfigError
 from .operators import OperatorInfo, kind_of, resolve_operator
 from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
-from .routing import BALANCED, STICKY, reorder_window
+from .routing import BALANCED, HASHED, STICKY, reorder_window
 from .security import CurveKeys, load_keys
 from .stagenode import FusedMember
 
@@ -187,6 +192,18 @@ def _free_tcp_port() -> int:
         return probe.getsockname()[1]
 
 
+def _routing(sender: _Stage, receiver: _Stage) -> str:
+    """How `sender` spreads its messages over the replicas of `receiver` (``routing.py``).
+    Hashed where the choice must not live in one process: an ordered stage's replicas send
+    parts of one stream, and a replacement of a restarting sender must find its
+    predecessor's replica for the streams it continues."""
+    if receiver.config.ordered:
+        return BALANCED
+    if sender.config.ordered or sender.config.restart == "on-failure":
+        return HASHED
+    return STICKY
+
+
 def _inbox_hwm(stage: _Stage) -> int:
     """HWM of one replica's inbox. An ordered stage splits its hwm over its replicas: the
     sender picks a replica with room, so small queues keep a slow one from hoarding work."""
@@ -254,7 +271,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
     for stage in stages:
         hwm = _inbox_hwm(stage)
         outputs = [OutputEdge(name, inboxes[name], _inbox_hwm(by_name[name]),
-                              BALANCED if by_name[name].config.ordered else STICKY)
+                              _routing(stage, by_name[name]))
                    for name in consumers[stage.name]]
         upstream = [sender_id(name, r) for name in stage.inputs
                     for r in range(by_name[name].replicas)]

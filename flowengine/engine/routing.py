@@ -2,13 +2,22 @@
 
 Theory of operation
 -------------------
-Every output edge of a worker is routed one of two ways (``OutputEdge.routing``):
+Every output edge of a worker is routed one of three ways (``OutputEdge.routing``):
 
-- **sticky** (``StickyRouter``): every message of a stream goes to the replica
-  ``crc32(stream id) % replicas``, so a stateful operator (codec, filter,
-  resampler, ...) sees its whole stream, in order, on one replica. Every
-  sender computes the same choice, so a stream that comes from several
-  replicas still meets itself downstream.
+- **sticky** (``StickyRouter``): every message of a stream goes to one
+  replica, so a stateful operator (codec, filter, resampler, ...) sees its
+  whole stream, in order, on one replica. The sender is the only one that
+  sends this stream on this edge, so it chooses the replica itself when the
+  stream opens: the one with the fewest streams open from this sender, among
+  those whose queue has room when any has (ties: the lowest index). A slow
+  replica keeps its streams open longer, so new streams go to the others.
+  The choice is kept until the stream's eos.
+- **hashed** (``StickyRouter(hashed=True)``): sticky by ``crc32(stream id) %
+  replicas``, the same answer in every process. Used where several senders
+  must agree without talking: out of an ``ordered`` stage, whose replicas
+  each send a part of the same stream, and out of a stage with ``restart:
+  on-failure``, whose replacement continues the streams of the worker it
+  replaces on the same replicas (``build.py`` picks it).
 - **balanced** (``BalancedRouter``), into a stage with ``ordered: true`` (a
   stateless operator): each *data* message of a stream may go to any replica.
   The worker asks which replicas have room (their PUSH socket is writable, the
@@ -18,6 +27,13 @@ Every output edge of a worker is routed one of two ways (``OutputEdge.routing``)
   protocol-correct part of the stream (its own ``seq`` 0, 1, ... from a
   sender per destination), and each data message carries ``oq``, its index
   in the whole stream; the eos carries ``oe``, the whole stream's count.
+
+A multi-stream source (many files, N tones) never waits on one full replica
+while another has room: the source worker asks it for the next buffer of a
+stream whose replica has room (``StreamInterleaver.next_ready``), and only
+when no stream has room does it wait, bounded, for room on the full ones. A
+worker fed by an inbox keeps its input order: it waits for the replica of
+the message at hand (its streams come already spread by the source).
 
 A replica of an ordered stage (``OrderStamp``) gives exactly one output per
 input, stamped with the input's ``oq`` and pts (its node cannot know the
@@ -35,7 +51,7 @@ the stream and the seq. All of this is pure: no sockets, no clocks.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -45,11 +61,11 @@ from .protocol import Event, ProtocolError, Reorderer, RunEnd, StreamCaps, Strea
     StreamEnd, StreamSender
 from .wire import Caps, Frame
 
-__all__ = ["STICKY", "BALANCED", "ROUTINGS", "sticky_replica", "StickyRouter", "BalancedRouter",
-           "OrderStamp", "OrderedMerge", "reorder_window", "KERNEL_SLACK_MESSAGES"]
+__all__ = ["STICKY", "HASHED", "BALANCED", "ROUTINGS", "sticky_replica", "StickyRouter",
+           "router_for", "BalancedRouter", "OrderStamp", "OrderedMerge", "reorder_window", "KERNEL_SLACK_MESSAGES"]
 
-STICKY, BALANCED = "sticky", "balanced"
-ROUTINGS = (STICKY, BALANCED)
+STICKY, HASHED, BALANCED = "sticky", "hashed", "balanced"
+ROUTINGS = (STICKY, HASHED, BALANCED)
 
 
 def sticky_replica(stream: str, replicas: int) -> int:
@@ -72,23 +88,66 @@ def reorder_window(replicas: int, hwm: int, downstream_hwm: int = 0) -> int:
 
 
 class StickyRouter:
-    """Sticky routing over `replicas` replicas, with the choice cached per stream."""
+    """One replica per stream, kept until the stream's eos (see module doc).
 
-    def __init__(self, replicas: int) -> None:
+    hashed: crc32 of the stream id (every sender agrees); otherwise the replica with the
+        fewest open streams, preferring those for which `has_room(replica)` is true.
+    """
+
+    def __init__(self, replicas: int, *, hashed: bool = False,
+                 has_room: Callable[[int], bool] | None = None) -> None:
         if replicas < 1:
             raise ConfigError(f"an edge needs at least one replica, got {replicas}")
         self.replicas = replicas
+        self.hashed = hashed
+        self.has_room = has_room
         self._cache: dict[str, int] = {}
+        self.open = [0] * replicas       # streams open per replica
+        self.assigned = [0] * replicas   # streams ever given to each replica
 
     def replica(self, stream: str) -> int:
         choice = self._cache.get(stream)
         if choice is None:
-            choice = self._cache[stream] = sticky_replica(stream, self.replicas)
+            choice = self._cache[stream] = self._choose(stream)
+            self.open[choice] += 1
+            self.assigned[choice] += 1
         return choice
 
+    def peek(self, stream: str) -> int | None:
+        """The replica `stream` is on, None before its first message."""
+        return self._cache.get(stream)
+
+    def _choose(self, stream: str) -> int:
+        if self.hashed or self.replicas == 1:
+            return sticky_replica(stream, self.replicas)
+        candidates = range(self.replicas)
+        if self.has_room is not None:
+            candidates = [r for r in candidates if self.has_room(r)] or candidates
+        return min(candidates, key=self.open.__getitem__)
+
+    def has_room_for(self, stream: str) -> bool:
+        """Whether a message of `stream` can go now: its replica has room (any replica, before
+        the stream has one). True when the router was not told about room."""
+        if self.has_room is None:
+            return True
+        choice = self._cache.get(stream)
+        if choice is not None:
+            return self.has_room(choice)
+        return any(self.has_room(r) for r in range(self.replicas))
+
     def forget(self, stream: str) -> None:
-        """The stream ended: drop its cached choice (many short streams stay cheap)."""
-        self._cache.pop(stream, None)
+        """The stream ended: drop its choice (many short streams stay cheap)."""
+        choice = self._cache.pop(stream, None)
+        if choice is not None:
+            self.open[choice] -= 1
+
+
+def router_for(routing: str, sender: str, replicas: int,
+               has_room: Callable[[int], bool] | None = None) -> StickyRouter | BalancedRouter:
+    """The router of one output edge of `sender` (routing: STICKY, HASHED or BALANCED)."""
+    if routing == BALANCED:
+        return BalancedRouter(sender, replicas)
+    return StickyRouter(replicas, hashed=routing == HASHED, has_room=has_room)
 
 
 class BalancedRouter:

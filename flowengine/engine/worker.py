@@ -75,7 +75,8 @@ from .protocol import InboxState, RunEnd, SenderEnd, StreamCaps, StreamData, Str
     StreamSender
 from .replay import AckReporter, ReplayStamp
 from .resume import ReplaySender, resume_downstream
-from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter
+from .routing import BALANCED, BalancedRouter, OrderedMerge, OrderStamp, StickyRouter, \
+    router_for
 from .security import curve_client, curve_server, start_authenticator
 from .outbox import Outbox, batching
 from .wire import Caps, Frame, decode_batch, message_nbytes
@@ -169,8 +170,12 @@ class Worker:
         self.sender = StreamSender(spec.wire_id, index_data=bool(spec.replay_to))
         self.resume_to: list[str] = []   # replacement replicas waiting for our caps
         # Per output edge, how its messages are spread over the downstream replicas.
-        self.routers = [BalancedRouter(self.id, len(edge.endpoints)) if edge.routing == BALANCED
-                        else StickyRouter(len(edge.endpoints)) for edge in spec.outputs]
+        self.routers = [router_for(edge.routing, self.id, len(sockets),
+                                   lambda replica, sockets=sockets: _writable(sockets[replica][1]))
+                        for edge, sockets in zip(spec.outputs, self.edges)]
+        # A multi-stream source before sticky replicas picks streams whose replica has room.
+        self.picks_streams = spec.inbox_endpoint is None and any(
+            isinstance(r, StickyRouter) and r.replicas > 1 for r in self.routers)
         self.stamp = OrderStamp(spec.stage) if spec.ordered else \
             ReplayStamp(spec.stage) if spec.replay else None
         merged_stages = sorted({s.rpartition(":")[0] for s in spec.merge_senders})
@@ -454,10 +459,13 @@ class Worker:
                 self.service()
                 self._resume()
                 start = time.perf_counter()
-                out = node.pull()
+                out = node.pull_ready(self._stream_has_room) if self.picks_streams \
+                    and hasattr(node, "pull_ready") else node.pull()
                 self.busy += time.perf_counter() - start
                 if out is EOF:
                     break
+                if out is AGAIN and self._wait_for_room_downstream():
+                    continue
                 if out is AGAIN:  # a paced source: nothing yet; wait a little, awake to control
                     self._flush_all()
                     self.control.poll(5)
@@ -472,6 +480,18 @@ class Worker:
             node.close()
         for stream in self.sender.open_streams:
             self._end_stream_downstream(stream)
+
+    def _stream_has_room(self, stream: str) -> bool:
+        return all(router.has_room_for(stream) for router in self.routers
+                   if isinstance(router, StickyRouter))
+
+    def _wait_for_room_downstream(self) -> bool:
+        """No stream of the source had room: wait (one bounded slice) for room on the full
+        replicas. False when none is full (the source itself had nothing yet)."""
+        full = [sock for sockets in self.edges for _, sock in sockets if not _writable(sock)]
+        if full:
+            self._wait_for_room(full)
+        return bool(full)
 
     def _end_source_streams(self, node: Node) -> None:
         """End at once the streams a multi-stream source finished (their files close early);
@@ -617,6 +637,11 @@ class Worker:
     def close(self, linger_ms: int) -> None:
         for sock in self.sockets:
             sock.close(linger=linger_ms)
+
+
+def _writable(sock: zmq.Socket) -> bool:
+    """Room for one more message (EVENTS is a plain getsockopt; poll(0) builds a Poller)."""
+    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
 
 
 def _socket(context: zmq.Context, kind: int) -> zmq.Socket:

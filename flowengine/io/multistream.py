@@ -10,6 +10,11 @@ as a `StreamEnd` and a waiting entry takes its place; whoever drives the
 source collects the ends with `take_ended()` to end those streams downstream
 at once (a per-stream sink finalises its file while the others go on).
 
+Room downstream: `next_ready(ready)` takes the next buffer only from a
+stream for which `ready(stream)` says its consumer has room (the engine's
+source worker asks whether the stream's replica can take a message), so one
+full consumer never holds back the streams of the others.
+
 A stream that fails (it cannot be opened, or a buffer fails to decode):
 with `on_error="fail"` the error is raised, its message prefixed with the
 stream id; with `on_error="skip"` it is logged, kept in `failed`, reported
@@ -35,6 +40,7 @@ ON_ERROR_POLICIES = ("fail", "skip")
 Opener = Callable[[], tuple[Iterator[Any], Callable[[], None]]]
 # Errors that end one stream (a bad file) rather than the program (a bug).
 _STREAM_ERRORS = (FlowError, OSError)
+_DONE = object()   # _read: the stream has no more buffers
 
 log = logging.getLogger("flowengine.streams")
 
@@ -90,21 +96,47 @@ class StreamInterleaver:
             if not self._open:
                 raise StopIteration
             entry = self._open.popleft()
-            try:
-                buf = next(entry.buffers)
-            except StopIteration:
-                entry.close()
-                self._ended.append(StreamEnd(entry.stream))
-                continue
-            except _STREAM_ERRORS as exc:
-                entry.close()
-                self._stream_failed(entry.stream, exc)
-                continue
-            if self.interleave:
-                self._open.append(entry)       # its next turn comes after every other stream
-            else:
-                self._open.appendleft(entry)
-            return buf
+            buf = self._read(entry)
+            if buf is not _DONE:
+                return buf
+
+    def next_ready(self, ready: Callable[[str], bool]) -> Any:
+        """The next buffer of the first stream in turn for which `ready(stream)` is true.
+
+        None when no open stream is ready (the caller waits for room, or takes next());
+        StopIteration when every stream is done. Streams passed over keep their place, so
+        they come first once they are ready again.
+        """
+        while True:
+            self._fill()
+            if not self._open:
+                raise StopIteration
+            entry = next((e for e in self._open if ready(e.stream)), None)
+            if entry is None:
+                return None
+            self._open.remove(entry)
+            buf = self._read(entry)
+            if buf is not _DONE:
+                return buf
+
+    def _read(self, entry: _Open) -> Any:
+        """The next buffer of an open stream just taken out of the turn (put back after it),
+        or _DONE when the stream ended or failed (recorded as such)."""
+        try:
+            buf = next(entry.buffers)
+        except StopIteration:
+            entry.close()
+            self._ended.append(StreamEnd(entry.stream))
+            return _DONE
+        except _STREAM_ERRORS as exc:
+            entry.close()
+            self._stream_failed(entry.stream, exc)
+            return _DONE
+        if self.interleave:
+            self._open.append(entry)       # its next turn comes after every other stream
+        else:
+            self._open.appendleft(entry)
+        return buf
 
     def _fill(self) -> None:
         while self._waiting and len(self._open) < self.max_open:

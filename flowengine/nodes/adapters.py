@@ -26,7 +26,7 @@ from ..codecs.decoder import Decoder
 from ..codecs.encoder import Encoder
 from ..errors import ConfigError
 from ..format import AudioFormat
-from ..node import KINDS, PACKET, PCM, Node
+from ..node import AGAIN, KINDS, PACKET, PCM, Node
 from .basic import ANY, FlowNode, SinkHandle, check_buffer, check_kind
 
 __all__ = [
@@ -172,12 +172,17 @@ class SourceNode(FlowNode):
         if self._iter is None:
             self._iter = self._open()
         try:
-            item = next(self._iter)
+            item = self._next_item()
         except StopIteration:
             self._ended = True          # exhausted: the next pull answers EOF
             return None
+        if item is AGAIN:               # nothing to give now (a choosing source, streams.py)
+            return None
         check_buffer(item, self.output_kind, f"source {self.name!r} output")
         return item
+
+    def _next_item(self) -> Any:
+        return next(self._iter)
 
     def _restart(self) -> None:
         if self._iter is not None and iter(self.source) is self.source:

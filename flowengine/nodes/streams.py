@@ -23,7 +23,7 @@ from typing import Any
 from ..buffers import AudioFrame, Packet
 from ..errors import FlowError
 from ..io.multistream import StreamEnd
-from ..node import Node
+from ..node import AGAIN, Node
 from .adapters import SourceNode
 from .basic import FlowNode, pull_outputs
 
@@ -48,6 +48,24 @@ class MultiStreamSourceNode(SourceNode):
 
     def take_ended_streams(self) -> list[StreamEnd]:
         return self.source.take_ended()
+
+    _ready: Callable[[str], bool] | None = None
+
+    def pull_ready(self, ready: Callable[[str], bool]) -> AudioFrame | Packet | Any:
+        """Like pull(), but the buffer comes from a stream for which `ready(stream)` is true
+        (AGAIN when no stream is ready now). A source that cannot choose answers as pull()."""
+        self._ready = ready
+        try:
+            return self.pull()
+        finally:
+            self._ready = None
+
+    def _next_item(self) -> Any:
+        choose = getattr(self._iter, "next_ready", None)
+        if self._ready is None or choose is None:
+            return next(self._iter)
+        item = choose(self._ready)
+        return AGAIN if item is None else item
 
     @property
     def failed(self) -> list[StreamEnd]:
