@@ -5,9 +5,10 @@ Theory of operation
 Sockets: a DEALER to the coordinator's ROUTER (identity "stage:replica"), a
 bound PULL inbox (RCVHWM = the stage's hwm) unless the stage is a source,
 and one connected PUSH per downstream replica (SNDHWM = that stage's hwm),
-so this worker chooses where each message goes (``routing``): sticky by
-``crc32(stream id)`` so one stream always takes one path and stays in order,
-or, into an ``ordered`` stage, balanced over the replicas with room, each
+so this worker chooses where each message goes (``routing``): sticky (a
+new stream goes to the replica with the fewest open streams; by
+``crc32(stream id)`` out of an ordered stage) so one stream always takes
+one path and stays in order, or, into an ``ordered`` stage, balanced over the replicas with room, each
 data message stamped with its place in the stream so the stage after can
 merge the parts back in order. With ``security.curve`` the inbox is a CURVE
 server behind a ZAP handler and every other socket a CURVE client
@@ -20,8 +21,9 @@ eos flushes the stream's node (``push(None)``, pull to EOF), sends eos on,
 and drops the node. A source is one node whose buffers may belong to several
 streams; a multi-stream source reports each stream's end as it happens
 (``take_ended_streams``) and that stream's eos goes out at once, so its files
-close early; when the source ends (or the coordinator says ``drain``) every
-open stream gets its eos.
+close early; before sticky replicas it gives buffers of streams whose replica
+has room (``pull_ready``), waiting only when none has; when the source ends
+(or the coordinator says ``drain``) every open stream gets its eos.
 
 Fan-in (``fanin.py``): an ordinary stage fed by several stages refuses a
 stream id that comes from two of them; a multi-input stage (a mixer) has one
