@@ -62,7 +62,8 @@ from .protocol import Event, ProtocolError, Reorderer, RunEnd, StreamCaps, Strea
 from .wire import Caps, Frame
 
 __all__ = ["STICKY", "HASHED", "BALANCED", "ROUTINGS", "sticky_replica", "StickyRouter",
-           "router_for", "BalancedRouter", "OrderStamp", "OrderedMerge", "reorder_window", "KERNEL_SLACK_MESSAGES"]
+           "router_for", "BalancedRouter", "OrderStamp", "OrderedMerge", "reorder_window",
+           "KERNEL_SLACK_MESSAGES"]
 
 STICKY, HASHED, BALANCED = "sticky", "hashed", "balanced"
 ROUTINGS = (STICKY, HASHED, BALANCED)

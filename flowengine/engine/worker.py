@@ -7,10 +7,10 @@ bound PULL inbox (RCVHWM = the stage's hwm) unless the stage is a source,
 and one connected PUSH per downstream replica (SNDHWM = that stage's hwm),
 so this worker chooses where each message goes (``routing``): sticky (a
 new stream goes to the replica with the fewest open streams; by
-``crc32(stream id)`` out of an ordered or restarting stage) so one stream always takes
-one path and stays in order, or, into an ``ordered`` stage, balanced over the replicas with room, each
-data message stamped with its place in the stream so the stage after can
-merge the parts back in order. With ``security.curve`` the inbox is a CURVE
+``crc32(stream id)`` out of an ordered or restarting stage) so one stream
+always takes one path and stays in order, or, into an ``ordered`` stage,
+balanced over the replicas with room, each data message stamped with its
+place in the stream so the stage after can merge the parts back in order. With ``security.curve`` the inbox is a CURVE
 server behind a ZAP handler and every other socket a CURVE client
 (``security.py``).
 
