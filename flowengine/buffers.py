@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
 from .format import AudioFormat, check_pcm, convert
 
 DEFAULT_STREAM = "0"
+
+
+@lru_cache(maxsize=256, typed=True)
+def time_base_fraction(num: int, den: int) -> Fraction:
+    """Fraction(num, den), built once per distinct time base: a Fraction costs a gcd and
+    several Python calls, and per-buffer code asks for the same few time bases all the time
+    (Fractions are immutable, so sharing one is safe)."""
+    return Fraction(num, den)
 
 PACKET_FLAG_KEY = 1
 PACKET_FLAG_CORRUPT = 2
@@ -31,10 +40,11 @@ class AudioFrame:
 
     def __post_init__(self) -> None:
         self.data = check_pcm(self.data, self.format, where=f"stream {self.stream!r}")
-        if self.time_base is None:
-            self.time_base = Fraction(1, self.format.sample_rate)
-        else:
-            self.time_base = Fraction(self.time_base)
+        time_base = self.time_base
+        if time_base is None:
+            self.time_base = time_base_fraction(1, self.format.sample_rate)
+        elif type(time_base) is not Fraction:
+            self.time_base = Fraction(time_base)
 
     @classmethod
     def from_checked(cls, data: np.ndarray, format: AudioFormat, pts: int | None,
@@ -104,7 +114,7 @@ class Packet:
 
     @property
     def time_base(self) -> Fraction:
-        return Fraction(self.time_base_num, self.time_base_den)
+        return time_base_fraction(self.time_base_num, self.time_base_den)
 
     @property
     def is_key(self) -> bool:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .buffers import AudioFrame
+from .buffers import AudioFrame, Packet
 from .config.validate import ResolvedRun, StageInfo
 from .engine.audit import AuditStage, audit_report, check_audit, clock_samples, count_buffer, \
     new_stream_counts
@@ -55,9 +55,11 @@ __all__ = ["run_in_process", "check_in_process", "make_output_dirs", "audit_stag
 
 
 def _audio_seconds(buf: Any) -> float:
-    if isinstance(buf, AudioFrame):
+    if type(buf) is AudioFrame:
         return buf.samples / buf.format.sample_rate
     duration = getattr(buf, "duration", None) or 0
+    if type(buf) is Packet:     # int arithmetic: the same float as float(duration * time_base)
+        return duration * buf.time_base_num / buf.time_base_den
     return float(duration * buf.time_base)
 
 
@@ -68,12 +70,16 @@ def _samples(buf: Any) -> int:
 
 
 def _count(report: WorkerReport, stream: str, side: str, buf: Any,
-           rate: int | None = None) -> None:
-    """One buffer in the stage's per-stream counts, as a worker counts it."""
+           rate: int | None = None) -> int:
+    """One buffer in the stage's per-stream counts, as a worker counts it; returns the
+    samples counted there."""
     counts = report.stream_counts.get(stream)
     if counts is None:
         counts = report.stream_counts[stream] = new_stream_counts()
-    count_buffer(counts, report.stream_clocks.setdefault(stream, {}), side, buf, rate)
+    clocks = report.stream_clocks.get(stream)
+    if clocks is None:
+        clocks = report.stream_clocks[stream] = {}
+    return count_buffer(counts, clocks, side, buf, rate)
 
 
 class _Metered(Node):
@@ -100,25 +106,29 @@ class _Metered(Node):
     def push(self, buf: Any) -> None:
         start = time.perf_counter()
         self.node.push(buf)
-        self.report.busy_seconds += time.perf_counter() - start
+        report = self.report
+        report.busy_seconds += time.perf_counter() - start
         if buf is not None:
             self.stream = buf.stream
-            _count(self.report, buf.stream, "in", buf)
-            self.report.messages_in += 1
-            self.report.samples_in += _samples(buf)
-            self.report.seconds_in += _audio_seconds(buf)
+            # Counted without a rate, as _samples counts: the same number for both.
+            samples = _count(report, buf.stream, "in", buf)
+            report.messages_in += 1
+            report.samples_in += samples
+            report.seconds_in += _audio_seconds(buf)
 
     def pull(self) -> Any:
         start = time.perf_counter()
         out = self.node.pull()
-        self.report.busy_seconds += time.perf_counter() - start
-        if isinstance(out, AudioFrame) or hasattr(out, "codec"):
+        report = self.report
+        report.busy_seconds += time.perf_counter() - start
+        if type(out) is AudioFrame or hasattr(out, "codec"):
             rate = getattr(self.node.output_format, "sample_rate", None)
             stream = self.stream if self.stream is not None else out.stream
-            _count(self.report, stream, "out", out, rate)
-            self.report.messages_out += 1
-            self.report.samples_out += _samples(out)
-            self.report.seconds_out += _audio_seconds(out)
+            samples = _count(report, stream, "out", out, rate)
+            report.messages_out += 1
+            # A frame's samples do not depend on the rate; a packet's may (see _samples).
+            report.samples_out += samples if type(out) is AudioFrame else _samples(out)
+            report.seconds_out += _audio_seconds(out)
             if self.on_output is not None:
                 self.on_output(out)
         return out
