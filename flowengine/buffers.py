@@ -24,6 +24,21 @@ def time_base_fraction(num: int, den: int) -> Fraction:
     (Fractions are immutable, so sharing one is safe)."""
     return Fraction(num, den)
 
+
+def round_ratio(num: int, den: int) -> int:
+    """round(Fraction(num, den)) (halves to even) in integer arithmetic; den > 0."""
+    whole, rest = divmod(num, den)
+    return whole + 1 if 2 * rest > den or (2 * rest == den and whole & 1) else whole
+
+
+def samples_from_ticks(pts: int, time_base: Fraction, sample_rate: int) -> int:
+    """A timestamp in `time_base` units as a sample position at `sample_rate` (rounded,
+    halves to even), without Fraction arithmetic when the time base is 1/sample_rate."""
+    num, den = time_base.numerator, time_base.denominator
+    if num == 1 and den == sample_rate:
+        return pts
+    return round_ratio(pts * num * sample_rate, den)
+
 PACKET_FLAG_KEY = 1
 PACKET_FLAG_CORRUPT = 2
 

@@ -38,25 +38,47 @@ class SampleFifo:
         self._blocks.append(np.asarray(pcm, dtype=self.dtype))
         self._size += pcm.shape[1]
 
-    def pop(self, n: int) -> tuple[np.ndarray, int | None]:
-        """Take up to `n` samples from the front: (array (channels, k), pts of its first sample)."""
+    def pop(self, n: int, view: bool = False) -> tuple[np.ndarray, int | None]:
+        """Take up to `n` samples from the front: (array (channels, k), pts of its first sample).
+
+        The array is new, unless `view` is true and the samples lie in one pushed block:
+        then it is a slice of that block (no copy; not contiguous for several channels),
+        for a caller that only reads it before the block's owner could change it.
+        """
         n = min(n, self._size)
         pts = self.next_pts
-        out = np.empty((self.channels, n), dtype=self.dtype)
-        filled = 0
-        while filled < n:
-            head = self._blocks[0]
-            take = min(n - filled, head.shape[1] - self._offset)
-            out[:, filled:filled + take] = head[:, self._offset:self._offset + take]
-            filled += take
-            self._offset += take
+        head = self._blocks[0] if self._blocks else None
+        offset = self._offset
+        if view and head is not None and head.shape[1] - offset >= n:
+            out = head[:, offset:offset + n]
+            self._offset = offset + n
             if self._offset == head.shape[1]:
                 self._blocks.popleft()
                 self._offset = 0
+        else:
+            out = self._gather(n)
         self._size -= n
-        if self.next_pts is not None:
-            self.next_pts += n
+        if pts is not None:
+            self.next_pts = pts + n
         return out, pts
+
+    def _gather(self, n: int) -> np.ndarray:
+        """The first `n` queued samples copied into one new array; consumes them from _blocks."""
+        out = np.empty((self.channels, n), dtype=self.dtype)
+        blocks = self._blocks
+        filled = 0
+        while filled < n:
+            head = blocks[0]
+            offset = self._offset
+            take = min(n - filled, head.shape[1] - offset)
+            out[:, filled:filled + take] = head[:, offset:offset + take]
+            filled += take
+            if offset + take == head.shape[1]:
+                blocks.popleft()
+                self._offset = 0
+            else:
+                self._offset = offset + take
+        return out
 
     def pop_all(self) -> tuple[np.ndarray, int | None]:
         return self.pop(self._size)

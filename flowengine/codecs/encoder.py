@@ -35,6 +35,7 @@ from ..errors import CodecError, FormatError
 from ..fifo import SampleFifo
 from ..format import AudioFormat, as_format, check_pcm, convert
 from .adts import AAC_SAMPLE_RATES, AdtsFramer
+from ..avframes import FrameFiller
 from .configs import ENCODER_CONFIGS, normalize_codec
 from .lame import LAME_AVAILABLE, LameMp3Encoder, check_mp3_params
 
@@ -103,7 +104,6 @@ class _PyAVBackend:
         self._planar = planar
         self._av_format = AudioFormat(fmt.sample_rate, fmt.channels, sample_type, planar).av_format
         self._layout = _layout(codec, fmt.channels)
-        self._sample_rate = fmt.sample_rate
         self._time_base = Fraction(1, fmt.sample_rate)
         cc = av.CodecContext.create(self.name, "w")
         cc.sample_rate = fmt.sample_rate
@@ -124,7 +124,9 @@ class _PyAVBackend:
         self._framer = AdtsFramer(cc.extradata) if codec == "aac" else None
         # OpusHead for opus, STREAMINFO for flac (made final by flush); None for ADTS AAC.
         self.extradata = None if self._framer is not None else cc.extradata
-        self._fifo = SampleFifo(fmt.channels, fmt.with_(sample_type=sample_type).dtype)
+        dtype = fmt.with_(sample_type=sample_type).dtype
+        self._fifo = SampleFifo(fmt.channels, dtype)
+        self._filler = FrameFiller(self._av_format, self._layout, fmt.sample_rate, dtype)
         self._next_pts = 0
 
     @property
@@ -139,7 +141,7 @@ class _PyAVBackend:
         self._fifo.push(pcm, pts)
         out: list[EncodedTuple] = []
         while len(self._fifo) >= size:
-            out += self._encode_frame(*self._fifo.pop(size))
+            out += self._encode_frame(*self._fifo.pop(size, view=True))
         return out
 
     def flush(self) -> list[EncodedTuple]:
@@ -151,11 +153,8 @@ class _PyAVBackend:
         return out
 
     def _encode_frame(self, pcm: np.ndarray, pts: int) -> list[EncodedTuple]:
-        array = pcm if self._planar else interleave(pcm).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(array, format=self._av_format, layout=self._layout)
-        frame.sample_rate = self._sample_rate
-        frame.pts = pts         # in the context's time base, 1/sample_rate
-        return self._encode(frame, pts)
+        # pts in the context's time base, 1/sample_rate
+        return self._encode(self._filler.fill(pcm, pts), pts)
 
     def _encode(self, frame: av.AudioFrame | None, pts: int | None) -> list[EncodedTuple]:
         try:
@@ -337,12 +336,14 @@ class Encoder:
         fifo = self._fifo
         if not len(fifo) and pts is not None:    # a timestamp restarts the timeline between chunks
             self._next_pts = pts
-        if not len(fifo) and samples == chunk:   # the common case: no re-blocking, no copy
-            self._chunks.append((planar, self._next_pts))
+        if not len(fifo) and samples % chunk == 0:  # the common case: no re-blocking, no copy
+            pts = self._next_pts
+            for start in range(0, samples, chunk):  # views of the encoder's own copy
+                self._chunks.append((planar[:, start:start + chunk], pts + start))
         else:
             fifo.push(planar, self._next_pts if not len(fifo) else None)
             while len(fifo) >= chunk:
-                self._chunks.append(fifo.pop(chunk))
+                self._chunks.append(fifo.pop(chunk, view=True))
         self._next_pts += samples
         self._samples_in += samples
 

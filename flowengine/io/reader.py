@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from ..buffers import PACKET_FLAG_KEY, AudioFrame, Packet
+from ..avframes import planar_array
+from ..buffers import PACKET_FLAG_KEY, AudioFrame, Packet, time_base_fraction
 from ..codecs.adts import AdtsFramer, parse_adts_header
 from ..errors import CodecError, ConfigError, FlowError, FormatError
 from ..fifo import SampleFifo
@@ -199,12 +199,13 @@ class AudioFileReader:
         planar_fmt = fmt.with_(planar=True)
         fifo = SampleFifo(fmt.channels, fmt.dtype)
         fifo.push(np.empty((fmt.channels, 0), fmt.dtype), pts=0)
-        time_base = Fraction(1, fmt.sample_rate)
+        time_base = time_base_fraction(1, fmt.sample_rate)
         chunk = self.chunk_samples
 
         def frame(pcm: np.ndarray, pts: int) -> AudioFrame:
+            # The FIFO's arrays have fmt's dtype and channel count: nothing to check again.
             data = pcm if fmt.planar else np.ascontiguousarray(pcm.T)
-            return AudioFrame(data, fmt, pts, time_base, self.stream)
+            return AudioFrame.from_checked(data, fmt, pts, time_base, self.stream)
 
         error: CodecError | None = None
         try:
@@ -224,6 +225,7 @@ class AudioFileReader:
         resampler = av.AudioResampler(format=planar_fmt.av_format,
                                       layout=channel_layout(planar_fmt.channels),
                                       rate=planar_fmt.sample_rate)
+        dtype = planar_fmt.dtype
         first = None
         for decoded in self._decoded():
             # PyAV's resampler is set up by the first frame (and passes later frames through
@@ -235,9 +237,9 @@ class AudioFileReader:
                                  f"decoded audio changed format mid-stream at pts "
                                  f"{decoded.pts}: {first} then {got}")
             for out in resampler.resample(decoded):
-                yield out.to_ndarray()
+                yield planar_array(out, dtype)
         for out in resampler.resample(None):
-            yield out.to_ndarray()
+            yield planar_array(out, dtype)
 
     def _decoded(self) -> Iterator[av.AudioFrame]:
         stream = self._stream

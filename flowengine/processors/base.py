@@ -25,11 +25,11 @@ pts are continuous whatever the chunking. The output time base is
 from __future__ import annotations
 
 from collections import deque
-from fractions import Fraction
 
 import numpy as np
 
-from ..buffers import DEFAULT_STREAM, AudioFrame
+from ..buffers import DEFAULT_STREAM, AudioFrame, round_ratio, samples_from_ticks, \
+    time_base_fraction
 from ..errors import FlowError, FormatError
 from ..fifo import SampleFifo
 from ..format import AudioFormat, as_format, check_pcm, from_float, normalize_sample_type, to_float
@@ -126,7 +126,7 @@ class BaseProcessor:
             self._accept_format(frame.format)
             pcm = frame.data
             if pts is None and frame.pts is not None:
-                pts = round(frame.pts * frame.time_base * frame.format.sample_rate)
+                pts = samples_from_ticks(frame.pts, frame.time_base, frame.format.sample_rate)
             self._stream = frame.stream
         else:
             if format is not None:
@@ -196,7 +196,9 @@ class BaseProcessor:
         if info is None:
             return None
         data, pts, (num, den) = info
-        return AudioFrame(data, self._out_format, pts, Fraction(num, den), self._stream)
+        # get_frame_info made `data` in the output format's dtype, layout and channels.
+        return AudioFrame.from_checked(data, self._out_format, pts, time_base_fraction(num, den),
+                                       self._stream)
 
     def pending_samples(self) -> int:
         """Output samples per channel computed and not yet taken out."""
@@ -265,5 +267,5 @@ class BaseProcessor:
         in_rate = self._input_format.sample_rate
         out_rate = self._out_format.sample_rate
         if in_rate != out_rate:
-            start = round(Fraction(start * out_rate, in_rate))
+            start = round_ratio(start * out_rate, in_rate)
         return start + self._samples_out

@@ -36,6 +36,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ..avframes import FrameFiller, planar_array
 from ..errors import ConfigError, FormatError
 from ..format import AudioFormat, as_format
 from .base import BaseProcessor
@@ -52,7 +53,7 @@ _TAIL_MARGIN = 256
 
 def expected_output_samples(samples_in: int, in_rate: int, out_rate: int) -> int:
     """round(samples_in * out_rate / in_rate), halves rounded up, in exact arithmetic."""
-    return int(Fraction(samples_in * out_rate, in_rate) + Fraction(1, 2))
+    return (2 * samples_in * out_rate + in_rate) // (2 * in_rate)     # floor(x + 1/2)
 
 
 def _layout(channels: int) -> str:
@@ -123,6 +124,8 @@ class Resampler(BaseProcessor):
         self._swr = None if self._identity else av.AudioResampler(
             format="dblp", layout=self._swr_layout_out, rate=self._out_rate,
             options=self.options or None)
+        self._filler = FrameFiller("dblp", self._swr_layout_in, self._in_rate, np.float64)
+        self._tick = Fraction(1, self._in_rate)
         self._fed = 0           # input samples given to libswresample
         self._emitted = 0       # output samples handed to the base class
         self._held = np.zeros((swr_channels_out, 0))   # produced but not yet allowed out
@@ -172,18 +175,15 @@ class Resampler(BaseProcessor):
         self._fed += block.shape[1]
         if self._swr is None:
             return block
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="dblp",
-                                           layout=self._swr_layout_in)
-        frame.sample_rate = self._in_rate
-        frame.pts = self._fed - block.shape[1]
-        frame.time_base = Fraction(1, self._in_rate)
+        frame = self._filler.fill(block, self._fed - block.shape[1])
+        frame.time_base = self._tick
         return self._collect(self._swr.resample(frame))
 
     def _drain_swr(self) -> np.ndarray:
         return self._collect(self._swr.resample(None))
 
     def _collect(self, frames: list) -> np.ndarray:
-        arrays = [f.to_ndarray() for f in frames if f is not None]
+        arrays = [planar_array(f, np.float64) for f in frames if f is not None]
         if not arrays:
             return self._held[:, :0]
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
