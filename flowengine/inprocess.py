@@ -44,7 +44,7 @@ from .engine.operators import is_multi_input
 from .engine.stagenode import create_stage_node
 from .errors import ConfigError
 from .inprocess_fanin import Branch, FanInSource
-from .node import Node
+from .node import AGAIN, EOF, Node
 from .nodes.basic import make_tap_node
 from .nodes.streams import StreamDemux, is_multi_stream
 from .pipeline import Pipeline
@@ -121,6 +121,8 @@ class _Metered(Node):
         out = self.node.pull()
         report = self.report
         report.busy_seconds += time.perf_counter() - start
+        if out is AGAIN or out is EOF:      # most pulls: no hasattr (an AttributeError inside)
+            return out
         if type(out) is AudioFrame or hasattr(out, "codec"):
             rate = getattr(self.node.output_format, "sample_rate", None)
             stream = self.stream if self.stream is not None else out.stream

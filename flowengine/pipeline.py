@@ -189,14 +189,24 @@ class Pipeline(Node):
                     break
         return progressed
 
+    # Pushes and pulls are timed and noted inline, not through a helper: this is the hot
+    # path, run for every buffer at every stage.
+
     def _push_stage(self, i: int, buf: Any) -> None:
         node = self.nodes[i]
         if buf is not None and self._eof[i]:
             raise FlowError(f"pipeline {self.name!r}: node {node.name!r} returned EOF before its "
                             f"input ended and cannot take the {describe_buffer(buf)}; its "
                             f"upstream would be lost")
-        self._timed(i, node.push, buf)
         stats = self._stats[i]
+        start = time.perf_counter()
+        try:
+            node.push(buf)
+        except Exception as exc:
+            self._add_note(exc, i, f"pushing the {describe_buffer(buf)}")
+            raise
+        finally:
+            stats.seconds += time.perf_counter() - start
         if buf is None:
             self._flushed[i] = True
         else:
@@ -204,28 +214,27 @@ class Pipeline(Node):
 
     def _pull_stage(self, i: int) -> Any:
         node = self.nodes[i]
-        out = self._timed(i, node.pull)
+        stats = self._stats[i]
+        start = time.perf_counter()
+        try:
+            out = node.pull()
+        except Exception as exc:
+            self._add_note(exc, i, "pulling")
+            raise
+        finally:
+            stats.seconds += time.perf_counter() - start
         if out is AGAIN or out is EOF:
             return out
         if not is_buffer(out):
             raise FlowError(f"pipeline {self.name!r}: node {node.name!r} pull() returned "
                             f"{out!r}; expected an AudioFrame, a Packet, AGAIN or EOF")
-        self._stats[i].count_out(out)
+        stats.count_out(out)
         return out
 
-    def _timed(self, i: int, call, *args) -> Any:
-        """Call stage i's push(buf) or pull(), timing it; an exception gets a note naming
-        the node (built only then: this is the hot path)."""
-        start = time.perf_counter()
-        try:
-            return call(*args)
-        except Exception as exc:
-            action = f"pushing the {describe_buffer(args[0])}" if args else "pulling"
-            exc.add_note(f"in node {self.nodes[i].name!r} (stage {i} of pipeline {self.name!r}) "
-                         f"while {action}")
-            raise
-        finally:
-            self._stats[i].seconds += time.perf_counter() - start
+    def _add_note(self, exc: Exception, i: int, action: str) -> None:
+        """Name the node and the stage in an exception it raised (built only then)."""
+        exc.add_note(f"in node {self.nodes[i].name!r} (stage {i} of pipeline {self.name!r}) "
+                     f"while {action}")
 
     def __repr__(self) -> str:
         chain = " -> ".join(node.name for node in self.nodes)

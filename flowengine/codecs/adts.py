@@ -99,7 +99,7 @@ def parse_adts_header(data: bytes | bytearray | memoryview, offset: int = 0) -> 
     """The ADTS header at `offset`, or None if the bytes there are not one."""
     if len(data) - offset < ADTS_HEADER_BYTES:
         return None
-    h = int.from_bytes(bytes(data[offset:offset + ADTS_HEADER_BYTES]), "big")   # 56 bits
+    h = int.from_bytes(data[offset:offset + ADTS_HEADER_BYTES], "big")   # 56 bits
     if (h >> 44) != 0xFFF or (h >> 41) & 0b11 != 0:     # sync word, layer == 0
         return None
     rate_index = (h >> 34) & 0xF
