@@ -30,7 +30,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ..buffers import DEFAULT_STREAM, PACKET_FLAG_KEY, AudioFrame, Packet
+from ..buffers import DEFAULT_STREAM, PACKET_FLAG_KEY, AudioFrame, Packet, samples_from_ticks
 from ..errors import CodecError, FormatError
 from ..fifo import SampleFifo
 from ..format import AudioFormat, as_format, check_pcm, convert
@@ -357,8 +357,7 @@ class Encoder:
                                   f"sample {self._samples_in}")
             self._stream = frame.stream
         if pts is None and frame.pts is not None:
-            tick = Fraction(1, frame.format.sample_rate)
-            pts = frame.pts if frame.time_base == tick else round(frame.pts * frame.time_base / tick)
+            pts = samples_from_ticks(frame.pts, frame.time_base, frame.format.sample_rate)
         return frame.data, pts, frame.format
 
     def _open(self, fmt: AudioFormat) -> None:
