@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from math import gcd
 
+import av
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -233,3 +234,30 @@ def test_swr_options_are_validated_at_construction():
     assert y.shape == (1, 9600)
     with pytest.raises(ConfigError, match="libswresample rejected options .*bogus"):
         Resampler(AudioFormat(44100, 1), AudioFormat(48000, 1), options={"bogus": "1"})
+
+
+@pytest.mark.parametrize("rin,rout", RATE_PAIRS)
+def test_f32_resample_gives_plain_pyav_fltp_samples(rin, rout):
+    """Between f32 ends libswresample runs in float32, as a plain PyAV loop does: the same
+    samples bit for bit, fed in chunks of any size, up to the exact-length end (the last
+    filter length of samples, which the zeros fed at the end complete instead)."""
+    x = sines(rin, 1.0) * np.float32(0.9)
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rout)
+    frame = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
+    frame.sample_rate = rin
+    plain = np.concatenate([f.to_ndarray() for f in resampler.resample(frame)], axis=1)
+    chunks = random_chunks(x.shape[1], np.random.default_rng(rin + rout))
+    ours, _ = run(Resampler(AudioFormat(rin, 2), AudioFormat(rout, 2)), x, chunks)
+    assert ours.dtype == np.float32 and ours.shape == (2, rout)
+    settled = plain.shape[1] - 64           # PyAV holds back its filter delay until flushed
+    assert settled > 0.9 * rout
+    np.testing.assert_array_equal(ours[:, :settled], plain[:, :settled])
+
+
+def test_identity_resample_output_does_not_share_the_input_memory():
+    x = sines(48000, 0.1)
+    resampler = Resampler(AudioFormat(48000, 2), AudioFormat(48000, 2))
+    resampler.put_frame(x)
+    out = resampler.get_frame(force=True)
+    np.testing.assert_array_equal(out, x)
+    assert not np.shares_memory(out, x)

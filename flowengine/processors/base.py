@@ -2,14 +2,17 @@
 
 `BaseProcessor` owns everything that is not DSP: validating input against the
 input format (never casting silently), converting to float64 planar for the
-DSP, converting the result to the output format, the output queue and its
+DSP (or float32, when `_configure` sets `self._dsp_dtype = np.float32`: a
+subclass whose DSP runs at f32 precision anyway, such as libswresample between
+f32 ends, then skips two conversions per block), converting the result to the output format, the output queue and its
 optional re-blocking, pts bookkeeping, flush and reset. A subclass writes
 only the signal processing:
 
     _configure(input_format)   (re)build DSP state once the input format is known
     _output_format(input_format) -> AudioFormat    default: the input format
                                (called after _configure, so it may use that state)
-    _process(block) -> block   float64 planar (channels, n) in, (out_channels, m) out
+    _process(block) -> block   planar (channels, n) in, (out_channels, m) out, in float64
+                               (or float32, see above)
     _tail() -> block | None    what is still inside at the end of input (flush)
 
 A subclass validates and stores its parameters *before* calling
@@ -79,7 +82,8 @@ class BaseProcessor:
         return input_format
 
     def _process(self, block: np.ndarray) -> np.ndarray:
-        """DSP on one block: float64 planar (channels, n) -> float64 planar (out_channels, m)."""
+        """DSP on one block: planar (channels, n) -> planar (out_channels, m), both of
+        `self._dsp_dtype` (float64 unless _configure chose float32)."""
         raise NotImplementedError
 
     def _tail(self) -> np.ndarray | None:
@@ -141,7 +145,7 @@ class BaseProcessor:
         n = pcm.shape[1] if fmt.planar else pcm.shape[0]
         if n == 0:
             return
-        block = to_float(pcm, fmt.sample_type, np.float64)
+        block = to_float(pcm, fmt.sample_type, self._dsp_dtype)
         if not fmt.planar:
             block = block.T
         self._samples_in += n
@@ -224,10 +228,12 @@ class BaseProcessor:
         self._start_pts: int | None = None
         self._flushed = False
         self._stream = DEFAULT_STREAM
+        self._dsp_dtype = np.float64     # _set_format lets _configure choose again
         if self._initial_format is not None:
             self._set_format(self._initial_format)
 
     def _set_format(self, fmt: AudioFormat) -> None:
+        self._dsp_dtype = np.float64
         self._configure(fmt)
         out = self._output_format(fmt)
         changes = {}
@@ -239,7 +245,7 @@ class BaseProcessor:
         self._input_format = fmt
         self._out_format = out
         if self.out_chunk_samples is not None:
-            self._fifo = SampleFifo(out.channels, np.float64)
+            self._fifo = SampleFifo(out.channels, self._dsp_dtype)
 
     def _accept_format(self, fmt: AudioFormat) -> None:
         if self._input_format is None:
