@@ -200,9 +200,8 @@ class BaseProcessor:
         if info is None:
             return None
         data, pts, (num, den) = info
-        # get_frame_info made `data` in the output format's dtype, layout and channels.
-        return AudioFrame.from_checked(data, self._out_format, pts, time_base_fraction(num, den),
-                                       self._stream)
+        # Checked by AudioFrame: a subclass's _process decides the channel count.
+        return AudioFrame(data, self._out_format, pts, time_base_fraction(num, den), self._stream)
 
     def pending_samples(self) -> int:
         """Output samples per channel computed and not yet taken out."""
