@@ -22,10 +22,10 @@ from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError
 from flowengine.format import AudioFormat
 from flowengine.node import AGAIN, EOF, PCM, Node
+from flowengine.pacing import MediaClock
 
 __all__ = ["op", "ProbeSource", "ProbeIdentity", "ProbeSink", "collect"]
 
-_MAX_SLEEP_S = 0.02  # a paced source sleeps in short slices so its worker stays responsive
 # Reading the process CPU clock is a syscall (~1 µs alone, far more while the ZeroMQ I/O
 # thread runs on the other core): sample it a few times a second, not per message.
 _CPU_SAMPLE_S = 0.05
@@ -86,7 +86,7 @@ class ProbeSource(Node):
         self.streams = [f"s{i}" for i in range(streams)]
         self.sent = 0                                   # blocks sent, all streams
         self.period = samples / sample_rate             # seconds of audio per block
-        self.started: float | None = None
+        self.clock = MediaClock()       # every stream's block of one round is due at once
         self.probe = _Probe(out_dir, tag, warmup * streams)
 
     def push(self, buf: object) -> None:
@@ -97,15 +97,8 @@ class ProbeSource(Node):
         if self.sent >= total:
             return EOF
         round_, index = divmod(self.sent, len(self.streams))
-        if self.realtime:
-            now = time.monotonic()
-            if self.started is None:
-                self.started = now
-            delay = self.started + round_ * self.period - now
-            if delay > 0:
-                time.sleep(min(delay, _MAX_SLEEP_S))
-                if delay > _MAX_SLEEP_S:
-                    return AGAIN
+        if self.realtime:   # waits as every paced source does (flowengine.pacing)
+            self.clock.wait(round_ * self.period)
         self.sent += 1
         stream = self.streams[index]
         self.probe.tick(stream)

@@ -52,6 +52,9 @@ traceback before the process exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
+import math
 import multiprocessing
 import os
 import signal
@@ -67,6 +70,7 @@ from ..errors import CodecError, FlowError, WireError
 from ..node import AGAIN, EOF, Node
 from ..nodes.basic import pull_outputs
 from ..nodes.streams import take_ended_streams
+from ..pacing import waiting_with
 from .control import encode_control, decode_control, COORDINATOR_MESSAGES
 from .audit import clock_samples, count_buffer, new_stream_counts
 from .fanin import MultiInputFeed, StreamOrigins
@@ -83,14 +87,21 @@ from .security import curve_client, curve_server, start_authenticator
 from .outbox import Outbox, batching
 from .wire import Caps, Frame, decode_batch, message_nbytes
 
-__all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS"]
+__all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS", "PROFILE_ENV"]
 
 LINGER_MS = 1000
 SHUTDOWN_WAIT_SECONDS = 30.0
 START_WAIT_SECONDS = 60.0
 _POLL_MS = 100
-_BATCH = 32                # inbox messages read between two looks at the control socket
-_SERVICE_S = 0.05          # ... or fewer, when they take longer than this
+_IDLE_WAIT_S = 0.1         # longest wait on the sockets (a live mixer's clock ticks that often)
+_AGAIN_WAIT_S = 0.005      # a source with nothing ready (and no due time) is asked again after
+_CONTROL_EVERY_S = 0.01    # a busy source looks at the control socket this often
+# Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
+_EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
+# Set to a directory, every worker writes a cProfile of its run to DIR/<stage>-<replica>.prof
+# (read with pstats; waits show as poll): how the engine's own costs were found and cut
+# (docs/performance.md).
+PROFILE_ENV = "FLOWENGINE_PROFILE_DIR"
 
 
 class _Shutdown(Exception):
@@ -165,8 +176,9 @@ class Worker:
             dest: Outbox(dest, push, max_messages=1 if edge.routing == BALANCED else
                          batching(edge.hwm)[0])
             for edge, sockets in zip(spec.outputs, self.edges) for dest, push in sockets}
-        # A paced source sleeps inside pull(): what it gave must not wait for the next one.
-        self.flush_each = spec.inbox_endpoint is None and spec.params.get("realtime") is True
+        # Built once: Socket.poll() builds a Poller on every call.
+        self._control_poller = zmq.Poller()
+        self._control_poller.register(self.control, zmq.POLLIN)
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
         self.sender = StreamSender(spec.wire_id, index_data=bool(spec.replay_to))
@@ -205,7 +217,7 @@ class Worker:
         self.busy = self.blocked = 0.0
         self.errors_skipped = 0
         self.started = self.draining = False
-        self._next_stats = 0.0
+        self._next_stats = self._next_control = 0.0
         self._parent = multiprocessing.parent_process()
 
     def connect_push(self, edge: Any, endpoint: str) -> zmq.Socket:
@@ -226,7 +238,7 @@ class Worker:
     def service(self) -> None:
         """Answer every pending control message, send stats when due, notice an orphaned run."""
         # EVENTS is a plain getsockopt: Socket.poll(0) builds a Poller on every call.
-        while self.control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while self.control.getsockopt(_EVENTS) & _POLLIN:
             message = decode_control(self.control.recv(), expect=COORDINATOR_MESSAGES)
             if message["t"] == "shutdown":
                 raise _Shutdown()
@@ -241,6 +253,7 @@ class Worker:
             elif message["t"] == "hold":
                 self.replay.hold(message["to"])
         now = time.monotonic()
+        self._next_control = now + _CONTROL_EVERY_S
         if self.acks is not None:
             acks = self.acks.due(now)
             if acks is not None:
@@ -266,10 +279,36 @@ class Worker:
         while not self.started:
             if time.monotonic() >= deadline:
                 return False
-            self.control.poll(_POLL_MS)
+            self._control_poller.poll(_POLL_MS)
             self.service()
             self._resume()
         return True
+
+    def _poll(self, poller: zmq.Poller, seconds: float) -> list[tuple[Any, int]]:
+        """Wait on `poller`'s sockets (control among them) for up to `seconds`, never past
+        the time stats are due, then answer control if it has anything (or stats are due).
+        Returns what poll gave. One poll call per wake-up: no look at the control socket
+        of its own, no zmq.Again (each costs more than the poll)."""
+        now = time.monotonic()
+        timeout = min(seconds, self._next_stats - now)
+        ready = poller.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
+        now = time.monotonic()
+        if now >= self._next_stats or any(s is self.control for s, _ in ready):
+            self.service()
+        else:
+            self._next_control = now + _CONTROL_EVERY_S   # poll just looked at it
+        return ready
+
+    def _idle_until(self, deadline: float) -> None:
+        """How a paced source waits here (``flowengine.pacing``): what it made so far goes
+        out (one batch per socket for the whole tick), then wait awake to control until
+        `deadline`; a drain ends the wait at once. Wakes up at most 1 ms late."""
+        self._flush_all()
+        while not self.draining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._poll(self._control_poller, min(left, _IDLE_WAIT_S))
 
     def _resume(self) -> None:
         """Caps (and eof) to replacement replicas downstream; only between two buffers."""
@@ -319,7 +358,7 @@ class Worker:
     def _flush_ready(self) -> None:
         """Send every waiting batch whose socket has room now; never waits."""
         for outbox in self.outboxes.values():
-            if len(outbox) and outbox.socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
+            if len(outbox) and outbox.socket.getsockopt(_EVENTS) & _POLLOUT:
                 self._flush(outbox)
 
     def _flush_all(self) -> None:
@@ -355,7 +394,7 @@ class Worker:
                            router: BalancedRouter) -> int:
         """The router's pick among the replicas whose queue has room; wait (awake) if none has."""
         while True:
-            writable = [bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT) for _, sock in sockets]
+            writable = [bool(sock.getsockopt(_EVENTS) & _POLLOUT) for _, sock in sockets]
             choice = router.choose(writable)
             if choice is not None:
                 return choice
@@ -457,27 +496,26 @@ class Worker:
                             f"{START_WAIT_SECONDS:.0f} s")
         node = self._new_node()
         try:
-            while not self.draining:
-                self.service()
-                self._resume()
-                start = time.perf_counter()
-                out = node.pull_ready(self._stream_has_room) if self.picks_streams \
-                    and hasattr(node, "pull_ready") else node.pull()
-                self.busy += time.perf_counter() - start
-                if out is EOF:
-                    break
-                if out is AGAIN and self._wait_for_room_downstream():
-                    continue
-                if out is AGAIN:  # a paced source: nothing yet; wait a little, awake to control
-                    self._flush_all()
-                    self.control.poll(5)
-                    continue
-                self._count(out.stream, "in", out, _rate_of(node))
-                self._emit(out.stream, out, node)
+            with waiting_with(self._wait_in_source):
+                while not self.draining:
+                    if time.monotonic() >= self._next_control:   # (waits look at it anyway)
+                        self.service()
+                    self._resume()
+                    start = time.perf_counter()
+                    out = node.pull_ready(self._stream_has_room) if self.picks_streams \
+                        and hasattr(node, "pull_ready") else node.pull()
+                    self.busy += time.perf_counter() - start
+                    if out is EOF:
+                        break
+                    if out is AGAIN and self._wait_for_room_downstream():
+                        continue
+                    if out is AGAIN:  # nothing yet: wait a little, awake to control
+                        self._idle_until(time.monotonic() + _AGAIN_WAIT_S)
+                        continue
+                    self._count(out.stream, "in", out, _rate_of(node))
+                    self._emit(out.stream, out, node)
+                    self._end_source_streams(node)
                 self._end_source_streams(node)
-                if self.flush_each:
-                    self._flush_all()
-            self._end_source_streams(node)
         finally:
             node.close()
         for stream in self.sender.open_streams:
@@ -495,6 +533,12 @@ class Worker:
             self._wait_for_room(full)
         return bool(full)
 
+    def _wait_in_source(self, deadline: float) -> None:
+        """A paced source's wait inside pull(): idle, and not counted as busy."""
+        waited = time.perf_counter()
+        self._idle_until(deadline)
+        self.busy -= time.perf_counter() - waited
+
     def _end_source_streams(self, node: Node) -> None:
         """End at once the streams a multi-stream source finished (their files close early);
         a stream it skipped after an error is counted, with errors=1 in its stream counts."""
@@ -505,29 +549,23 @@ class Worker:
             self._end_stream_downstream(end.stream)
 
     def _run_inbox(self) -> None:
+        """One ZeroMQ message (a batch) per turn, each turn one poll of control and inbox:
+        without waiting while this worker has messages queued to send (a look whether more
+        input is there to batch with), else until something comes. Nothing more to read
+        now: the queued messages go out, then the worker waits."""
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
-        empty = True   # the inbox was empty at the last look
         while not self.inbox_state.run_ended:
-            self.service()
+            queued = any(len(outbox) for outbox in self.outboxes.values())
+            ready = self._poll(poller, 0.0 if queued else _IDLE_WAIT_S)
             self._resume()
-            if empty:  # about to wait: what this worker made goes out first
-                self._flush_all()
-                poller.poll(_POLL_MS)
             self._tick_multi_input()
-            # Several messages, but back to control within _SERVICE_S even on a slow node.
-            until = time.monotonic() + _SERVICE_S
-            empty = False
-            for _ in range(_BATCH):
-                try:
-                    frames = self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    empty = True
-                    break
-                self._on_message(frames)
-                if self.inbox_state.run_ended or time.monotonic() >= until:
-                    break
+            if not any(s is self.inbox for s, _ in ready):
+                if queued:
+                    self._flush_all()
+                continue
+            self._on_message(self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False))
         for stream in list(self.nodes):  # InboxState saw every eos already; none left open
             self._flush_stream(stream)
         if self.multi is not None:
@@ -652,6 +690,22 @@ def _socket(context: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
+@contextlib.contextmanager
+def _profiled(worker_id: str):
+    """cProfile the block into $FLOWENGINE_PROFILE_DIR/<stage>-<replica>.prof when that is set."""
+    directory = os.environ.get(PROFILE_ENV)
+    if not directory:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(os.path.join(directory, worker_id.replace(":", "-") + ".prof"))
+
+
 def run_worker(spec: WorkerSpec) -> None:
     """Process entry point: run one worker, report any failure, exit 0 / non-zero."""
     # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
@@ -669,7 +723,8 @@ def run_worker(spec: WorkerSpec) -> None:
     code, linger = 1, LINGER_MS
     try:
         worker = Worker(spec, context, control)
-        code = worker.run()
+        with _profiled(spec.id):
+            code = worker.run()
     except _Shutdown:
         code, linger = 0, 0  # the run was stopped: nothing queued matters any more
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the coordinator

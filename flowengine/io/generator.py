@@ -9,13 +9,14 @@ generator), so it is chunk-invariant and reproducible for a given seed.
 With `realtime=True` the source paces itself to the wall clock like a live
 input: each chunk is handed out once its last sample is "due", measured from
 the moment the first chunk was requested (scheduled from the start time, so
-sleeping late never accumulates drift).
+sleeping late never accumulates drift). It waits through a
+``flowengine.pacing.MediaClock`` (a sleep, unless a worker installed its own
+waiter); sources that start together may share one `clock`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -24,6 +25,7 @@ import numpy as np
 from ..buffers import DEFAULT_STREAM, AudioFrame
 from ..errors import ConfigError
 from ..format import AudioFormat, from_float
+from ..pacing import MediaClock
 
 __all__ = ["ToneSource", "WAVEFORMS"]
 
@@ -52,6 +54,8 @@ class ToneSource:
     every fifth syllable: a crude stand-in for speech).
     seconds=None makes an endless source (sensible with realtime=True); a
     chirp needs a finite length. Output is planar in `sample_type`.
+    clock: the MediaClock a realtime source waits on (default: its own, started
+    at the first chunk); streams that start together share one.
 
     >>> src = ToneSource(frequency=1000, seconds=0.01, sample_rate=8000, channels=1, chunk_samples=32)
     >>> [frame.samples for frame in src], src.total_samples
@@ -62,7 +66,7 @@ class ToneSource:
                  seconds: float | None = 5.0, sample_rate: int = 48000, channels: int = 2,
                  chunk_samples: int = 1024, waveform: str = "sine", realtime: bool = False,
                  stream: str = DEFAULT_STREAM, seed: int = 0, sample_type: str = "f32",
-                 end_frequency: float | None = None) -> None:
+                 end_frequency: float | None = None, clock: MediaClock | None = None) -> None:
         if waveform not in WAVEFORMS:
             raise ConfigError(f"ToneSource: unknown waveform {waveform!r}: expected one of "
                               f"{', '.join(WAVEFORMS)}")
@@ -79,6 +83,7 @@ class ToneSource:
         self.format = AudioFormat(sample_rate, channels, sample_type)
         self.waveform = waveform
         self.realtime = bool(realtime)
+        self.clock = clock
         self.stream = stream
         self.seed = seed
         nyquist = self.format.sample_rate / 2
@@ -144,18 +149,14 @@ class ToneSource:
         total = self.total_samples
         rate = self.format.sample_rate
         time_base = Fraction(1, rate)
-        start_time: float | None = None
+        clock = (self.clock or MediaClock()) if self.realtime else None
         position = 0
         while total is None or position < total:
             count = self.chunk_samples if total is None else min(self.chunk_samples, total - position)
             pcm = from_float(self.signal(position, count, rng), self.format.sample_type)
-            if self.realtime:
-                if start_time is None:
-                    start_time = time.monotonic()
+            if clock is not None:
                 # Due when its last sample has "happened"; the delay is bounded by one chunk.
-                delay = start_time + (position + count) / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                clock.wait((position + count) / rate)
             yield AudioFrame(np.ascontiguousarray(pcm), self.format, position, time_base,
                              self.stream)
             position += count

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
+from ..pacing import MediaClock
 from .generator import ToneSource
 from .multistream import StreamEnd, StreamInterleaver
 
@@ -38,8 +39,10 @@ class MultiToneSource:
         else:
             lengths = [seconds] * streams
         self.streams = [f"{prefix}-{i}" for i in range(streams)]
+        # One clock: a tick's chunks of every stream are due at once (flowengine.pacing).
+        clock = MediaClock()
         self.sources = [ToneSource(frequency=frequency * (1 + i / streams), seconds=length,
-                                   stream=stream, **tone)
+                                   stream=stream, clock=clock, **tone)
                         for i, (stream, length) in enumerate(zip(self.streams, lengths))]
         self.format = self.sources[0].format
         entries = [(source.stream, self._opener(source)) for source in self.sources]

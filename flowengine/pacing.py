@@ -1,0 +1,75 @@
+"""Waiting for the wall clock: the one way a live (paced) source waits for its next buffer.
+
+Theory of operation
+-------------------
+A source paced at real time (``ToneSource(realtime=True)``, the ``tones``
+operator) hands out a buffer when the buffer's media time is due on the wall
+clock. It waits through a ``MediaClock``, which calls ``wait_until``; by
+default that is a plain ``time.sleep``, so the in-process runner and any
+script behave as before.
+
+A worker process installs its own waiter (``waiting_with``) around its
+source: the waiter first sends what the worker has queued, then waits on the
+worker's control socket until the deadline. So everything a source produced
+for one tick (the buffers of every stream it carries) leaves as one batch,
+just before the source goes idle, and one wake-up per tick serves all its
+streams, while the worker still answers the coordinator during the wait.
+
+Streams that start together share one ``MediaClock`` (``MultiToneSource``):
+their buffers for one tick are then due at the same instant, and only the
+first of them waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+__all__ = ["MediaClock", "wait_until", "waiting_with"]
+
+Waiter = Callable[[float], None]   # waits until a time.monotonic() deadline
+
+_waiter: Waiter | None = None
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def wait_until(deadline: float) -> None:
+    """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
+    return early when the source should go on at once (its worker is draining)."""
+    if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
+        (_waiter or _sleep_until)(deadline)
+
+
+@contextlib.contextmanager
+def waiting_with(waiter: Waiter) -> Iterator[None]:
+    """Paced sources wait with `waiter` inside the block (a worker: send, then wait awake)."""
+    global _waiter
+    previous, _waiter = _waiter, waiter
+    try:
+        yield
+    finally:
+        _waiter = previous
+
+
+class MediaClock:
+    """Media time on the wall clock: media time t is due t seconds after the first wait.
+
+    The schedule is fixed at the first `wait`, so late wake-ups never accumulate drift.
+    """
+
+    __slots__ = ("_start",)
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def wait(self, media_seconds: float) -> None:
+        """Wait until `media_seconds` is due; the first call defines media time 0 as now."""
+        if self._start is None:
+            self._start = time.monotonic()
+        wait_until(self._start + media_seconds)
