@@ -96,15 +96,25 @@ def count_buffer(counts: dict[str, int], clocks: dict[str, int], side: str, buf:
     """Count one buffer on `side` ("in"/"out") of a stream: messages and samples in `counts`,
     its sample rate (or, for a packet without one, its time base and duration) in `clocks`.
     Returns its samples."""
-    counts[f"{side}_messages"] += 1
+    messages, samples_key, rate_key = _COUNT_KEYS[side]   # per message: no key formatting
+    counts[messages] += 1
+    if type(buf) is AudioFrame:          # the usual case, without the generic path below
+        samples = buf.samples
+        counts[samples_key] += samples
+        clocks[rate_key] = buf.format.sample_rate
+        return samples
     samples = clock_samples(buf, rate)
     if samples is None:
         clocks[f"{side}_unclocked"] = clocks.get(f"{side}_unclocked", 0) + 1
         _count_ticks(clocks, side, buf)
         return 0
-    counts[f"{side}_samples"] += samples
-    clocks[f"{side}_rate"] = _clock_rate(buf, rate)
+    counts[samples_key] += samples
+    clocks[rate_key] = _clock_rate(buf, rate)
     return samples
+
+
+_COUNT_KEYS = {side: (f"{side}_messages", f"{side}_samples", f"{side}_rate")
+               for side in ("in", "out")}
 
 
 def _count_ticks(counts: dict[str, int], side: str, buf: Any) -> None:

@@ -264,7 +264,10 @@ def send_kwargs(payload: Frame) -> dict[str, bool]:
 
 def message_nbytes(frames: Sequence[Frame]) -> int:
     """Total size of a message's frames in bytes."""
-    return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames)
+    total = 0
+    for frame in frames:   # a plain loop: a generator costs more for the usual 1 or 2 frames
+        total += len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+    return total
 
 
 def encode_batch(messages: Sequence[Sequence[Frame]]) -> list[Frame]:
@@ -369,7 +372,10 @@ def _is_name(value: str) -> bool:
 
 
 def _is_tb(value: list) -> bool:
-    return len(value) == 2 and all(type(x) is int and x > 0 for x in value)
+    if len(value) != 2:
+        return False
+    num, den = value
+    return type(num) is int and type(den) is int and num > 0 and den > 0
 
 
 def _is_params(value: dict) -> bool:
@@ -474,7 +480,6 @@ def decode_batch(frames: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGE
     messages: list[Message] = []
     index = 0
     while index < len(parts):
-        where = f"message {len(messages) + 1} of a batch of {count}"
         try:
             header = _unpack_header(parts[index])
             kind = _check_version_and_kind(header)
@@ -482,10 +487,10 @@ def decode_batch(frames: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGE
             if end > len(parts):
                 raise WireError(f"{kind} message has no payload (the batch ends)")
             views = parts[index:end]
-            messages.append(_decode_message(kind, header, views, sum(v.nbytes for v in views),
-                                            writable))
+            nbytes = lengths[index] + lengths[index + 1] if end - index == 2 else lengths[index]
+            messages.append(_decode_message(kind, header, views, nbytes, writable))
         except WireError as exc:
-            raise WireError(f"{where}: {exc}") from None
+            raise WireError(f"message {len(messages) + 1} of a batch of {count}: {exc}") from None
         index = end
     if len(messages) != count:
         raise WireError(f"batch header says {count} messages, its frames hold {len(messages)}")
@@ -613,6 +618,9 @@ _PCM_FAST = _PCM_FAST_KEYS == _SCHEMAS["pcm"].keys() and _REQUIRED["pcm"] == _PC
     "src", "oq"}
 
 
+_PCM_FAST_TYPES = (str, str, int, int, list, int, int, str, bool, int)
+
+
 def _pcm_header_ok(header: dict) -> bool:
     """True when a pcm header passes every check of ``_check_fields``; False sends it there.
 
@@ -629,14 +637,13 @@ def _pcm_header_ok(header: dict) -> bool:
     except KeyError:
         return False
     src, order = header.get("src", "-"), header.get("oq", 0)
-    return (type(stream) is str and 0 < len(stream) <= MAX_NAME_CHARS
-            and type(src) is str and 0 < len(src) <= MAX_NAME_CHARS
-            and type(seq) is int and seq >= 0 and type(order) is int and order >= 0
-            and (pts is None or type(pts) is int)
-            and type(tb) is list and _is_tb(tb)
-            and type(rate) is int and rate > 0 and type(channels) is int and channels > 0
-            and type(sample_type) is str and sample_type in SAMPLE_TYPES
-            and type(planar) is bool and type(samples) is int and samples >= 0)
+    # The types in one C-level comparison, then the values (every one an int or str now).
+    return (tuple(map(type, (stream, src, seq, order, tb, rate, channels, sample_type, planar,
+                             samples))) == _PCM_FAST_TYPES
+            and 0 < len(stream) <= MAX_NAME_CHARS and 0 < len(src) <= MAX_NAME_CHARS
+            and seq >= 0 and order >= 0 and samples >= 0 and rate > 0 and channels > 0
+            and (pts is None or type(pts) is int) and sample_type in SAMPLE_TYPES
+            and _is_tb(tb))
 
 
 def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame:

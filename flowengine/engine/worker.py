@@ -109,13 +109,15 @@ class _Shutdown(Exception):
 
 
 def _seconds(buf: AudioFrame | Packet) -> float:
-    if isinstance(buf, AudioFrame):
+    if type(buf) is AudioFrame:
         return buf.samples / buf.format.sample_rate
     return float(buf.duration * buf.time_base) if buf.duration else 0.0
 
 
 def _samples(buf: AudioFrame | Packet) -> int:
     """Samples per channel; a packet's duration when its time base is 1/sample rate."""
+    if type(buf) is AudioFrame:
+        return buf.samples
     return clock_samples(buf) or 0
 
 
@@ -187,6 +189,7 @@ class Worker:
         self.routers = [router_for(edge.routing, self.id, len(sockets),
                                    lambda replica, sockets=sockets: _writable(sockets[replica][1]))
                         for edge, sockets in zip(spec.outputs, self.edges)]
+        self.balanced = any(isinstance(router, BalancedRouter) for router in self.routers)
         # A multi-stream source before sticky replicas picks streams whose replica has room.
         self.picks_streams = spec.inbox_endpoint is None and any(
             isinstance(r, StickyRouter) and r.replicas > 1 for r in self.routers)
@@ -317,12 +320,14 @@ class Worker:
 
     # ------------------------------------------------------------------ sending
 
-    def _send(self, dest: str, sock: zmq.Socket, frames: list[Frame]) -> None:
-        """Queue one message for `dest`; its batch goes out when full (or at the next flush)."""
+    def _send(self, dest: str, sock: zmq.Socket, frames: list[Frame],
+              nbytes: int | None = None) -> None:
+        """Queue one message (of `nbytes` bytes) for `dest`; its batch goes out when full (or
+        at the next flush)."""
         if self.replay is not None and not self.replay.on_send(dest, frames):
             return                  # kept for a replacement of `dest` (resume.ReplaySender)
         outbox = self.outboxes[dest]
-        if outbox.add(frames, message_nbytes(frames)):
+        if outbox.add(frames, message_nbytes(frames) if nbytes is None else nbytes):
             self._flush(outbox)
         self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
 
@@ -367,12 +372,12 @@ class Worker:
             if len(outbox):
                 self._flush(outbox)
 
-    def _send_stream(self, stream: str, frames: list[Frame]) -> None:
+    def _send_stream(self, stream: str, frames: list[Frame], nbytes: int | None = None) -> None:
         """One message of `stream` to the replica its stream sticks to, on every sticky edge."""
         for sockets, router in zip(self.edges, self.routers):
             if isinstance(router, StickyRouter):
                 dest, sock = sockets[router.replica(stream)]
-                self._send(dest, sock, frames)
+                self._send(dest, sock, frames, nbytes)
 
     def _send_to_every_replica(self, frames_for: Any) -> None:
         """Caps or eos on every balanced edge: `frames_for(router)` gives (replica, frames)."""
@@ -405,8 +410,10 @@ class Worker:
         if buf.stream != stream:
             buf.stream = stream  # a node may not know the stream id; the stream keeps its path
         caps = self.out_caps.get(stream)
-        if isinstance(buf, AudioFrame):
-            changed = caps is None or caps.format != buf.format or caps.time_base != buf.time_base
+        if type(buf) is AudioFrame:
+            # Identity first: a stream's frames usually share one format object.
+            changed = caps is None or (caps.format is not buf.format and caps.format != buf.format) \
+                or caps.time_base != buf.time_base
             if changed:
                 caps = Caps.for_frame(buf)
         else:
@@ -420,9 +427,11 @@ class Worker:
         # An ordered stage's output keeps its input's place in the stream (oq, pts).
         order = self.stamp.stamp(stream, buf) if self.stamp is not None else None
         frames = self.sender.data(buf, order=order)
-        self._send_stream(stream, frames)
-        self._send_balanced_data(buf)
-        self.counts_out.add(buf, message_nbytes(frames))
+        nbytes = message_nbytes(frames)
+        self._send_stream(stream, frames, nbytes)
+        if self.balanced:
+            self._send_balanced_data(buf)
+        self.counts_out.add(buf, nbytes)
         self._count(stream, "out", buf, _rate_of(node))
 
     def _end_stream_downstream(self, stream: str) -> None:
@@ -437,8 +446,10 @@ class Worker:
 
     def _count(self, stream: str, side: str, buf: Any, rate: int | None = None) -> None:
         """Per-stream counts of one buffer, and its clock for the end-of-run audit."""
-        count_buffer(self._stream_counts(stream), self.stream_clocks.setdefault(stream, {}),
-                     side, buf, rate)
+        clocks = self.stream_clocks.get(stream)
+        if clocks is None:
+            clocks = self.stream_clocks[stream] = {}
+        count_buffer(self._stream_counts(stream), clocks, side, buf, rate)
 
     def _stream_counts(self, stream: str) -> dict[str, int]:
         counts = self.stream_counts.get(stream)
@@ -681,7 +692,7 @@ class Worker:
 
 def _writable(sock: zmq.Socket) -> bool:
     """Room for one more message (EVENTS is a plain getsockopt; poll(0) builds a Poller)."""
-    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+    return bool(sock.getsockopt(_EVENTS) & _POLLOUT)
 
 
 def _socket(context: zmq.Context, kind: int) -> zmq.Socket:
