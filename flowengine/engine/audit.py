@@ -42,9 +42,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from math import gcd
 from typing import Any
 
-from ..buffers import AudioFrame
+from ..buffers import AudioFrame, Packet
 from ..errors import FlowError
 
 __all__ = ["MAX_SAMPLE_RATE", "SampleRule", "Bounds", "RULES", "ENCODER_DELAYS",
@@ -64,15 +65,28 @@ SampleRule = Callable[[int, Mapping[str, Any], int, int], Bounds]
 
 # ------------------------------------------------------------------------------- counting
 
+def _time_base(buf: Any) -> tuple[int, int]:
+    """A packet's time base as a reduced (numerator, denominator > 0), without building a
+    Fraction for a Packet (this runs for every message a worker counts)."""
+    if type(buf) is not Packet:
+        time_base = buf.time_base
+        return time_base.numerator, time_base.denominator
+    num, den = buf.time_base_num, buf.time_base_den
+    if den < 0:
+        num, den = -num, -den
+    divisor = gcd(num, den)
+    return (num // divisor, den // divisor) if divisor > 1 else (num, den)
+
+
 def _clock_rate(buf: Any, rate: int | None) -> int:
     """The sample rate a buffer's samples are counted at (0: unknown)."""
     if isinstance(buf, AudioFrame):
         return buf.format.sample_rate
     if rate:
         return rate
-    time_base = buf.time_base
-    if time_base.numerator == 1 and time_base.denominator <= MAX_SAMPLE_RATE:
-        return time_base.denominator
+    num, den = _time_base(buf)
+    if num == 1 and den <= MAX_SAMPLE_RATE:
+        return den
     return 0
 
 
@@ -84,7 +98,10 @@ def clock_samples(buf: Any, rate: int | None = None) -> int | None:
     clock = _clock_rate(buf, rate)
     if buf.duration is None or not clock:
         return None
-    return round(Fraction(buf.duration) * buf.time_base * clock)
+    num, den = _time_base(buf)
+    # round(duration * time base * clock), half to even as round(Fraction) does, in ints.
+    whole, rest = divmod(buf.duration * num * clock, den)
+    return whole + 1 if 2 * rest > den or (2 * rest == den and whole & 1) else whole
 
 
 def new_stream_counts() -> dict[str, int]:

@@ -95,6 +95,7 @@ class WorkerReport:
     busy_seconds: float = 0.0
     blocked_seconds: float = 0.0
     busy_percent: float = 0.0
+    cpu_seconds: float = 0.0      # CPU time of the worker process (all its threads) in the run
     errors_skipped: int = 0
     streams_open: int = 0
     queue_depth: int = 0          # upstream sent - received, at the latest stats
@@ -184,6 +185,7 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
     report.bytes_out, report.seconds_out = counts_out["bytes"], counts_out["seconds"]
     report.busy_seconds, report.blocked_seconds = message["busy"], message["blocked"]
     report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+    report.cpu_seconds = message.get("cpu", 0.0)
     report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
 
 

@@ -16,7 +16,9 @@ than on the data path.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from ..errors import ConfigError
 from ..registry import registry
 
 __all__ = ["BASE_MODULES", "SCIPY_OPS", "modules_for", "warm"]
@@ -31,10 +33,19 @@ def modules_for(ops: Iterable[str]) -> list[str]:
     return BASE_MODULES + (["scipy.signal"] if SCIPY_OPS.intersection(ops) else [])
 
 
-def warm(ops: Iterable[str]) -> None:
-    """Import now what the nodes of `ops` would import on their first buffer."""
-    if SCIPY_OPS.intersection(ops):
+def warm(stages: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """Do now what the nodes of these (op, params) would do on their first buffer: import
+    their modules and build their parameter models (pydantic, ~40 ms of CPU each, which
+    a chain otherwise paid stage after stage on its first buffer)."""
+    stages = list(stages)
+    if SCIPY_OPS.intersection(op for op, _ in stages):
         import scipy.signal  # noqa: F401 - the import is the point (cached after the first)
+    for op, params in stages:
+        if ":" not in op:            # an imported test operator has no model
+            try:
+                registry.validate(op, params)
+            except ConfigError:
+                pass                 # the node's creation reports it, where it always has
 
 
 registry.names()  # loads the built-in operators and the plugins, once, in the forkserver

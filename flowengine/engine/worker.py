@@ -111,7 +111,10 @@ class _Shutdown(Exception):
 def _seconds(buf: AudioFrame | Packet) -> float:
     if type(buf) is AudioFrame:
         return buf.samples / buf.format.sample_rate
-    return float(buf.duration * buf.time_base) if buf.duration else 0.0
+    if not buf.duration:
+        return 0.0
+    # int / int is correctly rounded, as float(Fraction) is: the same value, no Fraction.
+    return buf.duration * buf.time_base_num / buf.time_base_den
 
 
 def _samples(buf: AudioFrame | Packet) -> int:
@@ -221,6 +224,7 @@ class Worker:
         self.errors_skipped = 0
         self.started = self.draining = False
         self._next_stats = self._next_control = 0.0
+        self._cpu_start = time.process_time()   # CPU of the run, not of the start-up imports
         self._parent = multiprocessing.parent_process()
 
     def connect_push(self, edge: Any, endpoint: str) -> zmq.Socket:
@@ -271,6 +275,7 @@ class Worker:
         return {"in": self.counts_in.as_dict(), "out": self.counts_out.as_dict(),
                 "received": self.received, "sent_to": dict(self.sent_to),
                 "busy": self.busy, "blocked": self.blocked, "streams": len(self.nodes),
+                "cpu": time.process_time() - self._cpu_start,
                 "errors_skipped": self.errors_skipped}
 
     def _wait_control(self, seconds: float) -> bool:
@@ -661,7 +666,9 @@ class Worker:
     def run(self) -> int:
         """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""
         # Heavy imports now, in every worker at once, not on the first buffer down the chain.
-        warm([self.spec.op] + [member.op for member in self.spec.fused])
+        warm([(member.op, member.params) for member in self.spec.fused] if self.spec.fused
+             else [(self.spec.op, self.spec.params)])
+        self._cpu_start = time.process_time()
         self._tell("ready", pid=os.getpid())
         if self.inbox is None:
             self._run_source()
