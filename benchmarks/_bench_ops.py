@@ -6,6 +6,11 @@ and its process's CPU time (``time.process_time``: the whole worker, socket
 and wire work included) at its first and last message, and writes them to
 ``out_dir/<tag>-<pid>-<stream>.json`` when it closes. ``collect`` merges
 the files of one process, so a worker carrying many streams counts once.
+
+Latency of a paced run: the source notes when its clock started (block r of
+every stream is due r periods later), the sink the arrival time of every
+steady-state block; ``latencies_ms`` gives arrival - due per block (one
+machine, one monotonic clock).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from flowengine.format import AudioFormat
 from flowengine.node import AGAIN, EOF, PCM, Node
 from flowengine.pacing import MediaClock
 
-__all__ = ["op", "ProbeSource", "ProbeIdentity", "ProbeSink", "collect"]
+__all__ = ["op", "ProbeSource", "ProbeIdentity", "ProbeSink", "collect", "latencies_ms"]
 
 # Reading the process CPU clock is a syscall (~1 µs alone, far more while the ZeroMQ I/O
 # thread runs on the other core): sample it a few times a second, not per message.
@@ -46,6 +51,7 @@ class _Probe:
         self.last: tuple[float, float] | None = None
         self.stream = "?"
         self.at_last = 0
+        self.extra: dict = {}              # written with the record (epoch, arrivals)
 
     def tick(self, stream: str) -> None:
         self.count += 1
@@ -65,7 +71,7 @@ class _Probe:
         # Messages between the first and the last CPU sample: the window both clocks cover.
         record = {"tag": self.tag, "pid": os.getpid(), "stream": self.stream,
                   "messages": self.at_last - self.warmup - 1, "first": self.first,
-                  "last": self.last}
+                  "last": self.last, **self.extra}
         path = Path(self.out_dir) / f"{self.tag}-{os.getpid()}-{self.stream}.json"
         path.write_text(json.dumps(record))
         self.out_dir = ""  # close() may come twice
@@ -99,6 +105,8 @@ class ProbeSource(Node):
         round_, index = divmod(self.sent, len(self.streams))
         if self.realtime:   # waits as every paced source does (flowengine.pacing)
             self.clock.wait(round_ * self.period)
+            if round_ == 0:
+                self.probe.extra["epoch"] = self.clock.start
         self.sent += 1
         stream = self.streams[index]
         self.probe.tick(stream)
@@ -109,13 +117,18 @@ class ProbeSource(Node):
 
 
 class ProbeSink(Node):
-    """Counts frames, probing; keeps nothing."""
+    """Counts frames, probing; keeps nothing but the arrival time of each steady-state frame
+    (with its pts) when `arrivals` is set."""
 
     output_kind = None
 
-    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "sink") -> None:
+    def __init__(self, out_dir: str, warmup: int = 20, tag: str = "sink",
+                 arrivals: bool = False) -> None:
         self.probe = _Probe(out_dir, tag, warmup)
         self.ended = False
+        self.arrivals: list[tuple[int, float]] | None = [] if arrivals else None
+        if arrivals:
+            self.probe.extra["arrivals"] = self.arrivals
 
     def push(self, buf: object) -> None:
         if buf is None:
@@ -123,6 +136,8 @@ class ProbeSink(Node):
             self.probe.write()
             return
         self.probe.tick(buf.stream)
+        if self.arrivals is not None and self.probe.count > self.probe.warmup:
+            self.arrivals.append((buf.pts, time.monotonic()))
 
     def pull(self) -> object:
         return EOF if self.ended else AGAIN
@@ -148,6 +163,17 @@ class ProbeIdentity(ProbeSink):
     def pull(self) -> object:
         out, self.pending = self.pending, None
         return out if out is not None else super().pull()
+
+
+def latencies_ms(out_dir: str | Path, sample_rate: int) -> list[float]:
+    """Arrival - due time (ms) of every block the sink noted, from the source's epoch."""
+    records = [json.loads(path.read_text()) for path in Path(out_dir).glob("*.json")]
+    epochs = [r["epoch"] for r in records if r.get("epoch") is not None]
+    if not epochs:
+        return []
+    epoch = min(epochs)
+    return [1000.0 * (arrival - (epoch + pts / sample_rate))
+            for r in records for pts, arrival in r.get("arrivals", [])]
 
 
 def collect(out_dir: str | Path) -> dict[str, dict[str, float]]:

@@ -68,6 +68,11 @@ class MediaClock:
     def __init__(self) -> None:
         self._start: float | None = None
 
+    @property
+    def start(self) -> float | None:
+        """The ``time.monotonic()`` of media time 0 (None before the first wait)."""
+        return self._start
+
     def wait(self, media_seconds: float) -> None:
         """Wait until `media_seconds` is due; the first call defines media time 0 as now."""
         if self._start is None:
