@@ -542,6 +542,13 @@ def _decode_message(kind: str, header: dict, views: list[memoryview], nbytes: in
 
 
 def _as_views(frames: Sequence[Any]) -> list[memoryview]:
+    if type(frames) is list and 0 < len(frames) <= 2:   # the usual case, checked in one pass
+        try:
+            views = [memoryview(frame) for frame in frames]
+        except TypeError:
+            views = None
+        if views is not None and all(v.format == "B" and v.ndim == 1 for v in views):
+            return views
     if not isinstance(frames, (list, tuple)):
         raise WireError(f"a message is a list of frames, got {type(frames).__name__}")
     if not frames:
@@ -580,6 +587,9 @@ def _unpack_header(view: memoryview, limit: int = MAX_HEADER_BYTES,
 
 
 def _check_version_and_kind(header: dict) -> str:
+    version, kind = header.get("v"), header.get("k")
+    if type(version) is int and version == WIRE_VERSION and type(kind) is str and kind in KINDS:
+        return kind                  # the usual case; anything else gets its precise error
     for key in ("v", "k"):
         if key not in header:
             raise WireError(f"header: missing key {key!r}")

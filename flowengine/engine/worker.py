@@ -98,6 +98,7 @@ _AGAIN_WAIT_S = 0.005      # a source with nothing ready (and no due time) is as
 _CONTROL_EVERY_S = 0.01    # a busy source looks at the control socket this often
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
 # Set to a directory, every worker writes a cProfile of its run to DIR/<stage>-<replica>.prof
 # (read with pstats; waits show as poll): how the engine's own costs were found and cut
 # (docs/performance.md).
@@ -219,7 +220,7 @@ class Worker:
         self.stream_clocks: dict[str, dict[str, int]] = {}   # rates, for the audit
         self.counts_in, self.counts_out = _Counts(), _Counts()
         self.received = 0                       # inbox messages of any kind
-        self.sent_to: dict[str, int] = {}       # messages sent per downstream replica id
+        self.sent_to: dict[str, int] = {}       # messages handed to ZeroMQ per downstream replica
         self.busy = self.blocked = 0.0
         self.errors_skipped = 0
         self.started = self.draining = False
@@ -266,7 +267,11 @@ class Worker:
             if acks is not None:
                 self._tell("ack", **acks)
         if now >= self._next_stats:
-            self._next_stats = now + self.spec.stats_interval
+            # On a grid shared by every worker (one monotonic clock): a blocked upstream
+            # reports at the tick, a busy downstream after its message, so the coordinator
+            # compares counts taken at about the same time (queue depth).
+            interval = self.spec.stats_interval
+            self._next_stats = (math.floor(now / interval) + 1) * interval
             self._tell("stats", **self.statistics())
             if self._parent is not None and not self._parent.is_alive():
                 raise FlowError(f"worker {self.id}: the coordinator process went away")
@@ -294,18 +299,18 @@ class Worker:
 
     def _poll(self, poller: zmq.Poller, seconds: float) -> list[tuple[Any, int]]:
         """Wait on `poller`'s sockets (control among them) for up to `seconds`, never past
-        the time stats are due, then answer control if it has anything (or stats are due).
-        Returns what poll gave. One poll call per wake-up: no look at the control socket
-        of its own, no zmq.Again (each costs more than the poll)."""
-        now = time.monotonic()
-        timeout = min(seconds, self._next_stats - now)
-        ready = poller.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
+        the time stats are due; what poll gave. One poll call per wake-up: no look at the
+        control socket of its own, no zmq.Again (each costs more than the poll)."""
+        timeout = min(seconds, self._next_stats - time.monotonic())
+        return poller.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
+
+    def _answer(self, ready: list[tuple[Any, int]]) -> None:
+        """After a `_poll`: answer control if it had anything, send stats if due."""
         now = time.monotonic()
         if now >= self._next_stats or any(s is self.control for s, _ in ready):
             self.service()
         else:
             self._next_control = now + _CONTROL_EVERY_S   # poll just looked at it
-        return ready
 
     def _idle_until(self, deadline: float) -> None:
         """How a paced source waits here (``flowengine.pacing``): what it made so far goes
@@ -316,7 +321,7 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._poll(self._control_poller, min(left, _IDLE_WAIT_S))
+            self._answer(self._poll(self._control_poller, min(left, _IDLE_WAIT_S)))
 
     def _resume(self) -> None:
         """Caps (and eof) to replacement replicas downstream; only between two buffers."""
@@ -334,17 +339,19 @@ class Worker:
         outbox = self.outboxes[dest]
         if outbox.add(frames, message_nbytes(frames) if nbytes is None else nbytes):
             self._flush(outbox)
-        self.sent_to[dest] = self.sent_to.get(dest, 0) + 1
 
     def _flush(self, outbox: Outbox) -> None:
         """Send `outbox` as one batch without ever blocking for good: wait for room in slices,
         servicing control, and let the other outboxes go meanwhile when their sockets have
         room (a stage waiting on one output never holds back another)."""
+        count = len(outbox)
         frames, copy = outbox.take()
         sock = outbox.socket
         while True:
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
+                # Counted once ZeroMQ has them: the queue depth downstream is what is there.
+                self.sent_to[outbox.dest] = self.sent_to.get(outbox.dest, 0) + count
                 return
             except zmq.Again:
                 pass
@@ -361,7 +368,7 @@ class Worker:
             poller.register(sock, zmq.POLLOUT)
         poller.register(self.control, zmq.POLLIN)
         waited = time.perf_counter()
-        poller.poll(_POLL_MS)
+        self._poll(poller, _POLL_MS / 1000)   # a blocked stage reports on the stats tick
         self.blocked += time.perf_counter() - waited
         self.service()
 
@@ -575,17 +582,27 @@ class Worker:
         while not self.inbox_state.run_ended:
             queued = any(len(outbox) for outbox in self.outboxes.values())
             ready = self._poll(poller, 0.0 if queued else _IDLE_WAIT_S)
+            if any(s is self.inbox for s, _ in ready):
+                self._on_message(self._receive())
+            elif queued:
+                self._flush_all()
+            self._answer(ready)   # after the message: its counts are in the stats
             self._resume()
             self._tick_multi_input()
-            if not any(s is self.inbox for s, _ in ready):
-                if queued:
-                    self._flush_all()
-                continue
-            self._on_message(self.inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False))
         for stream in list(self.nodes):  # InboxState saw every eos already; none left open
             self._flush_stream(stream)
         if self.multi is not None:
             self._flush_multi_input()
+
+    def _receive(self) -> list[zmq.Frame]:
+        """One multipart message from the inbox (poll said it is there). recv_multipart's
+        flag enums cost more than the two recv calls."""
+        frame = self.inbox.recv(_NOBLOCK, copy=False)
+        frames = [frame]
+        while frame.more:
+            frame = self.inbox.recv(_NOBLOCK, copy=False)
+            frames.append(frame)
+        return frames
 
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         """One received ZeroMQ message: a batch of wire messages or a single one."""
