@@ -262,10 +262,7 @@ class Worker:
                 self.replay.hold(message["to"])
         now = time.monotonic()
         self._next_control = now + _CONTROL_EVERY_S
-        if self.acks is not None:
-            acks = self.acks.due(now)
-            if acks is not None:
-                self._tell("ack", **acks)
+        self._send_acks(now)
         if now >= self._next_stats:
             # On a grid shared by every worker (one monotonic clock): a blocked upstream
             # reports at the tick, a busy downstream after its message, so the coordinator
@@ -305,12 +302,21 @@ class Worker:
         return poller.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
 
     def _answer(self, ready: list[tuple[Any, int]]) -> None:
-        """After a `_poll`: answer control if it had anything, send stats if due."""
+        """After a `_poll`: answer control if it had anything, send stats and acks if due."""
         now = time.monotonic()
         if now >= self._next_stats or any(s is self.control for s, _ in ready):
             self.service()
         else:
             self._next_control = now + _CONTROL_EVERY_S   # poll just looked at it
+            self._send_acks(now)
+
+    def _send_acks(self, now: float) -> None:
+        """The acknowledgements this worker owes lossless-restart stages before it (replay.py),
+        when due."""
+        if self.acks is not None:
+            acks = self.acks.due(now)
+            if acks is not None:
+                self._tell("ack", **acks)
 
     def _idle_until(self, deadline: float) -> None:
         """How a paced source waits here (``flowengine.pacing``): what it made so far goes
