@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -69,9 +70,11 @@ class _Probe:
         if self.first is None or self.out_dir == "":
             return
         # Messages between the first and the last CPU sample: the window both clocks cover.
+        extra = {key: [list(a) for a in value] if key == "arrivals" else value
+                 for key, value in self.extra.items()}
         record = {"tag": self.tag, "pid": os.getpid(), "stream": self.stream,
                   "messages": self.at_last - self.warmup - 1, "first": self.first,
-                  "last": self.last, **self.extra}
+                  "last": self.last, **extra}
         path = Path(self.out_dir) / f"{self.tag}-{os.getpid()}-{self.stream}.json"
         path.write_text(json.dumps(record))
         self.out_dir = ""  # close() may come twice
@@ -126,8 +129,10 @@ class ProbeSink(Node):
                  arrivals: bool = False) -> None:
         self.probe = _Probe(out_dir, tag, warmup)
         self.ended = False
-        self.arrivals: list[tuple[int, float]] | None = [] if arrivals else None
-        if arrivals:
+        # Two flat arrays, not a list of tuples: thousands of long-lived objects would make
+        # the garbage collector's full passes (tens of ms here) part of what is measured.
+        self.arrivals = (array("q"), array("d")) if arrivals else None
+        if self.arrivals is not None:
             self.probe.extra["arrivals"] = self.arrivals
 
     def push(self, buf: object) -> None:
@@ -137,7 +142,8 @@ class ProbeSink(Node):
             return
         self.probe.tick(buf.stream)
         if self.arrivals is not None and self.probe.count > self.probe.warmup:
-            self.arrivals.append((buf.pts, time.monotonic()))
+            self.arrivals[0].append(buf.pts)
+            self.arrivals[1].append(time.monotonic())
 
     def pull(self) -> object:
         return EOF if self.ended else AGAIN
@@ -173,7 +179,7 @@ def latencies_ms(out_dir: str | Path, sample_rate: int) -> list[float]:
         return []
     epoch = min(epochs)
     return [1000.0 * (arrival - (epoch + pts / sample_rate))
-            for r in records for pts, arrival in r.get("arrivals", [])]
+            for r in records for pts, arrival in zip(*r.get("arrivals", ([], [])))]
 
 
 def collect(out_dir: str | Path) -> dict[str, dict[str, float]]:
