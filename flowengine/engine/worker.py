@@ -97,6 +97,7 @@ _POLL_MS = 100
 _IDLE_WAIT_S = 0.1         # longest wait on the sockets (a live mixer's clock ticks that often)
 _AGAIN_WAIT_S = 0.005      # a source with nothing ready (and no due time) is asked again after
 _CONTROL_EVERY_S = 0.01    # a busy source looks at the control socket this often
+_RECONNECT_MS, _RECONNECT_MAX_MS = 5, 100   # a PUSH's retries to connect to an inbox
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -234,6 +235,10 @@ class Worker:
         push = _socket(self.context, zmq.PUSH)
         push.setsockopt(zmq.SNDHWM, edge.hwm if edge.routing == BALANCED
                         else batching(edge.hwm)[1])
+        # The downstream inbox may not be bound yet: retry soon (ZeroMQ waits 100 ms by
+        # default, which was most of a short run's fixed cost), backing off to 100 ms.
+        push.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
+        push.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
         if self.spec.curve is not None:
             curve_client(push, self.spec.curve)
         push.connect(endpoint)
