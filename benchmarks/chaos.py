@@ -181,6 +181,8 @@ def decoded_seconds(path: Path) -> float:
 
 
 def _check_outputs(result: TrialResult, run_dir: Path, case: ChaosCase, seconds: float) -> None:
+    """`seconds`: the whole length of a complete output (a case that reads the input file
+    outputs that file's length: a branch may finish it before the kill stops the run)."""
     for name in case.outputs.values():
         final, part = run_dir / name, run_dir / (name + ".part")
         if final.exists() and part.exists():
@@ -241,7 +243,8 @@ def run_cli_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random, *
     result.exit_code = process.returncode
     result.message = stderr.strip()
     _check_message(result)
-    _check_outputs(result, run_dir, case, seconds)
+    _check_outputs(result, run_dir, case, decoded_seconds(Path(input_path))
+                   if case.needs_input else seconds)
     return result
 
 
@@ -308,7 +311,8 @@ def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random
     if left:
         result.problems.append(f"workers still running after the run: {left}")
     _check_nothing_left(result, set(), tmp)
-    _check_outputs(result, run_dir, case, seconds)
+    _check_outputs(result, run_dir, case, decoded_seconds(Path(input_path))
+                   if case.needs_input else seconds)
     return result
 
 
