@@ -69,6 +69,9 @@ class _Probe:
     def write(self) -> None:
         if self.first is None or self.out_dir == "":
             return
+        if self.count > self.at_last:   # the window ends at the last message, even when the
+            self.last, self.at_last = (time.monotonic(), time.process_time()), self.count
+            # steady state was shorter than one CPU sample period (a fast hop, quick mode)
         # Messages between the first and the last CPU sample: the window both clocks cover.
         extra = {key: [list(a) for a in value] if key == "arrivals" else value
                  for key, value in self.extra.items()}
