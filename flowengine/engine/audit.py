@@ -45,7 +45,7 @@ from fractions import Fraction
 from math import gcd
 from typing import Any
 
-from ..buffers import AudioFrame, Packet
+from ..buffers import AudioFrame, Packet, round_ratio
 from ..errors import FlowError
 
 __all__ = ["MAX_SAMPLE_RATE", "SampleRule", "Bounds", "RULES", "ENCODER_DELAYS",
@@ -99,9 +99,7 @@ def clock_samples(buf: Any, rate: int | None = None) -> int | None:
     if buf.duration is None or not clock:
         return None
     num, den = _time_base(buf)
-    # round(duration * time base * clock), half to even as round(Fraction) does, in ints.
-    whole, rest = divmod(buf.duration * num * clock, den)
-    return whole + 1 if 2 * rest > den or (2 * rest == den and whole & 1) else whole
+    return round_ratio(buf.duration * num * clock, den)   # in ints, halves to even
 
 
 def new_stream_counts() -> dict[str, int]:
