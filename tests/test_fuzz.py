@@ -43,7 +43,9 @@ def test_mutated_inputs_give_only_typed_errors(worker, name):
     allowed = ", ".join(e.__name__ for e in TARGETS[name].allowed)
     labels = set()
 
-    @settings(max_examples=_cases(name), deadline=None, database=None,
+    # Derandomized: the same cases in every CI run, so the check below cannot flake (random
+    # draws of 60 cases sometimes all decoded cleanly); the long form explores.
+    @settings(max_examples=_cases(name), deadline=None, database=None, derandomize=not _LONG,
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def one_case(data):
