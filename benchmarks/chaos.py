@@ -412,8 +412,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--configs", default="tone,transcode,fanout,mix",
                         help="comma-separated names of configs/*.yaml to cycle over")
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="audio length of every run (long: the kill lands inside the run)")
+    parser.add_argument("--seconds", type=float, default=300.0,
+                        help="audio length of every run, long enough that the kill lands inside "
+                             "it (60 s of tone now encodes in < 2 s)")
     parser.add_argument("--max-delay", type=float, default=2.0,
                         help="kill up to this long after every worker exists")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent
