@@ -201,3 +201,22 @@ def test_the_relay_acknowledges_the_minimum_over_consumer_stages():
     assert relay.report("sink", {"ended": {"mid:0": ["s"]}}) == {}
     assert relay.report("tap", {"ended": {"mid:0": ["s"]}}) == {"mid:0": ({}, ["s"])}
     assert relay.report("tap", {"acks": {"other:0": {"s": 1}}}) == {}
+
+
+@pytest.mark.parametrize("resample_restarts, gain_lossless", [(False, True), (True, False)])
+def test_a_stateless_stage_after_a_stage_that_restarts_with_a_gap_is_not_lossless(
+        tmp_path, resample_restarts, gain_lossless):
+    # The resampler's replacement would number its streams from 0 again: the gain's consumers
+    # would drop those as duplicates, so the gain restarts with a reported gap instead.
+    from flowengine.config.model import RunConfig
+    from flowengine.engine import build_plan
+
+    resample = {"name": "resample", "op": "resample", "params": {"sample_rate": 48000}}
+    if resample_restarts:
+        resample["restart"] = "on-failure"
+    plan = build_plan(RunConfig.model_validate({"stages": [
+        {"name": "tone", "op": "tone", "params": {"seconds": 0.1}}, resample,
+        {"name": "gain", "op": "gain", "params": {"gain_db": -3.0}, "restart": "on-failure"},
+        {"name": "sink", "op": "null_sink"}]}))
+    gain = [w for w in plan.workers if w.stage == "gain"]
+    assert [w.replay for w in gain] == [gain_lossless]

@@ -213,9 +213,13 @@ def _inbox_hwm(stage: _Stage) -> int:
 
 def _restarts_losslessly(stage: _Stage, by_name: dict[str, _Stage]) -> bool:
     """A stateless stage (one output per input) fed by sticky edges restarts without loss
-    (replay.py); a stateful or fused one restarts with a reported gap."""
+    (replay.py); a stateful or fused one restarts with a reported gap. So does one fed by a
+    stage that restarts with a gap: that stage's replacement numbers its streams from 0
+    again, which the consumers would take for duplicates."""
     return stage.config.restart == "on-failure" and not stage.info.stateful and \
-        not stage.members and not any(by_name[i].config.ordered for i in stage.inputs)
+        not stage.members and not any(by_name[i].config.ordered for i in stage.inputs) and \
+        all(by_name[i].config.restart != "on-failure" or _restarts_losslessly(by_name[i], by_name)
+            for i in stage.inputs)
 
 
 def _replay_fields(stage: _Stage, replica: int, by_name: dict[str, _Stage],

@@ -151,10 +151,12 @@ class ReplaySender:
             worker.control.poll(_SLICE_MS)
             worker.blocked += time.perf_counter() - waited
             worker.service()
-            for dest in [d for d in worker.resume_to if d in self.buffers]:
+            resumed = [d for d in worker.resume_to if d in self.buffers]
+            for dest in resumed:
                 worker.resume_to.remove(dest)
                 self.resume(dest)
-            if buffer.messages < left:
+            if buffer.messages < left or resumed or buffer.dest in self.held:
+                # progress, or a replacement still starting / just fed: its own full budget
                 deadline = time.monotonic() + REPLAY_WAIT_S
             elif time.monotonic() >= deadline:
                 raise FlowError(

@@ -545,6 +545,8 @@ class Worker:
                     self.busy += time.perf_counter() - start
                     if out is EOF:
                         break
+                    if out is AGAIN:  # streams that ended meanwhile end now, not later
+                        self._end_source_streams(node)
                     if out is AGAIN and self._wait_for_room_downstream():
                         continue
                     if out is AGAIN:  # nothing yet: wait a little, awake to control
@@ -761,7 +763,12 @@ def _profiled(worker_id: str):
         yield
     finally:
         profile.disable()
-        profile.dump_stats(os.path.join(directory, worker_id.replace(":", "-") + ".prof"))
+        path = os.path.join(directory, worker_id.replace(":", "-") + ".prof")
+        try:
+            profile.dump_stats(path)
+        except OSError as exc:   # never hides how the worker ended
+            print(f"flowengine: worker {worker_id}: cannot write its profile {path}: {exc}",
+                  file=sys.stderr)
 
 
 def run_worker(spec: WorkerSpec) -> None:
