@@ -153,9 +153,9 @@ class _CountedInputs:
         start = time.perf_counter()
         self.node.push_input(key, buf)
         self.report.busy_seconds += time.perf_counter() - start
-        _count(self.report, key[1], "in", buf)
+        samples = _count(self.report, key[1], "in", buf)   # without a rate: as _samples counts
         self.report.messages_in += 1
-        self.report.samples_in += _samples(buf)
+        self.report.samples_in += samples
         self.report.seconds_in += _audio_seconds(buf)
 
     def end_input(self, key: tuple[str, str]) -> None:

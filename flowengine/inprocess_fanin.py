@@ -20,12 +20,12 @@ from typing import Any
 
 from .errors import FlowError
 from .node import AGAIN, EOF, PCM, Node
+from .nodes.basic import MAX_IDLE_PULLS
 from .nodes.streams import StreamDemux, take_ended_streams
 from .pipeline import Pipeline
 
 __all__ = ["MixerInlet", "Branch", "FanInSource"]
 
-_MAX_IDLE_PULLS = 10000
 _IDLE_SLEEP_S = 0.001
 _SOURCE_TIMEOUT_S = 60.0
 
@@ -96,7 +96,7 @@ class Branch:
 
 
 def _drain_to_eof(node: Node) -> None:
-    for _ in range(_MAX_IDLE_PULLS):
+    for _ in range(MAX_IDLE_PULLS):
         if node.pull() is EOF:
             return
     raise FlowError(f"{node.name}: did not reach EOF after its input ended")

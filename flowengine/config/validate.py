@@ -396,6 +396,11 @@ def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticForm
                                              set(info.params), merged)
 
 
+def _multi_input(info: StageInfo) -> bool:
+    """Whether the stage's operator takes several inputs through one node (a mixer)."""
+    return bool(getattr(getattr(info.spec, "factory", None), "multi_input", False))
+
+
 def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
     """`fuse` groups and `fuse_with: previous` form chains of stages that can share a worker."""
     if not config.fuse and not any(s.config.fuse_with for s in stages):
@@ -403,7 +408,7 @@ def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -
     try:
         fusion_groups([FusionStage(
             s.name, tuple(s.inputs), tuple(s.consumers), source=s.input_kind is None,
-            multi_input=bool(getattr(getattr(s.spec, "factory", None), "multi_input", False)),
+            multi_input=_multi_input(s),
             fuse_with_previous=s.config.fuse_with == "previous", replicas=s.config.replicas,
             on_error=s.config.on_error, max_errors=s.config.max_errors,
             ordered=bool(getattr(s.config, "ordered", False))) for s in stages], config.fuse)
@@ -421,7 +426,7 @@ def _check_restart(stages: list[StageInfo], out: _Collector) -> None:
             continue
         problem = restart_problem(
             has_input=info.input_kind is not None, has_output=info.output_kind is not None,
-            multi_input=bool(getattr(getattr(info.spec, "factory", None), "multi_input", False)),
+            multi_input=_multi_input(info),
             ordered=info.config.ordered,
             feeds_ordered=any(by_name[c].config.ordered for c in info.consumers if c in by_name))
         if problem:
