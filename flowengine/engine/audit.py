@@ -90,16 +90,21 @@ def _clock_rate(buf: Any, rate: int | None) -> int:
     return 0
 
 
+def _clocked(buf: Any, rate: int | None) -> tuple[int | None, int]:
+    """(samples per channel, the rate they are counted at) of one buffer; see clock_samples."""
+    if isinstance(buf, AudioFrame):
+        return buf.samples, buf.format.sample_rate
+    clock = _clock_rate(buf, rate)
+    if buf.duration is None or not clock:
+        return None, clock
+    num, den = _time_base(buf)
+    return round_ratio(buf.duration * num * clock, den), clock   # in ints, halves to even
+
+
 def clock_samples(buf: Any, rate: int | None = None) -> int | None:
     """Samples per channel in `buf`: a frame's count, or a packet's duration at `rate` (or at
     the rate its 1/N time base names). None when a packet has no duration or no known rate."""
-    if isinstance(buf, AudioFrame):
-        return buf.samples
-    clock = _clock_rate(buf, rate)
-    if buf.duration is None or not clock:
-        return None
-    num, den = _time_base(buf)
-    return round_ratio(buf.duration * num * clock, den)   # in ints, halves to even
+    return _clocked(buf, rate)[0]
 
 
 def new_stream_counts() -> dict[str, int]:
@@ -118,13 +123,13 @@ def count_buffer(counts: dict[str, int], clocks: dict[str, int], side: str, buf:
         counts[samples_key] += samples
         clocks[rate_key] = buf.format.sample_rate
         return samples
-    samples = clock_samples(buf, rate)
+    samples, clock = _clocked(buf, rate)
     if samples is None:
         clocks[f"{side}_unclocked"] = clocks.get(f"{side}_unclocked", 0) + 1
         _count_ticks(clocks, side, buf)
         return 0
     counts[samples_key] += samples
-    clocks[rate_key] = _clock_rate(buf, rate)
+    clocks[rate_key] = clock
     return samples
 
 
@@ -138,7 +143,7 @@ def _count_ticks(counts: dict[str, int], side: str, buf: Any) -> None:
     if buf.duration is None:
         counts[f"{side}_tb_num"] = counts[f"{side}_tb_den"] = 0
         return
-    num, den = buf.time_base.numerator, buf.time_base.denominator
+    num, den = _time_base(buf)
     if counts.setdefault(f"{side}_tb_num", num) != num or \
             counts.setdefault(f"{side}_tb_den", den) != den:
         counts[f"{side}_tb_num"] = counts[f"{side}_tb_den"] = 0
@@ -292,8 +297,9 @@ def _packet_clock(stage: AuditStage, counts: Mapping[str, int]) -> int:
     stage's output rate; otherwise (decode + resample fused) it is read from the packets."""
     members = stage.members or ((stage.op, stage.params),)
     op, params = members[0]
-    if _out_rate_after(op, params, 0):
-        return _out_rate_after(op, params, 0)          # a decoder with a fixed rate (Opus)
+    fixed = _out_rate_after(op, params, 0)
+    if fixed:
+        return fixed                                  # a decoder with a fixed rate (Opus)
     if not any(_out_rate_after(o, p, 0) for o, p in members[1:]):
         return counts.get("out_rate", 0)
     return _packets_rate(op, params, counts)
