@@ -34,8 +34,8 @@ from .errors import FlowError
 __all__ = ["BenchError", "STEPS", "QUICK_SKIPS", "find_benchmarks_dir", "run_bench"]
 
 # Every step of the suite, in running order; `--only` takes these names.
-STEPS = ("encoders", "decoders", "wire", "hop", "pipeline", "realtime", "scaling", "latency",
-         "memory", "ffmpeg", "soak", "chaos", "fuzz")
+STEPS = ("encoders", "decoders", "wire", "hop", "pipeline", "realtime", "scaling", "replay",
+         "latency", "memory", "ffmpeg", "soak", "chaos", "fuzz")
 QUICK_SKIPS = {"realtime": "not in --quick (paced runs take ~1 min)",
                "soak": "not in --quick (a live run of minutes)",
                "chaos": "not in --quick (kills workers in repeated runs)",
@@ -274,6 +274,14 @@ def step_scaling(ctx: Context) -> list[dict]:
     return figures
 
 
+def step_replay(ctx: Context) -> list[dict]:
+    report = ctx.script("bench_replay").main(["--quick"] if ctx.quick else [])
+    return [figure("replay/cpu", f"CPU of {report['streams']} streams through a gain with "
+                   f"restart: on-failure (acks, replay buffers), no failure", "CPU s", "lower",
+                   "the same run without restart", report["never"]["cpu_s"],
+                   report["restart"]["cpu_s"], "worst case: no codec work")]
+
+
 def step_latency(ctx: Context) -> list[dict]:
     report = ctx.script("bench_latency").main(["--quick"] if ctx.quick else [])
     ctx.plot("Live latency histogram", report.get("plot"))
@@ -377,7 +385,7 @@ def step_fuzz(ctx: Context) -> list[dict]:
 _STEP_FUNCTIONS: dict[str, Callable[[Context], list[dict]]] = {
     "encoders": step_encoders, "decoders": step_decoders, "wire": step_wire, "hop": step_hop,
     "pipeline": step_pipeline, "realtime": step_realtime, "scaling": step_scaling,
-    "latency": step_latency, "memory": step_memory, "ffmpeg": step_ffmpeg, "soak": step_soak,
+    "replay": step_replay, "latency": step_latency, "memory": step_memory, "ffmpeg": step_ffmpeg, "soak": step_soak,
     "chaos": step_chaos, "fuzz": step_fuzz}
 
 

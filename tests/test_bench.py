@@ -14,7 +14,7 @@ from flowengine.bench import QUICK_SKIPS, BenchError, run_bench
 from flowengine.bench_report import LEDGER_COLUMNS, append_ledger, figure
 
 QUICK_GROUPS = {"encoders", "decoders", "wire", "hop", "hop-cpu", "pipeline", "scaling",
-                "latency", "memory"}
+                "replay", "latency", "memory"}
 
 
 def _is_spread(side: dict) -> bool:
