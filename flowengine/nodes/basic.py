@@ -41,7 +41,7 @@ _BUFFER_TYPES = {PCM: AudioFrame, PACKET: Packet}
 # Above this a packet time base is a container clock, not a sample rate.
 _MAX_SAMPLE_RATE = 768000
 # How many pulls a sink may answer AGAIN after push(None) before it counts as stuck.
-_MAX_IDLE_PULLS = 1000
+_MAX_SINK_IDLE_PULLS = 1000
 # How many pulls a flushed node may answer AGAIN before it counts as stuck.
 MAX_IDLE_PULLS = 10000
 
@@ -326,7 +326,7 @@ class SinkHandle:
                 if not until_eof:
                     return
                 idle += 1
-                if idle >= _MAX_IDLE_PULLS:
+                if idle >= _MAX_SINK_IDLE_PULLS:
                     raise FlowError(f"sink {self.name!r} returned AGAIN {idle} times after end "
                                     f"of input without reaching EOF")
                 if idle > 10:
