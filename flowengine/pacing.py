@@ -18,32 +18,49 @@ streams, while the worker still answers the coordinator during the wait.
 Streams that start together share one ``MediaClock`` (``MultiToneSource``):
 their buffers for one tick are then due at the same instant, and only the
 first of them waits.
+
+A source fed from outside (the TCP ingest) waits the same way for its input
+with ``wait_readable``: until a file descriptor its feeding thread writes to
+can be read, or a timeout. In a worker its buffers so far go out first, so a
+packet never waits in the worker for the next one to arrive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["MediaClock", "wait_until", "waiting_with"]
+__all__ = ["MediaClock", "wait_readable", "wait_until", "waiting_with"]
 
-Waiter = Callable[[float], None]   # waits until a time.monotonic() deadline
+# waits until a time.monotonic() deadline, or until the file descriptor (if any) is readable
+Waiter = Callable[[float, "int | None"], None]
 
 _waiter: Waiter | None = None
 
 
-def _sleep_until(deadline: float) -> None:
+def _wait_here(deadline: float, fd: int | None) -> None:
     delay = deadline - time.monotonic()
-    if delay > 0:
+    if delay <= 0:
+        return
+    if fd is None:
         time.sleep(delay)
+    else:
+        select.select([fd], [], [], delay)
 
 
 def wait_until(deadline: float) -> None:
     """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
     return early when the source should go on at once (its worker is draining)."""
     if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
-        (_waiter or _sleep_until)(deadline)
+        (_waiter or _wait_here)(deadline, None)
+
+
+def wait_readable(fd: int, timeout: float) -> None:
+    """Wait until `fd` can be read, at most `timeout` seconds, through the installed waiter
+    (which may also return early, like `wait_until`'s)."""
+    (_waiter or _wait_here)(time.monotonic() + timeout, fd)
 
 
 @contextlib.contextmanager

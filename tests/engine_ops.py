@@ -283,15 +283,17 @@ class ToneStreams(Node):
 
 class PacketFileSink(Node):
     """Writes each stream's packets to `<out_dir>/<stream>.json` (pts, duration and hex bytes
-    of every packet) when the stream ends."""
+    of every packet) when the stream ends; `arrivals` also writes
+    `<out_dir>/<stream>.arrivals.json`, the time.monotonic() each packet came in at."""
 
     input_kind = PACKET
     output_kind = None
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, arrivals: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.stream: str | None = None
         self.packets: list = []
+        self.arrivals: list[float] | None = [] if arrivals else None
         self.ended = False
 
     def push(self, buf: object) -> None:
@@ -299,7 +301,12 @@ class PacketFileSink(Node):
             self.ended = True
             if self.stream is not None:
                 (self.out_dir / f"{self.stream}.json").write_text(json.dumps(self.packets))
+                if self.arrivals is not None:
+                    (self.out_dir / f"{self.stream}.arrivals.json").write_text(
+                        json.dumps(self.arrivals))
             return
+        if self.arrivals is not None:
+            self.arrivals.append(time.monotonic())
         self.stream = buf.stream
         self.packets.append([buf.pts, buf.duration, bytes(buf.data).hex()])
 

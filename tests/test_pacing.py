@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from flowengine import pacing
 from flowengine.io import ToneSource
 from flowengine.io.multitone import MultiToneSource
-from flowengine.pacing import MediaClock, wait_until, waiting_with
+from flowengine.pacing import MediaClock, wait_readable, wait_until, waiting_with
 
 RATE = 8000
 CHUNK = 400          # 50 ms per chunk
@@ -22,34 +23,59 @@ class RecordingWaiter:
         self.frames = frames
         self.waits: list[tuple[float, int]] = []
 
-    def __call__(self, deadline: float) -> None:
+    def __call__(self, deadline: float, fd: int | None) -> None:
         self.waits.append((deadline, len(self.frames)))
-        pacing._sleep_until(deadline)
+        pacing._wait_here(deadline, fd)
 
 
 def test_wait_until_sleeps_without_a_waiter_and_skips_a_past_deadline():
     start = time.monotonic()
     wait_until(start + 0.05)
     assert time.monotonic() - start >= 0.05
-    calls: list[float] = []
-    with waiting_with(calls.append):
+    calls: list[tuple[float, int | None]] = []
+    with waiting_with(lambda deadline, fd: calls.append((deadline, fd))):
         wait_until(time.monotonic() - 1.0)      # already due: the waiter is not even asked
         deadline = time.monotonic() + 0.01
         wait_until(deadline)
-    assert calls == [deadline]
+    assert calls == [(deadline, None)]
+
+
+def test_wait_readable_returns_when_the_descriptor_is_readable_or_at_the_timeout():
+    read_end, write_end = os.pipe()
+    try:
+        start = time.monotonic()
+        wait_readable(read_end, 0.05)                  # nothing written: the timeout
+        assert time.monotonic() - start >= 0.05
+        os.write(write_end, b"x")
+        start = time.monotonic()
+        wait_readable(read_end, 5.0)                   # readable: at once
+        assert time.monotonic() - start < 1.0
+        calls: list[tuple[float, int | None]] = []
+        with waiting_with(lambda deadline, fd: calls.append((deadline, fd))):
+            before = time.monotonic()
+            wait_readable(read_end, 2.0)
+        assert len(calls) == 1 and calls[0][1] == read_end
+        assert before + 2.0 <= calls[0][0] <= time.monotonic() + 2.0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_waiting_with_restores_the_previous_waiter_even_after_an_error():
     outer: list[float] = []
+
+    def note(deadline: float, fd: int | None) -> None:
+        outer.append(deadline)
+
     try:
-        with waiting_with(outer.append):
-            with waiting_with(lambda deadline: None):
+        with waiting_with(note):
+            with waiting_with(lambda deadline, fd: None):
                 raise KeyError("inner")
     except KeyError:
         pass
     assert pacing._waiter is None
-    with waiting_with(outer.append):
-        with waiting_with(lambda deadline: None):
+    with waiting_with(note):
+        with waiting_with(lambda deadline, fd: None):
             pass
         wait_until(time.monotonic() + 5.0)      # the outer waiter again (it returns at once)
     assert len(outer) == 1

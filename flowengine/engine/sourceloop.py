@@ -16,6 +16,9 @@ control, for room on the full sockets. A source with nothing ready waits a
 little (``_AGAIN_WAIT_S``) and asks again. A paced (live) source waits for
 its next tick through ``Worker.idle_until`` (``flowengine.pacing``): what it
 made for the tick leaves as one batch, and the wait does not count as busy.
+A source fed from outside (``tcp_ingest``) waits the same way for its input
+(``pacing.wait_readable``), until its feeding thread signals a descriptor:
+what it gave so far goes out first, not behind the next arrival.
 
 Rules kept: never wait on a full replica while another stream has room;
 every wait is bounded and awake to control; control is looked at every
@@ -54,7 +57,7 @@ def run_source(worker: Worker) -> None:
     picks_streams = hasattr(node, "pull_ready") and any(
         isinstance(router, StickyRouter) and router.replicas > 1 for router in send.routers)
     try:
-        with waiting_with(lambda deadline: _wait_in_source(worker, deadline)):
+        with waiting_with(lambda deadline, fd: _wait_in_source(worker, deadline, fd)):
             while not worker.draining:
                 if time.monotonic() >= worker.next_control:   # (waits look at it anyway)
                     worker.service()
@@ -80,10 +83,10 @@ def run_source(worker: Worker) -> None:
         send.end_stream(stream)
 
 
-def _wait_in_source(worker: Worker, deadline: float) -> None:
-    """A paced source's wait inside pull(): idle, and not counted as busy."""
+def _wait_in_source(worker: Worker, deadline: float, fd: int | None) -> None:
+    """A paced (or outside-fed) source's wait inside pull(): idle, and not counted as busy."""
     waited = time.perf_counter()
-    worker.idle_until(deadline)
+    worker.idle_until(deadline, fd)
     worker.busy -= time.perf_counter() - waited
 
 

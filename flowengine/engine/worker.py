@@ -115,6 +115,7 @@ class Worker:
         # Built once: Socket.poll() builds a Poller on every call.
         self._control_poller = zmq.Poller()
         self._control_poller.register(self.control, zmq.POLLIN)
+        self._fd_pollers: dict[int, zmq.Poller] = {}
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
         self.sender = StreamSender(spec.wire_id, index_data=bool(spec.replay_to))
@@ -259,16 +260,30 @@ class Worker:
             if acks is not None:
                 self._tell("ack", **acks)
 
-    def idle_until(self, deadline: float) -> None:
+    def idle_until(self, deadline: float, fd: int | None = None) -> None:
         """How a paced source waits here (``flowengine.pacing``): what it made so far goes
         out (one batch per socket for the whole tick), then wait awake to control until
-        `deadline`; a drain ends the wait at once. Wakes up at most 1 ms late."""
+        `deadline`, or until `fd` (a source's outside input) can be read; a drain ends the
+        wait at once. Wakes up at most 1 ms late."""
         self.send.flush_all()
+        poller = self._control_poller if fd is None else self._poller_with(fd)
         while not self.draining:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.answer(self.poll(self._control_poller, min(left, IDLE_WAIT_S)))
+            ready = self.poll(poller, min(left, IDLE_WAIT_S))
+            self.answer(ready)
+            if fd is not None and any(item == fd for item, _ in ready):
+                return
+
+    def _poller_with(self, fd: int) -> zmq.Poller:
+        """A poller of the control socket and `fd`, made once per descriptor."""
+        poller = self._fd_pollers.get(fd)
+        if poller is None:
+            poller = self._fd_pollers[fd] = zmq.Poller()
+            poller.register(self.control, zmq.POLLIN)
+            poller.register(fd, zmq.POLLIN)
+        return poller
 
     def resume_replicas(self) -> None:
         """Caps (and eof) to replacement replicas downstream; only between two buffers."""

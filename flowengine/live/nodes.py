@@ -6,7 +6,10 @@ pts counted in samples per stream). Its queue is bounded: when the pipeline
 is slower than the senders, the ingest stops reading their sockets (TCP
 backpressure) instead of growing. pull() waits at most `poll_seconds` and
 answers AGAIN when nothing came; the node ends (EOF) after `streams` streams
-have ended, or never when `streams` is None.
+have ended, or never when `streams` is None. It waits through
+``pacing.wait_readable`` on a pipe the loop thread writes a byte to for each
+queued item: in a worker the packets it gave so far are sent before it waits,
+and the wait ends as soon as the next one is queued.
 
 `BroadcastSinkNode` runs a LiveServer without ingest and publishes the
 packets pushed into it (mp3 or aac), one live stream per packet stream id,
@@ -16,7 +19,9 @@ optionally paced at real time (for sources that are not live, like files).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import queue
 import time
 
@@ -24,6 +29,7 @@ from ..buffers import PACKET_FLAG_KEY, Packet
 from ..errors import FormatError
 from ..node import PACKET
 from ..nodes.basic import FlowNode
+from ..pacing import wait_readable
 from .ingest import IngestConfig, IngestServer
 from .protocol import LIVE_CODECS, StreamInfo, probe_frame
 from .sender import Pacer, packet_seconds
@@ -43,6 +49,11 @@ class _QueueTarget:
 
     def __init__(self, size: int, streams: int | None) -> None:
         self.queue: queue.Queue = queue.Queue(size)
+        # One byte per queued item wakes a reader waiting on `wakeup_fd` (non-blocking both
+        # ends: a full pipe already says "readable", an empty one reads nothing).
+        self.wakeup_fd, self._wakeup_write = os.pipe()
+        os.set_blocking(self.wakeup_fd, False)
+        os.set_blocking(self._wakeup_write, False)
         self.streams = streams
         self.live: dict[str, tuple[StreamInfo, list[int]]] = {}
         self.ended = 0
@@ -78,9 +89,37 @@ class _QueueTarget:
         while True:
             try:
                 self.queue.put_nowait(item)
-                return
             except queue.Full:
                 await asyncio.sleep(_BACKPRESSURE_POLL)
+                continue
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wakeup_write, b"\0")
+            return
+
+    def get(self, timeout: float):
+        """The next queued item, waiting at most `timeout` (pacing.wait_readable); None when
+        nothing came. The pipe is emptied before the queue is looked at again, so a byte
+        written after that look (a new item) ends the wait."""
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wakeup_fd, 4096)
+        for wait in (True, False):
+            try:
+                return self.queue.get_nowait()
+            except queue.Empty:
+                if wait:
+                    wait_readable(self.wakeup_fd, timeout)
+        return None
+
+    def close(self) -> None:
+        """Close the wake-up pipe (once; after the loop thread has stopped)."""
+        for fd in (self.wakeup_fd, self._wakeup_write):
+            if fd >= 0:
+                os.close(fd)
+        self.wakeup_fd = self._wakeup_write = -1
 
 
 class IngestSourceNode(FlowNode):
@@ -111,9 +150,8 @@ class IngestSourceNode(FlowNode):
         if self._ended:
             return None
         self.start()
-        try:
-            item = self._target.queue.get(timeout=self.poll_seconds)
-        except queue.Empty:
+        item = self._target.get(self.poll_seconds)
+        if item is None:
             return None
         if item is _STREAMS_DONE:
             self._ended = True
@@ -127,6 +165,7 @@ class IngestSourceNode(FlowNode):
         if self._thread is not None:
             self._thread.stop_loop(self._server.stop())
             self._thread = None
+        self._target.close()
 
 
 class BroadcastSinkNode(FlowNode):
