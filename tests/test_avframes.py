@@ -137,3 +137,25 @@ def test_round_ratio_rounds_halves_to_even_like_fraction(num, den):
 ])
 def test_samples_from_ticks_equals_fraction_arithmetic(pts, time_base, rate):
     assert samples_from_ticks(pts, time_base, rate) == round(pts * time_base * rate)
+
+
+def test_frame_filler_refuses_a_channel_count_its_layout_does_not_have():
+    filler = FrameFiller("fltp", "stereo", 48000, np.float32)
+    with pytest.raises(ValueError, match=r"^FrameFiller\(stereo\): 1 channel\(s\) given, the "
+                                         r"layout has 2$"):
+        filler.fill(np.zeros((1, 64), np.float32), 0)
+
+
+def test_an_encoder_frame_keeps_its_buffer_across_refills():
+    """What the module doc says FrameFiller saves: after an encode, a refill reuses the
+    frame's buffer (the encoder copied what it keeps)."""
+    cc = av.CodecContext.create("aac", "w")
+    cc.sample_rate, cc.layout, cc.format, cc.bit_rate = 48000, "stereo", "fltp", 128000
+    cc.open()
+    filler = FrameFiller("fltp", "stereo", 48000, np.float32)
+    pointers = []
+    for k in range(4):
+        frame = filler.fill(np.full((2, 1024), 0.1 * k, np.float32), 1024 * k)
+        pointers.append(frame.planes[0].buffer_ptr)
+        cc.encode(frame)
+    assert len(set(pointers[1:])) == 1, pointers
