@@ -22,12 +22,20 @@ speed-up over the baseline, scaling efficiency (speed-up / cores used), and
 per-stage busy %. Target on a 2-core machine: >= 1.8x the baseline. Writes
 JSON and a PNG plot of throughput vs replicas.
 
+Two reference rows bound what any layout can reach, each with the files
+split over one process per core and no engine at all: ``PyAV loops`` (the
+plain loop in each process: the machine's ceiling, ~1.9x on 2 cores) and
+``in-process chains`` (flowengine's in-process runner over the same chain in
+each process: the ceiling of running flowengine's operators, whatever the
+engine does around them).
+
     python benchmarks/bench_scaling.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -84,6 +92,41 @@ def baseline(paths: list[Path], out_dir: Path) -> dict:
     return {"wall_s": wall, "audio_s": audio, "throughput": audio / wall}
 
 
+def inprocess_chain(paths: list[Path], out_dir: Path) -> None:
+    """The engine run's chain in this process (flowengine's runner, no workers)."""
+    run_inprocess({"name": "chain", "stages": [
+        {"name": "files", "op": "files",
+         "params": {"paths": [str(p) for p in paths], "mode": "pcm", "chunk_samples": BLOCK}},
+        {"name": "resample", "op": "resample",
+         "params": {"sample_rate": 48000, "out_chunk_samples": BLOCK}},
+        {"name": "encode", "op": "aac_encoder", "params": {"bitrate": 128000}},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(out_dir / "{stream}.aac")}}]})
+
+
+def pyav_loops(paths: list[Path], out_dir: Path) -> None:
+    for path in paths:
+        pyav_transcode(path, out_dir / f"{path.stem}.aac")
+
+
+def split_over_processes(work, paths: list[Path], out_dir: Path, processes: int,
+                         audio_s: float) -> dict:
+    """`work(share, out_dir)` in `processes` forked processes, file i in process i % n."""
+    context = multiprocessing.get_context("fork")
+    start = time.perf_counter()
+    workers = [context.Process(target=work, args=(paths[i::processes], out_dir))
+               for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+        if worker.exitcode != 0:
+            raise RuntimeError(f"{work.__name__} in a child process: exit code {worker.exitcode}")
+    wall = time.perf_counter() - start
+    if len(list(out_dir.glob("*.aac"))) != len(paths):
+        raise RuntimeError(f"{work.__name__}: not every file was written")
+    return {"wall_s": wall, "throughput": audio_s / wall}
+
+
 def engine_run(pattern: str, out_dir: Path, replicas: int | str) -> dict:
     heavy = {"replicas": replicas}
     config = {"name": f"scaling-{replicas}", "fuse": ["resample", "encode", "sink"],
@@ -106,7 +149,7 @@ def engine_run(pattern: str, out_dir: Path, replicas: int | str) -> dict:
             "outputs": len(outputs), "audit_ok": report.audit_ok}
 
 
-def plot(results: list[dict], base: float, path: Path) -> bool:
+def plot(results: list[dict], base: float, references: dict, path: Path) -> bool:
     try:
         import matplotlib
     except ImportError:
@@ -121,6 +164,9 @@ def plot(results: list[dict], base: float, path: Path) -> bool:
     ax.bar(labels, values, color="tab:blue", label="flowengine (processes)")
     ax.axhline(base, color="tab:red", linestyle="--", label="plain PyAV loop, 1 process")
     ax.axhline(2 * base, color="tab:gray", linestyle=":", label="2x baseline (2 cores)")
+    for (label, ref), color in zip(references.items(), ("tab:green", "tab:orange")):
+        ax.axhline(ref["throughput"]["median"], color=color, linestyle="-.",
+                   label=f"{label} in {ref['processes']} processes (no engine)")
     ax.set_xlabel("replicas per heavy stage")
     ax.set_ylabel("seconds of audio per second")
     ax.set_title("mp3 -> resample -> aac, many files")
@@ -148,10 +194,16 @@ def main(argv: list[str] | None = None) -> dict:
             {"name": "tone", "op": "tone", "params": {"seconds": 0.1}},
             {"name": "sink", "op": "null_sink"}]})
         bases, runs = [], {str(s): [] for s in settings}
+        references: dict[str, list[dict]] = {"PyAV loops": [], "in-process chains": []}
         for i in range(repeat):  # interleaved: machine load hits all alike
             out = tmp / f"base{i}"
             out.mkdir()
             bases.append(baseline(paths, out))
+            for (label, work) in zip(references, (pyav_loops, inprocess_chain)):
+                out = tmp / f"ref{i}-{work.__name__}"
+                out.mkdir()
+                references[label].append(split_over_processes(
+                    work, paths, out, cores, bases[-1]["audio_s"]))
             for setting in settings:
                 out = tmp / f"run{i}-{setting}"
                 out.mkdir()
@@ -159,6 +211,13 @@ def main(argv: list[str] | None = None) -> dict:
     base = spread(b["throughput"] for b in bases)
     results = []
     rows = [["PyAV loop", "-", base["median"], 1.0, "", ""]]
+    ceilings = {}
+    for label, entries in references.items():
+        throughput = spread(e["throughput"] for e in entries)
+        ceilings[label] = {"processes": cores, "throughput": throughput,
+                           "speedup_vs_pyav": round(throughput["median"] / base["median"], 3)}
+        rows.append([label, f"{cores} processes", throughput["median"],
+                     throughput["median"] / base["median"], "", "reference: no engine"])
     for setting, entries in runs.items():
         throughput = spread(e["throughput"] for e in entries)
         speedup = throughput["median"] / base["median"]
@@ -178,14 +237,15 @@ def main(argv: list[str] | None = None) -> dict:
     met = best >= 1.8
     png = RESULTS_DIR / "scaling.png"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    plotted = plot(results, base["median"], png)
+    plotted = plot(results, base["median"], ceilings, png)
     report = {
         "files": files, "seconds_per_file": seconds, "quick": args.quick, "repeat": repeat,
         "target": ">= 1.8x the single-process PyAV loop", "met": met, "best_speedup": best,
         "efficiency_note": "speed-up / cores of the machine",
         "baseline": {"throughput": base, "wall_s": spread(b["wall_s"] for b in bases),
                      "audio_s": bases[0]["audio_s"]},
-        "results": results, "plot": str(png) if plotted else None}
+        "results": results, "references": ceilings,
+        "plot": str(png) if plotted else None}
     path = write_results("scaling", report)
     print(f"target (>= 1.8x PyAV loop): {'met' if met else 'NOT met'} (best {best:.2f}x); "
           f"wrote {path}" + (f" and {png}" if plotted else ""))
