@@ -17,7 +17,7 @@ import pytest
 from engine_ops import op
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.errors import WorkerFailed
+from flowengine.errors import ConfigError, WorkerFailed
 
 TESTS = Path(__file__).parent
 
@@ -151,3 +151,15 @@ def test_second_sigint_stops_at_once(tmp_path):
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 130
     assert out.strip().splitlines()[-1] == "stopped"
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
+def test_a_stats_interval_that_is_not_positive_is_refused_before_anything_starts(tmp_path,
+                                                                                  interval):
+    # The workers put their stats on a grid of this many seconds (a division by it).
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=rf"^build_plan: stats_interval must be a positive "
+                                          rf"number of seconds, got {interval!r}$"):
+        build_plan(faulty_run(tmp_path, "PassThrough"), run_dir=str(run_dir),
+                   stats_interval=interval)
+    assert not run_dir.exists()

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -248,7 +249,13 @@ def _curve_keys(config: RunConfig) -> CurveKeys | None:
 
 def build_plan(config: RunConfig, *, run_dir: str | None = None,
                stats_interval: float = 1.0) -> Plan:
-    """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default)."""
+    """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default).
+    `stats_interval`: seconds between a worker's stats (its heartbeat)."""
+    # Checked before anything is made; the workers divide by it (their stats grid).
+    if not (isinstance(stats_interval, (int, float)) and math.isfinite(stats_interval)
+            and stats_interval > 0):
+        raise ConfigError(f"build_plan: stats_interval must be a positive number of seconds, "
+                          f"got {stats_interval!r}")
     stages = _fuse(_stages(config), config)
     by_name = {stage.name: stage for stage in stages}
     consumers: dict[str, list[str]] = {stage.name: [] for stage in stages}
