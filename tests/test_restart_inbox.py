@@ -147,22 +147,38 @@ def test_a_replacement_of_a_sender_that_had_sent_its_eof_is_dropped_whole():
 
 def test_the_replay_buffer_keeps_the_caps_in_effect_and_drops_what_is_acknowledged():
     sender = StreamSender("src:0", index_data=True)
-    buffer = ReplayBuffer("mid:0", max_messages=5, max_bytes=10 ** 6)
-    buffer.record("caps", "s", None, sender.caps("s", CAPS))
+    buffer = ReplayBuffer("mid:0", max_messages=4, max_bytes=10 ** 6)
+    caps = sender.caps("s", CAPS)
+    buffer.record("caps", "s", None, caps)
     for i in range(4):
         frames = sender.data(frame("s", 4 * i))
         assert sender.last == ("data", "s", i)
         buffer.record("data", "s", i, frames)
-    assert buffer.full and buffer.messages == 5
+    assert buffer.full and buffer.messages == 4       # data only: the caps is stream state
     buffer.acknowledge("s", 3)
-    assert not buffer.full and buffer.messages == 2   # the caps and data 3
+    assert not buffer.full and buffer.messages == 1   # data 3 (and the caps, not counted)
     replay = InboxState(["src:0"], resumed=True)
     assert starts(feed(replay, buffer.unacknowledged())) == [12]
+    # Everything acknowledged: the caps alone still goes, so a replacement can open the stream.
+    buffer.acknowledge("s", 4)
+    assert (buffer.messages, buffer.unacknowledged(), buffer.streams) == (0, [caps], ["s"])
     buffer.record("eos", "s", None, sender.eos("s"))
     buffer.acknowledge("s", 4)
-    assert buffer.streams == ["s"]          # the eos is kept until the stream ended everywhere
-    buffer.forget("s")
-    assert (buffer.messages, buffer.nbytes, buffer.unacknowledged()) == (0, 0, [])
+    assert buffer.messages == 0 and len(buffer.unacknowledged()) == 2
+    buffer.forget("s")                      # the eos was kept until the stream ended everywhere
+    assert (buffer.messages, buffer.nbytes, buffer.unacknowledged(), buffer.streams) == \
+        (0, 0, [], [])
+
+
+def test_open_streams_do_not_fill_the_replay_buffer():
+    sender = StreamSender("src:0", index_data=True)
+    buffer = ReplayBuffer("mid:0", max_messages=2, max_bytes=1024)
+    for i in range(20):
+        buffer.record("caps", f"s{i}", None, sender.caps(f"s{i}", CAPS))
+        buffer.record("data", f"s{i}", 0, sender.data(frame(f"s{i}", 0)))
+        buffer.acknowledge(f"s{i}", 1)
+    assert (buffer.messages, buffer.nbytes, buffer.full) == (0, 0, False)
+    assert len(buffer.unacknowledged()) == 20    # each open stream's caps
 
 
 def test_the_replay_buffer_is_bounded_in_bytes_and_copies_payloads():

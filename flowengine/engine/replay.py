@@ -34,8 +34,12 @@ per input: gain, identity, channel_map, a ``module:Attr`` node with
   replacement processes it; its consumers drop outputs whose index they
   already have (``protocol.InboxState(indexed=...)``), so each stream goes
   on bit-identical to a run without the failure.
-* **Bounds and backpressure.** A buffer holds at most `max_messages`
-  messages and `max_bytes` bytes. When it is full, the sender waits for
+* **Bounds and backpressure.** A buffer holds at most `max_messages` data
+  messages and `max_bytes` bytes of them. A stream's caps and eos are not
+  counted: they are per-stream state (the caps in effect, the caps changes
+  between unacknowledged data, one eos until the stream ended at every
+  consumer), bounded by the streams in flight, and counting them let a
+  buffer with fewer messages than open streams fill for good. When it is full, the sender waits for
   acknowledgements in slices, awake to control (counted as blocked time,
   like a full HWM), and fails naming the stages after ``REPLAY_WAIT_S``
   without one. So the HWMs still bound the queues, and the buffer bounds how
@@ -81,7 +85,9 @@ class _StreamLog:
 
 
 class ReplayBuffer:
-    """What one sender sent to one downstream replica and was not acknowledged yet."""
+    """What one sender sent to one downstream replica and was not acknowledged yet.
+
+    `messages` and `nbytes` count the data messages kept, the only ones the bounds limit."""
 
     def __init__(self, dest: str, max_messages: int, max_bytes: int) -> None:
         self.dest = dest
@@ -115,11 +121,8 @@ class ReplayBuffer:
         while entries and entries[0].kind != "eos" and entries[0].index < next_index:
             entry = entries.popleft()
             if entry.kind == "caps":     # keep the caps in effect for what follows
-                if log.caps is not None:
-                    self._count(log.caps, -1)
                 log.caps = entry
-            else:
-                self._count(entry, -1)
+            self._count(entry, -1)
 
     def forget(self, stream: str) -> None:
         """`stream` ended at every consumer: nothing of it can be needed again."""
@@ -127,27 +130,27 @@ class ReplayBuffer:
         if log is not None:
             for entry in log.entries:
                 self._count(entry, -1)
-            if log.caps is not None:
-                self._count(log.caps, -1)
 
     @property
     def streams(self) -> list[str]:
-        """The streams with messages to send again."""
-        return [stream for stream, log in self._streams.items() if log.entries]
+        """The streams with messages to send again (at least their caps)."""
+        return list(self._streams)
 
     def unacknowledged(self) -> list[list[bytes]]:
         """Every message to send again, stream by stream in the original order, each stream
-        opening with its caps."""
+        opening with its caps: also a stream whose data were all acknowledged, or the
+        replacement could not open it when its next data come (its inbox is resumed)."""
         out: list[list[bytes]] = []
         for log in self._streams.values():
-            if log.entries and log.entries[0].kind != "caps" and log.caps is not None:
+            if log.caps is not None and (not log.entries or log.entries[0].kind != "caps"):
                 out.append(log.caps.frames)
             out += [entry.frames for entry in log.entries]
         return out
 
     def _count(self, entry: _Entry, sign: int) -> None:
-        self.messages += sign
-        self.nbytes += sign * entry.nbytes
+        if entry.kind == "data":        # caps and eos: per-stream state, not bounded here
+            self.messages += sign
+            self.nbytes += sign * entry.nbytes
 
 
 class ReplayStamp:
