@@ -23,6 +23,10 @@ Coordinator → worker::
     hold      ``to``: that downstream replica died; send it nothing until resume
     ack       ``to``, ``acks``, ``ended``: what the consumers of that replica have taken
 
+Delivery: the coordinator's messages go through ``control_outbox.ControlOutbox``
+(``ROUTER_MANDATORY``, a FIFO per worker for what it cannot take yet), so none
+is lost silently; a worker's DEALER blocks at its HWM rather than dropping.
+
 The module is pure encode/decode, like ``wire``: no sockets.
 """
 

@@ -51,6 +51,7 @@ import zmq
 from ..errors import WireError, WorkerFailed
 from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
+from .control_outbox import ControlBacklog, ControlOutbox
 from .plan import Plan, WorkerSpec
 from .preload import modules_for
 from .replay import AckRelay
@@ -235,6 +236,8 @@ class Engine:
         router.setsockopt(zmq.LINGER, 0)
         # A replacement worker connects with its predecessor's identity: let it take over.
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A message a worker cannot take now raises instead of vanishing (control_outbox.py).
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if curve is not None:
             curve_server(router, curve)
         previous = self._install_signal_handlers()
@@ -242,6 +245,7 @@ class Engine:
             router.bind(self.plan.control_endpoint)
             log_listener("control", self.plan.control_endpoint, curve is not None)
             self._router = router
+            self._control = ControlOutbox(router)
             self._start_processes()
             self._started_at = time.monotonic()
             self._wait_ready()
@@ -305,8 +309,8 @@ class Engine:
     def _stop_all(self) -> None:
         """Shutdown to every worker, then join with a deadline, terminate, kill."""
         started = [t for t in self._workers.values() if t.process.pid is not None]
-        if hasattr(self, "_router"):
-            self._broadcast("shutdown")
+        if hasattr(self, "_control"):
+            self._shut_down_workers()
         deadline = time.monotonic() + self.stop_timeout
         for tracked in started:
             tracked.process.join(max(0.0, deadline - time.monotonic()))
@@ -320,19 +324,28 @@ class Engine:
     # ---------------------------------------------------------------- messages
 
     def _send(self, worker_id: str, kind: str, **fields: Any) -> None:
+        """Send now or, in order, as soon as the worker can take it (never lost silently)."""
         try:
-            self._router.send_multipart([worker_id.encode(), encode_control(kind, **fields)],
-                                        flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # gone or not connected yet; the process sentinel tells the rest
+            self._control.send(worker_id, encode_control(kind, **fields))
+        except ControlBacklog as exc:
+            self._fail(self._workers[worker_id], f"did not take its control messages "
+                                                 f"({exc.waiting} waiting)")
 
     def _broadcast(self, kind: str, only: Callable[[_Tracked], bool] = lambda t: True) -> None:
         for worker_id, tracked in self._workers.items():
             if only(tracked):
                 self._send(worker_id, kind)
 
+    def _shut_down_workers(self) -> None:
+        """``shutdown`` to every worker, ahead of anything still waiting for it: at the end
+        nothing else matters, and a worker that cannot take it is stopped by signal."""
+        for worker_id in self._workers:
+            self._control.drop(worker_id)
+            self._control.send(worker_id, encode_control("shutdown"))
+
     def _receive(self, timeout: float) -> None:
         """Handle every control message that arrives within `timeout` seconds."""
+        self._control.flush()
         if not self._router.poll(int(timeout * 1000)):
             return
         while True:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
-from .control import encode_control
 from .worker import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
@@ -108,6 +107,7 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
         old.kill()
     old.join(2.0)
     engine._receive(0.05)          # late messages of the old process go to the old record
+    engine._control.drop(tracked.spec.id)   # what waited for it means nothing to the new one
     spec = dataclasses.replace(tracked.spec, generation=tracked.spec.generation + 1)
     if spec.replay:
         _hold_upstreams(engine, spec.id, spec.upstream)
@@ -139,7 +139,7 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
         engine._receive(0.05)
     new.last_seen = time.monotonic()
     for upstream in spec.upstream:
-        engine._router.send_multipart([upstream.encode(), encode_control("resume", to=spec.id)])
+        engine._send(upstream, "resume", to=spec.id)
     engine.restarts.append(RestartEvent(spec.stage, spec.replica, spec.generation, reason,
                                         old.pid, process.pid, time.monotonic() - seen))
     return new
