@@ -18,7 +18,7 @@ from flowengine.buffers import AudioFrame
 from flowengine.errors import FlowError
 from flowengine.node import AGAIN, EOF, Node
 
-__all__ = ["KillOncePass", "KillOnceHolding", "KillAlwaysPass", "StopOncePass", "DieAfterEofPass",
+__all__ = ["KillOncePass", "KillOnceAfterPass", "KillOnceHolding", "KillAlwaysPass", "StopOncePass", "DieAfterEofPass",
            "DieAfterEofHolding", "RampRecorder", "op"]
 
 
@@ -67,6 +67,18 @@ class KillOncePass(Node):
         if self.queue:
             return self.queue.popleft()
         return EOF if self.ended else AGAIN
+
+
+class KillOnceAfterPass(KillOncePass):
+    """As KillOncePass, but `after` counts the buffers of every stream of the process: it dies
+    in the middle of a run of many short streams."""
+
+    seen_in_process = 0
+
+    def _maybe_die(self) -> None:
+        KillOnceAfterPass.seen_in_process += 1
+        self.seen = KillOnceAfterPass.seen_in_process - 1
+        super()._maybe_die()
 
 
 class KillOnceHolding(KillOncePass):

@@ -10,7 +10,7 @@ import pytest
 from flowengine.buffers import AudioFrame
 from flowengine.engine.protocol import InboxState, ProtocolError, RunEnd, SenderEnd, StreamCaps, \
     StreamData, StreamEnd, StreamSender
-from flowengine.engine.replay import AckRelay, ReplayBuffer, ReplayStamp
+from flowengine.engine.replay import AckRelay, Forget, ReplayBuffer, ReplayStamp
 from flowengine.engine.wire import Caps, decode
 from flowengine.errors import FlowError
 from flowengine.format import AudioFormat
@@ -103,7 +103,7 @@ def test_outputs_a_consumer_already_has_are_dropped_by_data_index():
     inbox = InboxState(["mid:0"], indexed=["mid:0"])
     _, before = indexed_outputs("mid:0", 0, 5)
     assert starts(feed(inbox, before)) == [0, 4, 8, 12, 16]
-    assert inbox.progress("mid:0") == ({"s": 5}, set())
+    assert (inbox.progress("mid:0"), inbox.take_ended("mid:0")) == ({"s": 5}, [])
     # The replacement starts again at input 3 (the first one not acknowledged).
     replacement, after = indexed_outputs("mid:0@1", 3, 4)
     events = feed(inbox, after + [replacement.eos("s")])
@@ -112,7 +112,9 @@ def test_outputs_a_consumer_already_has_are_dropped_by_data_index():
     assert events[-1] == StreamEnd("mid:0", "s", 4, 16)
     stats = inbox.statistics()
     assert (stats.duplicates, stats.index_gaps, inbox.delivered) == (2, 0, 7)
-    assert inbox.progress("mid:0") == ({"s": 7}, {"s"})
+    # Ended: reported once, and no index is kept for it any more.
+    assert (inbox.progress("mid:0"), inbox.take_ended("mid:0")) == ({}, ["s"])
+    assert inbox.take_ended("mid:0") == []
 
 
 def test_a_replay_of_a_stream_that_ended_here_is_dropped_whole():
@@ -150,21 +152,28 @@ def test_the_replay_buffer_keeps_the_caps_in_effect_and_drops_what_is_acknowledg
     buffer = ReplayBuffer("mid:0", max_messages=4, max_bytes=10 ** 6)
     caps = sender.caps("s", CAPS)
     buffer.record("caps", "s", None, caps)
+    sent = []
     for i in range(4):
-        frames = sender.data(frame("s", 4 * i))
+        sent.append(sender.data(frame("s", 4 * i)))
         assert sender.last == ("data", "s", i)
-        buffer.record("data", "s", i, frames)
+        buffer.record("data", "s", i, sent[-1])
     assert buffer.full and buffer.messages == 4       # data only: the caps is stream state
     buffer.acknowledge("s", 3)
     assert not buffer.full and buffer.messages == 1   # data 3 (and the caps, not counted)
     replay = InboxState(["src:0"], resumed=True)
     assert starts(feed(replay, buffer.unacknowledged())) == [12]
-    # Everything acknowledged: the caps alone still goes, so a replacement can open the stream.
+    # Everything acknowledged: the caps and the last data still go (not counted), so a
+    # replacement opens the stream and has an output to carry its caps and eos on.
     buffer.acknowledge("s", 4)
-    assert (buffer.messages, buffer.unacknowledged(), buffer.streams) == (0, [caps], ["s"])
-    buffer.record("eos", "s", None, sender.eos("s"))
+    last = sent[3]
+    assert (buffer.messages, buffer.unacknowledged(), buffer.streams) == \
+        (0, [caps, last], ["s"])
+    eos = sender.eos("s")
+    buffer.record("eos", "s", None, eos)
     buffer.acknowledge("s", 4)
-    assert buffer.messages == 0 and len(buffer.unacknowledged()) == 2
+    assert (buffer.messages, buffer.unacknowledged()) == (0, [caps, last, eos])
+    events = feed(InboxState(["src:0"], resumed=True), buffer.unacknowledged())
+    assert [type(e) for e in events] == [StreamCaps, StreamData, StreamEnd]
     buffer.forget("s")                      # the eos was kept until the stream ended everywhere
     assert (buffer.messages, buffer.nbytes, buffer.unacknowledged(), buffer.streams) == \
         (0, 0, [], [])
@@ -178,7 +187,7 @@ def test_open_streams_do_not_fill_the_replay_buffer():
         buffer.record("data", f"s{i}", 0, sender.data(frame(f"s{i}", 0)))
         buffer.acknowledge(f"s{i}", 1)
     assert (buffer.messages, buffer.nbytes, buffer.full) == (0, 0, False)
-    assert len(buffer.unacknowledged()) == 20    # each open stream's caps
+    assert len(buffer.unacknowledged()) == 40    # each open stream's caps and last data
 
 
 def test_the_replay_buffer_is_bounded_in_bytes_and_copies_payloads():
@@ -214,9 +223,13 @@ def test_the_relay_acknowledges_the_minimum_over_consumer_stages():
     assert relay.report("sink", {"acks": {"mid:0": {"s": 9}}}) == {}   # tap: nothing yet
     assert relay.report("tap", {"acks": {"mid:0": {"s": 4}}}) == {"mid:0": ({"s": 4}, [])}
     assert relay.report("tap", {"acks": {"mid:0": {"s": 12}}}) == {"mid:0": ({"s": 9}, [])}
-    assert relay.report("sink", {"ended": {"mid:0": ["s"]}}) == {}
+    # Ended at the sink: only the tap holds it back now.
+    assert relay.report("sink", {"ended": {"mid:0": ["s"]}}) == {"mid:0": ({"s": 12}, [])}
     assert relay.report("tap", {"ended": {"mid:0": ["s"]}}) == {"mid:0": ({}, ["s"])}
     assert relay.report("tap", {"acks": {"other:0": {"s": 1}}}) == {}
+    # Never restarted: the consumers may forget it at once; nothing is kept here.
+    assert relay.take_forgets() == [Forget("mid:0", 0, ["s"], [])]
+    assert relay.sizes() == {"streams": 0, "deferred": 0}
 
 
 @pytest.mark.parametrize("resample_restarts, gain_lossless", [(False, True), (True, False)])

@@ -10,7 +10,8 @@ the message type. Worker → coordinator::
     ack     a consumer of stages that restart losslessly: per replica ``acks`` {stream: next
             data index it expects} and ``ended`` [streams] since the last ack (``replay.py``)
     held    ``to``: this worker holds everything for that dead replica (answer to hold)
-    replayed  ``to``, ``messages``, ``streams``: what it re-sent to a replacement
+    replayed  ``to``, ``messages``, ``streams`` (a count), ``names``: what it re-sent to a
+              replacement
 
 Coordinator → worker::
 
@@ -22,6 +23,9 @@ Coordinator → worker::
               restarts losslessly, everything of its streams not acknowledged
     hold      ``to``: that downstream replica died; send it nothing until resume
     ack       ``to``, ``acks``, ``ended``: what the consumers of that replica have taken
+    forget    ``sender``, ``generation``, ``streams``, ``replayed``: to the consumers of a
+              losslessly restarting replica: ended streams its upstreams forgot, so the
+              consumer may stop remembering them (``indexed.py``)
 
 Delivery: the coordinator's messages go through ``control_outbox.ControlOutbox``
 (``ROUTER_MANDATORY``, a FIFO per worker for what it cannot take yet), so none
@@ -42,7 +46,7 @@ __all__ = ["WORKER_MESSAGES", "COORDINATOR_MESSAGES", "encode_control", "decode_
            "MAX_CONTROL_BYTES"]
 
 WORKER_MESSAGES = ("ready", "stats", "done", "error", "ack", "held", "replayed")
-COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume", "hold", "ack")
+COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume", "hold", "ack", "forget")
 # A done message carries per-stream counts and an error carries a traceback: both small.
 MAX_CONTROL_BYTES = 4 * 1024 * 1024
 

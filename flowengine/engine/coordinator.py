@@ -56,7 +56,7 @@ from .plan import Plan, WorkerSpec
 from .preload import modules_for
 from .replay import AckRelay
 from .restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
-    replace_worker
+    relay_acks, replace_worker
 from .security import curve_server, log_listener, start_authenticator
 from .worker import run_worker
 
@@ -373,9 +373,7 @@ class Engine:
             tracked.error = message
             self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
         elif kind == "ack":
-            for replica, (acks, ended) in self._acks.report(tracked.spec.stage, message).items():
-                for upstream in self._workers[replica].spec.upstream:
-                    self._send(upstream, "ack", to=replica, acks=acks, ended=ended)
+            relay_acks(self, tracked, message)
         elif kind == "held":
             tracked.held.add(message["to"])
         elif kind == "replayed":

@@ -40,6 +40,7 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 from ..buffers import AudioFrame, Packet
 from ..errors import ConfigError, WireError
 from ..node import PCM
+from .indexed import IndexedStreams
 from .plan import split_generation
 from .wire import Caps, Frame, Message, encode_caps, encode_eof, encode_eos, encode_frame, \
     encode_packet, message_nbytes
@@ -341,8 +342,10 @@ class InboxState:
     (``oq``), the same in every generation. A newer generation starts again
     at or before what this inbox has, so data with an index it already
     delivered are dropped (`duplicates`, still counted for the eos check) and
-    so is everything of a stream that already ended here. `progress` says how
-    far each of their streams got: what the consumer acknowledges.
+    so is everything of a stream that already ended here. `progress` and
+    `take_ended` say how far each of their streams got: what the consumer
+    acknowledges. Their bookkeeping (``indexed.IndexedStreams``) is pruned as
+    streams end and the coordinator says they are forgotten (`forget`).
 
     A newer generation of any sender whose eof already came (it died after
     its eof, before it reported done) is dropped whole: that sender's streams
@@ -365,10 +368,7 @@ class InboxState:
         self._messages = self._bytes = self._violations = self._dropped = 0
         self._eof_generation: dict[str, int] = {}
         self.indexed = frozenset(indexed)
-        self._next_index: dict[tuple[str, str], int] = {}   # (sender, stream) -> next data index
-        self._index_ended: set[tuple[str, str]] = set()
-        self._duplicates = self._index_gaps = 0
-        self.delivered = 0        # data events given out from indexed senders (ack pacing)
+        self.index = IndexedStreams(self.indexed)
 
     @property
     def run_ended(self) -> bool:
@@ -392,8 +392,10 @@ class InboxState:
         key = (wire, stream)
         record = self._streams.get(key)
         if record is None:
-            if (sender, stream) in self._index_ended:
-                self._duplicates += 1  # a replacement's replay of a stream that ended here
+            if sender in self.indexed and self.index.ended(sender, stream):
+                # a replacement's replay of a stream that ended here
+                self.index.replayed(sender, stream, message.kind, split_generation(wire)[1],
+                                    self._generations.get(sender, 0))
                 return []
             if self.resumed and message.kind != "caps":
                 self._dropped += 1    # the middle of a stream, before its replayed caps
@@ -419,12 +421,12 @@ class InboxState:
             record.caps = caps
         elif event == "data":
             data = self._data(record, sender, message)
-            if sender not in self.indexed or self._new_index(sender, stream, message.order):
+            if sender not in self.indexed or self.index.is_new(sender, stream, message.order):
                 events.append(data)
         else:
             events.append(self._eos(record, sender, stream, message.info, events))
             if sender in self.indexed:
-                self._index_ended.add((sender, stream))
+                self.index.end(sender, stream, split_generation(wire)[1])
         record.state = state
         record.next_seq = message.seq + 1
         self._streams[key] = record
@@ -441,32 +443,34 @@ class InboxState:
             samples=sum(r.samples for r in records),
             packets=sum(r.messages for r in records if r.caps is not None and r.caps.kind != PCM),
             bytes=self._bytes, violations=self._violations, dropped=self._dropped,
-            duplicates=self._duplicates, index_gaps=self._index_gaps)
+            duplicates=self.index.duplicates, index_gaps=self.index.gaps)
+
+    @property
+    def delivered(self) -> int:
+        """Data events given out from indexed senders (ack pacing)."""
+        return self.index.delivered
 
     @property
     def indexed_streams_ended(self) -> int:
-        return len(self._index_ended)
+        """Streams of indexed senders that ended here, over the run (ack pacing)."""
+        return self.index.ended_count
 
-    def progress(self, sender: str) -> tuple[dict[str, int], set[str]]:
-        """For an indexed `sender`: per stream the next data index this inbox expects, and
-        the streams that ended here (what the consumer acknowledges, ``replay.py``)."""
-        streams = {stream: n for (s, stream), n in self._next_index.items() if s == sender}
-        return streams, {stream for s, stream in self._index_ended if s == sender}
+    def progress(self, sender: str) -> dict[str, int]:
+        """For an indexed `sender`: per open stream the next data index this inbox expects
+        (what the consumer acknowledges, ``replay.py``)."""
+        return self.index.progress(sender)
 
-    def _new_index(self, sender: str, stream: str, index: int | None) -> bool:
-        """Whether data with input index `index` from an indexed sender is new here."""
-        if index is None:
-            return True
-        key = (sender, stream)
-        expected = self._next_index.get(key, 0)
-        if index < expected:
-            self._duplicates += 1
-            return False
-        if index > expected:
-            self._index_gaps += index - expected   # not in any replay buffer: a real loss
-        self._next_index[key] = index + 1
-        self.delivered += 1
-        return True
+    def take_ended(self, sender: str) -> list[str]:
+        """For an indexed `sender`: the streams that ended here since the last call."""
+        return self.index.take_ended(sender)
+
+    def forget(self, sender: str, streams: Iterable[str], generation: int,
+               replayed: Iterable[str]) -> None:
+        """The coordinator's ``forget`` of ended `streams` of indexed `sender`
+        (``indexed.py``: when the mark that drops their replays may go)."""
+        if sender in self.indexed:
+            self.index.forget(sender, streams, generation, replayed,
+                              self._generations.get(sender, 0))
 
     def _check_sender(self, message: Message) -> tuple[str, str | None]:
         """(sender id without generation, wire id); the wire id is None for a message of a
@@ -498,6 +502,8 @@ class InboxState:
     def _retire(self, sender: str, generation: int) -> None:
         """Generation `generation` of `sender` took over: abandon the older ones' streams."""
         self._generations[sender] = generation
+        if sender in self.indexed:
+            self.index.generation_changed(sender, generation)
         for (wire, stream), record in self._streams.items():
             if record.state == OPEN and split_generation(wire)[0] == sender:
                 record.state = ENDED

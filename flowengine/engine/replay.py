@@ -38,8 +38,9 @@ per input: gain, identity, channel_map, a ``module:Attr`` node with
   messages and `max_bytes` bytes of them. A stream's caps and eos are not
   counted: they are per-stream state (the caps in effect, the caps changes
   between unacknowledged data, one eos until the stream ended at every
-  consumer), bounded by the streams in flight, and counting them let a
-  buffer with fewer messages than open streams fill for good. When it is full, the sender waits for
+  consumer; and the last acknowledged data, ``unacknowledged``), bounded by
+  the streams in flight, and counting them let a buffer with fewer messages
+  than open streams fill for good. When it is full, the sender waits for
   acknowledgements in slices, awake to control (counted as blocked time,
   like a full HWM), and fails naming the stages after ``REPLAY_WAIT_S``
   without one. So the HWMs still bound the queues, and the buffer bounds how
@@ -60,7 +61,7 @@ from typing import Any
 from ..errors import FlowError
 from .wire import Frame
 
-__all__ = ["ReplayBuffer", "ReplayStamp", "AckReporter", "AckRelay", "ACK_INTERVAL_S",
+__all__ = ["ReplayBuffer", "ReplayStamp", "AckReporter", "AckRelay", "Forget", "ACK_INTERVAL_S",
            "REPLAY_WAIT_S", "DEFAULT_REPLAY_MESSAGES", "DEFAULT_REPLAY_BYTES"]
 
 ACK_INTERVAL_S = 0.02
@@ -81,6 +82,7 @@ class _Entry:
 class _StreamLog:
     entries: deque = field(default_factory=deque)
     caps: _Entry | None = None   # the caps in effect before entries[0], once it was trimmed
+    last_data: _Entry | None = None   # the last data acknowledged (see unacknowledged)
     next_index: int = 0
 
 
@@ -122,6 +124,8 @@ class ReplayBuffer:
             entry = entries.popleft()
             if entry.kind == "caps":     # keep the caps in effect for what follows
                 log.caps = entry
+            else:
+                log.last_data = entry
             self._count(entry, -1)
 
     def forget(self, stream: str) -> None:
@@ -139,10 +143,16 @@ class ReplayBuffer:
     def unacknowledged(self) -> list[list[bytes]]:
         """Every message to send again, stream by stream in the original order, each stream
         opening with its caps: also a stream whose data were all acknowledged, or the
-        replacement could not open it when its next data come (its inbox is resumed)."""
+        replacement could not open it when its next data come (its inbox is resumed).
+        Such a stream also gets its last acknowledged data again: a stage sends a stream's
+        caps and eos on only once it has output, so without it the eos of a stream that
+        ended just before the failure would not get past the replacement (the consumers
+        drop that output as a duplicate, by its index)."""
         out: list[list[bytes]] = []
         for log in self._streams.values():
-            if log.caps is not None and (not log.entries or log.entries[0].kind != "caps"):
+            if log.last_data is not None and not any(e.kind == "data" for e in log.entries):
+                out += [log.caps.frames, log.last_data.frames]
+            elif log.caps is not None and (not log.entries or log.entries[0].kind != "caps"):
                 out.append(log.caps.frames)
             out += [entry.frames for entry in log.entries]
         return out
@@ -198,13 +208,15 @@ class AckReporter:
 
     `inbox` is the worker's ``protocol.InboxState``; `senders` its indexed senders.
     `due(now)` gives the fields of an ``ack`` control message when one is due, else None.
+    It remembers what it last sent for open streams only: an ended stream is reported once
+    in ``ended`` and forgotten (control messages are never lost, ``control_outbox.py``).
     """
 
     def __init__(self, inbox: Any, senders: list[str], every: int,
                  interval: float = ACK_INTERVAL_S) -> None:
         self.inbox, self.senders = inbox, senders
         self.every, self.interval = max(1, every), interval
-        self._sent: dict[str, tuple[dict[str, int], set[str]]] = {s: ({}, set()) for s in senders}
+        self._sent: dict[str, dict[str, int]] = {s: {} for s in senders}
         self._delivered = self._ended = 0
         self._next = 0.0
 
@@ -216,56 +228,132 @@ class AckReporter:
         self._delivered, self._next = self.inbox.delivered, now + self.interval
         self._ended = self.inbox.indexed_streams_ended
         acks: dict[str, dict[str, int]] = {}
-        ended: dict[str, list[str]] = {}
+        ended_now: dict[str, list[str]] = {}
         for sender in self.senders:
-            streams, done = self.inbox.progress(sender)
-            sent_streams, sent_done = self._sent[sender]
-            changed = {s: n for s, n in streams.items() if sent_streams.get(s) != n}
-            new_done = sorted(done - sent_done)
+            streams, sent = self.inbox.progress(sender), self._sent[sender]
+            changed = {s: n for s, n in streams.items() if sent.get(s) != n}
             if changed:
                 acks[sender] = changed
-            if new_done:
-                ended[sender] = new_done
-            self._sent[sender] = (streams, done)
-        return {"acks": acks, "ended": ended} if acks or ended else None
+            done = self.inbox.take_ended(sender)
+            if done:
+                ended_now[sender] = done
+            self._sent[sender] = streams
+        return {"acks": acks, "ended": ended_now} if acks or ended_now else None
+
+    def sizes(self) -> int:
+        """Streams it remembers (they must stay bounded by the open ones)."""
+        return sum(len(streams) for streams in self._sent.values())
+
+
+@dataclass
+class _Replay:
+    """The resume of one generation of a replica: the upstreams that have not reported their
+    replay yet, and the streams the replay held."""
+
+    generation: int
+    waiting: set[str]
+    streams: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Tell the consumers of `replica` that `streams` are forgotten upstream: no generation
+    after `generation` replays them, and that one's replay held `replayed` (``indexed.py``)."""
+
+    replica: str
+    generation: int
+    streams: list[str]
+    replayed: list[str]
 
 
 class AckRelay:
-    """The coordinator's side: consumers' acknowledgements -> what each upstream may drop.
+    """The coordinator's side: consumers' acknowledgements -> what each upstream may drop,
+    and when the consumers may forget an ended stream (``Forget``, ``indexed.py``).
 
     `consumers` maps each replica id of a losslessly restarting stage to the names
     of its consumer stages. A stream's acknowledged index is the minimum over
-    those stages (one that has not reported it holds it at 0); it ended when
-    every consumer stage said so.
+    those stages (one that has not reported it holds it at 0, one where it ended
+    no longer counts); it ended when every consumer stage said so, and is then
+    forgotten here too: what this keeps is bounded by the streams in flight.
     """
 
     def __init__(self, consumers: dict[str, list[str]]) -> None:
         self.consumers = consumers
-        self._acks: dict[tuple[str, str, str], int] = {}     # (replica, stream, stage) -> index
-        self._ended: dict[tuple[str, str], set[str]] = {}    # (replica, stream) -> stages
+        # (replica, stream) -> {consumer stage: next index, or None once it ended there}
+        self._streams: dict[tuple[str, str], dict[str, int | None]] = {}
+        self._replays: dict[str, list[_Replay]] = {}    # replica -> resumes, oldest first
+        self._deferred: dict[str, list[str]] = {}       # replica -> ended, replay not known
+        self._forgets: list[Forget] = []
 
     def report(self, stage: str, message: dict[str, Any]
                ) -> dict[str, tuple[dict[str, int], list[str]]]:
-        """Take one consumer's ``ack``; per replica it concerns, the (acks, ended) to forward."""
+        """Take one consumer's ``ack``; per replica it concerns, the (acks, ended) to forward.
+        Send those before anything later (a ``resume``) to the same upstreams."""
         out: dict[str, tuple[dict[str, int], list[str]]] = {}
         for replica, streams in message.get("acks", {}).items():
-            stages = self.consumers.get(replica)
-            if stages is None:
-                continue
-            for stream, index in streams.items():
-                self._acks[(replica, stream, stage)] = index
-                low = min(self._acks.get((replica, stream, s), 0) for s in stages)
-                if low:
-                    out.setdefault(replica, ({}, []))[0][stream] = low
+            if replica in self.consumers:
+                for stream, index in streams.items():
+                    self._progress(out, replica, stream, stage, index)
         for replica, streams in message.get("ended", {}).items():
-            stages = self.consumers.get(replica)
-            if stages is None:
-                continue
-            for stream in streams:
-                done = self._ended.setdefault((replica, stream), set())
-                done.add(stage)
-                if done >= set(stages):
-                    out.setdefault(replica, ({}, []))[1].append(stream)
-                    for s in stages:
-                        self._acks.pop((replica, stream, s), None)
+            if replica in self.consumers:
+                for stream in streams:
+                    self._progress(out, replica, stream, stage, None)
         return out
+
+    def resumed(self, replica: str, generation: int, upstreams: list[str]) -> None:
+        """The coordinator is about to send ``resume`` for `generation` of `replica`."""
+        if replica not in self.consumers:
+            return
+        replays = self._replays.setdefault(replica, [])
+        if replays and replays[-1].waiting:
+            # Ended before this resume, so not in its replay; the last one's is not known.
+            self._release(replica, replays[-1].generation, replayed_all=True)
+        replays.append(_Replay(generation, set(upstreams)))
+        del replays[:-2]      # an older one's late report is still attributed in order
+
+    def replayed(self, replica: str, upstream: str, streams: list[str]) -> None:
+        """`upstream` re-sent `streams` to `replica` (answering its oldest resume not
+        answered yet)."""
+        for replay in self._replays.get(replica, []):
+            if upstream in replay.waiting:
+                replay.waiting.discard(upstream)
+                replay.streams.update(streams)
+                break
+        replays = self._replays.get(replica)
+        if replays and not replays[-1].waiting:
+            self._release(replica, replays[-1].generation)
+
+    def take_forgets(self) -> list[Forget]:
+        forgets, self._forgets = self._forgets, []
+        return forgets
+
+    def sizes(self) -> dict[str, int]:
+        return {"streams": len(self._streams),
+                "deferred": sum(len(s) for s in self._deferred.values())}
+
+    def _progress(self, out: dict, replica: str, stream: str, stage: str,
+                  index: int | None) -> None:
+        stages = self.consumers[replica]
+        seen = self._streams.setdefault((replica, stream), {})
+        seen[stage] = index
+        if all(seen.get(s, 0) is None for s in stages):
+            del self._streams[(replica, stream)]
+            out.setdefault(replica, ({}, []))[1].append(stream)
+            self._deferred.setdefault(replica, []).append(stream)
+            replays = self._replays.get(replica)
+            if not replays or not replays[-1].waiting:
+                self._release(replica, replays[-1].generation if replays else 0)
+            return
+        low = min(seen.get(s, 0) for s in stages if seen.get(s, 0) is not None)
+        if low:
+            out.setdefault(replica, ({}, []))[0][stream] = low
+
+    def _release(self, replica: str, generation: int, replayed_all: bool = False) -> None:
+        """Forget what ended at every consumer, now that the replay of `generation` is known
+        (`replayed_all`: it is not, so count every stream as in it)."""
+        streams = self._deferred.pop(replica, [])
+        if streams:
+            replays = self._replays.get(replica, [])
+            held = replays[-1].streams if replays else set()
+            replayed = streams if replayed_all else [s for s in streams if s in held]
+            self._forgets.append(Forget(replica, generation, streams, replayed))

@@ -40,7 +40,7 @@ from .audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
 from .worker import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
-           "account_restarts", "note_replayed", "HOLD_TIMEOUT_S"]
+           "account_restarts", "note_replayed", "relay_acks", "HOLD_TIMEOUT_S"]
 
 log = logging.getLogger("flowengine.engine")
 
@@ -138,6 +138,8 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
             return engine._workers[spec.id]
         engine._receive(0.05)
     new.last_seen = time.monotonic()
+    if spec.replay:
+        engine._acks.resumed(spec.id, spec.generation, spec.upstream)
     for upstream in spec.upstream:
         engine._send(upstream, "resume", to=spec.id)
     engine.restarts.append(RestartEvent(spec.stage, spec.replica, spec.generation, reason,
@@ -163,9 +165,30 @@ def _hold_upstreams(engine: Any, target: str, upstream: list[str]) -> None:
         engine._receive(0.05)
 
 
+def relay_acks(engine: Any, tracked: Any, message: dict) -> None:
+    """A consumer's ``ack``: forward what each upstream may drop (``replay.AckRelay``), then
+    tell the consumers which ended streams no replay can bring again."""
+    for replica, (acks, ended) in engine._acks.report(tracked.spec.stage, message).items():
+        for upstream in engine._workers[replica].spec.upstream:
+            engine._send(upstream, "ack", to=replica, acks=acks, ended=ended)
+    _send_forgets(engine)
+
+
+def _send_forgets(engine: Any) -> None:
+    for forget in engine._acks.take_forgets():
+        for stage in engine._acks.consumers[forget.replica]:
+            for worker in engine.plan.stage(stage).workers:
+                engine._send(worker.id, "forget", sender=forget.replica,
+                             generation=forget.generation, streams=forget.streams,
+                             replayed=forget.replayed)
+
+
 def note_replayed(engine: Any, tracked: Any, message: dict) -> None:
-    """An upstream re-sent its unacknowledged messages to a replacement: log and count it."""
+    """An upstream re-sent its unacknowledged messages to a replacement: log and count it,
+    and note which streams it held (the consumers' forgetting waits for that)."""
     target = message["to"]
+    engine._acks.replayed(target, tracked.spec.id, message.get("names", []))
+    _send_forgets(engine)
     stage, _, replica = target.rpartition(":")
     log.warning("stage %r replica %s: %r re-sent %d unacknowledged message(s) of %d "
                 "stream(s) to the replacement", stage, replica, tracked.spec.id,

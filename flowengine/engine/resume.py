@@ -123,7 +123,7 @@ class ReplaySender:
         run's end was sent, and tell the coordinator how much."""
         self.held.discard(dest)
         buffer = self.buffers[dest]
-        messages, streams = buffer.unacknowledged(), len(buffer.streams)
+        messages, streams = buffer.unacknowledged(), buffer.streams
         sock = self.worker.outboxes[dest].socket
         self._replaying = True
         try:
@@ -136,7 +136,7 @@ class ReplaySender:
         self.replayed += len(messages)
         self.worker._flush_all()
         self.worker._tell("replayed", to=dest, messages=len(messages),
-                          streams=streams)
+                          streams=len(streams), names=streams)
 
     def _wait_for_room(self, buffer: ReplayBuffer) -> None:
         """Backpressure: wait, awake to control, until acknowledgements make room; a replay

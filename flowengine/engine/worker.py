@@ -202,6 +202,9 @@ class Worker:
                 self.replay.acknowledge(message)
             elif message["t"] == "hold":
                 self.replay.hold(message["to"])
+            elif message["t"] == "forget":     # ended streams no replay can bring again
+                self.inbox_state.forget(message["sender"], message["streams"],
+                                        message["generation"], message["replayed"])
         now = time.monotonic()
         self.next_control = now + _CONTROL_EVERY_S
         self._send_acks(now)
