@@ -173,3 +173,11 @@ def test_the_relay_waits_for_the_replays_before_the_consumers_forget():
     relay.report("sink", {"ended": {"mid:0": ["e"]}})
     relay.replayed("mid:0", "src:0", [])          # generation 3's
     assert relay.take_forgets() == [Forget("mid:0", 3, ["e"], [])]
+
+
+def test_an_upstream_that_dies_before_reporting_its_replay_counts_as_having_replayed_all():
+    relay = AckRelay({"mid:0": ["sink"]})
+    relay.resumed("mid:0", 1, ["src:0"])
+    relay.report("sink", {"ended": {"mid:0": ["a"]}})
+    relay.upstream_replaced("src:0")
+    assert relay.take_forgets() == [Forget("mid:0", 1, ["a"], ["a"])]

@@ -253,6 +253,7 @@ class _Replay:
     generation: int
     waiting: set[str]
     streams: set[str] = field(default_factory=set)
+    unknown: bool = False     # an upstream died before it reported: count every stream in it
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,17 @@ class AckRelay:
         if replays and not replays[-1].waiting:
             self._release(replica, replays[-1].generation)
 
+    def upstream_replaced(self, upstream: str) -> None:
+        """`upstream` died: it will not report the replays it owes (and its replacement's
+        answers must not be taken for them)."""
+        for replica, replays in self._replays.items():
+            for replay in replays:
+                if upstream in replay.waiting:
+                    replay.waiting.discard(upstream)
+                    replay.unknown = True
+            if replays and not replays[-1].waiting:
+                self._release(replica, replays[-1].generation)
+
     def take_forgets(self) -> list[Forget]:
         forgets, self._forgets = self._forgets, []
         return forgets
@@ -355,5 +367,7 @@ class AckRelay:
         if streams:
             replays = self._replays.get(replica, [])
             held = replays[-1].streams if replays else set()
+            if replays and replays[-1].unknown:
+                replayed_all = True
             replayed = streams if replayed_all else [s for s in streams if s in held]
             self._forgets.append(Forget(replica, generation, streams, replayed))

@@ -108,6 +108,8 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     old.join(2.0)
     engine._receive(0.05)          # late messages of the old process go to the old record
     engine._control.drop(tracked.spec.id)   # what waited for it means nothing to the new one
+    engine._acks.upstream_replaced(tracked.spec.id)
+    _send_forgets(engine)
     spec = dataclasses.replace(tracked.spec, generation=tracked.spec.generation + 1)
     if spec.replay:
         _hold_upstreams(engine, spec.id, spec.upstream)
