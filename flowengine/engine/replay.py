@@ -150,7 +150,8 @@ class ReplayBuffer:
         drop that output as a duplicate, by its index)."""
         out: list[list[bytes]] = []
         for log in self._streams.values():
-            if log.last_data is not None and not any(e.kind == "data" for e in log.entries):
+            if log.caps is not None and log.last_data is not None and \
+                    not any(e.kind == "data" for e in log.entries):
                 out += [log.caps.frames, log.last_data.frames]
             elif log.caps is not None and (not log.entries or log.entries[0].kind != "caps"):
                 out.append(log.caps.frames)
