@@ -8,20 +8,23 @@ the message type. Worker → coordinator::
     done    end of run reached: final counts, per-stream counts in and out
     error   the worker failed: ``tb`` holds the formatted traceback
     ack     a consumer of stages that restart losslessly: per replica ``acks`` {stream: next
-            data index it expects} and ``ended`` [streams] since the last ack (``replay.py``)
+            data index it expects}, ``ended`` [streams] since the last ack (``replay.py``), and
+            ``again`` [ended streams a replay brought again] when there are any
     held    ``to``: this worker holds everything for that dead replica (answer to hold)
-    replayed  ``to``, ``messages``, ``streams`` (a count), ``names``: what it re-sent to a
-              replacement
+    replayed  ``to``, ``generation``, ``messages``, ``streams`` (a count), ``names``: what it
+              re-sent to that generation of a replacement
 
 Coordinator → worker::
 
     start     sources may produce (every worker is ready: no slow-joiner loss)
     drain     sources stop early and end their streams normally (EOS, then EOF)
     shutdown  the run is over (or aborted): close the data sockets and exit
-    resume    ``to``: worker id of a replacement downstream replica; send it the caps of
-              every open stream routed to it (and eof again if already sent), or, when it
+    resume    ``to``, ``generation``: a replacement downstream replica (worker id, and which
+              one: a resume still queued behind a newer hold is outdated); send it the caps
+              of every open stream routed to it (and eof again if already sent), or, when it
               restarts losslessly, everything of its streams not acknowledged
-    hold      ``to``: that downstream replica died; send it nothing until resume
+    hold      ``to``, ``generation``: that downstream replica died; send it nothing until the
+              resume of that generation (its replacement)
     ack       ``to``, ``acks``, ``ended``: what the consumers of that replica have taken
     forget    ``sender``, ``generation``, ``streams``, ``replayed``: to the consumers of a
               losslessly restarting replica: ended streams its upstreams forgot, so the

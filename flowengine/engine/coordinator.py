@@ -106,6 +106,8 @@ class WorkerReport:
     stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per stream: sample rates (and packet time bases) in and out, for the audit.
     stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
+    # At its done: what its lossless-restart bookkeeping held (``Worker.lossless_sizes``).
+    lossless: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -386,6 +388,7 @@ class Engine:
                 tracked.report.done = True
                 tracked.report.stream_counts = message["stream_counts"]
                 tracked.report.stream_clocks = message.get("stream_clocks", {})
+                tracked.report.lossless = message.get("lossless", {})
                 tracked.report.queue_depth = 0
             else:
                 self._update_queue_depth(tracked)

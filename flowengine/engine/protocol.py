@@ -344,8 +344,10 @@ class InboxState:
     delivered are dropped (`duplicates`, still counted for the eos check) and
     so is everything of a stream that already ended here. `progress` and
     `take_ended` say how far each of their streams got: what the consumer
-    acknowledges. Their bookkeeping (``indexed.IndexedStreams``) is pruned as
-    streams end and the coordinator says they are forgotten (`forget`).
+    acknowledges. Their index bookkeeping (``indexed.IndexedStreams``) is
+    pruned as streams end and the coordinator says they are forgotten
+    (`forget`); the per-stream records here are not (they keep the counts and
+    refuse a reused stream id), so they grow with the streams of a run.
 
     A newer generation of any sender whose eof already came (it died after
     its eof, before it reported done) is dropped whole: that sender's streams
@@ -463,6 +465,11 @@ class InboxState:
     def take_ended(self, sender: str) -> list[str]:
         """For an indexed `sender`: the streams that ended here since the last call."""
         return self.index.take_ended(sender)
+
+    def take_again(self, sender: str) -> list[str]:
+        """For an indexed `sender`: the ended streams a replay brought again since the last
+        call (their end is reported again, ``indexed.py``)."""
+        return self.index.take_again(sender)
 
     def forget(self, sender: str, streams: Iterable[str], generation: int,
                replayed: Iterable[str]) -> None:

@@ -210,7 +210,8 @@ class AckReporter:
     `inbox` is the worker's ``protocol.InboxState``; `senders` its indexed senders.
     `due(now)` gives the fields of an ``ack`` control message when one is due, else None.
     It remembers what it last sent for open streams only: an ended stream is reported once
-    in ``ended`` and forgotten (control messages are never lost, ``control_outbox.py``).
+    in ``ended`` and forgotten (control messages are never lost, ``control_outbox.py``), and
+    again in ``again`` whenever a replay brings its eos back (``indexed.py``).
     """
 
     def __init__(self, inbox: Any, senders: list[str], every: int,
@@ -230,6 +231,7 @@ class AckReporter:
         self._ended = self.inbox.indexed_streams_ended
         acks: dict[str, dict[str, int]] = {}
         ended_now: dict[str, list[str]] = {}
+        again: dict[str, list[str]] = {}
         for sender in self.senders:
             streams, sent = self.inbox.progress(sender), self._sent[sender]
             changed = {s: n for s, n in streams.items() if sent.get(s) != n}
@@ -238,8 +240,13 @@ class AckReporter:
             done = self.inbox.take_ended(sender)
             if done:
                 ended_now[sender] = done
+            replayed = self.inbox.take_again(sender)
+            if replayed:
+                again[sender] = replayed
             self._sent[sender] = streams
-        return {"acks": acks, "ended": ended_now} if acks or ended_now else None
+        if not (acks or ended_now or again):
+            return None
+        return {"acks": acks, "ended": ended_now, **({"again": again} if again else {})}
 
     def sizes(self) -> int:
         """Streams it remembers (they must stay bounded by the open ones)."""
@@ -283,7 +290,7 @@ class AckRelay:
         self.consumers = consumers
         # (replica, stream) -> {consumer stage: next index, or None once it ended there}
         self._streams: dict[tuple[str, str], dict[str, int | None]] = {}
-        self._replays: dict[str, list[_Replay]] = {}    # replica -> resumes, oldest first
+        self._replays: dict[str, _Replay] = {}          # replica -> its newest resume
         self._deferred: dict[str, list[str]] = {}       # replica -> ended, replay not known
         self._forgets: list[Forget] = []
 
@@ -300,41 +307,48 @@ class AckRelay:
             if replica in self.consumers:
                 for stream in streams:
                     self._progress(out, replica, stream, stage, None)
+        for replica, streams in message.get("again", {}).items():
+            for stream in streams:
+                # Known here: it has not ended at every consumer yet, its end goes out then.
+                # Not known: it had, the upstreams were told, and yet a replay brought it
+                # again (it came back into a buffer): tell them again (``indexed.py``).
+                if replica in self.consumers and (replica, stream) not in self._streams:
+                    out.setdefault(replica, ({}, []))[1].append(stream)
         return out
 
     def resumed(self, replica: str, generation: int, upstreams: list[str]) -> None:
         """The coordinator is about to send ``resume`` for `generation` of `replica`."""
         if replica not in self.consumers:
             return
-        replays = self._replays.setdefault(replica, [])
-        if replays and replays[-1].waiting:
+        last = self._replays.get(replica)
+        if last is not None and last.waiting:
             # Ended before this resume, so not in its replay; the last one's is not known.
-            self._release(replica, replays[-1].generation, replayed_all=True)
-        replays.append(_Replay(generation, set(upstreams)))
-        del replays[:-2]      # an older one's late report is still attributed in order
+            self._release(replica, replayed_all=True)
+        # Only the newest resume matters from now on: the consumers retire older generations
+        # once they see this one, and reports name their generation (no guessing by order).
+        self._replays[replica] = _Replay(generation, set(upstreams))
 
-    def replayed(self, replica: str, upstream: str, streams: list[str]) -> None:
-        """`upstream` re-sent `streams` to `replica` (answering its oldest resume not
-        answered yet)."""
-        for replay in self._replays.get(replica, []):
-            if upstream in replay.waiting:
-                replay.waiting.discard(upstream)
-                replay.streams.update(streams)
-                break
-        replays = self._replays.get(replica)
-        if replays and not replays[-1].waiting:
-            self._release(replica, replays[-1].generation)
+    def replayed(self, replica: str, upstream: str, generation: int,
+                 streams: list[str]) -> None:
+        """`upstream` re-sent `streams` to `generation` of `replica`. A report for another
+        generation (an older resume answered late, or one from a killed upstream read after
+        ``upstream_replaced``) says nothing about the newest replay: ignored."""
+        replay = self._replays.get(replica)
+        if replay is None or replay.generation != generation or upstream not in replay.waiting:
+            return
+        replay.waiting.discard(upstream)
+        replay.streams.update(streams)
+        if not replay.waiting:
+            self._release(replica)
 
     def upstream_replaced(self, upstream: str) -> None:
-        """`upstream` died: it will not report the replays it owes (and its replacement's
-        answers must not be taken for them)."""
-        for replica, replays in self._replays.items():
-            for replay in replays:
-                if upstream in replay.waiting:
-                    replay.waiting.discard(upstream)
-                    replay.unknown = True
-            if replays and not replays[-1].waiting:
-                self._release(replica, replays[-1].generation)
+        """`upstream` died: it will not report the replay it owes."""
+        for replica, replay in self._replays.items():
+            if upstream in replay.waiting:
+                replay.waiting.discard(upstream)
+                replay.unknown = True
+                if not replay.waiting:
+                    self._release(replica)
 
     def take_forgets(self) -> list[Forget]:
         forgets, self._forgets = self._forgets, []
@@ -353,22 +367,24 @@ class AckRelay:
             del self._streams[(replica, stream)]
             out.setdefault(replica, ({}, []))[1].append(stream)
             self._deferred.setdefault(replica, []).append(stream)
-            replays = self._replays.get(replica)
-            if not replays or not replays[-1].waiting:
-                self._release(replica, replays[-1].generation if replays else 0)
+            replay = self._replays.get(replica)
+            if replay is None or not replay.waiting:
+                self._release(replica)
             return
         low = min(seen.get(s, 0) for s in stages if seen.get(s, 0) is not None)
         if low:
             out.setdefault(replica, ({}, []))[0][stream] = low
 
-    def _release(self, replica: str, generation: int, replayed_all: bool = False) -> None:
-        """Forget what ended at every consumer, now that the replay of `generation` is known
+    def _release(self, replica: str, replayed_all: bool = False) -> None:
+        """Forget what ended at every consumer, now that the newest replay is known
         (`replayed_all`: it is not, so count every stream as in it)."""
         streams = self._deferred.pop(replica, [])
-        if streams:
-            replays = self._replays.get(replica, [])
-            held = replays[-1].streams if replays else set()
-            if replays and replays[-1].unknown:
-                replayed_all = True
-            replayed = streams if replayed_all else [s for s in streams if s in held]
-            self._forgets.append(Forget(replica, generation, streams, replayed))
+        if not streams:
+            return
+        replay = self._replays.get(replica)
+        if replay is None:               # never resumed: no replay holds anything
+            self._forgets.append(Forget(replica, 0, streams, []))
+            return
+        replayed = streams if replayed_all or replay.unknown else \
+            [s for s in streams if s in replay.streams]
+        self._forgets.append(Forget(replica, replay.generation, streams, replayed))

@@ -112,7 +112,7 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     _send_forgets(engine)
     spec = dataclasses.replace(tracked.spec, generation=tracked.spec.generation + 1)
     if spec.replay:
-        _hold_upstreams(engine, spec.id, spec.upstream)
+        _hold_upstreams(engine, spec.id, spec.generation, spec.upstream)
     _remove_stale_socket(spec.inbox_endpoint)
     process = multiprocessing.get_context("forkserver").Process(
         target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
@@ -143,20 +143,20 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if spec.replay:
         engine._acks.resumed(spec.id, spec.generation, spec.upstream)
     for upstream in spec.upstream:
-        engine._send(upstream, "resume", to=spec.id)
+        engine._send(upstream, "resume", to=spec.id, generation=spec.generation)
     engine.restarts.append(RestartEvent(spec.stage, spec.replica, spec.generation, reason,
                                         old.pid, process.pid, time.monotonic() - seen))
     return new
 
 
-def _hold_upstreams(engine: Any, target: str, upstream: list[str]) -> None:
-    """Ask the workers feeding `target` to hold it (send it nothing, drop what ZeroMQ still
-    queues for it) and wait, bounded, until each says so: then the replacement sees their
-    replay first (``replay.py``)."""
+def _hold_upstreams(engine: Any, target: str, generation: int, upstream: list[str]) -> None:
+    """Ask the workers feeding `target` to hold it for its `generation` (send it nothing, drop
+    what ZeroMQ still queues for it) and wait, bounded, until each says so: then the
+    replacement sees their replay first (``replay.py``)."""
     feeding = [engine._workers[u] for u in upstream if u in engine._workers]
     for tracked in feeding:
         tracked.held.discard(target)
-        engine._send(tracked.spec.id, "hold", to=target)
+        engine._send(tracked.spec.id, "hold", to=target, generation=generation)
     deadline = time.monotonic() + HOLD_TIMEOUT_S
     while not all(target in t.held for t in feeding):
         if time.monotonic() >= deadline:
@@ -189,7 +189,8 @@ def note_replayed(engine: Any, tracked: Any, message: dict) -> None:
     """An upstream re-sent its unacknowledged messages to a replacement: log and count it,
     and note which streams it held (the consumers' forgetting waits for that)."""
     target = message["to"]
-    engine._acks.replayed(target, tracked.spec.id, message.get("names", []))
+    engine._acks.replayed(target, tracked.spec.id, message["generation"],
+                          message.get("names", []))
     _send_forgets(engine)
     stage, _, replica = target.rpartition(":")
     log.warning("stage %r replica %s: %r re-sent %d unacknowledged message(s) of %d "

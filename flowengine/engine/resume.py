@@ -31,11 +31,11 @@ __all__ = ["resume_downstream", "ReplaySender"]
 _SLICE_MS = 100
 
 
-def resume_downstream(worker: Any, target: str) -> None:
-    """Caps of `worker`'s open streams routed to replica `target` ("stage:replica"), then its
-    eof when it was sent before; `worker` is a ``worker.Worker``."""
+def resume_downstream(worker: Any, target: str, generation: int) -> None:
+    """Caps of `worker`'s open streams routed to replica `target` ("stage:replica"), generation
+    `generation`, then its eof when it was sent before; `worker` is a ``worker.Worker``."""
     if worker.replay is not None and target in worker.replay.buffers:
-        worker.replay.resume(target)
+        worker.replay.resume(target, generation)
         return
     streams: list[str] = []
     destination = None
@@ -73,6 +73,8 @@ class ReplaySender:
                        for replica, ((dest, _), endpoint) in enumerate(zip(sockets,
                                                                            edge.endpoints))}
         self.held: set[str] = set()
+        # dest -> the generation of its newest hold: a resume of an older one is outdated
+        self.holds: dict[str, int] = {}
         self.replayed = 0              # messages sent again, over the run
         self._replaying = False
 
@@ -101,12 +103,16 @@ class ReplaySender:
         for stream in message.get("ended", []):
             buffer.forget(stream)
 
-    def hold(self, dest: str) -> None:
-        """Replica `dest` died: drop what waits for it here and in ZeroMQ (a new socket; a
-        disconnect would still deliver the old queue to the replacement, after the replay),
-        and send it nothing until ``resume``."""
+    def hold(self, dest: str, generation: int) -> None:
+        """Replica `dest` died and `generation` will replace it: drop what waits for it here
+        and in ZeroMQ (a new socket; a disconnect would still deliver the old queue to the
+        replacement, after the replay), and send it nothing until the ``resume`` of
+        `generation`. A resume still queued here names a generation that is gone: dropped
+        (replaying it into the new socket, then again at the new resume, would duplicate)."""
         worker = self.worker
         self.held.add(dest)
+        self.holds[dest] = max(generation, self.holds.get(dest, 0))
+        worker.resume_to[:] = [(d, g) for d, g in worker.resume_to if d != dest]
         outbox = worker.outboxes[dest]
         if len(outbox):
             outbox.take()               # all of it is in the replay buffer
@@ -118,9 +124,12 @@ class ReplaySender:
         worker.sockets[worker.sockets.index(old)] = new
         worker._tell("held", to=dest)
 
-    def resume(self, dest: str) -> None:
-        """Send replica `dest` (a replacement) everything not acknowledged, then eof if the
-        run's end was sent, and tell the coordinator how much."""
+    def resume(self, dest: str, generation: int) -> None:
+        """Send replica `dest` (a replacement, `generation`) everything not acknowledged, then
+        eof if the run's end was sent, and tell the coordinator how much. Nothing for an
+        outdated resume: a newer hold of `dest` came since (its generation died too)."""
+        if generation < self.holds.get(dest, 0):
+            return
         self.held.discard(dest)
         buffer = self.buffers[dest]
         messages, streams = buffer.unacknowledged(), buffer.streams
@@ -135,7 +144,7 @@ class ReplaySender:
             self._replaying = False
         self.replayed += len(messages)
         self.worker._flush_all()
-        self.worker._tell("replayed", to=dest, messages=len(messages),
+        self.worker._tell("replayed", to=dest, generation=generation, messages=len(messages),
                           streams=len(streams), names=streams)
 
     def _wait_for_room(self, buffer: ReplayBuffer) -> None:
@@ -151,10 +160,10 @@ class ReplaySender:
             worker.control.poll(_SLICE_MS)
             worker.blocked += time.perf_counter() - waited
             worker.service()
-            resumed = [d for d in worker.resume_to if d in self.buffers]
-            for dest in resumed:
-                worker.resume_to.remove(dest)
-                self.resume(dest)
+            resumed = [r for r in worker.resume_to if r[0] in self.buffers]
+            for dest, generation in resumed:
+                worker.resume_to.remove((dest, generation))
+                self.resume(dest, generation)
             if buffer.messages < left or resumed or buffer.dest in self.held:
                 # progress, or a replacement still starting / just fed: its own full budget
                 deadline = time.monotonic() + REPLAY_WAIT_S
