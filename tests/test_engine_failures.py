@@ -153,7 +153,7 @@ def test_second_sigint_stops_at_once(tmp_path):
     assert out.strip().splitlines()[-1] == "stopped"
 
 
-@pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan"), True])
 def test_a_stats_interval_that_is_not_positive_is_refused_before_anything_starts(tmp_path,
                                                                                   interval):
     # The workers put their stats on a grid of this many seconds (a division by it).
@@ -163,3 +163,14 @@ def test_a_stats_interval_that_is_not_positive_is_refused_before_anything_starts
         build_plan(faulty_run(tmp_path, "PassThrough"), run_dir=str(run_dir),
                    stats_interval=interval)
     assert not run_dir.exists()
+
+
+def test_an_engine_refuses_stats_no_more_often_than_its_heartbeat_timeout(tmp_path):
+    # The stats are the heartbeat: every worker would be failed as "sent no heartbeat".
+    plan = build_plan(faulty_run(tmp_path, "PassThrough"), run_dir=str(tmp_path / "run"),
+                      stats_interval=2.0)
+    with pytest.raises(ConfigError, match=r"^Engine: the plan's stats_interval \(2 s\) must be "
+                                          r"shorter than heartbeat_timeout \(2 s\): the stats "
+                                          r"are the workers' heartbeat$"):
+        Engine(plan, heartbeat_timeout=2.0)
+    Engine(plan, heartbeat_timeout=2.5)     # shorter is fine

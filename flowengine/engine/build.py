@@ -252,8 +252,8 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
     """Plan the run described by `config`. Creates `run_dir` (a fresh temp dir by default).
     `stats_interval`: seconds between a worker's stats (its heartbeat)."""
     # Checked before anything is made; the workers divide by it (their stats grid).
-    if not (isinstance(stats_interval, (int, float)) and math.isfinite(stats_interval)
-            and stats_interval > 0):
+    if not (isinstance(stats_interval, (int, float)) and not isinstance(stats_interval, bool)
+            and math.isfinite(stats_interval) and stats_interval > 0):
         raise ConfigError(f"build_plan: stats_interval must be a positive number of seconds, "
                           f"got {stats_interval!r}")
     stages = _fuse(_stages(config), config)

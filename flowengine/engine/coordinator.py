@@ -48,7 +48,7 @@ from typing import Any
 
 import zmq
 
-from ..errors import WireError, WorkerFailed
+from ..errors import ConfigError, WireError, WorkerFailed
 from .audit import Finding, audit_report, check_audit, stages_from_plan
 from .control import WORKER_MESSAGES, decode_control, encode_control
 from .control_outbox import ControlBacklog, ControlOutbox
@@ -70,6 +70,8 @@ PRELOAD_MODULES = ["flowengine.engine.worker", "flowengine.registry"]
 _SLICE_S = 0.1
 
 log = logging.getLogger("flowengine.engine")
+
+_STOP_SLICE_S = 0.02   # how often a shutdown that waits is handed over again while stopping
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -208,6 +210,13 @@ class Engine:
                  progress_interval: float = 1.0, ready_timeout: float = 20.0,
                  heartbeat_timeout: float = 5.0, stop_timeout: float = 3.0,
                  handle_signals: bool = True) -> None:
+        # The stats are the heartbeat: sent less often than the timeout, every worker would
+        # be failed as hung.
+        slowest = max((w.stats_interval for w in plan.workers), default=0.0)
+        if slowest >= heartbeat_timeout:
+            raise ConfigError(f"Engine: the plan's stats_interval ({slowest:g} s) must be "
+                              f"shorter than heartbeat_timeout ({heartbeat_timeout:g} s): the "
+                              f"stats are the workers' heartbeat")
         self.plan = plan
         self.progress = progress
         self.progress_interval = progress_interval
@@ -311,9 +320,18 @@ class Engine:
     def _stop_all(self) -> None:
         """Shutdown to every worker, then join with a deadline, terminate, kill."""
         started = [t for t in self._workers.values() if t.process.pid is not None]
-        if hasattr(self, "_control"):
+        control = hasattr(self, "_control")
+        if control:
             self._shut_down_workers()
         deadline = time.monotonic() + self.stop_timeout
+        while True:
+            if control:
+                self._flush_shutdowns()
+            alive = [t.process.sentinel for t in started if t.process.is_alive()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                break
+            wait_for_sentinels(alive, timeout=min(left, _STOP_SLICE_S))
         for tracked in started:
             tracked.process.join(max(0.0, deadline - time.monotonic()))
         for escalate in ("terminate", "kill"):
@@ -340,10 +358,25 @@ class Engine:
 
     def _shut_down_workers(self) -> None:
         """``shutdown`` to every worker, ahead of anything still waiting for it: at the end
-        nothing else matters, and a worker that cannot take it is stopped by signal."""
+        nothing else matters, and a worker that cannot take it is stopped by signal. Called
+        in a ``finally``: a socket error must neither replace the run's own exception nor
+        skip the join, terminate and kill that follow, so it is logged per worker."""
         for worker_id in self._workers:
             self._control.drop(worker_id)
-            self._control.send(worker_id, encode_control("shutdown"))
+            try:
+                self._control.send(worker_id, encode_control("shutdown"))
+            except zmq.ZMQError as exc:
+                log.warning("shutdown to worker %r not sent (%s): it is stopped by signal",
+                            worker_id, exc)
+
+    def _flush_shutdowns(self) -> None:
+        """Hand over a ``shutdown`` that had to wait (a full queue, a replacement not connected
+        yet): nothing calls ``_receive``, which flushes, any more."""
+        try:
+            self._control.flush()
+        except zmq.ZMQError as exc:
+            log.warning("shutdown not handed over to every worker (%s): they are stopped by "
+                        "signal", exc)
 
     def _receive(self, timeout: float) -> None:
         """Handle every control message that arrives within `timeout` seconds."""
