@@ -210,6 +210,20 @@ def test_a_resampler_padding_its_last_chunk_balances(tmp_path, in_process):
     assert findings(report, "encode")[stream] == ((25681, 25681), 25681, OK)
 
 
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_last_stage_that_is_not_a_sink_balances_its_output_is_dropped(tmp_path, in_process):
+    # Nothing reads the gain's output: in one process it goes to a null sink; a worker drops
+    # it too, but counted (it once failed the audit: "expected 24000 samples, got 0").
+    stages = tone_to_mp3(tmp_path / "t.mp3")[:3]
+    run = resolve_run(write_run(tmp_path / "no_sink.yaml", stages))
+    report = run_in_process(run) if in_process else run_plan(build_plan(run.config))
+
+    assert report.audit_ok
+    (stream, gained), = findings(report, "gain").items()
+    assert gained == ((24000, 24000), 24000, OK)
+    assert findings(report, "gain", "edge")[stream] == ((24000, 24000), 24000, OK)
+
+
 def transcode_to_aac(mp3: Path, out: Path, chunk: int | None, fuse: bool) -> Path:
     """A run config file: mp3 packets -> decode -> resample 44.1 kHz -> aac -> file."""
     resample = {"sample_rate": 44100, **({"out_chunk_samples": chunk} if chunk else {})}

@@ -132,6 +132,8 @@ def _drain_node(worker: Worker, stream: str, node: Node, flushing: bool) -> None
         worker.busy += time.perf_counter() - start
         if worker.edges:
             worker.send.emit(stream, out, node)
+        else:   # no stage reads this one: dropped, as the in-process runner's null sink drops it
+            worker.send.count_unsent(stream, out, node)
         start = time.perf_counter()
     worker.busy += time.perf_counter() - start
 

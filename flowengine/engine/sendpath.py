@@ -200,6 +200,10 @@ class SendPath:
         self.counts_out.add(buf, nbytes)
         self._count(stream, "out", buf, rate_of(node))
 
+    def count_unsent(self, stream: str, buf: Any, node: Node) -> None:
+        """Count for the audit an output no stage reads (a stage without consumers)."""
+        self._count(stream, "out", buf, rate_of(node))
+
     def end_stream(self, stream: str) -> None:
         """Eos of `stream` wherever its caps went; its sticky replicas are free again."""
         order_end = self.stamp.order_end(stream) if self.stamp is not None else None
