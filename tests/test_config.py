@@ -269,6 +269,44 @@ def test_missing_input_file_and_unwritable_output(in_tmp):
     assert found == expected
 
 
+def test_a_file_sink_extension_must_name_a_container_holding_the_encoder_codec():
+    # Both were found only by the sink's worker, after every process had started.
+    text = HEAD + TONE + """\
+  - name: encode
+    op: mp3_encoder
+  - name: wav
+    op: file_sink
+    params:
+      path: out/tone.wav
+  - name: bare
+    op: file_sink
+    inputs: [tone]
+    params:
+      path: out/tone
+  - name: raw
+    op: encoder
+    inputs: [tone]
+    params:
+      codec: PCM
+  - name: raw_out
+    op: file_sink
+    params:
+      path: out/{stream}.flac
+"""
+    assert problems(text) == [
+        "run.yaml:14: stage 'wav' (file_sink): params.path: cannot write 'out/tone.wav': stage "
+        "'encode' (mp3_encoder) gives mp3 packets and a .wav file holds wav; use the extension "
+        ".mp3",
+        "run.yaml:19: stage 'bare' (file_sink): params.path: cannot write 'out/tone': unknown "
+        "extension '(none)': expected one of .mp3 .m4a .aac .opus .ogg .flac .wav",
+        "run.yaml:28: stage 'raw_out' (file_sink): params.path: cannot write "
+        "'out/{stream}.flac': stage 'raw' (encoder) gives wav packets and a .flac file holds "
+        "flac; use the extension .wav",
+    ]
+    fixed = text.replace("out/tone.wav", "out/tone.mp3").replace("out/tone\n", "out/tone.ogg\n")
+    resolve(fixed.replace("{stream}.flac", "{stream}.wav"))
+
+
 def test_overrides_are_validated_and_located():
     text = HEAD + TONE + "  - op: gain\n  - op: null_sink\n"
     assert problems(text, ["gain.gain_db=loud", "tone.channel=1"]) == [

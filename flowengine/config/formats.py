@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["StaticFormat", "infer_output_format", "input_requirement", "OPUS_RATES"]
+__all__ = ["StaticFormat", "infer_output_format", "input_requirement", "codec_of", "OPUS_RATES"]
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
@@ -156,7 +156,7 @@ def _channel_map_format(op: str, values: dict[str, Any], in_fmt: StaticFormat) -
     return in_fmt
 
 
-def _codec(op: str, values: dict[str, Any]) -> str:
+def codec_of(op: str, values: dict[str, Any]) -> str:
     """The codec of a codec operator: 'opus' for opus_encoder or encoder(codec=opus)."""
     codec = values.get("codec")
     return str(codec).lower() if isinstance(codec, str) else op.split("_")[0]
@@ -186,6 +186,6 @@ def input_requirement(op: str, kind: str, values: dict[str, Any]) -> StaticForma
     fixed = _format_param(op, values, *keys) if kind in ("encoder", "sink", "processor") else None
     if fixed is not None:
         return fixed
-    if kind == "encoder" and _codec(op, values) == "opus":
+    if kind == "encoder" and codec_of(op, values) == "opus":
         return StaticFormat(rates=OPUS_RATES, why="the rates Opus supports; resample first")
     return StaticFormat.unknown("any")

@@ -13,7 +13,9 @@
   (see `formats.py`);
 - input files exist (a `files` source's globs match something: checked when
   the source is built) and output directories are writable; a per-stream
-  output path (`out/{stream}.mp3`) is a valid template;
+  output path (`out/{stream}.mp3`) is a valid template; a ``file_sink``'s
+  extension names a container it writes, which holds the codec of an encoder
+  before it;
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
@@ -38,7 +40,7 @@ from typing import Any
 import pydantic
 
 from ..errors import ConfigError
-from .formats import StaticFormat, infer_output_format, input_requirement
+from .formats import StaticFormat, codec_of, infer_output_format, input_requirement
 from .fusion import FusionStage, fusion_groups
 from .model import RunConfig, StageConfig
 from .restart import restart_problem
@@ -453,6 +455,35 @@ def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
                 out.add(where, info.label, "params.path", f"cannot write {path!r}: {problem}")
 
 
+def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
+    """A file sink's extension picks its container: known, and holding what the encoder
+    before it gives (mp3 packets do not go into a .wav file)."""
+    from ..io.writer import WRITER_EXTENSIONS
+    by_name = {stage.name: stage for stage in stages}
+    for info in stages:
+        path = info.params.get("path")
+        if info.op != "file_sink" or not isinstance(path, str):
+            continue
+        where = ("stages", info.index, "params", "path")
+        extension = Path(path).suffix.lower()
+        if extension not in WRITER_EXTENSIONS:
+            out.add(where, info.label, "params.path",
+                    f"cannot write {path!r}: unknown extension {extension or '(none)'!r}: "
+                    f"expected one of {' '.join(WRITER_EXTENSIONS)}")
+            continue
+        holds = WRITER_EXTENSIONS[extension][1]
+        for upstream in (by_name[name] for name in info.inputs if name in by_name):
+            if upstream.kind != "encoder":
+                continue
+            codec = codec_of(upstream.op, upstream.params)
+            codec = "wav" if codec == "pcm" else codec     # the encoder's alias
+            if codec != holds:
+                fits = " or ".join(e for e, (_, c) in WRITER_EXTENSIONS.items() if c == codec)
+                out.add(where, info.label, "params.path",
+                        f"cannot write {path!r}: stage {upstream.label} gives {codec} packets "
+                        f"and a {extension} file holds {holds}; use the extension {fits}")
+
+
 def _template_problem(path: str) -> str | None:
     """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
     from ..io.paths import PathTemplateError, check_path_template, has_stream_field
@@ -509,6 +540,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     _check_fusion(config, stages, out)
     _check_security(config, out)
     _check_restart(stages, out)
+    _check_file_sinks(stages, out)
     if check_paths:
         _check_paths(stages, out)
     if out.problems:
