@@ -14,7 +14,8 @@
 Exit codes: 0 ok, 1 the run failed (including a failed sample audit), 2 bad config or
 usage, 130 interrupted.
 Errors print as one message without a Python traceback (a failed worker's
-traceback is part of its message); `--debug` adds ours.
+traceback is part of its message); `--debug` adds ours. Output into a pipe whose
+reader is gone (`flowengine ops | head`) ends quietly with 1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import difflib
 import json
 import logging
 import os
+import select
 import shutil
 import sys
 import time
@@ -397,9 +399,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlowError as exc:
         _report(args, exc, "run failed" if args.command == "run" else "error")
         return EXIT_FAILED
+    except BrokenPipeError as exc:
+        if not _stdout_unread():
+            _report(args, exc, "internal error (BrokenPipeError; --debug shows the traceback)")
+            return EXIT_FAILED
+        # Its reader had enough (`flowengine ops | head`): stop quietly, as cat does; stdout
+        # goes to /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except Exception as exc:   # a bug of ours: one line unless --debug
         _report(args, exc, f"internal error ({type(exc).__name__}; --debug shows the traceback)")
         return EXIT_FAILED
+
+
+def _stdout_unread() -> bool:
+    """Whether stdout is a pipe whose reader is gone (poll says POLLERR on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):    # no file descriptor (stdout replaced): not a pipe
+        return False
 
 
 def _report(args: argparse.Namespace, exc: BaseException, what: str) -> None:

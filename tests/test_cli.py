@@ -4,6 +4,7 @@ configs/tone.yaml checked with PyAV; in-process and multiprocess runs give the s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,19 @@ def test_ops_lists_every_operator_and_one(capsys, monkeypatch, tmp_path):
     bad = call(capsys, monkeypatch, tmp_path, "ops", "resampel")
     assert (bad.returncode, bad.stderr) == (
         2, "flowengine: error: unknown operator 'resampel'; did you mean 'resample'?\n")
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    # `flowengine ops | head -1`: once head exits, the next write fails with EPIPE. It was
+    # "flowengine: internal error (BrokenPipeError; ...)"; now nothing is said, as cat says.
+    read_end, write_end = os.pipe()
+    os.close(read_end)                     # the reader is gone before the first write
+    try:
+        done = subprocess.run([sys.executable, "-m", "flowengine", "ops"], cwd=tmp_path,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=100)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")
 
 
 def test_schema_is_the_models(tmp_path):
