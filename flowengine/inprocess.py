@@ -26,10 +26,17 @@ seconds of audio in and out, and busy time, so the report has the same shape
 as the multiprocess engine's (`RunReport` of `StageReport`s), with the same
 per-stream counts; the run ends with the same sample audit (engine/audit.py),
 which raises AuditError on a mismatch.
+
+Signals, as in the engine: the first SIGINT/SIGTERM drains (every source
+answers EOF at its next pull, so the nodes flush and the files are finalised,
+and the report says `interrupted`); a second raises `RunInterrupted` at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +46,7 @@ from .buffers import AudioFrame, Packet
 from .config.validate import ResolvedRun, StageInfo
 from .engine.audit import AuditStage, audit_report, check_audit, clock_samples, count_buffer, \
     new_stream_counts
-from .engine.coordinator import RunReport, StageReport, WorkerReport
+from .engine.coordinator import RunInterrupted, RunReport, StageReport, WorkerReport
 from .engine.operators import is_multi_input
 from .engine.stagenode import create_stage_node
 from .errors import ConfigError
@@ -86,8 +93,10 @@ class _Metered(Node):
     """A stage's node with counters in the multiprocess engine's WorkerReport shape."""
 
     def __init__(self, node: Node, report: WorkerReport,
-                 on_output: Callable[[Any], None] | None = None) -> None:
+                 on_output: Callable[[Any], None] | None = None,
+                 drain: "_Signals | None" = None) -> None:
         self.node = node
+        self.drain = drain      # a source's: EOF once the run is drained
         self.name = node.name
         self.input_kind = node.input_kind
         self.output_kind = node.output_kind
@@ -117,6 +126,8 @@ class _Metered(Node):
             report.seconds_in += _audio_seconds(buf)
 
     def pull(self) -> Any:
+        if self.drain is not None and self.drain.count:
+            return EOF
         start = time.perf_counter()
         out = self.node.pull()
         report = self.report
@@ -226,13 +237,15 @@ def make_output_dirs(run: ResolvedRun) -> None:
 class _Builder:
     """Nodes for each stage, chained down the tree with taps at every fan-out."""
 
-    def __init__(self, run: ResolvedRun) -> None:
+    def __init__(self, run: ResolvedRun, signals: "_Signals") -> None:
         self.run = run
+        self.signals = signals
         # One report per stage, shared by the nodes of every stream of that stage.
         self.reports = {stage.name: WorkerReport(stage.name, 0) for stage in run.stages}
 
     def node(self, stage: StageInfo, on_output=None) -> _Metered:
-        return _Metered(self.bare_node(stage), self.reports[stage.name], on_output)
+        drain = self.signals if stage.kind == "source" else None
+        return _Metered(self.bare_node(stage), self.reports[stage.name], on_output, drain)
 
     def bare_node(self, stage: StageInfo) -> Node:
         node = create_stage_node(stage.op, stage.kind, dict(stage.params),
@@ -270,12 +283,44 @@ class _Builder:
         return nodes + self.chain(first)
 
 
+class _Signals:
+    """SIGINT/SIGTERM while a run goes on (main thread only): `count` of them; the second
+    raises RunInterrupted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._on_signal)
+                              for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 2:
+            raise RunInterrupted("interrupted twice: run stopped at once")
+
+
 def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | None = None,
-                   progress_interval: float = 1.0) -> RunReport:
-    """Run `run` in this process; `progress(report)` about every `progress_interval` seconds."""
+                   progress_interval: float = 1.0, handle_signals: bool = True) -> RunReport:
+    """Run `run` in this process; `progress(report)` about every `progress_interval` seconds.
+    `handle_signals`: the first SIGINT/SIGTERM drains the run, a second stops it (module doc)."""
     source_stage = check_in_process(run)
     make_output_dirs(run)
-    builder = _Builder(run)
+    signals = _Signals()
+    with signals if handle_signals else contextlib.nullcontext():
+        return _run(run, source_stage, signals, progress, progress_interval)
+
+
+def _run(run: ResolvedRun, source_stage: StageInfo, signals: _Signals,
+         progress: Callable[[RunReport], None] | None, progress_interval: float) -> RunReport:
+    builder = _Builder(run, signals)
     started = time.monotonic()
     last = [started]
 
@@ -287,7 +332,7 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
             report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
             stages.append(StageReport(stage.name, stage.op, stage.kind, [report]))
         audio = max((s.workers[0].seconds_in for s in stages if s.kind == "sink"), default=0.0)
-        return RunReport(run.config.name, stages, wall, audio)
+        return RunReport(run.config.name, stages, wall, audio, interrupted=signals.count > 0)
 
     def on_source_output(_buf: Any) -> None:
         now = time.monotonic()

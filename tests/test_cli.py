@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -202,3 +204,30 @@ def test_unreadable_input_file_is_a_config_error(capsys, monkeypatch, tmp_path):
                                   "problem):\n  ")
     assert "(--set src.path=junk.mp3): stage 'src' (file_source mode=packet): params.path: " \
            "'junk.mp3' is not an audio file PyAV can read" in done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_in_process_run_drains_on_the_first_signal_and_finalises_its_file(tmp_path, signum):
+    # It used to stop at once on Ctrl-C (the file left as .part) and be killed by SIGTERM,
+    # while the same run in workers drains; now both runners do as the README says.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowengine", "run", str(CONFIGS / "tone.yaml"), "--in-process",
+         "--quiet", "--set", "tone.seconds=600"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = tmp_path / "out" / "tone.mp3.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+
+    assert (process.returncode, err) == (
+        130, "interrupted: the run was drained and its outputs finalised\n")
+    assert not part.exists()
+    tone_row = next(line for line in out.splitlines() if line.startswith("tone "))
+    tone_samples = int(tone_row.split()[4])
+    assert 0 < tone_samples < 600 * 44100
+    seconds, rate, channels = _probe(tmp_path / "out" / "tone.mp3")
+    # The tone's samples at 48 kHz, plus the MP3 encoder's delay and its last frame's padding.
+    assert (rate, channels) == (48000, 2)
+    assert 0 <= seconds * 48000 - tone_samples * 48000 / 44100 <= 1105 + 1152
