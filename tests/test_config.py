@@ -340,6 +340,16 @@ def test_yaml_syntax_error_has_its_line():
         load_source(HEAD + "  - op: [gain\n", "run.yaml")
 
 
+def test_a_key_given_twice_is_refused_not_silently_the_last():
+    text = HEAD + TONE.replace("      channels: 2\n", "      channels: 2\n      seconds: 3\n")
+    with pytest.raises(ConfigError, match=r"^run\.yaml:9: duplicate key 'seconds' \(also on "
+                                          r"line 6\): YAML would keep only the last one$"):
+        load_source(text, "run.yaml")
+    with pytest.raises(ConfigError, match=r"^run\.yaml:3: duplicate key 'op' \(also on line 3\)"):
+        load_source(HEAD + "  - {op: tone, op: gain}\n", "run.yaml")
+    load_source(HEAD + TONE + "  - name: tone2\n    op: tone\n", "run.yaml")   # other maps
+
+
 def test_load_run_config_reads_a_file(in_tmp):
     (in_tmp / "run.yaml").write_text(HEAD + TONE + "  - op: null_sink\n")
     config, source = load_run_config("run.yaml", ["tone.seconds=0.25"])

@@ -68,11 +68,19 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], fil
     lines.setdefault(path, line)
     open_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        first_seen: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue    # a list or map as a key: safe_load refuses it (unhashable)
             key = path + (key_node.value,)
-            lines[key] = key_node.start_mark.line + 1
+            key_line = key_node.start_mark.line + 1
+            # safe_load keeps the last of two equal keys: a silently lost setting.
+            first = first_seen.get((key_node.tag, key_node.value))
+            if first is not None:
+                raise ConfigError(f"{filename}:{key_line}: duplicate key {key_node.value!r} "
+                                  f"(also on line {first}): YAML would keep only the last one")
+            first_seen[(key_node.tag, key_node.value)] = key_line
+            lines[key] = key_line
             _record_lines(value_node, key, lines, filename, open_nodes, budget)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
