@@ -304,7 +304,11 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     from .engine.security import generate_keys
 
-    for path in generate_keys(args.dir, overwrite=args.force):
+    try:
+        paths = generate_keys(args.dir, overwrite=args.force)
+    except OSError as exc:      # a directory that cannot be made or written
+        raise ConfigError(f"cannot write keys into {args.dir}: {exc.strerror or exc}") from None
+    for path in paths:
         print(f"wrote {path} (mode 0600)", file=out)
     print(f"use it with:  transport: tcp\n              security: {{curve: true, keys: "
           f"{args.dir}}}\ncopy the directory to every host of the run; keep it private",

@@ -45,6 +45,15 @@ def _mode(path: Path) -> int:
 
 # ---- keys -------------------------------------------------------------------------------
 
+def test_keys_command_into_a_directory_it_cannot_make_is_one_clear_error(tmp_path, capsys):
+    # It was "flowengine: internal error (FileNotFoundError; ...)", exit 1.
+    (tmp_path / "afile").write_text("x")
+    assert main(["keys", str(tmp_path / "afile" / "keys")]) == 2
+    assert capsys.readouterr().err == (
+        f"flowengine: error: cannot write keys into {tmp_path / 'afile' / 'keys'}: "
+        f"Not a directory\n")
+
+
 def test_keys_command_writes_private_files_and_refuses_to_overwrite(tmp_path, capsys):
     directory = tmp_path / "run-keys"
     assert main(["keys", str(directory)]) == 0
