@@ -320,6 +320,16 @@ def test_overrides_are_validated_and_located():
     assert run.stage("gain").config.hwm == 8
 
 
+def test_exponent_floats_are_numbers_in_the_file_and_in_overrides():
+    # PyYAML's YAML 1.1 rules read 1e3 as the string '1e3': "expected float | None, got '1e3'".
+    run = resolve(HEAD + TONE.replace("seconds: 0.5", "seconds: 5e-1") + "  - op: gain\n"
+                  "  - op: null_sink\n", ["gain.gain_db=-1.5E1"])
+    assert run.stage("tone").params["seconds"] == 0.5
+    assert run.stage("gain").params == {"gain_db": -15.0}
+    assert resolve(HEAD + TONE + "  - op: null_sink\n", ["tone.frequency=1e3"]).stage(
+        "tone").params["frequency"] == 1000.0
+
+
 def test_override_of_an_unknown_stage():
     with pytest.raises(ConfigError, match=r"^--set 'gian.gain_db=1': no stage named 'gian'$"):
         resolve(HEAD + TONE, ["gian.gain_db=1"])

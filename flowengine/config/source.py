@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,25 @@ from ..errors import ConfigError
 __all__ = ["ConfigSource", "load_source", "load_file", "parse_override", "apply_override"]
 
 KeyPath = tuple  # a key path into the document: ("stages", 2, "params", "gain_db")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e9 and 2E-3 as floats, as YAML 1.2 does (PyYAML's 1.1
+    rules want a dot, 1.0e9, and made `seconds: 1e3` the string '1e3')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _safe_load(text: str) -> Any:
+    """yaml.safe_load with _Loader's floats."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 # Keys of a stage itself; any other --set key is an operator parameter.
 _STAGE_KEYS = {"replicas", "hwm", "on_error", "max_errors", "inputs", "op", "ordered"}
@@ -93,11 +113,11 @@ def load_source(text: str, filename: str = "<config>") -> ConfigSource:
     try:
         # Composed (and its aliases checked) before it is constructed: safe_load would
         # build a self-referring or exponentially shared structure first.
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
         lines: dict[KeyPath, int] = {}
         if root is not None:
             _record_lines(root, (), lines, filename, set(), [MAX_EXPANDED_NODES])
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -130,7 +150,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not stage or not param:
         raise ConfigError(f"--set {text!r}: expected STAGE.PARAM=VALUE, e.g. --set gain.gain_db=-6")
     try:
-        value = yaml.safe_load(raw)
+        value = _safe_load(raw)
     except yaml.YAMLError:
         value = raw
     return stage, param.strip(), value
