@@ -343,7 +343,7 @@ SINK = {"name": "sink", "op": op("CheckingSink"), "params": {"out_dir": "/nonexi
 
 def test_plan_balances_into_ordered_stages_and_merges_after_them(tmp_path):
     plan = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2, "ordered": True,
-                                    "hwm": 8}, SINK))
+                                    "hwm": 8}, SINK), run_dir=str(tmp_path / "ordered"))
     src, gain, sink = plan.stages
     assert [e.routing for e in src.workers[0].outputs] == [BALANCED]
     assert src.workers[0].outputs[0].hwm == gain.hwm == 4   # the hwm split over the replicas
@@ -355,18 +355,21 @@ def test_plan_balances_into_ordered_stages_and_merges_after_them(tmp_path):
     assert sink.workers[0].reorder_window == reorder_window(2, 8, sink.workers[0].inbox_hwm) == \
         2 * 2 * (8 + sink.workers[0].inbox_hwm) + KERNEL_SLACK_MESSAGES
     assert gain.workers[0].merge_senders == []
-    plain = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2}, SINK))
+    plain = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2}, SINK),
+                       run_dir=str(tmp_path / "plain"))
     assert [[e.routing for e in w.outputs] for s in plain.stages for w in s.workers] == \
         [[STICKY], [STICKY], [STICKY], []]   # each sender alone with its streams: it chooses
     restarting = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": 2,
-                                          "restart": "on-failure"}, SINK))
+                                          "restart": "on-failure"}, SINK),
+                            run_dir=str(tmp_path / "restarting"))
     # A replacement must continue its predecessor's streams on the same replicas.
     assert [[e.routing for e in w.outputs] for s in restarting.stages for w in s.workers] == \
         [[STICKY], [HASHED], [HASHED], []]
 
 
 def test_replicas_auto_is_the_core_count(tmp_path):
-    plan = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": "auto"}, SINK))
+    plan = build_plan(config(RAMP, {"name": "g", "op": "gain", "replicas": "auto"}, SINK),
+                      run_dir=str(tmp_path / "run"))   # in tmp_path: a plan never run leaves it
     assert plan.stage("g").replicas == len(plan.stage("g").workers) == auto_replicas() >= 1
 
 
