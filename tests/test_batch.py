@@ -155,12 +155,11 @@ def test_outbox_fills_by_count_and_bytes_and_keeps_order():
     assert box.add(frames[0], 10_000)  # the byte limit alone fills it
     single, _ = box.take()
     assert decode_batch(single)[0].sender == "s:0"
-    # a stage's hwm keeps counting messages: batches of at most hwm / 8, HWM in batches
-    assert batching(64) == (8, 8)
-    assert batching(1024) == (BATCH_MAX_MESSAGES, 32)
-    assert batching(16) == (2, 8)
+    # a stage's hwm keeps counting messages: batches of at most hwm / 2, HWM in batches
+    assert batching(64) == (BATCH_MAX_MESSAGES, 2)
+    assert batching(16) == (8, 2)
     assert batching(1) == (1, 1)
-    assert batching(5) == (1, 5)
+    assert batching(5) == (2, 3)
 
 
 @pytest.mark.parametrize("hwm, block", [(3, 700), (16, 333), (64, 4096)])
