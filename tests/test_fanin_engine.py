@@ -159,9 +159,13 @@ def test_on_error_skip_gets_through_a_corrupt_mp3_and_counts_the_skipped_packets
 
 def test_on_error_skip_over_max_errors_and_fail_stop_the_run_naming_stage_and_offset(
         corrupt_mp3):
-    with pytest.raises(WorkerFailed, match=r"(?s)decode.*CodecError: mp3 decoder, stream "
-                                           r"'bad': corrupt frame at byte offset \d+"):
+    with pytest.raises(WorkerFailed, match=r"^stage 'decode' replica 0 \(pid \d+\) failed: "
+                                           r"CodecError: mp3 decoder, stream 'bad': corrupt "
+                                           r"frame at byte offset \d+[^\n]*$") as failed:
         run_plan(build_plan(config(*decode_stages(corrupt_mp3))))
+    # flowengine's own error is one line; the worker's traceback stays on the exception
+    assert failed.value.traceback.startswith("Traceback (most recent call last):")
+    assert "CodecError: mp3 decoder" in failed.value.traceback
     with pytest.raises(WorkerFailed, match=r"(?s)stage 'decode' stream 'bad': 1 errors skipped, "
                                            r"over max_errors=0; last: mp3 decoder"):
         run_plan(build_plan(config(*decode_stages(corrupt_mp3, on_error="skip",

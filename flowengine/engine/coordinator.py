@@ -406,7 +406,10 @@ class Engine:
             tracked.ready = True
         elif kind == "error":
             tracked.error = message
-            self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
+            if message.get("expected"):   # a FlowError: its message says what and where
+                self._fail(tracked, f"failed: {message.get('message', '')}")
+            else:
+                self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
         elif kind == "ack":
             relay_acks(self, tracked, message)
         elif kind == "held":
