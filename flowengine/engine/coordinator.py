@@ -313,7 +313,14 @@ class Engine:
                                  daemon=True)
             self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
         for tracked in self._workers.values():
-            tracked.process.start()
+            try:
+                tracked.process.start()
+            except EOFError:
+                # A Ctrl-C to the process group while the forkserver imports kills it (it
+                # ignores SIGINT only after its imports): the start reads EOF from it.
+                if self._signals:
+                    raise RunInterrupted("interrupted while the workers started") from None
+                raise
             tracked.report.pid = tracked.process.pid
             self.pids.append(tracked.process.pid)
 
