@@ -246,6 +246,6 @@ def test_a_stateless_stage_after_a_stage_that_restarts_with_a_gap_is_not_lossles
     plan = build_plan(RunConfig.model_validate({"stages": [
         {"name": "tone", "op": "tone", "params": {"seconds": 0.1}}, resample,
         {"name": "gain", "op": "gain", "params": {"gain_db": -3.0}, "restart": "on-failure"},
-        {"name": "sink", "op": "null_sink"}]}))
+        {"name": "sink", "op": "null_sink"}]}), run_dir=str(tmp_path / "run"))  # never run
     gain = [w for w in plan.workers if w.stage == "gain"]
     assert [w.replay for w in gain] == [gain_lossless]
