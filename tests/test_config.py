@@ -377,3 +377,18 @@ def test_example_configs_are_valid(name):
     source = load_source((ROOT / "configs" / f"{name}.yaml").read_text(), f"{name}.yaml")
     run = resolve_source(source, check_paths=False)   # inputs come from running tone.yaml first
     assert run.sinks and all(s.kind == "sink" for s in run.sinks)
+
+
+def test_an_encoder_setting_its_input_format_refuses_is_found_before_the_run():
+    # Both were found only by the encoder's worker, at its first buffer.
+    mp3 = HEAD + TONE + "  - name: mp3\n    op: mp3_encoder\n    params:\n      bitrate: 1000\n"
+    assert problems(mp3) == [
+        "run.yaml:12: stage 'mp3' (mp3_encoder): params.bitrate: mp3: bitrate 1000 is not "
+        "allowed at 44100 Hz; expected one of 32000, 40000, 48000, 56000, 64000, 80000, 96000, "
+        "112000, 128000, 160000, 192000, 224000, 256000, 320000 bit/s (stage 'tone' (tone) "
+        "gives 44100 Hz, 2 ch (tone sample_rate=44100, channels=2))"]
+    resolve(mp3.replace("1000", "128000"))      # 128 kb/s at 44.1 kHz is fine
+    aac = HEAD + TONE + "  - name: aac\n    op: aac_encoder\n"
+    assert problems(aac, ["tone.channels=9"]) == [
+        "run.yaml:10: stage 'aac' (aac_encoder): inputs: aac: channels must be 1..8, got 9 "
+        "(stage 'tone' (tone) gives 44100 Hz, 9 ch (tone sample_rate=44100, channels=9))"]

@@ -99,6 +99,7 @@ class StageInfo:
     consumers: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)   # parameters with defaults filled in
     output_format: StaticFormat = field(default_factory=StaticFormat.unknown)
+    params_ok: bool = False           # its parameters passed every check (and it built)
 
     @property
     def label(self) -> str:
@@ -209,12 +210,13 @@ def _type_problem(param: Any, value: Any) -> str | None:
     return None
 
 
-def _try_build(info: "StageInfo", out: _Collector) -> None:
+def _try_build(info: "StageInfo", out: _Collector) -> bool:
     """Build the node once, so values the operator refuses are found now (a processor's
     conflicting options, an encoder that rejects its input format, a source file PyAV
-    cannot read). Sinks are not built: that would create their output file."""
+    cannot read). Sinks are not built: that would create their output file. True unless
+    the operator refused them."""
     if info.kind == "sink" or ("path" in info.params and not os.path.isfile(info.params["path"])):
-        return
+        return True
     try:
         node = _registry().create(info.op, **info.params)
     except ConfigError as exc:
@@ -224,6 +226,29 @@ def _try_build(info: "StageInfo", out: _Collector) -> None:
                     if isinstance(v, str) and repr(v) in message), None)
         path = ("stages", info.index, "params") + ((key,) if key else ())
         out.add(path, info.label, f"params.{key}" if key else "params", message)
+        return False
+    node.close()
+    return True
+
+
+def _try_encoder_for(info: "StageInfo", upstream: tuple["StageInfo", StaticFormat],
+                     where: tuple, out: _Collector) -> None:
+    """Open the encoder for the format its input will have, when that is known now, so a
+    setting the codec refuses at that format (an MP3 bitrate at 44.1 kHz, 9 channels for
+    AAC) is found before any process starts, not by the worker at its first buffer."""
+    stage, fmt = upstream
+    if not info.params_ok or "input_format" in info.params or fmt.sample_rate is None \
+            or fmt.channels is None:
+        return
+    try:
+        node = _registry().create(info.op, **info.params, input_format={
+            "sample_rate": fmt.sample_rate, "channels": fmt.channels})
+    except ConfigError as exc:
+        message = _strip_op(str(exc), info.op)
+        key = next((k for k in info.params if k in message), None)
+        path = ("stages", info.index, "params", key) if key else where
+        out.add(path, info.label, f"params.{key}" if key else "inputs",
+                f"{message} (stage {stage.label} gives {fmt.explain()})")
         return
     node.close()
 
@@ -293,7 +318,7 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
                          values=dict(stage.params))
         if params_ok and not isinstance(spec, _ImportedSpec):
             info.values = _registry().validate(stage.op, stage.params)
-            _try_build(info, out)
+            info.params_ok = _try_build(info, out)
         stages.append(info)
     return stages
 
@@ -374,13 +399,17 @@ def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticForm
     other, then the stage's own output format."""
     where = ("stages", info.index, "inputs" if info.config.inputs else "op")
     required = input_requirement(info.op, info.kind, info.values)
+    mismatched = False
     for upstream, fmt in in_formats:
         mismatch = required.conflict(fmt)
         if mismatch:
+            mismatched = True
             key, param_path = required.blame(info.index)
             out.add(param_path or where, info.label, key or "inputs",
                     f"{mismatch} mismatch: stage {upstream.label} gives {fmt.explain()}, "
                     f"but {info.op} takes {required.explain()}")
+    if info.kind == "encoder" and not mismatched and len(in_formats) == 1:
+        _try_encoder_for(info, in_formats[0], where, out)
     merged = required
     if in_formats:
         merged = in_formats[0][1]
