@@ -527,3 +527,13 @@ def test_flowengine_flac_random_signals_and_slicings_are_bit_exact(seed):
         out, dec = decode_pieces(pieces, chunk=int(rng.integers(100, 5000)))
         assert dec.errors == [] and out.shape == pcm.shape
         np.testing.assert_array_equal(out, pcm)
+
+
+def test_a_packet_of_another_codec_is_refused_by_name():
+    decoder = Decoder("mp3")
+    with pytest.raises(FormatError, match=r"^mp3 Decoder: got a 'aac' packet \(at byte 0\); "
+                                          r"use a aac Decoder for it$"):
+        decoder.put_packet(Packet(b"\xff\xf1" + bytes(20), 1, 48000, 0, 0, 1024, 1, "aac"))
+    assert decoder.bytes_in == 0          # refused before anything was taken
+    # FFmpeg's own names for the same codec are not judged (a reader may stamp them)
+    decoder.put_packet(Packet(bytes(4), 1, 44100, 0, 0, 1152, 1, "mp3float"))

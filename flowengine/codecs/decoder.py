@@ -57,7 +57,7 @@ import av
 import numpy as np
 
 from ..buffers import DEFAULT_STREAM, Packet
-from ..errors import CodecError, FormatError
+from ..errors import CodecError, FormatError, UnknownCodecError
 from ..format import AudioFormat, to_float
 from .configs import DECODER_CONFIGS, normalize_codec
 from .decoder_fifo import PlanarSampleBuffer
@@ -138,6 +138,8 @@ class Decoder:
         if not isinstance(pkt, Packet):
             raise TypeError(f"{self.codec} Decoder.put_packet expects a flowengine Packet, "
                             f"got {type(pkt).__name__} (use put_frame for raw bytes)")
+        if pkt.codec and pkt.codec != self.codec:
+            self._check_packet_codec(pkt.codec)
         self._begin_input()
         if pkt.pts is not None and self._first_pts is None:
             self._first_pts = Fraction(pkt.pts * pkt.time_base_num, pkt.time_base_den)
@@ -154,6 +156,17 @@ class Decoder:
             self._pump()
         else:   # the common case, kept short: one packet straight to the codec
             self._decode(pkt.data, offset, FRAME)
+
+    def _check_packet_codec(self, codec: str) -> None:
+        """A packet of another codec would decode to noise or a cryptic FFmpeg error. Names
+        flowengine does not know (FFmpeg's: mp3float, pcm_s16le...) are not judged."""
+        try:
+            known = normalize_codec(codec)
+        except UnknownCodecError:
+            return
+        if known != self.codec:
+            raise FormatError(f"{self.codec} Decoder: got a {codec!r} packet (at byte "
+                              f"{self.bytes_in}); use a {known} Decoder for it")
 
     # ---------------------------------------------------------------- output
     def get_frame(self, force: bool = False, layout: str = "planar") -> np.ndarray | None:
