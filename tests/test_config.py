@@ -345,6 +345,18 @@ def test_shape_errors_name_the_stage_and_line():
         "  run.yaml:11: stage 'gain': colour: unknown key")
 
 
+def test_a_misspelt_key_of_a_stage_or_the_run_gets_the_close_name():
+    text = "name: t\nfuse: []\nstages:\n  - op: tone\n    parms: {seconds: 1}\n" \
+           "    replica: 2\n  - op: null_sink\nstage: x\n"
+    with pytest.raises(ConfigError) as caught:
+        resolve(text)
+    assert str(caught.value) == (
+        "invalid run config:\n"
+        "  run.yaml:5: stage 'tone': parms: unknown key; did you mean 'params'?\n"
+        "  run.yaml:6: stage 'tone': replica: unknown key; did you mean 'replicas'?\n"
+        "  run.yaml:8: stage: unknown key; did you mean 'stages'?")
+
+
 def test_yaml_syntax_error_has_its_line():
     with pytest.raises(ConfigError, match=r"^run\.yaml:4: invalid YAML: expected ',' or '\]'"):
         load_source(HEAD + "  - op: [gain\n", "run.yaml")

@@ -5,6 +5,7 @@ The same model generates the JSON Schema editors use (`flowengine schema`).
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -143,9 +144,18 @@ def parse_run_config(source: ConfigSource) -> RunConfig:
             path = _error_path(error["loc"])
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown key"
+                message = "unknown key" + _close_key_hint(error["loc"])
             problems.append(f"{source.where(path)}: {_describe_key(source, path)}: {message}")
         raise ConfigError("invalid run config:\n  " + "\n  ".join(dict.fromkeys(problems))) from None
+
+
+def _close_key_hint(loc: tuple) -> str:
+    """"; did you mean 'params'?" for a misspelt key of a stage or of the run."""
+    model = {1: RunConfig, 3: StageConfig if loc[:1] == ("stages",) else None}.get(len(loc))
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def json_schema() -> dict:
