@@ -64,7 +64,7 @@ def channel_layout(channels: int) -> str:
 
 def _open_container(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
-        raise FileNotFoundError(2, f"audio file not found: '{path}'", path)
+        raise FileNotFoundError(2, f"audio file not found: '{path}'")  # names the path once
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise FormatError(f"'{path}' is empty (0 bytes): not an audio file")
     try:
