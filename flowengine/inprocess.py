@@ -54,6 +54,7 @@ from .inprocess_fanin import Branch, FanInSource
 from .node import AGAIN, EOF, Node
 from .nodes.basic import make_tap_node
 from .nodes.streams import StreamDemux, is_multi_stream
+from .pacing import wait_here, waiting_with
 from .pipeline import Pipeline
 from .registry import registry
 from .runner import Runner
@@ -94,9 +95,10 @@ class _Metered(Node):
 
     def __init__(self, node: Node, report: WorkerReport,
                  on_output: Callable[[Any], None] | None = None,
-                 drain: "_Signals | None" = None) -> None:
+                 drain: "_Signals | None" = None, idle: "_IdleWaits | None" = None) -> None:
         self.node = node
         self.drain = drain      # a source's: EOF once the run is drained
+        self.idle = idle        # a source's: its waits inside pull() are not busy
         self.name = node.name
         self.input_kind = node.input_kind
         self.output_kind = node.output_kind
@@ -128,10 +130,14 @@ class _Metered(Node):
     def pull(self) -> Any:
         if self.drain is not None and self.drain.count:
             return EOF
+        idle = self.idle
+        waited = idle.seconds if idle is not None else 0.0
         start = time.perf_counter()
         out = self.node.pull()
         report = self.report
         report.busy_seconds += time.perf_counter() - start
+        if idle is not None:
+            report.busy_seconds -= idle.seconds - waited
         if out is AGAIN or out is EOF:      # most pulls: no hasattr (an AttributeError inside)
             return out
         if type(out) is AudioFrame or hasattr(out, "codec"):
@@ -234,18 +240,34 @@ def make_output_dirs(run: ResolvedRun) -> None:
             Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
 
 
+class _IdleWaits:
+    """The waiter (``flowengine.pacing``) of an in-process run: it waits as a plain script
+    does and adds up how long, so a paced or outside-fed source's wait for its next buffer
+    does not count as busy, as in a worker."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self, deadline: float, fd: int | None) -> None:
+        start = time.perf_counter()
+        wait_here(deadline, fd)
+        self.seconds += time.perf_counter() - start
+
+
 class _Builder:
     """Nodes for each stage, chained down the tree with taps at every fan-out."""
 
     def __init__(self, run: ResolvedRun, signals: "_Signals") -> None:
         self.run = run
         self.signals = signals
+        self.idle = _IdleWaits()
         # One report per stage, shared by the nodes of every stream of that stage.
         self.reports = {stage.name: WorkerReport(stage.name, 0) for stage in run.stages}
 
     def node(self, stage: StageInfo, on_output=None) -> _Metered:
-        drain = self.signals if stage.kind == "source" else None
-        return _Metered(self.bare_node(stage), self.reports[stage.name], on_output, drain)
+        source = stage.kind == "source"
+        return _Metered(self.bare_node(stage), self.reports[stage.name], on_output,
+                        self.signals if source else None, self.idle if source else None)
 
     def bare_node(self, stage: StageInfo) -> Node:
         node = create_stage_node(stage.op, stage.kind, dict(stage.params),
@@ -354,13 +376,14 @@ def _run(run: ResolvedRun, source_stage: StageInfo, signals: _Signals,
                                           name=f"{source_stage.name} -> {other}"))
         return nodes
 
-    if is_multi_stream(getattr(source, "node", None)):
-        demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
-                            source_stage.output_kind, None, ends_from=source.node)
-        Runner(source, [], demux).run()
-    else:
-        nodes = downstream()
-        Runner(source, nodes[:-1], nodes[-1]).run()
+    with waiting_with(builder.idle):
+        if is_multi_stream(getattr(source, "node", None)):
+            demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
+                                source_stage.output_kind, None, ends_from=source.node)
+            Runner(source, [], demux).run()
+        else:
+            nodes = downstream()
+            Runner(source, nodes[:-1], nodes[-1]).run()
     for report in builder.reports.values():
         report.done = True
     report = snapshot()

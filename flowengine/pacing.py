@@ -32,7 +32,7 @@ import select
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["MediaClock", "wait_readable", "wait_until", "waiting_with"]
+__all__ = ["MediaClock", "wait_here", "wait_readable", "wait_until", "waiting_with"]
 
 # waits until a time.monotonic() deadline, or until the file descriptor (if any) is readable
 Waiter = Callable[[float, "int | None"], None]
@@ -40,7 +40,8 @@ Waiter = Callable[[float, "int | None"], None]
 _waiter: Waiter | None = None
 
 
-def _wait_here(deadline: float, fd: int | None) -> None:
+def wait_here(deadline: float, fd: int | None) -> None:
+    """The plain waiter: sleep until `deadline`, or until `fd` is readable."""
     delay = deadline - time.monotonic()
     if delay <= 0:
         return
@@ -54,13 +55,13 @@ def wait_until(deadline: float) -> None:
     """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
     return early when the source should go on at once (its worker is draining)."""
     if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
-        (_waiter or _wait_here)(deadline, None)
+        (_waiter or wait_here)(deadline, None)
 
 
 def wait_readable(fd: int, timeout: float) -> None:
     """Wait until `fd` can be read, at most `timeout` seconds, through the installed waiter
     (which may also return early, like `wait_until`'s)."""
-    (_waiter or _wait_here)(time.monotonic() + timeout, fd)
+    (_waiter or wait_here)(time.monotonic() + timeout, fd)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ class RecordingWaiter:
 
     def __call__(self, deadline: float, fd: int | None) -> None:
         self.waits.append((deadline, len(self.frames)))
-        pacing._wait_here(deadline, fd)
+        pacing.wait_here(deadline, fd)
 
 
 def test_wait_until_sleeps_without_a_waiter_and_skips_a_past_deadline():
@@ -123,3 +123,26 @@ def test_streams_that_start_together_wait_once_per_tick_and_hand_out_a_whole_tic
     # One wait per tick, each after the previous tick's three chunks were handed out.
     assert [count for _, count in waiter.waits] == [0, 3, 6, 9]
     assert 0.2 <= elapsed < 0.2 + 0.15
+
+
+def test_an_in_process_run_does_not_count_a_paced_sources_waits_as_busy():
+    """As in a worker: a live source waiting for its next block is idle, not busy (an idle
+    tcp_ingest showed ~97 % busy in --in-process runs)."""
+    import yaml
+
+    from flowengine.config import load_source
+    from flowengine.config.model import RunConfig
+    from flowengine.config.validate import validate_run
+    from flowengine.inprocess import run_in_process
+
+    config = RunConfig.model_validate({"name": "paced", "stages": [
+        {"name": "tone", "op": "tone",
+         "params": {"seconds": 0.5, "realtime": True, "chunk_samples": 1200}},
+        {"name": "sink", "op": "null_sink"}]})
+    text = yaml.safe_dump(config.model_dump(exclude_defaults=True))
+    report = run_in_process(validate_run(config, load_source(text, "run.yaml"),
+                                         check_paths=False))
+    tone = report.stage("tone").workers[0]
+    assert report.wall_seconds >= 0.45          # it was paced
+    assert tone.samples_out == 24000 and tone.busy_seconds < 0.2 * report.wall_seconds, \
+        (tone.busy_seconds, report.wall_seconds)
