@@ -430,7 +430,7 @@ def _report(args: argparse.Namespace, exc: BaseException, what: str) -> None:
     if args.debug:
         traceback.print_exception(exc, file=sys.stderr)
         worker_traceback = getattr(exc, "traceback", None)
-        if worker_traceback:      # a worker's own error: where in the worker it happened
+        if worker_traceback and worker_traceback not in str(exc):   # not shown yet
             print(f"in the worker:\n{worker_traceback}", file=sys.stderr, end="")
     print(f"flowengine: {what}: {_message(exc)}", file=sys.stderr)
 

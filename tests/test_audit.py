@@ -222,6 +222,8 @@ def test_a_last_stage_that_is_not_a_sink_balances_its_output_is_dropped(tmp_path
     (stream, gained), = findings(report, "gain").items()
     assert gained == ((24000, 24000), 24000, OK)
     assert findings(report, "gain", "edge")[stream] == ((24000, 24000), 24000, OK)
+    gain = report.stage("gain").workers[0]          # the report says what it gave, both ways
+    assert gain.samples_out == 24000 and gain.messages_out == gain.messages_in
 
 
 def transcode_to_aac(mp3: Path, out: Path, chunk: int | None, fuse: bool) -> Path:

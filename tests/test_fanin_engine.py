@@ -166,6 +166,13 @@ def test_on_error_skip_over_max_errors_and_fail_stop_the_run_naming_stage_and_of
     # flowengine's own error is one line; the worker's traceback stays on the exception
     assert failed.value.traceback.startswith("Traceback (most recent call last):")
     assert "CodecError: mp3 decoder" in failed.value.traceback
+    # fused, the group has its last member's name: the error's notes name the member
+    fused = decode_stages(corrupt_mp3)
+    fused.insert(2, {"name": "gain", "op": "gain"})
+    with pytest.raises(WorkerFailed, match=r"(?s)^stage 'gain' replica 0 \(pid \d+\) failed: "
+                                           r"CodecError: mp3 decoder, stream 'bad': corrupt .*"
+                                           r"\nin node 'decode'"):
+        run_plan(build_plan(config(*fused, fuse=[["decode", "gain"]])))
     with pytest.raises(WorkerFailed, match=r"(?s)stage 'decode' stream 'bad': 1 errors skipped, "
                                            r"over max_errors=0; last: mp3 decoder"):
         run_plan(build_plan(config(*decode_stages(corrupt_mp3, on_error="skip",

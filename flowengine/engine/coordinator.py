@@ -315,7 +315,7 @@ class Engine:
         for tracked in self._workers.values():
             try:
                 tracked.process.start()
-            except EOFError:
+            except (EOFError, OSError):
                 # A Ctrl-C to the process group while the forkserver imports kills it (it
                 # ignores SIGINT only after its imports): the start reads EOF from it.
                 if self._signals:

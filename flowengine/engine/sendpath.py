@@ -201,8 +201,10 @@ class SendPath:
         self._count(stream, "out", buf, rate_of(node))
 
     def count_unsent(self, stream: str, buf: Any, node: Node) -> None:
-        """Count for the audit an output no stage reads (a stage without consumers)."""
+        """Count an output no stage reads (a stage without consumers): in the audit and in
+        the report's messages and samples out, as the in-process run counts it."""
         self._count(stream, "out", buf, rate_of(node))
+        self.counts_out.add(buf, 0)
 
     def end_stream(self, stream: str) -> None:
         """Eos of `stream` wherever its caps went; its sticky replicas are free again."""

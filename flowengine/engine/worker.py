@@ -383,10 +383,11 @@ def run_worker(spec: WorkerSpec) -> None:
     except _Shutdown:
         code, linger = 0, 0  # the run was stopped: nothing queued matters any more
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the coordinator
-        # flowengine's own errors say what and where in one line; anything else is a bug
-        # and its traceback is the message.
+        # flowengine's own errors say what and where (with the notes that name the node of a
+        # fused group); anything else is a bug and its traceback is the message.
         report = encode_control("error", tb=traceback.format_exc(),
-                                message=f"{type(exc).__name__}: {exc}",
+                                message="\n".join([f"{type(exc).__name__}: {exc}",
+                                                   *getattr(exc, "__notes__", ())]),
                                 expected=isinstance(exc, FlowError))
         try:
             control.send(report, flags=zmq.NOBLOCK)
