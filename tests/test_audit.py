@@ -291,3 +291,14 @@ def test_fused_decoder_rate_comes_from_the_packets_so_a_last_extra_frame_is_allo
     assert all(f.status == OK for f in fused_result + unfused_result)
     heavy, = [f for f in fused_result if f.stage == "heavy" and f.check == "stage"]
     assert (heavy.expected, heavy.got) == ((12539, 13793), 13793)
+
+
+@pytest.mark.parametrize("codec", ["MP3", "libmp3lame"])
+def test_the_generic_encoder_with_a_codec_alias_is_audited_and_validated(tmp_path, codec):
+    # An alias the encoder takes was once a KeyError in the audit, after the file was
+    # written, and the file_sink check refused its .mp3 with an empty hint.
+    stages = tone_to_mp3(tmp_path / "t.mp3")
+    stages[3] = {"name": "encode", "op": "encoder", "params": {"codec": codec}}
+    run = resolve_run(write_run(tmp_path / "alias.yaml", stages))
+    report = run_in_process(run)
+    assert report.audit_ok and (tmp_path / "t.mp3").is_file()

@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..codecs.configs import normalize_codec
+from ..errors import UnknownCodecError
+
 __all__ = ["StaticFormat", "infer_output_format", "input_requirement", "codec_of", "OPUS_RATES"]
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -159,7 +162,12 @@ def _channel_map_format(op: str, values: dict[str, Any], in_fmt: StaticFormat) -
 def codec_of(op: str, values: dict[str, Any]) -> str:
     """The codec of a codec operator: 'opus' for opus_encoder or encoder(codec=opus)."""
     codec = values.get("codec")
-    return str(codec).lower() if isinstance(codec, str) else op.split("_")[0]
+    if not isinstance(codec, str):
+        return op.split("_")[0]
+    try:
+        return normalize_codec(codec)      # its aliases too: MP3, libmp3lame, adts, pcm
+    except UnknownCodecError:
+        return codec.strip().lower()       # refused by the operator itself, with its message
 
 
 def infer_output_format(op: str, kind: str, values: dict[str, Any], given: set[str],

@@ -505,12 +505,12 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
             if upstream.kind != "encoder":
                 continue
             codec = codec_of(upstream.op, upstream.params)
-            codec = "wav" if codec == "pcm" else codec     # the encoder's alias
             if codec != holds:
                 fits = " or ".join(e for e, (_, c) in WRITER_EXTENSIONS.items() if c == codec)
+                hint = f"; use the extension {fits}" if fits else ""
                 out.add(where, info.label, "params.path",
                         f"cannot write {path!r}: stage {upstream.label} gives {codec} packets "
-                        f"and a {extension} file holds {holds}; use the extension {fits}")
+                        f"and a {extension} file holds {holds}{hint}")
 
 
 def _template_problem(path: str) -> str | None:

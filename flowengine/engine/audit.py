@@ -46,6 +46,7 @@ from math import gcd
 from typing import Any
 
 from ..buffers import AudioFrame, Packet, round_ratio
+from ..codecs.configs import normalize_codec
 from ..errors import FlowError
 
 __all__ = ["MAX_SAMPLE_RATE", "SampleRule", "Bounds", "RULES", "ENCODER_DELAYS",
@@ -220,7 +221,7 @@ PACKET_SAMPLES: dict[str, int] = {"mp3": 1152, "aac": 1024}
 def encoder_rule(codec: str) -> SampleRule:
     """Packets' durations = input + the codec's delay (nothing at all for no input)."""
     def rule(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-        delay = ENCODER_DELAYS[params.get("codec", codec)](in_rate)
+        delay = ENCODER_DELAYS[normalize_codec(params.get("codec", codec))](in_rate)
         return (0, delay) if n == 0 else (n + delay, n + delay)
     return rule
 
