@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -37,7 +38,8 @@ __all__ = ["MediaClock", "wait_here", "wait_readable", "wait_until", "waiting_wi
 # waits until a time.monotonic() deadline, or until the file descriptor (if any) is readable
 Waiter = Callable[[float, "int | None"], None]
 
-_waiter: Waiter | None = None
+# Per thread: runs in two threads of one process each wait (and count their waits) their way.
+_local = threading.local()
 
 
 def wait_here(deadline: float, fd: int | None) -> None:
@@ -55,24 +57,24 @@ def wait_until(deadline: float) -> None:
     """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
     return early when the source should go on at once (its worker is draining)."""
     if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
-        (_waiter or wait_here)(deadline, None)
+        (getattr(_local, "waiter", None) or wait_here)(deadline, None)
 
 
 def wait_readable(fd: int, timeout: float) -> None:
     """Wait until `fd` can be read, at most `timeout` seconds, through the installed waiter
     (which may also return early, like `wait_until`'s)."""
-    (_waiter or wait_here)(time.monotonic() + timeout, fd)
+    (getattr(_local, "waiter", None) or wait_here)(time.monotonic() + timeout, fd)
 
 
 @contextlib.contextmanager
 def waiting_with(waiter: Waiter) -> Iterator[None]:
     """Paced sources wait with `waiter` inside the block (a worker: send, then wait awake)."""
-    global _waiter
-    previous, _waiter = _waiter, waiter
+    previous = getattr(_local, "waiter", None)
+    _local.waiter = waiter
     try:
         yield
     finally:
-        _waiter = previous
+        _local.waiter = previous
 
 
 class MediaClock:

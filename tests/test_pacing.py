@@ -73,7 +73,7 @@ def test_waiting_with_restores_the_previous_waiter_even_after_an_error():
                 raise KeyError("inner")
     except KeyError:
         pass
-    assert pacing._waiter is None
+    assert getattr(pacing._local, "waiter", None) is None
     with waiting_with(note):
         with waiting_with(lambda deadline, fd: None):
             pass
@@ -146,3 +146,30 @@ def test_an_in_process_run_does_not_count_a_paced_sources_waits_as_busy():
     assert report.wall_seconds >= 0.45          # it was paced
     assert tone.samples_out == 24000 and tone.busy_seconds < 0.2 * report.wall_seconds, \
         (tone.busy_seconds, report.wall_seconds)
+
+
+def test_each_thread_has_its_own_waiter():
+    """Two in-process runs in two threads: neither waits through the other's waiter (and
+    its count of idle time), and neither leaves one behind."""
+    import threading
+
+    seen: dict[str, list] = {"a": [], "b": []}
+    inside, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def run_a() -> None:
+        with waiting_with(lambda deadline, fd: seen["a"].append(deadline)):
+            inside.set()
+            release.wait(5)
+            wait_until(time.monotonic() + 5)     # while b's waiter is installed too
+        done.set()
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    with waiting_with(lambda deadline, fd: seen["b"].append(deadline)):
+        assert inside.wait(5)
+        release.set()
+        assert done.wait(5)
+        wait_until(time.monotonic() + 5)
+    thread.join(5)
+    assert len(seen["a"]) == 1 and len(seen["b"]) == 1
+    assert getattr(pacing._local, "waiter", None) is None
