@@ -49,7 +49,7 @@ from .engine.audit import AuditStage, audit_report, check_audit, clock_samples, 
 from .engine.coordinator import RunInterrupted, RunReport, StageReport, WorkerReport
 from .engine.operators import is_multi_input
 from .engine.stagenode import create_stage_node
-from .errors import ConfigError
+from .errors import ConfigError, FlowError
 from .inprocess_fanin import Branch, FanInSource
 from .node import AGAIN, EOF, Node
 from .nodes.basic import make_tap_node
@@ -337,7 +337,16 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
     make_output_dirs(run)
     signals = _Signals()
     with signals if handle_signals else contextlib.nullcontext():
-        return _run(run, source_stage, signals, progress, progress_interval)
+        try:
+            return _run(run, source_stage, signals, progress, progress_interval)
+        except FlowError as exc:
+            if not signals.count:
+                raise
+            # Drained before it ended: e.g. a live source stopped before its first buffer
+            # leaves a sink with nothing to finalise. The run was interrupted, not failed.
+            interrupted = RunInterrupted("interrupted while draining")
+            interrupted.add_note(str(exc))
+            raise interrupted from exc
 
 
 def _run(run: ResolvedRun, source_stage: StageInfo, signals: _Signals,

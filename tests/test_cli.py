@@ -206,6 +206,37 @@ def test_unreadable_input_file_is_a_config_error(capsys, monkeypatch, tmp_path):
            "'junk.mp3' is not an audio file PyAV can read" in done.stderr
 
 
+
+def test_in_process_ctrl_c_before_a_live_source_gave_anything_is_an_interruption(tmp_path):
+    # The drain left a file sink with nothing to write: that was "run failed" (exit 1) in one
+    # process while the same run in workers said "interrupted" (exit 130).
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "live.yaml"
+    config.write_text(json.dumps({"name": "live", "stages": [
+        {"name": "ingest", "op": "tcp_ingest", "params": {"port": port}},
+        {"name": "sink", "op": "file_sink", "params": {"path": "out/live.mp3"}}]}))
+    process = subprocess.Popen([sys.executable, "-m", "flowengine", "run", str(config),
+                                "--in-process", "--quiet"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:      # the run is going once the ingest listens
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.splitlines()[:3] == [
+        "", "flowengine: interrupted",
+        "'out/live.mp3': nothing was written and no format= was given, so there is no header "
+        "to write"], err
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_in_process_run_drains_on_the_first_signal_and_finalises_its_file(tmp_path, signum):
     # It used to stop at once on Ctrl-C (the file left as .part) and be killed by SIGTERM,
