@@ -328,6 +328,8 @@ def test_exponent_floats_are_numbers_in_the_file_and_in_overrides():
     assert run.stage("gain").params == {"gain_db": -15.0}
     assert resolve(HEAD + TONE + "  - op: null_sink\n", ["tone.frequency=1e3"]).stage(
         "tone").params["frequency"] == 1000.0
+    assert resolve(HEAD + TONE + "  - op: null_sink\n", ["tone.frequency=.5e3"]).stage(
+        "tone").params["frequency"] == 500.0       # no digit before the point, as in YAML 1.2
 
 
 def test_override_of_an_unknown_stage():
@@ -370,6 +372,8 @@ def test_a_key_given_twice_is_refused_not_silently_the_last():
     with pytest.raises(ConfigError, match=r"^run\.yaml:3: duplicate key 'op' \(also on line 3\)"):
         load_source(HEAD + "  - {op: tone, op: gain}\n", "run.yaml")
     load_source(HEAD + TONE + "  - name: tone2\n    op: tone\n", "run.yaml")   # other maps
+    merged = load_source("a: &a {p: 1}\nb: &b {q: 2}\nc: {<<: *a, <<: *b}\n", "run.yaml")
+    assert merged.data["c"] == {"p": 1, "q": 2}      # YAML merges every << key: no duplicate
 
 
 def test_load_run_config_reads_a_file(in_tmp):

@@ -22,8 +22,9 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
 
 
 def _safe_load(text: str) -> Any:
@@ -94,9 +95,10 @@ def _record_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], fil
                 continue    # a list or map as a key: safe_load refuses it (unhashable)
             key = path + (key_node.value,)
             key_line = key_node.start_mark.line + 1
-            # safe_load keeps the last of two equal keys: a silently lost setting.
+            # safe_load keeps the last of two equal keys: a silently lost setting. Merge
+            # keys (<<) are the exception: YAML merges every one of them.
             first = first_seen.get((key_node.tag, key_node.value))
-            if first is not None:
+            if first is not None and key_node.tag != "tag:yaml.org,2002:merge":
                 raise ConfigError(f"{filename}:{key_line}: duplicate key {key_node.value!r} "
                                   f"(also on line {first}): YAML would keep only the last one")
             first_seen[(key_node.tag, key_node.value)] = key_line
