@@ -100,19 +100,22 @@ class _QueueTarget:
         """The next queued item, waiting at most `timeout` (pacing.wait_readable); None when
         nothing came. The pipe is emptied before the queue is looked at again, so a byte
         written after that look (a new item) ends the wait."""
+        item = self._take()
+        if item is None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wakeup_fd, 4096)
+            item = self._take()
+        if item is None:
+            wait_readable(self.wakeup_fd, timeout)
+            item = self._take()
+        return item
+
+    def _take(self):
+        """The next queued item, or None (None itself is never queued)."""
         try:
             return self.queue.get_nowait()
         except queue.Empty:
-            pass
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.wakeup_fd, 4096)
-        for wait in (True, False):
-            try:
-                return self.queue.get_nowait()
-            except queue.Empty:
-                if wait:
-                    wait_readable(self.wakeup_fd, timeout)
-        return None
+            return None
 
     def close(self) -> None:
         """Close the wake-up pipe (once; after the loop thread has stopped)."""
