@@ -35,8 +35,6 @@ and the report says `interrupted`); a second raises `RunInterrupted` at once.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +46,7 @@ from .engine.audit import AuditStage, audit_report, check_audit, clock_samples, 
     new_stream_counts
 from .engine.coordinator import RunInterrupted, RunReport, StageReport, WorkerReport
 from .engine.operators import is_multi_input
+from .engine.signals import SignalCount
 from .engine.stagenode import create_stage_node
 from .errors import ConfigError, FlowError
 from .inprocess_fanin import Branch, FanInSource
@@ -95,7 +94,7 @@ class _Metered(Node):
 
     def __init__(self, node: Node, report: WorkerReport,
                  on_output: Callable[[Any], None] | None = None,
-                 drain: "_Signals | None" = None, idle: "_IdleWaits | None" = None) -> None:
+                 drain: "SignalCount | None" = None, idle: "_IdleWaits | None" = None) -> None:
         self.node = node
         self.drain = drain      # a source's: EOF once the run is drained
         self.idle = idle        # a source's: its waits inside pull() are not busy
@@ -257,7 +256,7 @@ class _IdleWaits:
 class _Builder:
     """Nodes for each stage, chained down the tree with taps at every fan-out."""
 
-    def __init__(self, run: ResolvedRun, signals: "_Signals") -> None:
+    def __init__(self, run: ResolvedRun, signals: SignalCount) -> None:
         self.run = run
         self.signals = signals
         self.idle = _IdleWaits()
@@ -305,37 +304,13 @@ class _Builder:
         return nodes + self.chain(first)
 
 
-class _Signals:
-    """SIGINT/SIGTERM while a run goes on (main thread only): `count` of them; the second
-    raises RunInterrupted."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._previous: dict = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._on_signal)
-                              for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.count >= 2:
-            raise RunInterrupted("interrupted twice: run stopped at once")
-
-
 def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | None = None,
                    progress_interval: float = 1.0, handle_signals: bool = True) -> RunReport:
     """Run `run` in this process; `progress(report)` about every `progress_interval` seconds.
     `handle_signals`: the first SIGINT/SIGTERM drains the run, a second stops it (module doc)."""
     source_stage = check_in_process(run)
     make_output_dirs(run)
-    signals = _Signals()
+    signals = SignalCount(second=RunInterrupted("interrupted twice: run stopped at once"))
     with signals if handle_signals else contextlib.nullcontext():
         try:
             return _run(run, source_stage, signals, progress, progress_interval)
@@ -349,7 +324,7 @@ def run_in_process(run: ResolvedRun, *, progress: Callable[[RunReport], None] | 
             raise interrupted from exc
 
 
-def _run(run: ResolvedRun, source_stage: StageInfo, signals: _Signals,
+def _run(run: ResolvedRun, source_stage: StageInfo, signals: SignalCount,
          progress: Callable[[RunReport], None] | None, progress_interval: float) -> RunReport:
     builder = _Builder(run, signals)
     started = time.monotonic()

@@ -39,7 +39,6 @@ import logging
 import multiprocessing
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from .control_outbox import ControlBacklog, ControlOutbox
 from .plan import Plan, WorkerSpec
 from .preload import modules_for
 from .replay import AckRelay
+from .signals import SignalCount
 from .restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
     relay_acks, replace_worker
 from .security import curve_server, log_listener, start_authenticator
@@ -226,7 +226,7 @@ class Engine:
         self.handle_signals = handle_signals
         self.pids: list[int] = []
         self._workers: dict[str, _Tracked] = {}
-        self._signals = 0
+        self._signals = SignalCount()
         self._drain_sent = False
         self._started_at = 0.0
         self.restarts: list[RestartEvent] = []
@@ -251,7 +251,8 @@ class Engine:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if curve is not None:
             curve_server(router, curve)
-        previous = self._install_signal_handlers()
+        if self.handle_signals:
+            self._signals.install()
         try:
             router.bind(self.plan.control_endpoint)
             log_listener("control", self.plan.control_endpoint, curve is not None)
@@ -284,7 +285,7 @@ class Engine:
                     auth.stop()
                 context.term()
                 shutil.rmtree(self.plan.run_dir, ignore_errors=True)
-                self._restore_signal_handlers(previous)
+                self._signals.restore()
 
     def snapshot(self, final: bool = False) -> RunReport:
         """A RunReport from what the workers reported so far."""
@@ -297,8 +298,8 @@ class Engine:
             stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
         sinks = {s.name for s in self.plan.sinks}
         audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
-        return RunReport(self.plan.name, stages, wall, audio, interrupted=self._signals > 0,
-                         restarts=list(self.restarts))
+        return RunReport(self.plan.name, stages, wall, audio,
+                         interrupted=self._signals.count > 0, restarts=list(self.restarts))
 
     # --------------------------------------------------------------- processes
 
@@ -318,7 +319,7 @@ class Engine:
             except (EOFError, OSError):
                 # A Ctrl-C to the process group while the forkserver imports kills it (it
                 # ignores SIGINT only after its imports): the start reads EOF from it.
-                if self._signals:
+                if self._signals.count:
                     raise RunInterrupted("interrupted while the workers started") from None
                 raise
             tracked.report.pid = tracked.process.pid
@@ -546,24 +547,11 @@ class Engine:
 
     # ----------------------------------------------------------------- signals
 
-    def _install_signal_handlers(self) -> dict:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, frame: Any) -> None:
-            self._signals += 1
-
-        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
     def _check_signals(self) -> None:
-        if self._signals >= 2:
+        signals = self._signals.count
+        if signals >= 2:
             raise RunInterrupted("interrupted twice: run stopped at once")
-        if self._signals == 1 and not self._drain_sent and self._started_at and \
+        if signals == 1 and not self._drain_sent and self._started_at and \
                 all(t.ready for t in self._workers.values()):
             self._drain_sent = True
             self._broadcast("drain", only=lambda t: not t.spec.upstream)

@@ -1,0 +1,48 @@
+"""SIGINT/SIGTERM during a run, counted: the first drains, the second stops at once.
+
+Both runners (the coordinator of worker processes and the in-process runner)
+install a ``SignalCount`` for the length of a run and look at ``count``. Only
+the main thread can own signal handlers: elsewhere installing does nothing
+and the count stays 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+__all__ = ["SignalCount"]
+
+
+class SignalCount:
+    """Counts SIGINT/SIGTERM while installed; `second`, when given, is raised from the
+    handler at the second signal (for a runner with no loop of its own to look)."""
+
+    def __init__(self, second: BaseException | None = None) -> None:
+        self.count = 0
+        self._second = second
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._on_signal)
+                              for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self) -> None:
+        """The handlers from before `install` (nothing when it installed none)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "SignalCount":
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.restore()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count >= 2 and self._second is not None:
+            raise self._second
