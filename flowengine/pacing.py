@@ -53,17 +53,22 @@ def wait_here(deadline: float, fd: int | None) -> None:
         select.select([fd], [], [], delay)
 
 
+def _waiter() -> Waiter:
+    """This thread's installed waiter, or the plain one."""
+    return getattr(_local, "waiter", None) or wait_here
+
+
 def wait_until(deadline: float) -> None:
     """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
     return early when the source should go on at once (its worker is draining)."""
     if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
-        (getattr(_local, "waiter", None) or wait_here)(deadline, None)
+        _waiter()(deadline, None)
 
 
 def wait_readable(fd: int, timeout: float) -> None:
     """Wait until `fd` can be read, at most `timeout` seconds, through the installed waiter
     (which may also return early, like `wait_until`'s)."""
-    (getattr(_local, "waiter", None) or wait_here)(time.monotonic() + timeout, fd)
+    _waiter()(time.monotonic() + timeout, fd)
 
 
 @contextlib.contextmanager
