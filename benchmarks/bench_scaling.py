@@ -92,15 +92,22 @@ def baseline(paths: list[Path], out_dir: Path) -> dict:
     return {"wall_s": wall, "audio_s": audio, "throughput": audio / wall}
 
 
+def chain_stages(paths: str | list[str], out_dir: Path, **heavy: object) -> list[dict]:
+    """files (decoded) -> resample 48 kHz -> aac -> one .aac per file; `heavy` (replicas)
+    goes on every stage after the source."""
+    return [
+        {"name": "files", "op": "files",
+         "params": {"paths": paths, "mode": "pcm", "chunk_samples": BLOCK}},
+        {"name": "resample", "op": "resample",
+         "params": {"sample_rate": 48000, "out_chunk_samples": BLOCK}, **heavy},
+        {"name": "encode", "op": "aac_encoder", "params": {"bitrate": 128000}, **heavy},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(out_dir / "{stream}.aac")},
+         **heavy}]
+
+
 def inprocess_chain(paths: list[Path], out_dir: Path) -> None:
     """The engine run's chain in this process (flowengine's runner, no workers)."""
-    run_inprocess({"name": "chain", "stages": [
-        {"name": "files", "op": "files",
-         "params": {"paths": [str(p) for p in paths], "mode": "pcm", "chunk_samples": BLOCK}},
-        {"name": "resample", "op": "resample",
-         "params": {"sample_rate": 48000, "out_chunk_samples": BLOCK}},
-        {"name": "encode", "op": "aac_encoder", "params": {"bitrate": 128000}},
-        {"name": "sink", "op": "file_sink", "params": {"path": str(out_dir / "{stream}.aac")}}]})
+    run_inprocess({"name": "chain", "stages": chain_stages([str(p) for p in paths], out_dir)})
 
 
 def pyav_loops(paths: list[Path], out_dir: Path) -> None:
@@ -128,16 +135,8 @@ def split_over_processes(work, paths: list[Path], out_dir: Path, processes: int,
 
 
 def engine_run(pattern: str, out_dir: Path, replicas: int | str) -> dict:
-    heavy = {"replicas": replicas}
     config = {"name": f"scaling-{replicas}", "fuse": ["resample", "encode", "sink"],
-              "stages": [
-        {"name": "files", "op": "files",
-         "params": {"paths": pattern, "mode": "pcm", "chunk_samples": BLOCK}},
-        {"name": "resample", "op": "resample",
-         "params": {"sample_rate": 48000, "out_chunk_samples": BLOCK}, **heavy},
-        {"name": "encode", "op": "aac_encoder", "params": {"bitrate": 128000}, **heavy},
-        {"name": "sink", "op": "file_sink", "params": {"path": str(out_dir / "{stream}.aac")},
-         **heavy}]}
+              "stages": chain_stages(pattern, out_dir, replicas=replicas)}
     start = time.perf_counter()
     report = run_engine(config)     # an AuditError (a lost or extra sample) fails the benchmark
     wall = time.perf_counter() - start
