@@ -16,6 +16,7 @@ import pytest
 
 from flowengine.cli import main
 from flowengine.config import json_schema
+from flowengine.processors.resample import expected_output_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -259,6 +260,7 @@ def test_in_process_run_drains_on_the_first_signal_and_finalises_its_file(tmp_pa
     tone_samples = int(tone_row.split()[4])
     assert 0 < tone_samples < 600 * 44100
     seconds, rate, channels = _probe(tmp_path / "out" / "tone.mp3")
-    # The tone's samples at 48 kHz, plus the MP3 encoder's delay and its last frame's padding.
+    # Exactly the tone's samples at 48 kHz: the file's LAME tag says what the MP3 encoder's
+    # delay and its last frame's padding are, and the decoder drops them.
     assert (rate, channels) == (48000, 2)
-    assert 0 <= seconds * 48000 - tone_samples * 48000 / 44100 <= 1105 + 1152
+    assert round(seconds * 48000) == expected_output_samples(tone_samples, 44100, 48000)

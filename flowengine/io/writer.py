@@ -16,10 +16,12 @@ is written as is into .aac or unwrapped into .m4a, Opus needs the OpusHead in
 Packet.extradata, FLAC frames are written into a native FLAC file whose
 STREAMINFO is counted from the frames (see flacfile), and "wav" packets (raw
 interleaved PCM) are decoded with `input_format` and written as PCM. A packet
-whose codec does not fit the container is a FormatError. One loss: MP3's
-gapless note (encoder delay and end padding, carried by FFmpeg as packet side
-data that PyAV cannot attach to new packets) is not rewritten, so a copied MP3
-may decode up to two frames longer than its source.
+whose codec does not fit the container is a FormatError. MP3 packets from
+flowengine's encoders (first pts negative, last duration clipped) get FFmpeg's
+gapless note, so the file decodes to exactly the encoded samples (see
+gapless); copied MP3 packets (demuxed: pts from 0, whole-frame durations)
+carry no such note, so a copy may decode up to two frames longer than its
+source.
 
 `samples_written` counts input samples per channel (PCM), or the samples the
 packets' durations cover (packets; priming included).
@@ -48,10 +50,11 @@ import numpy as np
 
 from ..buffers import AudioFrame, Packet
 from ..codecs.adts import parse_adts_header
-from ..codecs.mp3frames import parse_frame_header
+from ..codecs.mp3frames import mp3_samples_per_frame, parse_frame_header
 from ..errors import CodecError, FlowError, FormatError, UnknownCodecError
 from ..format import AudioFormat, as_format, check_pcm
 from .flacfile import FlacFileWriter
+from .gapless import SkipSamplesMarker
 from .partial import part_path
 from .reader import channel_layout, flowengine_codec_name
 
@@ -147,6 +150,7 @@ class AudioFileWriter:
         self._flac: FlacFileWriter | None = None
         self._next_pts: int | None = None      # for packets without pts (packet time base)
         self._packet_rate: int | None = None
+        self._gapless: SkipSamplesMarker | None = None    # mp3 packets: see gapless
         self.complete = False                  # finalize() completed and renamed the file
         self._file, self.part_path = _open_part_file(self.path)
 
@@ -210,6 +214,8 @@ class AudioFileWriter:
                 self._start_pcm(self._format)      # a valid file with no samples
             if self._mode == "pcm":
                 self._encode(None)
+            if self._gapless is not None and (last := self._gapless.release()) is not None:
+                self._mux(last)
             if self._flac is not None:
                 self._flac.close()
             if self._container is not None:
@@ -375,7 +381,11 @@ class AudioFileWriter:
             return
         if header is not None:              # MP4 stores the raw frame; the header became extradata
             data = data[header.header_length:header.frame_length]
-        self._mux(self._av_packet(packet, data, index))
+        av_packet = self._av_packet(packet, data, index)
+        if self._gapless is not None:       # muxed one packet later, so the last can be marked
+            av_packet = self._gapless.hold(av_packet)
+        if av_packet is not None:
+            self._mux(av_packet)
 
     def _av_packet(self, packet: Packet, data: bytes, index: int) -> av.Packet:
         time_base = packet.time_base
@@ -425,6 +435,8 @@ class AudioFileWriter:
                              f"{channels} ch: {exc}") from None
         if extradata is not None:
             cc.extradata = extradata
+        if codec == "mp3":
+            self._gapless = SkipSamplesMarker(mp3_samples_per_frame(rate), rate)
         self._stream = stream
         self._start_container()
 
