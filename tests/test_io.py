@@ -469,3 +469,38 @@ def test_null_sink_counts():
     sink.push(None)
     sink.finalize()
     assert (sink.buffers, sink.samples, sink.bytes, sink.finalized) == (4, 2400, 2400 * 4 + 3, True)
+
+
+def test_a_short_mp3_that_ffmpeg_probes_as_video_is_read_as_mp3(tmp_path):
+    """FFmpeg's probe guesses from the first bytes: this 23 ms MP3 scores higher as H.263
+    video. The reader tries again as the format its extension names."""
+    from flowengine.codecs.configs import ENCODER_CONFIGS
+    from flowengine.codecs.encoder import Encoder
+
+    t = np.arange(1000) / 44100
+    chirp = (0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)).astype(np.float32)
+    encoder = Encoder("mp3", ENCODER_CONFIGS["mp3"](backend="pyav"))
+    encoder.put_frame(np.stack([chirp, 0.5 * chirp]), format=AudioFormat(44100, 2, "f32"))
+    path = tmp_path / "short.mp3"
+    writer = AudioFileWriter(path)
+    while (packet := encoder.get_packet(force=True)) is not None:
+        writer.push(packet)
+    writer.push(None)
+    with av.open(str(path)) as container:       # the probe's guess, without the hint
+        assert [s.type for s in container.streams] == ["video"]
+    with AudioFileReader(path) as reader:
+        assert reader.codec == "mp3" and reader.source_format == AudioFormat(44100, 2, "f32")
+        assert sum(frame.samples for frame in reader) == 1000      # gapless: exactly the input
+
+
+def test_a_file_that_is_no_audio_under_an_audio_extension_still_says_so(tmp_path):
+    path = tmp_path / "video.mp3"
+    with av.open(str(path), "w", format="h263") as container:
+        stream = container.add_stream("h263", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        frame = av.VideoFrame(128, 96, "yuv420p")
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    with pytest.raises(FormatError, match=re.escape(f"'{path}' has no audio stream (streams "
+                                                    f"found: video)")):
+        AudioFileReader(path)

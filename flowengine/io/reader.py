@@ -10,6 +10,10 @@ are handed out undecoded as flowengine Packets with flowengine's codec names;
 AAC stored raw (MP4/M4A) is given ADTS headers so every packet describes
 itself, as everywhere else in flowengine.
 
+FFmpeg probes the container from the file's first bytes; when that finds no
+audio stream and the extension names an audio format (a short MP3 can pass for
+H.263 video), the file is opened again as that format.
+
 Errors: a missing file is FileNotFoundError; an empty file, a file that is
 not audio, or a file without an audio stream is FormatError; a packet that
 does not decode in the middle of the file is CodecError naming the stream,
@@ -44,6 +48,9 @@ _CODEC_NAMES = {"mp3": "mp3", "aac": "aac", "opus": "opus", "flac": "flac"}
 # FFmpeg's default layout per channel count (av_channel_layout_default).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
                     8: "7.1"}
+# Extension -> FFmpeg demuxer, tried when probing the content finds no audio stream.
+_EXTENSION_DEMUXERS = {".mp3": "mp3", ".aac": "aac", ".flac": "flac", ".wav": "wav",
+                       ".ogg": "ogg", ".opus": "ogg", ".oga": "ogg", ".m4a": "mov"}
 # Codecs whose Packets carry the container's extradata (a decoder cannot start without it).
 _EXTRADATA_CODECS = ("opus", "flac")
 
@@ -63,13 +70,32 @@ def channel_layout(channels: int) -> str:
 
 
 def _open_container(path: str) -> av.container.InputContainer:
+    """The file's container, probed by content; a probe that finds no audio stream in a
+    file whose extension names an audio format is tried again as that format (FFmpeg
+    guesses from a few KB: a short MP3 can score higher as H.263 video)."""
+    container = _open_probed(path, None)
+    hint = _EXTENSION_DEMUXERS.get(Path(path).suffix.lower())
+    if container.streams.audio or hint is None or container.format.name == hint:
+        return container
+    try:
+        hinted = _open_probed(path, hint)
+    except FormatError:
+        return container        # not that format either: the probe's answer stands
+    if not hinted.streams.audio:
+        hinted.close()
+        return container
+    container.close()
+    return hinted
+
+
+def _open_probed(path: str, format: str | None) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"audio file not found: '{path}'")  # names the path once
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise FormatError(f"'{path}' is empty (0 bytes): not an audio file")
     try:
         # Tags are text of any encoding: one bad byte must not make the audio unreadable.
-        return av.open(path, "r", metadata_errors="replace")
+        return av.open(path, "r", format=format, metadata_errors="replace")
     except (PermissionError, IsADirectoryError) as exc:     # PyAV's subclasses of these
         builtin = PermissionError if isinstance(exc, PermissionError) else IsADirectoryError
         raise builtin(f"cannot read audio file '{path}': {exc.strerror}") from None
