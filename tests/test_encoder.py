@@ -328,9 +328,34 @@ def test_state_transitions():
     enc.put_frame(np.zeros((2, 1000), np.float32))
     assert enc.state() == "need_more" and enc.pending_samples() == 1000
     enc.put_frame(np.zeros((2, 1000), np.float32))
-    assert enc.state() == "ready"
-    enc.get_frame()
-    assert enc.pending_samples() == 848 and enc.state() == "need_more"
+    # The first 1152-sample chunk went to LAME, whose look-ahead holds it: no packet yet.
+    assert enc.state() == "need_more" and enc.pending_samples() == 848
+    assert enc.get_frame() is None
+
+
+@pytest.mark.parametrize("codec,config", [
+    ("mp3", Mp3EncoderConfig(F32)), ("mp3", Mp3EncoderConfig(F32, backend="pyav")),
+    ("aac", AacEncoderConfig(F32)), ("opus", OpusEncoderConfig(F32)), ("flac", FlacEncoderConfig(S16)),
+    ("wav", WavEncoderConfig(S16, chunk_samples=1000)),
+])
+def test_state_ready_means_get_frame_returns_a_packet(codec, config):
+    """state() == "ready" is the promise that get_frame() returns a packet now, even when the
+    codec's look-ahead swallows the first chunks."""
+    source = sines(0.2) if config.input_format.sample_type == "f32" else noise_s16(0.2)
+    enc = Encoder(codec, config)
+    packets = 0
+    for start in range(0, source.shape[1], 700):
+        enc.put_frame(source[:, start:start + 700])
+        while True:
+            state = enc.state()
+            data = enc.get_frame()
+            assert (state == "ready") == (data is not None), (codec, start, state)
+            if data is None:
+                break
+            packets += 1
+    assert enc.state() == "need_more"
+    packets += len(list(iter(lambda: enc.get_frame(force=True), None)))
+    assert packets > 0 and enc.state() == "empty"
 
 
 @pytest.mark.parametrize("codec,config", [

@@ -429,7 +429,10 @@ class Encoder:
         "ready": get_frame() returns a packet now; "need_more": samples or codec look-ahead
         are held (more input, or a forced flush, brings them out); "empty": nothing is held.
         """
-        if self._queue or self._chunks:
+        if not self._queue and self._chunks:
+            # A full chunk does not always make a packet (codec look-ahead): encode to find out.
+            self._encode_buffered(force=False)
+        if self._queue:
             return "ready"
         if self.pending_samples() or (self._fed and not self._flushed):
             return "need_more"
