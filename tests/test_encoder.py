@@ -19,8 +19,9 @@ from audio_checks import best_lag, dominant_frequency
 
 from flowengine.buffers import PACKET_FLAG_KEY, AudioFrame
 from flowengine.codecs.adts import AdtsFramer, parse_adts_header, parse_audio_specific_config
-from flowengine.codecs.configs import (AacEncoderConfig, FlacEncoderConfig, Mp3EncoderConfig,
-                                       OpusEncoderConfig, WavEncoderConfig)
+from flowengine.codecs.configs import (AacEncoderConfig, FlacEncoderConfig, Mp3DecoderConfig,
+                                       Mp3EncoderConfig, OpusEncoderConfig, WavDecoderConfig,
+                                       WavEncoderConfig)
 from flowengine.codecs.encoder import Encoder
 from flowengine.codecs.lame import MP3_INITIAL_PADDING
 from flowengine.codecs.mp3frames import Mp3FrameSplitter, find_frame_sync, parse_frame_header
@@ -454,6 +455,21 @@ def test_unknown_codec():
 def test_config_must_match_codec():
     with pytest.raises(FormatError, match="aac encoder needs a AacEncoderConfig, got Mp3EncoderConfig"):
         Encoder("aac", Mp3EncoderConfig(F32))
+
+
+def test_chunk_samples_accepts_numpy_integers_like_audio_format():
+    """A chunk size computed with numpy (np.int64) is as good as an int, as for AudioFormat."""
+    configs = [Mp3EncoderConfig(F32, chunk_samples=np.int64(1000)),
+               Mp3DecoderConfig(chunk_samples=np.int32(1000)),
+               WavDecoderConfig(S16, chunk_samples=np.uint16(1000))]
+    assert [(c.chunk_samples, type(c.chunk_samples)) for c in configs] == [(1000, int)] * 3
+    enc = Encoder("wav", WavEncoderConfig(S16, chunk_samples=np.int64(4)))
+    enc.put_frame(np.zeros((2, 10), np.int16))
+    assert [len(enc.get_frame(force=True)) for _ in range(3)] == [16, 16, 8]
+    for bad in (True, 10.0, np.float64(10.0), 0, np.int64(-1)):
+        with pytest.raises(FormatError, match=rf"^chunk_samples must be a positive integer, got "
+                                              rf"{re.escape(repr(bad))}$"):
+            Mp3EncoderConfig(F32, chunk_samples=bad)
 
 
 def test_int16_array_for_f32_format_is_refused():

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import FormatError, UnknownCodecError
 from ..format import AudioFormat, as_format
 
@@ -32,9 +34,11 @@ def normalize_codec(name: str) -> str:
 
 
 def _check_chunk(chunk_samples: int) -> int:
-    if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or chunk_samples <= 0:
+    """chunk_samples as a plain int (numpy integers accepted, as AudioFormat accepts them)."""
+    if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, (int, np.integer)) \
+            or chunk_samples <= 0:
         raise FormatError(f"chunk_samples must be a positive integer, got {chunk_samples!r}")
-    return chunk_samples
+    return int(chunk_samples)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class _EncoderConfig:
 
     def __post_init__(self) -> None:
         self.input_format = as_format(self.input_format)
-        _check_chunk(self.chunk_samples)
+        self.chunk_samples = _check_chunk(self.chunk_samples)
 
 
 @dataclass
@@ -87,7 +91,7 @@ class _DecoderConfig:
     packet_time_base_den: int = 48000
 
     def __post_init__(self) -> None:
-        _check_chunk(self.chunk_samples)
+        self.chunk_samples = _check_chunk(self.chunk_samples)
         if not isinstance(self.packet_time_base_den, int) or self.packet_time_base_den <= 0:
             raise FormatError(
                 f"packet_time_base_den must be a positive integer, got {self.packet_time_base_den!r}")
@@ -125,7 +129,7 @@ class WavDecoderConfig:
         self.output_format = as_format(self.output_format)
         if self.output_format is None:
             raise FormatError("WavDecoderConfig needs output_format: the raw PCM bytes carry no header")
-        _check_chunk(self.chunk_samples)
+        self.chunk_samples = _check_chunk(self.chunk_samples)
 
 
 ENCODER_CONFIGS = {"mp3": Mp3EncoderConfig, "aac": AacEncoderConfig, "opus": OpusEncoderConfig,
