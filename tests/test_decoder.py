@@ -334,6 +334,40 @@ def test_corrupt_frame_is_reported_and_decoding_continues(codec, streams):
         assert np.array_equal(out[:, lost:], reference[:, lost + 4608:])
 
 
+def test_truncated_mp3_packet_is_reported_not_concealed(streams):
+    """FFmpeg decodes an MP3 packet cut short without a word (the lost main data becomes
+    silence); put_packet checks the length its header announces, as put_frame's splitter does."""
+    _, files = streams
+    packets = demux_packets("mp3", files["mp3"])
+    index = len(packets) // 2
+    offset = sum(len(p.data) for p in packets[:index])
+    size = len(packets[index].data)
+    cut = Packet(packets[index].data[:size // 2], packets[index].time_base_num,
+                 packets[index].time_base_den, packets[index].pts)
+    whole = Decoder("mp3")
+    for packet in packets[:index]:
+        whole.put_packet(packet)
+    before = joined(drain(whole))
+    dec = Decoder("mp3", on_error="skip")
+    for packet in packets[:index] + [cut] + packets[index + 1:]:
+        dec.put_packet(packet)
+    got = joined(drain(dec))
+    assert [str(e) for e in dec.errors] == [
+        f"mp3 decoder, stream '0': truncated input: the frame at byte offset {offset} has only "
+        f"{size // 2} of its {size} bytes"]
+    assert (dec.errors[0].offset, dec.errors[0].size) == (offset, size // 2)
+    # Everything before the cut is intact, and the cut frame's samples are missing, not silent.
+    assert np.array_equal(got[:, :before.shape[1] - 1152], before[:, :-1152])
+    assert got.shape[1] == (len(packets) - 1) * 1152
+    raising = Decoder("mp3")
+    for packet in packets[:index]:
+        raising.put_packet(packet)
+    with pytest.raises(CodecError, match=rf"^mp3 decoder, stream '0': truncated input: the frame at "
+                                         rf"byte offset {offset} has only {size // 2} of its {size} "
+                                         rf"bytes$"):
+        raising.put_packet(cut)
+
+
 @pytest.mark.parametrize("codec", ["mp3", "aac", "flac"])
 def test_truncated_stream_delivers_all_then_raises(codec, streams):
     _, files = streams

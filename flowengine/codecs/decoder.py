@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections import deque
 from fractions import Fraction
+from functools import lru_cache
 
 import av
 import numpy as np
@@ -62,6 +63,7 @@ from ..format import AudioFormat, to_float
 from .configs import DECODER_CONFIGS, normalize_codec
 from .decoder_fifo import PlanarSampleBuffer
 from .decoder_split import FRAME, JUNK, LAST, MISSING, SHORT, Unit, make_splitter
+from .mp3frames import parse_frame_header
 
 __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
 
@@ -92,6 +94,26 @@ def _planar_float(frame: av.AudioFrame) -> np.ndarray:
     if pcm.dtype != np.float32:
         pcm = to_float(pcm, _FLOAT_SOURCES[pcm.dtype.str[1:]])
     return pcm
+
+
+def _mp3_packet_unit(data: bytes, offset: int) -> Unit | None:
+    """A SHORT unit for an MP3 packet with fewer bytes than its header announces, else None.
+
+    FFmpeg's mp3 decoder conceals a truncated frame without an error (the missing main
+    data decodes as silence), so the length is checked here, as the splitter checks it.
+    """
+    length = _mp3_frame_length(data[:3])
+    if length is not None and len(data) < length:
+        return Unit(SHORT, offset, data, length)
+    return None
+
+
+@lru_cache(maxsize=64)
+def _mp3_frame_length(header: bytes) -> int | None:
+    """Bytes of the frame whose header starts with these 3 bytes (they hold every field the
+    length depends on), None if not a header; cached: a stream repeats a few headers."""
+    parsed = parse_frame_header(header + b"\0")
+    return None if parsed is None else parsed.frame_length
 
 
 class Decoder:
@@ -151,8 +173,9 @@ class Decoder:
         if self.codec == "wav":
             self._put_pcm(pkt.data, offset)
             return
-        if self._pending:
-            self._pending.append(Unit(FRAME, offset, pkt.data))
+        unit = _mp3_packet_unit(pkt.data, offset) if self.codec == "mp3" else None
+        if self._pending or unit is not None:
+            self._pending.append(unit or Unit(FRAME, offset, pkt.data))
             self._pump()
         else:   # the common case, kept short: one packet straight to the codec
             self._decode(pkt.data, offset, FRAME)
