@@ -447,5 +447,7 @@ class Encoder:
             self._open(self._format)
 
     def __repr__(self) -> str:
+        # Not state(): that may run the codec, and a repr must not change anything.
         return (f"Encoder({self._codec!r}, stream={self._stream!r}, format={self._format}, "
-                f"backend={self.backend}, state={self.state()!r})")
+                f"backend={self.backend}, pending_samples={self.pending_samples()}, "
+                f"packets_ready={len(self._queue)})")
