@@ -40,8 +40,10 @@ frames by their header lengths instead, so exactly the damaged bytes are
 reported, at their offset. `put_packet` skips the splitter but still checks
 an MP3 packet against the length its header announces (FFmpeg conceals a
 truncated MP3 frame as silence, without an error). FLAC frames carry a
-CRC-16, checked here (err_detect=crccheck). Random bytes never sync: after junk a frame is only
-accepted when the next frame header of the same stream follows it.
+CRC-16, checked here (err_detect=crccheck). Random bytes never sync: after
+junk a frame is only accepted when the next frame header of the same stream
+follows it. Opus has no checksum and FFmpeg's decoder accepts almost any
+bytes: a damaged Opus packet decodes to noise or silence, not to an error.
 MP3 output is not gapless-trimmed: the encoder delay (and the decoder's
 529 samples) stay at the start, the padding at the end.
 
