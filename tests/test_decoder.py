@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from fractions import Fraction
 
 import av
@@ -401,6 +402,24 @@ def test_garbage_that_never_syncs_raises_at_force(codec):
                                          r"in 30000 bytes of input"):
         dec.get_frame(force=True)
     assert dec.get_frame(force=True) is None
+
+
+def test_raw_aac_from_an_mp4_says_the_decoder_takes_adts(tmp_path):
+    from flowengine.io import AudioFileWriter
+
+    writer = AudioFileWriter(tmp_path / "raw.m4a")
+    for frame in ToneSource(seconds=0.5):
+        writer.push(frame)
+    writer.push(None)
+    dec = Decoder("aac")
+    with av.open(str(tmp_path / "raw.m4a")) as container:
+        raw = b"".join(bytes(p) for p in container.demux(audio=0) if p.size)
+    dec.put_frame(raw)
+    with pytest.raises(CodecError, match=re.escape(
+            f"aac decoder, stream '0': no aac frame was found in {len(raw)} bytes of input (the "
+            f"aac decoder takes ADTS-framed AAC; AudioFileReader gives M4A/MP4 packets ADTS "
+            f"headers)")):
+        dec.get_frame(force=True)
 
 
 @pytest.mark.parametrize("codec", ["mp3", "aac", "opus", "flac"])

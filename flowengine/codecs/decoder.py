@@ -71,6 +71,11 @@ from .mp3frames import parse_frame_header
 
 __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
 
+# What the bytes must look like, said when none of them decoded (raw AAC from an MP4
+# container is the usual mistake: it has no headers to find frames by).
+_EXPECTED_FRAMING = {"aac": " (the aac decoder takes ADTS-framed AAC; AudioFileReader gives "
+                            "M4A/MP4 packets ADTS headers)"}
+
 LAYOUTS = ("planar", "interleaved")
 ON_ERROR = ("raise", "skip")
 _BYTE_TYPES = (bytes, bytearray, memoryview)
@@ -415,7 +420,8 @@ class Decoder:
                     self._fail(f"draining the codec failed: {exc}", self.bytes_in, 0)
             if self.codec != "wav" and self._stream_bytes and not self._decoded_any and not self._reported:
                 self._junk = None
-                self._fail(f"no {self.codec} frame was found in {self._stream_bytes} bytes of input",
+                self._fail(f"no {self.codec} frame was found in {self._stream_bytes} bytes of input"
+                           + _EXPECTED_FRAMING.get(self.codec, ""),
                            self.bytes_in - self._stream_bytes, self._stream_bytes)
             elif self._junk is not None:
                 self._report_junk()
