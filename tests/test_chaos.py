@@ -125,3 +125,34 @@ def test_the_cli_names_the_killed_stage_and_lists_the_part_file(tmp_path):
     assert not out.exists() and part.stat().st_size > 0
     assert chaos.alive_pids(workers) == []
     assert list((tmp_path / "tmp").iterdir()) == []     # the run dir and its sockets are gone
+
+
+def test_sigterm_to_the_whole_process_group_drains_like_ctrl_c(tmp_path):
+    # `timeout`, systemd and `kill -TERM -PGID` signal every process of the group, workers
+    # too. The workers used to die of it (exit 1, "stage 'tone' ... exited with exit code
+    # 255", the output left as .part); like Ctrl-C, only the coordinator decides what it means.
+    out = tmp_path / "out" / "tone.mp3"
+    part = Path(f"{out}.part")
+    (tmp_path / "tmp").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowengine", "run", str(chaos.CONFIGS_DIR / "tone.yaml"),
+         "--quiet", "--set", "tone.seconds=600", "--set", f"sink.path={out}"],
+        cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size > 0):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        workers, _ = chaos.worker_pids(process.pid)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=HANG_LIMIT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert (process.returncode, stderr) == (
+        130, "interrupted: the run was drained and its outputs finalised\n")
+    assert not part.exists() and chaos.decoded_seconds(out) > 0
+    assert chaos.alive_pids(workers) == []
+    assert list((tmp_path / "tmp").iterdir()) == []

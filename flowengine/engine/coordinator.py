@@ -65,7 +65,8 @@ __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "Ru
 
 # Imported once in the forkserver, so each worker process starts without re-importing them;
 # with the modules the plan's operators need (preload.modules_for).
-PRELOAD_MODULES = ["flowengine.engine.worker", "flowengine.registry"]
+PRELOAD_MODULES = ["flowengine.engine.forkserver_signals", "flowengine.engine.worker",
+                   "flowengine.registry"]
 
 _SLICE_S = 0.1
 

@@ -363,8 +363,11 @@ def _socket(context: zmq.Context, kind: int) -> zmq.Socket:
 
 def run_worker(spec: WorkerSpec) -> None:
     """Process entry point: run one worker, report any failure, exit 0 / non-zero."""
-    # Ctrl-C reaches the whole process group; only the coordinator decides what it means.
+    # Ctrl-C reaches the whole process group, and so does SIGTERM from `timeout`, systemd or
+    # `kill -TERM -PGID`: only the coordinator decides what they mean (the first drains). A
+    # worker that ignores its shutdown is still stopped by the coordinator's SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     context = zmq.Context()
     # With CURVE, the ZAP handler runs before the inbox binds: no unchecked moment.
     auth = start_authenticator(context, spec.curve) \
