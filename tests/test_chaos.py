@@ -93,7 +93,9 @@ def test_first_ctrl_c_drains_and_renames_the_output(tmp_path):
     assert abs(chaos.decoded_seconds(out) - received) < 0.1
 
 
-def test_the_cli_names_the_killed_stage_and_lists_the_part_file(tmp_path):
+def start_long_tone_run(tmp_path: Path, **popen) -> tuple[Path, Path, subprocess.Popen]:
+    """`flowengine run` of a 600 s tone.yaml (TMPDIR in tmp_path/tmp), returned once its
+    output's .part holds data: (output, its .part, the process)."""
     out = tmp_path / "out" / "tone.mp3"
     part = Path(f"{out}.part")
     (tmp_path / "tmp").mkdir()
@@ -101,12 +103,20 @@ def test_the_cli_names_the_killed_stage_and_lists_the_part_file(tmp_path):
         [sys.executable, "-m", "flowengine", "run", str(chaos.CONFIGS_DIR / "tone.yaml"),
          "--quiet", "--set", "tone.seconds=600", "--set", f"sink.path={out}"],
         cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size > 0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, stderr = process.communicate()
+            raise AssertionError(f"no output after 60 s or the run ended: {stderr}")
+        time.sleep(0.01)
+    return out, part, process
+
+
+def test_the_cli_names_the_killed_stage_and_lists_the_part_file(tmp_path):
+    out, part, process = start_long_tone_run(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size > 0):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
         workers, everything = chaos.worker_pids(process.pid)
         sink = [pid for pid in workers
                 if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(part)
@@ -131,19 +141,8 @@ def test_sigterm_to_the_whole_process_group_drains_like_ctrl_c(tmp_path):
     # `timeout`, systemd and `kill -TERM -PGID` signal every process of the group, workers
     # too. The workers used to die of it (exit 1, "stage 'tone' ... exited with exit code
     # 255", the output left as .part); like Ctrl-C, only the coordinator decides what it means.
-    out = tmp_path / "out" / "tone.mp3"
-    part = Path(f"{out}.part")
-    (tmp_path / "tmp").mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowengine", "run", str(chaos.CONFIGS_DIR / "tone.yaml"),
-         "--quiet", "--set", "tone.seconds=600", "--set", f"sink.path={out}"],
-        cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, part, process = start_long_tone_run(tmp_path, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size > 0):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
         workers, _ = chaos.worker_pids(process.pid)
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=HANG_LIMIT_S)
