@@ -89,6 +89,15 @@ def _count(report: WorkerReport, stream: str, side: str, buf: Any,
     return count_buffer(counts, clocks, side, buf, rate)
 
 
+def _count_skipped_streams(report: WorkerReport, source: Any) -> None:
+    """Streams a multi-stream source skipped after an error (on_error: skip), counted as
+    a worker counts them: errors=1 in the stream's counts, for the table and the audit."""
+    for end in getattr(source, "failed", ()):
+        report.errors_skipped += 1
+        counts = report.stream_counts.setdefault(end.stream, new_stream_counts())
+        counts["errors"] = 1
+
+
 class _Metered(Node):
     """A stage's node with counters in the multiprocess engine's WorkerReport shape."""
 
@@ -365,6 +374,7 @@ def _run(run: ResolvedRun, source_stage: StageInfo, signals: SignalCount,
             demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
                                 source_stage.output_kind, None, ends_from=source.node)
             Runner(source, [], demux).run()
+            _count_skipped_streams(builder.reports[source_stage.name], source.node)
         else:
             nodes = downstream()
             Runner(source, nodes[:-1], nodes[-1]).run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import av
@@ -373,6 +374,42 @@ def test_skip_in_the_engine_reports_the_bad_stream_and_completes_the_others(tmp_
     for stream, samples in good.items():
         assert len(decode(tmp_path / "out" / f"{stream}.wav")) == samples
     assert report.complete
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_stage_level_skip_on_a_files_source_skips_the_unreadable_file(tmp_path, capsys,
+                                                                      in_process):
+    """`on_error: skip` on the source stage (or --set src.on_error=skip) reaches the files
+    source's own on_error: the run finishes the good streams and the audit names the bad one."""
+    (tmp_path / "in").mkdir()
+    good = {f"g{i}": write_tone(tmp_path / "in" / f"g{i}.flac", 400 + 100 * i, 0.3)
+            for i in range(2)}
+    (tmp_path / "in" / "junk.flac").write_bytes(b"not audio at all " * 64)
+    stages = [{"name": "src", "op": "files", "params": {"paths": str(tmp_path / "in")}},
+              {"name": "out", "op": "file_sink",
+               "params": {"path": str(tmp_path / "out" / "{stream}.wav")}}]
+    config = write_yaml(tmp_path / "run.yaml", stages)
+    argv = ["run", str(config), "--set", "src.on_error=skip"] + (["--in-process"] if in_process
+                                                                 else [])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "  stage 'src' stream 'junk' (files): skipped (after an error, on_error: skip)" in out
+    src_row = next(line for line in out.splitlines() if line.startswith("src "))
+    assert src_row.split()[-1] == "1"                       # the table's skipped column
+    for stream, samples in good.items():
+        assert len(decode(tmp_path / "out" / f"{stream}.wav")) == samples
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g0.wav", "g1.wav"]
+
+
+def test_stage_level_and_source_on_error_that_disagree_are_a_config_error(tmp_path):
+    stages = [{"name": "src", "op": "files", "on_error": "skip",
+               "params": {"paths": str(tmp_path), "on_error": "fail"}},
+              {"name": "out", "op": "null_sink"}]
+    config = write_yaml(tmp_path / "run.yaml", stages)
+    with pytest.raises(ConfigError, match=re.escape(
+            "stage 'src' (files): on_error: 'skip' disagrees with params.on_error 'fail' (both "
+            "set what a file that cannot be read does): set one of them")):
+        resolve_run(config)
 
 
 def test_fail_in_the_engine_stops_cleanly_with_exit_code_1(tmp_path, capsys):

@@ -310,6 +310,7 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
             out.add(("stages", index, "op"), repr(name), "op", str(exc))
             continue
         label = describe_stage(name, stage.op, stage.params, spec.kind)
+        _source_on_error(stage, index, spec, label, out)
         params_ok = isinstance(spec, _ImportedSpec) or \
             _check_params(stage, index, spec, label, out)
         input_kind, output_kind = spec.io_kinds(stage.params) if params_ok else \
@@ -321,6 +322,23 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
             info.params_ok = _try_build(info, out)
         stages.append(info)
     return stages
+
+
+def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
+                     out: _Collector) -> None:
+    """A source has no input for the stage-level `on_error` to act on: when it has an
+    `on_error` parameter of its own (`files`: a file that cannot be read), a stage-level
+    value set in the file or by --set goes there, unless params sets it too."""
+    if spec.kind != "source" or "on_error" not in stage.model_fields_set \
+            or not any(p.name == "on_error" for p in getattr(spec, "params", ())):
+        return
+    own = stage.params.get("on_error")
+    if own is None:
+        stage.params["on_error"] = stage.on_error
+    elif own != stage.on_error:
+        out.add(("stages", index, "on_error"), label, "on_error",
+                f"{stage.on_error!r} disagrees with params.on_error {own!r} (both set what "
+                f"a file that cannot be read does): set one of them")
 
 
 def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:

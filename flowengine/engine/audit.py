@@ -420,6 +420,14 @@ def _rule_name(stage: AuditStage) -> str:
     return "+".join(op for op, _ in stage.members) if stage.members else stage.op
 
 
+def _source_skips(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
+    """The streams a source skipped after an error (a file the files source could not read,
+    or stopped reading): reported, so that a run that went on without them says so."""
+    return [Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), c["out_samples"],
+                    SKIPPED, note="after an error, on_error: skip")
+            for stream, c in sorted(counts.items()) if _skipped(c)]
+
+
 def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
     findings = []
     for stream, c in sorted(counts.items()):
@@ -428,7 +436,7 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
         got = c["out_samples"]
         if _skipped(c):
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
-                                    SKIPPED, note="skipped after an error (on_error)"))
+                                    SKIPPED, note="after an error, on_error: skip"))
             continue
         if c.get("in_unclocked") and not c.get("out_unclocked"):
             # Packets in a container time base: counted at the rate their decoder gives out.
@@ -479,6 +487,8 @@ def audit_counts(stages: list[AuditStage], counts: Mapping[str, dict[str, dict[s
         sent_by = [counts.get(name, {}) for name in stage.inputs]
         if stage.inputs:
             findings += _edge_findings(stage, own, sent_by)
+        if stage.kind == "source":
+            findings += _source_skips(stage, own)
         if stage.kind in ("source", "sink"):
             continue                  # a source's output and a sink's input are the edges
         if stage.multi_input:
