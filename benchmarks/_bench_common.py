@@ -7,6 +7,7 @@ min/median/max over repetitions, and writes ``benchmarks/results/NAME.json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 __all__ = ["RESULTS_DIR", "machine_info", "spread", "write_results", "print_table",
-           "resolve_config", "run_engine", "run_inprocess"]
+           "resolve_config", "run_engine", "run_inprocess", "size_parser", "repetitions"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -51,6 +52,21 @@ def machine_info() -> dict[str, Any]:
             "av": av.__version__, "ffmpeg": ffmpeg, "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(), "msgpack": ".".join(map(str, msgpack.version)),
             "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def size_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options of every benchmark script: --quick (its small size, `quick_help` says
+    which) and --repeat N; the script adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="repetitions (default: the size's own)")
+    return parser
+
+
+def repetitions(args: argparse.Namespace, quick: int, full: int) -> int:
+    """--repeat, else the quick or the full size's number of repetitions."""
+    return args.repeat or (quick if args.quick else full)
 
 
 def spread(values: Iterable[float], digits: int = 4) -> dict[str, float]:

@@ -16,7 +16,6 @@ the same HWM, as fast as they can. Target: the engine's one-hop rate
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import tempfile
@@ -29,7 +28,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, run_engine, spread, write_results  # noqa: E402
+from _bench_common import print_table, repetitions, run_engine, size_parser, spread, \
+    write_results  # noqa: E402
 from _bench_ops import collect, op  # noqa: E402
 
 CHAINS = (0, 1, 2, 4)
@@ -129,15 +129,13 @@ def engine_chain(stages: int, messages: int, samples: int) -> dict[str, float]:
 # ------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer messages and repetitions")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "fewer messages and repetitions")
     parser.add_argument("--chains", type=int, nargs="+", default=list(CHAINS),
                         help=f"identity stages per chain (default {' '.join(map(str, CHAINS))})")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
                         help="samples per message (default 1152 4096)")
     args = parser.parse_args(argv)
-    repeat = args.repeat or (2 if args.quick else 3)
+    repeat = repetitions(args, quick=2, full=3)
     rows, results = [], []
     for samples in args.sizes:
         messages = (4000 if args.quick else 20000) * 1152 // samples

@@ -23,7 +23,6 @@ target depends on.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import tempfile
@@ -33,7 +32,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, spread, write_results  # noqa: E402
+from _bench_common import print_table, repetitions, size_parser, spread, \
+    write_results  # noqa: E402
 from bench_scaling import BLOCK, inprocess_chain, make_inputs, pyav_loops  # noqa: E402
 
 from flowengine.codecs.configs import ENCODER_CONFIGS  # noqa: E402
@@ -95,12 +95,10 @@ def cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 files of 5 s, 3 repetitions")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "2 files of 5 s, 3 repetitions")
     args = parser.parse_args(argv)
     files, seconds = (2, 5.0) if args.quick else (2, 30.0)
-    repeat = args.repeat or (3 if args.quick else 7)
+    repeat = repetitions(args, quick=3, full=7)
     cpu: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
         tmp = Path(tmp_name)

@@ -35,7 +35,6 @@ job and reported, with the ratios also given for wall minus that fixed cost
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ from flowengine.engine.coordinator import PRELOAD_MODULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, run_engine, run_inprocess, spread, write_results  # noqa: E402
+from _bench_common import print_table, repetitions, run_engine, run_inprocess, \
+    size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
 
@@ -150,13 +150,11 @@ def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> di
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 s of audio, 2 repetitions")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "10 s of audio, 2 repetitions")
     parser.add_argument("--chains", nargs="+", default=["transcode", "dsp", "dsp_balanced"])
     args = parser.parse_args(argv)
     seconds = 10.0 if args.quick else 60.0
-    repeat = args.repeat or (2 if args.quick else 3)
+    repeat = repetitions(args, quick=2, full=3)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         source = tmp / "input.mp3"

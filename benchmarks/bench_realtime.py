@@ -24,7 +24,6 @@ a live stream (it stays well under one 24 ms block).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import tempfile
@@ -37,7 +36,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, run_engine, spread, write_results  # noqa: E402
+from _bench_common import print_table, repetitions, run_engine, size_parser, spread, \
+    write_results  # noqa: E402
 from _bench_ops import collect, latencies_ms, op  # noqa: E402
 
 SAMPLES = 1152
@@ -131,12 +131,10 @@ def engine_hop(streams: int, seconds: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 s per run, 2 repetitions")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "3 s per run, 2 repetitions")
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else 10.0
-    repeat = args.repeat or (2 if args.quick else 3)
+    repeat = repetitions(args, quick=2, full=3)
     rows, results = [], []
     for streams in STREAMS:
         raws, engines = [], []

@@ -20,14 +20,14 @@ must balance in both; a run with restart must replay nothing (no worker died).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, run_engine, spread, write_results  # noqa: E402
+from _bench_common import print_table, repetitions, run_engine, size_parser, spread, \
+    write_results  # noqa: E402
 
 STREAMS = 4
 BLOCK = 1152
@@ -55,12 +55,10 @@ def measure(seconds: float, restart: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 s per stream, 1 repetition")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "30 s per stream, 1 repetition")
     args = parser.parse_args(argv)
     seconds = 30.0 if args.quick else 60.0
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = repetitions(args, quick=1, full=3)
     run_engine(config(0.1, False))       # starts the forkserver outside the timing
     runs: dict[str, list[dict]] = {"never": [], "restart": []}
     for _ in range(repeat):              # interleaved: machine load hits both alike

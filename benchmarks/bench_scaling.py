@@ -34,7 +34,6 @@ engine does around them).
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import sys
@@ -47,8 +46,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import RESULTS_DIR, print_table, run_engine, run_inprocess, spread, \
-    write_results  # noqa: E402
+from _bench_common import RESULTS_DIR, print_table, repetitions, run_engine, \
+    run_inprocess, size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
 
@@ -177,12 +176,10 @@ def plot(results: list[dict], base: float, references: dict, path: Path) -> bool
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 files of 5 s, 1 repetition")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser = size_parser(__doc__, "4 files of 5 s, 1 repetition")
     args = parser.parse_args(argv)
     files, seconds = (4, 5.0) if args.quick else (16, 30.0)
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = repetitions(args, quick=1, full=3)
     cores = len(os.sched_getaffinity(0))
     settings: list[int | str] = [1, 2, "auto"]
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp_name:
