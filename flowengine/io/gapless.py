@@ -14,10 +14,10 @@ frame more behind.
 `SkipSamplesMarker` holds back one packet, so that the last one is known when
 it is marked. The padding is counted over the whole stream (frames muxed x
 samples per frame - the packets' durations), as a short input can leave
-padding in more than one packet. PyAV 18 copies side data between packets but cannot create it (an
-empty `PacketSideData` keeps its size 0), so one 10-byte skip_samples entry is
-taken, once, from FFmpeg's own libmp3lame (a one-frame encode marks its first
-packet) and rewritten for every use. Without it (an FFmpeg built without
+padding in more than one packet. PyAV 18 copies side data between packets but
+cannot create it (an empty `PacketSideData` keeps its size 0), so one 10-byte
+skip_samples entry is taken, once, from FFmpeg's own libmp3lame (a one-frame
+encode marks its first packet) and rewritten for every use. Without it (an FFmpeg built without
 libmp3lame) packets are muxed unmarked: the file plays, with the silence, as
 before.
 """
@@ -79,7 +79,7 @@ class SkipSamplesMarker:
         self._covered: int | None = 0   # samples their durations cover (None: one had none)
 
     def hold(self, packet: av.Packet) -> av.Packet | None:
-        previous = self.release_unmarked()
+        previous = self._release_middle()
         start = 0
         if self._first and packet.pts is not None and packet.pts < 0:
             start = _samples(-packet.pts, packet.time_base, self._rate)
@@ -92,7 +92,7 @@ class SkipSamplesMarker:
         self._held, self._held_start = packet, start
         return previous
 
-    def release_unmarked(self) -> av.Packet | None:
+    def _release_middle(self) -> av.Packet | None:
         """The held packet as a packet in the middle of the stream (no end padding)."""
         packet, self._held = self._held, None
         if packet is not None:
