@@ -89,13 +89,21 @@ def _count(report: WorkerReport, stream: str, side: str, buf: Any,
     return count_buffer(counts, clocks, side, buf, rate)
 
 
-def _count_skipped_streams(report: WorkerReport, source: Any) -> None:
+def _count_skipped_streams(reports: dict[str, WorkerReport], source_stage: str,
+                           source: Any, aborted: list[str]) -> None:
     """Streams a multi-stream source skipped after an error (on_error: skip), counted as
-    a worker counts them: errors=1 in the stream's counts, for the table and the audit."""
+    workers count them, for the table and the audit: errors=1 in the source's counts, and
+    aborted=1 in those of every stage below that had the stream (`aborted`: the streams the
+    demux closed unflushed) when it was cut short."""
+    report = reports[source_stage]
     for end in getattr(source, "failed", ()):
         report.errors_skipped += 1
         counts = report.stream_counts.setdefault(end.stream, new_stream_counts())
         counts["errors"] = 1
+    for name, below in reports.items():
+        for stream in aborted:
+            if name != source_stage and stream in below.stream_counts:
+                below.stream_counts[stream]["aborted"] = 1
 
 
 class _Metered(Node):
@@ -374,7 +382,8 @@ def _run(run: ResolvedRun, source_stage: StageInfo, signals: SignalCount,
             demux = StreamDemux(lambda stream: Pipeline(downstream(), name=f"stream {stream!r}"),
                                 source_stage.output_kind, None, ends_from=source.node)
             Runner(source, [], demux).run()
-            _count_skipped_streams(builder.reports[source_stage.name], source.node)
+            _count_skipped_streams(builder.reports, source_stage.name, source.node,
+                                   demux.aborted)
         else:
             nodes = downstream()
             Runner(source, nodes[:-1], nodes[-1]).run()

@@ -97,12 +97,15 @@ def test_caps_round_trip(stream, seq, caps, sender):
 
 
 @PROFILE
-@given(NAMES, seqs, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), senders)
-def test_eos_round_trips(stream, seq, count, samples, sender):
-    message = decode(encode_eos(stream, seq, messages=count, samples=samples, sender=sender))
+@given(NAMES, seqs, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), senders,
+       st.booleans())
+def test_eos_round_trips(stream, seq, count, samples, sender, aborted):
+    message = decode(encode_eos(stream, seq, messages=count, samples=samples, sender=sender,
+                                aborted=aborted))
     assert (message.kind, message.stream, message.seq, message.sender) == \
         ("eos", stream, seq, sender)
-    assert message.info == {"messages": count, "samples": samples}
+    assert message.info == {"messages": count, "samples": samples,
+                            **({"aborted": True} if aborted else {})}
 
 
 @PROFILE
@@ -238,6 +241,11 @@ _CASES = [
      r"^caps message: bad value for 'p': \{'rate': \[1\]\} \(expected at most 64 names to scalars\)$"),
     ([msgpack.packb({"v": 1, "k": "eos", "s": "a", "q": 3, "m": 2}), ],
      r"^eos message: missing key 'n'$"),
+    ([msgpack.packb({"v": 1, "k": "eos", "s": "a", "q": 3, "m": 2, "n": 0, "ab": False})],
+     r"^eos message: bad value for 'ab': False \(expected true \(the key is left out when "
+     r"false\)\)$"),
+    ([msgpack.packb({"v": 1, "k": "eos", "s": "a", "q": 3, "m": 2, "n": 0, "ab": 1})],
+     r"^eos message: wrong type for 'ab' \(expected bool, got int\)$"),
     ([msgpack.packb({"v": 1, "k": "pkt", "s": "a", "q": 0, "pts": 0, "tb": [1, 48000],
                      "codec": "mp3", "dur": 1152, "dts": 0, "key": True, "fl": 1}), b"x"],
      r"^pkt message: bad value for 'fl': 1 \(the key flag travels in 'key'\)$"),

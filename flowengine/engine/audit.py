@@ -34,7 +34,10 @@ and AAC keep the priming and padding, so it gives between the packets'
 duration and one frame more; Opus drops its pre-skip (312 samples at 48 kHz).
 
 Streams a stage skipped after an error (``on_error: skip``, a file the
-``files`` source could not read) are reported ``skipped``, not mismatched.
+``files`` source could not read) are reported ``skipped``, not mismatched;
+so are they at every stage below, where they arrive *aborted* (an eos with
+``ab``; ``aborted`` in the counts): those stages closed the stream without
+flushing, so what an encoder held is missing on purpose.
 """
 
 from __future__ import annotations
@@ -363,8 +366,13 @@ class AuditError(FlowError):
         self.report = report
 
 
-def _skipped(counts: Mapping[str, int]) -> bool:
-    return bool(counts.get("errors"))
+def _skip_note(counts: Mapping[str, int]) -> str | None:
+    """Why the stream was skipped here (None: it was not)."""
+    if counts.get("errors"):
+        return "after an error, on_error: skip"
+    if counts.get("aborted"):
+        return "aborted after an error upstream"
+    return None
 
 
 def _edge_findings(stage: AuditStage, received: dict[str, dict[str, int]],
@@ -424,8 +432,8 @@ def _source_skips(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[
     """The streams a source skipped after an error (a file the files source could not read,
     or stopped reading): reported, so that a run that went on without them says so."""
     return [Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), c["out_samples"],
-                    SKIPPED, note="after an error, on_error: skip")
-            for stream, c in sorted(counts.items()) if _skipped(c)]
+                    SKIPPED, note=_skip_note(c))
+            for stream, c in sorted(counts.items()) if _skip_note(c)]
 
 
 def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
@@ -434,9 +442,10 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
         if not c["in_messages"]:
             continue
         got = c["out_samples"]
-        if _skipped(c):
+        note = _skip_note(c)
+        if note:
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
-                                    SKIPPED, note="after an error, on_error: skip"))
+                                    SKIPPED, note=note))
             continue
         if c.get("in_unclocked") and not c.get("out_unclocked"):
             # Packets in a container time base: counted at the rate their decoder gives out.

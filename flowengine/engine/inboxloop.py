@@ -13,8 +13,14 @@ Each wire message goes through the worker's ``InboxState`` (the per-edge
 protocol; an ordered stage's parts merged back in order first), then: caps
 make the stream's node, data is pushed into it and whatever it gives is
 sent on (``SendPath.emit``), eos flushes the node (``push(None)``, pull to
-EOF), sends eos on and drops the node. A multi-input stage (a mixer) has one
-node for every input instead (``fanin.MultiInputFeed``).
+EOF), sends eos on and drops the node. An *aborted* eos (the stream was cut
+short after an error upstream, ``on_error: skip``) closes the node without
+flushing it, so nothing finalizes a partial stream (a file sink keeps
+``NAME.part``, what an encoder held is dropped), marks the stream
+``aborted`` in the stage's counts (the audit says skipped) and sends the
+aborted eos on. A multi-input stage (a mixer) has one node for every input
+instead (``fanin.MultiInputFeed``); there an aborted input ends like any
+other, and the mix goes on.
 
 Rules kept: every wait is bounded and awake to control; per message, no
 more than the protocol step, the counts and the node (the functions here
@@ -118,7 +124,10 @@ def _on_wire_message(worker: Worker, message: Any) -> None:
         elif isinstance(event, StreamEnd):
             if worker.stamp is not None:
                 worker.stamp.end(event.stream, message.info.get("order_end"))
-            _flush_stream(worker, event.stream)
+            if event.aborted:
+                _abort_stream(worker, event.stream)
+            else:
+                _flush_stream(worker, event.stream)
         elif isinstance(event, RunEnd):
             break
 
@@ -154,6 +163,13 @@ def _flush_stream(worker: Worker, stream: str) -> None:
     worker.send.end_stream(stream)
 
 
+def _abort_stream(worker: Worker, stream: str) -> None:
+    """Cut short upstream: close the node unflushed, count the stream aborted, pass it on."""
+    worker.nodes.pop(stream).close()
+    worker.tally.counts_for(stream)["aborted"] = 1
+    worker.send.end_stream(stream, aborted=True)
+
+
 def _on_data(worker: Worker, stream: str, buf: Any) -> None:
     node = worker.nodes[stream]
     try:
@@ -182,7 +198,7 @@ def _on_multi_input_event(worker: Worker, event: Any, nbytes: int) -> None:
         worker.count(event.stream, "in", event.buffer)
         worker.counts_in.add(event.buffer, nbytes)
         multi.data(event.sender, event.stream, event.buffer)
-    elif isinstance(event, StreamEnd):
+    elif isinstance(event, StreamEnd):   # aborted or not: that input ended, the mix goes on
         multi.end(event.sender, event.stream)
     elif isinstance(event, SenderEnd):
         multi.sender_ended(event.sender)

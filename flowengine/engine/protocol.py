@@ -179,13 +179,16 @@ class StreamSender:
         record.messages += 1
         return self._sent(record, stream, frames)
 
-    def eos(self, stream: str, *, order_end: int | None = None) -> list[Frame]:
+    def eos(self, stream: str, *, order_end: int | None = None,
+            aborted: bool = False) -> list[Frame]:
         """End `stream`; the eos carries its message and sample counts (and `order_end`, the
-        data messages of the whole stream when it was spread over replicas)."""
+        data messages of the whole stream when it was spread over replicas; `aborted` when
+        the stream was cut short after an error)."""
         record = self._record("eos", stream)
         state = _advance(record, "eos", self.sender, stream)
         frames = encode_eos(stream, record.next_seq, messages=record.messages,
-                            samples=record.samples, sender=self.sender, order_end=order_end)
+                            samples=record.samples, sender=self.sender, order_end=order_end,
+                            aborted=aborted)
         record.state = state
         self.last = ("eos", stream, None)
         return self._sent(record, stream, frames)
@@ -271,12 +274,14 @@ class StreamData:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """A stream ended, with what was received on it."""
+    """A stream ended, with what was received on it; `aborted`: cut short after an error
+    upstream (what came is all there is, but not the whole stream: do not finalize it)."""
 
     sender: str
     stream: str
     messages: int
     samples: int
+    aborted: bool = False
 
 
 @dataclass(frozen=True)
@@ -562,7 +567,8 @@ class InboxState:
                 f"{_where(sender, stream)}: incomplete: eos says {sent[0]} message(s), "
                 f"{sent[1]} sample(s); received {record.messages}, {record.samples}",
                 problem="incomplete", sender=sender, stream=stream), events)
-        return StreamEnd(sender, stream, record.messages, record.samples)
+        return StreamEnd(sender, stream, record.messages, record.samples,
+                         aborted=info.get("aborted", False))
 
 
 # --------------------------------------------------------------------- reorderer

@@ -192,10 +192,11 @@ class BalancedRouter:
         self.sent[replica] += 1
         return frames
 
-    def eos(self, stream: str) -> list[tuple[int, list[Frame]]]:
+    def eos(self, stream: str, aborted: bool = False) -> list[tuple[int, list[Frame]]]:
         """The stream's end to every replica, each with the whole stream's message count."""
         end = self._orders.pop(stream, 0)
-        return [(r, sender.eos(stream, order_end=end)) for r, sender in enumerate(self._senders)]
+        return [(r, sender.eos(stream, order_end=end, aborted=aborted))
+                for r, sender in enumerate(self._senders)]
 
 
 @dataclass
@@ -271,6 +272,7 @@ class _Merging:
     order_end: int | None = None
     messages: int = 0
     samples: int = 0
+    aborted: bool = False   # one part ended aborted: so does the whole stream
 
 
 class OrderedMerge:
@@ -373,6 +375,7 @@ class OrderedMerge:
                                 sender=event.sender, stream=stream)
         merging.order_end = order_end
         merging.ended.add(event.sender)
+        merging.aborted |= event.aborted
         self._maybe_complete(stream, merging, out)
 
     def _maybe_complete(self, stream: str, merging: _Merging, out: list[Event]) -> None:
@@ -384,7 +387,7 @@ class OrderedMerge:
         del self._streams[stream]
         self._ended.add(stream)
         out.append(StreamEnd(sorted(merging.opened)[0], stream, merging.messages,
-                             merging.samples))
+                             merging.samples, aborted=merging.aborted))
 
     def _finish_all(self) -> None:
         """The run ended: a stream still merging has a gap (or lost its eos)."""

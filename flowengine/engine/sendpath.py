@@ -206,13 +206,15 @@ class SendPath:
         self._count(stream, "out", buf, rate_of(node))
         self.counts_out.add(buf, 0)
 
-    def end_stream(self, stream: str) -> None:
-        """Eos of `stream` wherever its caps went; its sticky replicas are free again."""
+    def end_stream(self, stream: str, aborted: bool = False) -> None:
+        """Eos of `stream` wherever its caps went; its sticky replicas are free again.
+        `aborted`: the stream was cut short after an error (the eos says so)."""
         order_end = self.stamp.order_end(stream) if self.stamp is not None else None
         if stream in self.out_caps:
             del self.out_caps[stream]
-            self.send_stream(stream, self.sender.eos(stream, order_end=order_end))
-            self._send_to_every_replica(lambda router: router.eos(stream))
+            self.send_stream(stream, self.sender.eos(stream, order_end=order_end,
+                                                     aborted=aborted))
+            self._send_to_every_replica(lambda router: router.eos(stream, aborted))
             for router in self.routers:
                 if isinstance(router, StickyRouter):
                     router.forget(stream)

@@ -92,9 +92,10 @@ def _wait_in_source(worker: Worker, deadline: float, fd: int | None) -> None:
 
 def _end_source_streams(worker: Worker, node: Node) -> None:
     """End at once the streams a multi-stream source finished (their files close early);
-    a stream it skipped after an error is counted, with errors=1 in its stream counts."""
+    a stream it skipped after an error is counted, with errors=1 in its stream counts, and
+    ends aborted: downstream closes it without finalizing (its file stays NAME.part)."""
     for end in take_ended_streams(node):
         if end.error is not None:
             worker.errors_skipped += 1
             worker.tally.counts_for(end.stream)["errors"] = 1
-        worker.send.end_stream(end.stream)
+        worker.send.end_stream(end.stream, aborted=end.error is not None)

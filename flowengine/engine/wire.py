@@ -9,6 +9,7 @@ A message is a list of ZeroMQ frames. Data kinds carry two frames,
     pkt   [header, packet bytes]  one Packet (codec frame)
     caps  [header]                what a stream carries (format, codec, extradata)
     eos   [header]                end of one stream, with the counts sent on it
+                                  (``ab: true``: the stream was aborted, not whole)
     eof   [header]                end of the run from one sender ("stage:replica")
 
 The header is a msgpack map with short keys (``v`` version, ``k`` kind, ``s``
@@ -168,7 +169,8 @@ class Message:
 
     `buffer` is the AudioFrame or Packet of a data kind. `info` holds the
     control payload: caps -> {"caps": Caps}; eos -> {"messages": int,
-    "samples": int} (+ "order_end" when the header has ``oe``); eof -> {}.
+    "samples": int} (+ "order_end" when the header has ``oe``, + "aborted": True
+    when it has ``ab``); eof -> {}.
     `nbytes` is the size on the wire; `order` is the ``oq`` of a data message.
     """
 
@@ -240,15 +242,21 @@ def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None)
 
 
 def encode_eos(stream: str, seq: int, *, messages: int, samples: int = 0,
-               sender: str | None = None, order_end: int | None = None) -> list[Frame]:
+               sender: str | None = None, order_end: int | None = None,
+               aborted: bool = False) -> list[Frame]:
     """End of `stream`: `messages` data messages and `samples` PCM samples were sent on it.
 
     `order_end` (the ``oe`` key) is how many data messages the whole stream had
-    when it was spread over replicas; `messages` counts this sender's part."""
+    when it was spread over replicas; `messages` counts this sender's part.
+    `aborted` (the ``ab`` key, only sent when true) says the stream was cut short
+    after an error: what was sent is all there is, but it is not the whole stream,
+    so nothing downstream finalizes it (a file sink keeps ``NAME.part``)."""
     header = _base_header("eos", stream, seq, sender)
     header.update(m=_uint("messages", messages), n=_uint("samples", samples))
     if order_end is not None:
         header["oe"] = _uint("order end", order_end)
+    if aborted:
+        header["ab"] = True
     return [_pack(header)]
 
 
@@ -390,6 +398,7 @@ _UINT = _Field((int,), "int", ">= 0", lambda v: v >= 0)
 _POSITIVE = _Field((int,), "int", "> 0", lambda v: v > 0)
 _OPT_INT = _Field((int, type(None)), "int or nil")
 _BOOL = _Field((bool,), "bool")
+_TRUE = _Field((bool,), "bool", "true (the key is left out when false)", lambda v: v is True)
 _TB = _Field((list,), "array", "[num, den] of positive ints", _is_tb)
 _SAMPLE_TYPE = _Field((str,), "str", f"one of {', '.join(SAMPLE_TYPES)}",
                       lambda v: v in SAMPLE_TYPES)
@@ -410,7 +419,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
              "ch": _POSITIVE.optional(), "fmt": _SAMPLE_TYPE.optional(),
              "planar": _BOOL.optional(), "codec": _CODEC.optional(), "tb": _TB.optional(),
              "x": _BIN.optional(), "p": _PARAMS.optional()},
-    "eos": {**_STREAM, "m": _UINT, "n": _UINT, "oe": _UINT.optional()},
+    "eos": {**_STREAM, "m": _UINT, "n": _UINT, "oe": _UINT.optional(), "ab": _TRUE.optional()},
     "eof": {"v": _UINT, "k": _NAME, "src": _NAME},
 }
 
@@ -538,6 +547,8 @@ def _decode_message(kind: str, header: dict, views: list[memoryview], nbytes: in
         message.info.update(messages=header["m"], samples=header["n"])
         if "oe" in header:
             message.info["order_end"] = header["oe"]
+        if "ab" in header:
+            message.info["aborted"] = True
     return message
 
 

@@ -11,7 +11,9 @@ per-stream file sinks need one instance per stream. `StreamDemux` is that
 chain: it keeps one inner node (usually a Pipeline) per stream id, made by a
 factory at the stream's first buffer, ends a stream's inner node when the
 source reports the stream ended (`ends_from=`) or at the end of input, and
-gives the outputs of all of them in the order they come.
+gives the outputs of all of them in the order they come. A stream the source
+reports ended with an error is aborted instead: its inner node is closed
+without a flush, so nothing finalizes it (a file sink keeps ``NAME.part``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class StreamDemux(FlowNode):
 
     input_kind / output_kind: those of the inner nodes (output None when they end in a sink).
     ends_from: a multi-stream source node; the streams it reports ended are flushed at the
-    next push, so their outputs (files) are complete before the run ends.
+    next push, so their outputs (files) are complete before the run ends; one that ended
+    with an error is aborted (closed unflushed) and its id listed in `aborted`.
     """
 
     def __init__(self, factory: Callable[[str], Node], input_kind: str,
@@ -92,6 +95,7 @@ class StreamDemux(FlowNode):
         self.ends_from = ends_from
         self.inner: dict[str, Node] = {}
         self.finished: list[str] = []          # streams flushed and closed, in order
+        self.aborted: list[str] = []           # streams closed unflushed after an error
         self._out: deque[AudioFrame | Packet] = deque()
 
     def _accept(self, buf: AudioFrame | Packet) -> None:
@@ -116,17 +120,21 @@ class StreamDemux(FlowNode):
     def _end_reported(self) -> None:
         for end in take_ended_streams(self.ends_from):
             if end.stream in self.inner:
-                self.end_stream(end.stream)
+                self.end_stream(end.stream, aborted=end.error is not None)
 
-    def end_stream(self, stream: str) -> None:
-        """Flush `stream`'s inner node to EOF, keep its outputs, close and drop it."""
+    def end_stream(self, stream: str, aborted: bool = False) -> None:
+        """Flush `stream`'s inner node to EOF, keep its outputs, close and drop it; `aborted`
+        (cut short after an error): close it without the flush, nothing is finalized."""
         node = self.inner.pop(stream)
         try:
-            node.push(None)
-            self._collect(stream, node, flushing=True)
+            if not aborted:
+                node.push(None)
+                self._collect(stream, node, flushing=True)
         finally:
             node.close()
         self.finished.append(stream)
+        if aborted:
+            self.aborted.append(stream)
 
     def _collect(self, stream: str, node: Node, flushing: bool) -> None:
         for out in pull_outputs(node, flushing, f"{self.name} stream {stream!r}"):
@@ -137,6 +145,7 @@ class StreamDemux(FlowNode):
     def _restart(self) -> None:
         self.close()
         self.finished.clear()
+        self.aborted.clear()
         self._out.clear()
 
     def close(self) -> None:

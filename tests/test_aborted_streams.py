@@ -1,0 +1,115 @@
+"""A stream the source skipped after an error (``on_error: skip``) ends *aborted*: every stage
+below closes it without flushing, so its file stays ``NAME.part`` (never a short file under
+the final name) and the audit reports it skipped at each stage, not mismatched. Real FLAC
+files, real worker processes and ZeroMQ, and the in-process runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from audio_checks import dominant_frequency
+from flowengine.cli import main
+from flowengine.config import resolve_run
+from flowengine.engine import build_plan, run_plan
+from flowengine.engine.audit import MISMATCH, SKIPPED
+from flowengine.inprocess import run_in_process
+from flowengine.io import AudioFileWriter, ToneSource
+from test_streams import RATE, decode, write_tone, write_yaml
+
+FREQUENCIES = {"g0": 400, "g1": 500, "g2": 600}
+
+
+def make_inputs(folder: Path) -> dict[str, np.ndarray]:
+    """Three good 1 s FLAC tones and bad.flac, which fails after 1 s of audio: the mono g0
+    with the frames of a stereo FLAC after it (the reader refuses a format change mid-stream).
+    Bytes damaged after the first frame do not do: FFmpeg's FLAC parser skips the bad frames
+    without an error. Returns the samples of the good files."""
+    folder.mkdir()
+    for stream, frequency in FREQUENCIES.items():
+        write_tone(folder / f"{stream}.flac", frequency, 1.0)
+    stereo = folder.parent / "stereo.flac"
+    with AudioFileWriter(stereo) as out:
+        for frame in ToneSource(700, seconds=1.0, sample_rate=RATE, channels=2,
+                                sample_type="s16", chunk_samples=4000):
+            out.push(frame)
+    with av.open(str(stereo)) as container:
+        frames_at = next(p.pos for p in container.demux(audio=0) if p.size)
+    (folder / "bad.flac").write_bytes((folder / "g0.flac").read_bytes() +
+                                      stereo.read_bytes()[frames_at:])
+    return {stream: decode(folder / f"{stream}.flac") for stream in FREQUENCIES}
+
+
+def files_to_sink(tmp_path: Path, middle: list[dict], sink_ext: str, **top) -> Path:
+    stages = [{"name": "src", "op": "files",
+               "params": {"paths": str(tmp_path / "in"), "on_error": "skip"}}, *middle,
+              {"name": "out", "op": "file_sink",
+               "params": {"path": str(tmp_path / "out" / f"{{stream}}.{sink_ext}")}}]
+    path = write_yaml(tmp_path / "run.yaml", stages)
+    if top:
+        path.write_text(json.dumps({**json.loads(path.read_text()), **top}))
+    return path
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_skipped_stream_stays_part_and_the_audit_says_skipped(tmp_path, capsys, in_process):
+    good = make_inputs(tmp_path / "in")
+    config = files_to_sink(tmp_path, [{"name": "gain", "op": "gain"}],
+                           "wav")
+    assert main(["run", str(config)] + (["--in-process"] if in_process else [])) == 0
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["bad.wav.part", "g0.wav", "g1.wav",
+                                                     "g2.wav"]
+    for stream, samples in good.items():
+        assert np.array_equal(decode(out / f"{stream}.wav"), samples)
+    printed = capsys.readouterr().out
+    assert "audit: 4 stream(s), all balanced\n" \
+           "  stage 'src' stream 'bad' (files): skipped (after an error, on_error: skip)\n" \
+           "  stage 'gain' stream 'bad' (gain): skipped (aborted after an error upstream)\n" \
+        in printed
+    assert "mismatch" not in printed
+
+
+def test_the_report_of_both_runners_marks_the_stream_aborted_below_the_source(tmp_path):
+    make_inputs(tmp_path / "in")
+    run = resolve_run(files_to_sink(tmp_path, [{"name": "gain", "op": "gain"}], "wav"))
+    for report in (run_plan(build_plan(run.config)), run_in_process(run)):
+        src = report.stage("src").workers[0].stream_counts["bad"]
+        gain = report.stage("gain").workers[0].stream_counts["bad"]
+        sink = report.stage("out").workers[0].stream_counts["bad"]
+        assert (src["errors"], gain["aborted"], sink["aborted"]) == (1, 1, 1)
+        assert gain["in_messages"] == src["out_messages"] == sink["in_messages"] > 0
+        assert "aborted" not in report.stage("out").workers[0].stream_counts["g1"]
+        bad = [(f.stage, f.status) for f in report.audit if f.stream == "bad"]
+        assert ("src", SKIPPED) in bad and ("gain", SKIPPED) in bad
+        assert not [f for f in report.audit if f.status == MISMATCH]
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+            ["bad.wav.part", "g0.wav", "g1.wav", "g2.wav"]
+
+
+def test_a_fused_encoder_and_sink_drop_what_the_encoder_held(tmp_path):
+    good = make_inputs(tmp_path / "in")
+    config = files_to_sink(tmp_path, [{"name": "enc", "op": "mp3_encoder"}], "mp3",
+                           fuse=["enc", "out"])
+    report = run_plan(build_plan(resolve_run(config).config))
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["bad.mp3.part", "g0.mp3", "g1.mp3",
+                                                     "g2.mp3"]
+    for stream, samples in good.items():
+        decoded = decode(out / f"{stream}.mp3")
+        assert len(samples) <= len(decoded) <= len(samples) + 2 * 1152   # priming, padding
+        assert abs(dominant_frequency(decoded / 32768.0, RATE) - FREQUENCIES[stream]) < 5
+    fused = report.stage("out")                 # the group takes the name of its sink
+    assert fused.op == "fused:enc+out"
+    counts = fused.workers[0].stream_counts
+    assert counts["bad"]["aborted"] == 1 and counts["bad"]["in_messages"] > 0
+    assert counts["bad"]["in_samples"] == report.stage("src").workers[0].stream_counts[
+        "bad"]["out_samples"] == len(good["g0"])     # all of g0, then the error
+    assert not [f for f in report.audit if f.status == MISMATCH]
+    assert [(f.stage, f.stream) for f in report.audit if f.status == SKIPPED] == [("src", "bad")]
