@@ -113,3 +113,22 @@ def test_a_fused_encoder_and_sink_drop_what_the_encoder_held(tmp_path):
         "bad"]["out_samples"] == len(good["g0"])     # all of g0, then the error
     assert not [f for f in report.audit if f.status == MISMATCH]
     assert [(f.stage, f.stream) for f in report.audit if f.status == SKIPPED] == [("src", "bad")]
+
+
+def test_an_ordered_stage_over_two_replicas_ends_the_merged_stream_aborted(tmp_path):
+    """Every replica of the ordered stage gets the aborted eos (with `oe`); the merge after it
+    ends the stream aborted, so the sink still keeps NAME.part."""
+    good = make_inputs(tmp_path / "in")
+    gain = {"name": "gain", "op": "gain", "params": {"gain": 1.0}, "replicas": 2,
+            "ordered": True, "hwm": 4}
+    report = run_plan(build_plan(resolve_run(files_to_sink(tmp_path, [gain], "wav")).config))
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["bad.wav.part", "g0.wav", "g1.wav",
+                                                     "g2.wav"]
+    for stream, samples in good.items():
+        assert np.array_equal(decode(out / f"{stream}.wav"), samples)
+    assert [w.stream_counts["bad"]["aborted"] for w in report.stage("gain").workers] == [1, 1]
+    assert report.stage("out").workers[0].stream_counts["bad"]["aborted"] == 1
+    assert not [f for f in report.audit if f.status == MISMATCH]
+    assert ("gain", "bad") in [(f.stage, f.stream) for f in report.audit if f.status == SKIPPED]
