@@ -504,3 +504,39 @@ def test_a_file_that_is_no_audio_under_an_audio_extension_still_says_so(tmp_path
     with pytest.raises(FormatError, match=re.escape(f"'{path}' has no audio stream (streams "
                                                     f"found: video)")):
         AudioFileReader(path)
+
+
+def test_a_flac_whose_middle_frames_are_damaged_is_an_error_not_silently_short(tmp_path):
+    """FFmpeg's FLAC parser hands damaged frames out as one packet without a pts, with the
+    good frames it buffered before them (or drops them); decoded as they were, 1152 to 3456
+    samples of 32000 vanished without a word. Now: an error naming the byte, after an exact
+    prefix of the audio."""
+    noise = (np.random.default_rng(1).standard_normal((1, 32000)) * 3000).astype(np.int16)
+    good = tmp_path / "good.flac"
+    with AudioFileWriter(good) as out:
+        out.push(AudioFrame(noise, AudioFormat(16000, 1, "s16")))
+    with av.open(str(good)) as container:
+        frames = [(p.pos, p.pts) for p in container.demux(audio=0) if p.size]
+    damaged = bytearray(good.read_bytes())
+    start = frames[8][0] + 100                      # inside frame 8 (samples 9216..10367)
+    damaged[start:start + 200] = bytes(b ^ 0x5A for b in damaged[start:start + 200])
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(bytes(damaged))
+    message = re.escape(f"'{bad}': flac stream 0: the packet at byte ") + \
+        r"(\d+) is not a whole FLAC frame \(\d+ bytes the parser could not frame\): the file " \
+        r"is damaged there"
+
+    for mode in ("pcm", "packet"):
+        handed_out = []
+        with AudioFileReader(bad, mode=mode, format=AudioFormat(16000, 1, "s16")) as reader:
+            with pytest.raises(CodecError, match=message) as error:
+                for buf in reader:
+                    handed_out.append(buf)
+        at = int(re.search(message, str(error.value)).group(1))
+        before = [pts for pos, pts in frames if pos < at]
+        assert 0 < len(before) <= 8 and at in [pos for pos, _ in frames]
+        if mode == "pcm":         # every sample before the refused packet, exactly
+            pcm = np.concatenate([f.data for f in handed_out], axis=1)
+            np.testing.assert_array_equal(pcm, noise[:, :before[-1] + 1152])
+        else:
+            assert [p.pts for p in handed_out] == before

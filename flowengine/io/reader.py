@@ -18,8 +18,11 @@ Errors: a missing file is FileNotFoundError; an empty file, a file that is
 not audio, or a file without an audio stream is FormatError; a packet that
 does not decode in the middle of the file is CodecError naming the stream,
 byte position and pts, raised after every sample decoded before it has been
-handed out. A packet that fails at the very end of the file is a truncated
-tail: the reader warns (RuntimeWarning), sets `truncated` and ends normally.
+handed out. So is a native FLAC packet that is not a whole frame or does not
+start where the one before it ended: FFmpeg's parser hands damaged frames
+(failed CRC) out that way, or drops them, without an error of its own. A
+packet that fails at the very end of the file is a truncated tail: the
+reader warns (RuntimeWarning), sets `truncated` and ends normally.
 """
 
 from __future__ import annotations
@@ -282,9 +285,11 @@ class AudioFileReader:
 
     def _demuxed(self) -> Iterator[av.Packet]:
         """The audio stream's packets; a container the demuxer cannot go on reading is a
-        CodecError naming the last good packet."""
+        CodecError naming the last good packet, and so is a FLAC packet that does not start
+        where the one before it ended (see _check_continuity)."""
         stream, last = self._stream, None
         packets = self._container.demux(stream)
+        next_sample: int | None = None      # FLAC: where the next packet must start
         while True:
             try:
                 packet = next(packets)
@@ -295,8 +300,28 @@ class AudioFileReader:
                     "before the first packet"
                 raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: the "
                                  f"container cannot be read {after}: {exc}") from None
+            if packet.size and self._container.format.name == "flac":
+                next_sample = self._check_flac_frame(packet, next_sample)
             last = packet
             yield packet
+
+    def _check_flac_frame(self, packet: av.Packet, expected: int | None) -> int:
+        """Where the packet after this native FLAC packet must start.
+
+        FFmpeg's FLAC parser drops frames that fail their CRC without a word, or hands
+        damaged bytes out as one packet with no pts, so a damaged file decoded short
+        (measured: 1152 to 3456 samples of 32000 gone, no error). A FLAC packet's pts is
+        its first sample's number: a packet without one, or that does not start where the
+        one before it ended, is damage."""
+        where = f"'{self.path}': flac stream {self._stream.index}: the packet at " \
+                f"{self._where(packet)}"
+        if packet.pts is None or not packet.duration:
+            raise CodecError(f"{where} is not a whole FLAC frame ({packet.size} bytes the "
+                             f"parser could not frame): the file is damaged there")
+        if expected is not None and packet.pts != expected:
+            raise CodecError(f"{where} starts at sample {packet.pts}, where sample {expected} "
+                             f"was next: damaged frames (failed CRC) were skipped before it")
+        return packet.pts + packet.duration
 
     def _is_truncated_tail(self, packet: av.Packet, size: int | None) -> bool:
         """A packet cut off by the end of the file: warn, remember, and let the stream end."""
