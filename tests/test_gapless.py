@@ -72,3 +72,23 @@ def test_a_copied_mp3_keeps_its_packets_and_is_not_marked(tmp_path):
         copied = [bytes(p) for p in container.demux(audio=0) if p.size]
     assert copied == [p.data for p in packets]
     assert decode(tmp_path / "copy.mp3").shape[1] == len(packets) * 1152 - 529
+
+
+@pytest.mark.parametrize("first_pts", [700, 1105, 2000, -300])
+def test_a_stream_not_starting_at_pts_0_is_left_unmarked_and_loses_nothing(tmp_path,
+                                                                           first_pts):
+    """The tag's delay is the first packet's start skip less 529: a stream whose input began
+    at another pts has no priming to skip there, so nothing is marked (a marked one lost
+    ~3000 samples to FFmpeg wrapping the negative delay)."""
+    pcm = chirp(10000, 48000)
+    encoder = Encoder("mp3", ENCODER_CONFIGS["mp3"]())
+    encoder.put_frame(pcm, pts=first_pts, format=AudioFormat(48000, 2, "f32"))
+    writer = AudioFileWriter(tmp_path / "out.mp3")
+    packets = 0
+    while (packet := encoder.get_packet(force=True)) is not None:
+        writer.push(packet)
+        packets += 1
+    writer.push(None)
+    decoded = decode(tmp_path / "out.mp3")
+    # Unmarked: every frame, less only the decoder's own 529-sample delay.
+    assert decoded.shape[1] == packets * 1152 - 529 > 10000

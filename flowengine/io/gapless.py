@@ -17,9 +17,15 @@ samples per frame - the packets' durations), as a short input can leave
 padding in more than one packet. PyAV 18 copies side data between packets but
 cannot create it (an empty `PacketSideData` keeps its size 0), so one 10-byte
 skip_samples entry is taken, once, from FFmpeg's own libmp3lame (a one-frame
-encode marks its first packet) and rewritten for every use. Without it (an FFmpeg built without
-libmp3lame) packets are muxed unmarked: the file plays, with the silence, as
-before.
+encode marks its first packet) and rewritten for every use. Without it (an
+FFmpeg built without libmp3lame) packets are muxed unmarked: the file plays,
+with the silence, as before.
+
+Only a stream whose first packet starts exactly one MP3 priming (1105
+samples, both encoders) before 0 is marked, i.e. whose input began at pts 0.
+Any other start would make the skip cut real audio, or wrap the tag's delay
+(start - 529) below 0, which FFmpeg turns into ~3500 samples dropped; such a
+stream is left unmarked, end included, and decodes with its silence, as before.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ import av
 import numpy as np
 from av.packet import PacketSideData
 
+from ..codecs.lame import MP3_INITIAL_PADDING
+
 __all__ = ["SkipSamplesMarker"]
 
-# The LAME tag keeps the padding in 12 bits, with the decoder's 529 samples added.
+# The LAME tag keeps the padding in 12 bits; FFmpeg's mp3 muxer writes the side data's end
+# skip plus the decoder's 529 samples.
 _MAX_TAG_PADDING = 4095 - 529
 
 
@@ -75,14 +84,22 @@ class SkipSamplesMarker:
         self._held: av.Packet | None = None
         self._held_start = 0        # samples to skip at the start of the held packet
         self._first = True
+        self._marked = False        # the first packet carried an encoder's priming
         self._frames = 0            # packets seen
         self._covered: int | None = 0   # samples their durations cover (None: one had none)
 
     def hold(self, packet: av.Packet) -> av.Packet | None:
         previous = self._release_middle()
         start = 0
-        if self._first and packet.pts is not None and packet.pts < 0:
-            start = _samples(-packet.pts, packet.time_base, self._rate)
+        if self._first:
+            start = _samples(-packet.pts, packet.time_base, self._rate) \
+                if packet.pts is not None else 0
+            # Marked only when the first packet starts exactly one encoder priming before
+            # 0: any other start means the input did not begin at pts 0, and a skip of it
+            # would cut real audio or wrap below the decoder's 529 (FFmpeg takes the tag's
+            # delay from any marked packet, so nothing is marked then, end included).
+            self._marked = start == MP3_INITIAL_PADDING
+            start = start if self._marked else 0
         self._first = False
         self._frames += 1
         if packet.duration is None or self._covered is None:
@@ -105,7 +122,8 @@ class SkipSamplesMarker:
         packet, self._held = self._held, None
         if packet is None:
             return None
-        padding = 0 if self._covered is None else self._frames * self._frame - self._covered
+        padding = 0 if self._covered is None or not self._marked \
+            else self._frames * self._frame - self._covered
         _mark(packet, self._held_start, padding if 0 < padding <= _MAX_TAG_PADDING else 0)
         return packet
 
