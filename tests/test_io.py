@@ -493,6 +493,27 @@ def test_a_short_mp3_that_ffmpeg_probes_as_video_is_read_as_mp3(tmp_path):
         assert sum(frame.samples for frame in reader) == 1000      # gapless: exactly the input
 
 
+def test_a_short_mp3_whose_probe_fails_outright_is_read_as_mp3(tmp_path):
+    """A 26 ms MP3 (PyAV's libmp3lame, 44.1 kHz) that FFmpeg's probe refuses as invalid
+    data: read as the format the extension names, to exactly its samples."""
+    from flowengine.codecs.configs import ENCODER_CONFIGS
+    from flowengine.codecs.encoder import Encoder
+
+    t = np.arange(1153) / 44100
+    chirp = (0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)).astype(np.float32)
+    encoder = Encoder("mp3", ENCODER_CONFIGS["mp3"](backend="pyav"))
+    encoder.put_frame(np.stack([chirp, 0.5 * chirp]), format=AudioFormat(44100, 2, "f32"))
+    path = tmp_path / "short.mp3"
+    writer = AudioFileWriter(path)
+    while (packet := encoder.get_packet(force=True)) is not None:
+        writer.push(packet)
+    writer.push(None)
+    with pytest.raises(av.FFmpegError):         # the probe's answer, without the hint
+        av.open(str(path))
+    with AudioFileReader(path) as reader:
+        assert reader.codec == "mp3" and sum(frame.samples for frame in reader) == 1153
+
+
 def test_a_file_that_is_no_audio_under_an_audio_extension_still_says_so(tmp_path):
     path = tmp_path / "video.mp3"
     with av.open(str(path), "w", format="h263") as container:

@@ -76,19 +76,35 @@ def _open_container(path: str) -> av.container.InputContainer:
     """The file's container, probed by content; a probe that finds no audio stream in a
     file whose extension names an audio format is tried again as that format (FFmpeg
     guesses from a few KB: a short MP3 can score higher as H.263 video)."""
-    container = _open_probed(path, None)
     hint = _EXTENSION_DEMUXERS.get(Path(path).suffix.lower())
-    if container.streams.audio or hint is None or container.format.name == hint:
-        return container
     try:
-        hinted = _open_probed(path, hint)
+        container = _open_probed(path, None)
     except FormatError:
-        return container        # not that format either: the probe's answer stands
-    if not hinted.streams.audio:
-        hinted.close()
+        hinted = _open_hinted(path, hint)   # a short MP3 can fail the probe outright too
+        if hinted is None:
+            raise
+        return hinted
+    if container.streams.audio or container.format.name == hint:
         return container
+    hinted = _open_hinted(path, hint)
+    if hinted is None:
+        return container        # not that format either: the probe's answer stands
     container.close()
     return hinted
+
+
+def _open_hinted(path: str, hint: str | None) -> av.container.InputContainer | None:
+    """The file opened as the format its extension names, if that finds an audio stream."""
+    if hint is None:
+        return None
+    try:
+        container = _open_probed(path, hint)
+    except FormatError:
+        return None
+    if not container.streams.audio:
+        container.close()
+        return None
+    return container
 
 
 def _open_probed(path: str, format: str | None) -> av.container.InputContainer:
