@@ -302,7 +302,8 @@ class _Builder:
             source = self.node(path[0], on_output)
             group = path[-1].name
             branches.append(Branch(source, group, _CountedInputs(mixer, report),
-                                   lambda path=path: [self.node(s) for s in path[1:]]))
+                                   lambda path=path: [self.node(s) for s in path[1:]],
+                                   tuple(s.name for s in path)))
         return FanInSource(_Metered(mixer, report), branches)
 
     def chain(self, stage: StageInfo) -> list[Node]:
@@ -387,6 +388,9 @@ def _run(run: ResolvedRun, source_stage: StageInfo, signals: SignalCount,
         else:
             nodes = downstream()
             Runner(source, nodes[:-1], nodes[-1]).run()
+            for branch in getattr(source, "branches", ()):     # several sources into a mixer
+                _count_skipped_streams({name: builder.reports[name] for name in branch.stages},
+                                       branch.stages[0], branch.ends_from, branch.demux.aborted)
     for report in builder.reports.values():
         report.done = True
     report = snapshot()

@@ -62,13 +62,16 @@ class Branch:
     """A source, and per stream a pipeline of the stages between it and the mixer."""
 
     def __init__(self, source: Node, group: str, mixer: Any,
-                 path: Callable[[], list[Node]]) -> None:
+                 path: Callable[[], list[Node]], stages: tuple[str, ...] = ()) -> None:
         self.source = source
+        # Who reports stream ends: the source's own node (not the runner's counting wrapper).
+        self.ends_from = getattr(source, "node", source)
         self.group = group
+        self.stages = stages            # the source stage and those between it and the mixer
         self.mixer = mixer
         self.demux = StreamDemux(lambda stream: Pipeline(path() + [MixerInlet(mixer, group)],
                                                          name=f"{group} stream {stream!r}"),
-                                 PCM, None, ends_from=source, name=f"branch {group!r}")
+                                 PCM, None, ends_from=self.ends_from, name=f"branch {group!r}")
         self.done = False
 
     def step(self) -> bool:
@@ -83,9 +86,9 @@ class Branch:
             self.done = True
             return True
         self.demux.push(buf)
-        for end in take_ended_streams(self.source):   # a multi-stream source ended one
-            if end.stream in self.demux.inner:
-                self.demux.end_stream(end.stream)
+        for end in take_ended_streams(self.ends_from):   # a multi-stream source ended one
+            if end.stream in self.demux.inner:   # a skipped stream is cut short, unflushed
+                self.demux.end_stream(end.stream, aborted=end.error is not None)
         while self.demux.pull() is not AGAIN:
             pass
         return True

@@ -133,3 +133,26 @@ def test_an_ordered_stage_over_two_replicas_ends_the_merged_stream_aborted(tmp_p
     assert report.stage("out").workers[0].stream_counts["bad"]["aborted"] == 1
     assert not [f for f in report.audit if f.status == MISMATCH]
     assert ("gain", "bad") in [(f.stage, f.stream) for f in report.audit if f.status == SKIPPED]
+
+
+def test_a_skipped_stream_into_a_mixer_mixes_the_same_in_both_runners(tmp_path):
+    """files (one stream skipped) -> delay -> mix with a tone: the engine closes the skipped
+    stream's delay unflushed, and so does the in-process runner now (it flushed the delay's
+    tail into the mix: 1280 samples differed), and both audits list the delay's stream."""
+    make_inputs(tmp_path / "in")
+    stages = [{"name": "files", "op": "files",
+               "params": {"paths": str(tmp_path / "in"), "on_error": "skip",
+                          "interleave": False}},
+              {"name": "late", "op": "delay", "inputs": ["files"], "params": {"delay_ms": 100}},
+              {"name": "tone", "op": "tone",
+               "params": {"frequency": 300, "seconds": 2.0, "sample_rate": RATE, "channels": 1}},
+              {"name": "mix", "op": "mix", "inputs": ["late", "tone"], "params": {"inputs": 5}},
+              {"name": "out", "op": "file_sink", "params": {"path": str(tmp_path / "mix.wav")}}]
+    run = resolve_run(write_yaml(tmp_path / "run.yaml", stages))
+    mixes, skipped = [], []
+    for report in (run_plan(build_plan(run.config)), run_in_process(run)):
+        mixes.append(decode(tmp_path / "mix.wav"))
+        skipped.append(sorted((f.stage, f.stream) for f in report.audit if f.status == SKIPPED))
+        assert not [f for f in report.audit if f.status == MISMATCH]
+    assert np.array_equal(mixes[0], mixes[1]) and len(mixes[0]) == 2 * RATE
+    assert skipped[0] == skipped[1] == [("files", "bad"), ("late", "bad")]
