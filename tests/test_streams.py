@@ -401,6 +401,17 @@ def test_stage_level_skip_on_a_files_source_skips_the_unreadable_file(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g0.wav", "g1.wav"]
 
 
+def test_max_errors_on_a_source_is_a_config_error(tmp_path):
+    stages = [{"name": "src", "op": "files", "on_error": "skip", "max_errors": 0,
+               "params": {"paths": str(tmp_path)}},
+              {"name": "out", "op": "null_sink"}]
+    with pytest.raises(ConfigError, match=re.escape(
+            "stage 'src' (files): max_errors: a source has no input buffers to skip, so "
+            "max_errors would never be checked (a files source's skipped files are listed by "
+            "the audit): remove it")):
+        resolve_run(write_yaml(tmp_path / "run.yaml", stages))
+
+
 def test_stage_level_and_source_on_error_that_disagree_are_a_config_error(tmp_path):
     stages = [{"name": "src", "op": "files", "on_error": "skip",
                "params": {"paths": str(tmp_path), "on_error": "fail"}},

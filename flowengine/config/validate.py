@@ -329,7 +329,13 @@ def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
     """A source has no input for the stage-level `on_error` to act on: when it has an
     `on_error` parameter of its own (`files`: a file that cannot be read), a stage-level
     value set in the file or by --set goes there, unless params sets it too."""
-    if spec.kind != "source" or "on_error" not in stage.model_fields_set \
+    if spec.kind != "source":
+        return
+    if stage.max_errors is not None:
+        out.add(("stages", index, "max_errors"), label, "max_errors",
+                "a source has no input buffers to skip, so max_errors would never be checked "
+                "(a files source's skipped files are listed by the audit): remove it")
+    if "on_error" not in stage.model_fields_set \
             or not any(p.name == "on_error" for p in getattr(spec, "params", ())):
         return
     own = stage.params.get("on_error")
