@@ -14,6 +14,7 @@ from pathlib import Path
 
 import zmq
 
+from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
 from flowengine.engine.control import COORDINATOR_MESSAGES, decode_control
 from flowengine.engine.control_outbox import ControlOutbox
@@ -85,3 +86,28 @@ def test_a_socket_error_at_shutdown_is_logged_and_the_workers_still_stopped(tmp_
     assert [r.getMessage() for r in caplog.records] == [
         f"shutdown to worker {worker_id!r} not sent (Socket operation on non-socket): it is "
         f"stopped by signal" for worker_id in engine._workers]
+
+
+def sleep_a_while() -> None:
+    time.sleep(30)
+
+
+def test_the_applications_own_forkserver_processes_still_die_of_sigterm(tmp_path):
+    """flowengine's forkserver ignores SIGTERM (a group-wide SIGTERM must not kill it), but
+    the forkserver is the program's: a process the application starts from it afterwards
+    must still stop on Process.terminate() (it ignored SIGTERM, and join() waited)."""
+    run = RunConfig.model_validate({"stages": [
+        {"name": "src", "op": "tone", "params": {"seconds": 0.05}},
+        {"name": "out", "op": "null_sink"}]})
+    Engine(build_plan(run)).run()           # flowengine's forkserver, with its preload
+    process = multiprocessing.get_context("forkserver").Process(target=sleep_a_while)
+    process.start()
+    try:
+        time.sleep(0.3)
+        process.terminate()
+        process.join(5)
+        assert process.exitcode == -signal.SIGTERM
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join()
