@@ -471,21 +471,26 @@ def test_null_sink_counts():
     assert (sink.buffers, sink.samples, sink.bytes, sink.finalized) == (4, 2400, 2400 * 4 + 3, True)
 
 
-def test_a_short_mp3_that_ffmpeg_probes_as_video_is_read_as_mp3(tmp_path):
-    """FFmpeg's probe guesses from the first bytes: this 23 ms MP3 scores higher as H.263
-    video. The reader tries again as the format its extension names."""
+def write_short_mp3(path, samples: int) -> None:
+    """A stereo 44.1 kHz chirp of `samples` samples, encoded by PyAV's libmp3lame, as .mp3."""
     from flowengine.codecs.configs import ENCODER_CONFIGS
     from flowengine.codecs.encoder import Encoder
 
-    t = np.arange(1000) / 44100
+    t = np.arange(samples) / 44100
     chirp = (0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)).astype(np.float32)
     encoder = Encoder("mp3", ENCODER_CONFIGS["mp3"](backend="pyav"))
     encoder.put_frame(np.stack([chirp, 0.5 * chirp]), format=AudioFormat(44100, 2, "f32"))
-    path = tmp_path / "short.mp3"
     writer = AudioFileWriter(path)
     while (packet := encoder.get_packet(force=True)) is not None:
         writer.push(packet)
     writer.push(None)
+
+
+def test_a_short_mp3_that_ffmpeg_probes_as_video_is_read_as_mp3(tmp_path):
+    """FFmpeg's probe guesses from the first bytes: this 23 ms MP3 scores higher as H.263
+    video. The reader tries again as the format its extension names."""
+    path = tmp_path / "short.mp3"
+    write_short_mp3(path, 1000)
     with av.open(str(path)) as container:       # the probe's guess, without the hint
         assert [s.type for s in container.streams] == ["video"]
     with AudioFileReader(path) as reader:
@@ -494,20 +499,10 @@ def test_a_short_mp3_that_ffmpeg_probes_as_video_is_read_as_mp3(tmp_path):
 
 
 def test_a_short_mp3_whose_probe_fails_outright_is_read_as_mp3(tmp_path):
-    """A 26 ms MP3 (PyAV's libmp3lame, 44.1 kHz) that FFmpeg's probe refuses as invalid
-    data: read as the format the extension names, to exactly its samples."""
-    from flowengine.codecs.configs import ENCODER_CONFIGS
-    from flowengine.codecs.encoder import Encoder
-
-    t = np.arange(1153) / 44100
-    chirp = (0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)).astype(np.float32)
-    encoder = Encoder("mp3", ENCODER_CONFIGS["mp3"](backend="pyav"))
-    encoder.put_frame(np.stack([chirp, 0.5 * chirp]), format=AudioFormat(44100, 2, "f32"))
+    """A 26 ms MP3 that FFmpeg's probe refuses as invalid data: read as the format the
+    extension names, to exactly its samples."""
     path = tmp_path / "short.mp3"
-    writer = AudioFileWriter(path)
-    while (packet := encoder.get_packet(force=True)) is not None:
-        writer.push(packet)
-    writer.push(None)
+    write_short_mp3(path, 1153)
     with pytest.raises(av.FFmpegError):         # the probe's answer, without the hint
         av.open(str(path))
     with AudioFileReader(path) as reader:
