@@ -364,13 +364,36 @@ def test_truncated_file_yields_what_decodes(files, tmp_path, ext):
             samples = sum(f.samples for f in reader)
             truncated = reader.truncated
     assert 0.5 * SR < samples < 0.7 * SR
-    if ext == ".mp3":           # FFmpeg's mp3 decoder takes the partial last frame quietly
-        assert not truncated and not caught
-    else:                       # FLAC's partial last frame fails its CRC: reported, stream ends
-        assert truncated
-        assert len(caught) == 1 and caught[0].category is RuntimeWarning
-        assert re.search(r"cut.flac': the last packet \(byte \d+, pts \d+ \([\d.]+ s\)\) does not "
-                         r"decode: the file is truncated", str(caught[0].message))
+    # The partial last frame is reported and left out: FLAC's fails its CRC; MP3's is shorter
+    # than its header says (FFmpeg's decoder would conceal the missing bytes as silence).
+    reason = r"has \d+ of the \d+ bytes its header says" if ext == ".mp3" else "does not decode"
+    assert truncated
+    assert len(caught) == 1 and caught[0].category is RuntimeWarning
+    assert re.search(rf"cut{ext}': the last packet \(byte \d+, pts \d+ \([\d.]+ s\)\) {reason}: "
+                     rf"the file is truncated", str(caught[0].message))
+
+
+def test_a_cut_mp3_gives_whole_frames_in_packet_mode_too(files, tmp_path):
+    """The same truncated tail is left out in packet mode, so flowengine's Decoder (which
+    refuses a short MP3 packet) decodes what the pcm mode gives."""
+    from flowengine.codecs.decoder import Decoder
+    from flowengine.codecs.mp3frames import parse_frame_header
+
+    data = files[".mp3"].read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    with pytest.warns(RuntimeWarning, match="its header says: the file is truncated"):
+        with AudioFileReader(cut, mode="packet") as reader:
+            packets = list(reader)
+            assert reader.truncated
+    assert all(len(p.data) == parse_frame_header(p.data).frame_length for p in packets)
+    decoder = Decoder("mp3")
+    for packet in packets:
+        decoder.put_packet(packet)
+    decoded = 0
+    while (pcm := decoder.get_frame(force=True)) is not None:
+        decoded += pcm.shape[1]
+    assert decoded == len(packets) * 1152
 
 
 def test_corrupt_packet_mid_file_raises_after_the_good_samples(files, tmp_path):

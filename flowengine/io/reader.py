@@ -22,7 +22,9 @@ handed out. So is a native FLAC packet that is not a whole frame or does not
 start where the one before it ended: FFmpeg's parser hands damaged frames
 (failed CRC) out that way, or drops them, without an error of its own. A
 packet that fails at the very end of the file is a truncated tail: the
-reader warns (RuntimeWarning), sets `truncated` and ends normally.
+reader warns (RuntimeWarning), sets `truncated` and ends normally; so does
+an MP3 whose last frame is shorter than its header says (FFmpeg would conceal
+the missing bytes as silence), in both modes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from ..avframes import planar_array
 from ..buffers import PACKET_FLAG_KEY, AudioFrame, Packet, time_base_fraction
 from ..codecs.adts import AdtsFramer, parse_adts_header
+from ..codecs.mp3frames import parse_frame_header
 from ..errors import CodecError, ConfigError, FlowError, FormatError
 from ..fifo import SampleFifo
 from ..format import AudioFormat, as_format
@@ -318,6 +321,8 @@ class AudioFileReader:
                                  f"container cannot be read {after}: {exc}") from None
             if packet.size and self._container.format.name == "flac":
                 next_sample = self._check_flac_frame(packet, next_sample)
+            if packet.size and self.codec == "mp3" and self._is_cut_mp3_frame(packet):
+                continue        # then the demuxer's empty packet: the decoder still drains
             last = packet
             yield packet
 
@@ -339,15 +344,27 @@ class AudioFileReader:
                              f"was next: damaged frames (failed CRC) were skipped before it")
         return packet.pts + packet.duration
 
-    def _is_truncated_tail(self, packet: av.Packet, size: int | None) -> bool:
+    def _is_truncated_tail(self, packet: av.Packet, size: int | None,
+                           what: str = "does not decode") -> bool:
         """A packet cut off by the end of the file: warn, remember, and let the stream end."""
         if size is None or packet.pos is None or packet.pos < 0 or packet.pos + packet.size < size:
             return False
         self.truncated = True
-        warnings.warn(f"'{self.path}': the last packet ({self._where(packet)}) does not decode: "
+        warnings.warn(f"'{self.path}': the last packet ({self._where(packet)}) {what}: "
                       f"the file is truncated; ending the stream before it", RuntimeWarning,
                       stacklevel=4)
         return True
+
+    def _is_cut_mp3_frame(self, packet: av.Packet) -> bool:
+        """The last MP3 frame of a cut file, shorter than its header says: a truncated tail,
+        left out in both modes (FFmpeg's decoder would conceal the missing bytes as silence
+        without a word, and flowengine's Decoder refuses the packet)."""
+        header = parse_frame_header(bytes(packet)[:4])
+        if header is None or packet.size >= header.frame_length:
+            return False
+        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
+        return self._is_truncated_tail(packet, size, f"has {packet.size} of the "
+                                                     f"{header.frame_length} bytes its header says")
 
     @staticmethod
     def _where(packet: av.Packet) -> str:
