@@ -56,7 +56,6 @@ from __future__ import annotations
 
 from collections import deque
 from fractions import Fraction
-from functools import lru_cache
 
 import av
 import numpy as np
@@ -67,7 +66,7 @@ from ..format import AudioFormat, to_float
 from .configs import DECODER_CONFIGS, normalize_codec
 from .decoder_fifo import PlanarSampleBuffer
 from .decoder_split import FRAME, JUNK, LAST, MISSING, SHORT, Unit, make_splitter
-from .mp3frames import parse_frame_header
+from .mp3frames import announced_frame_length
 
 __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
 
@@ -111,18 +110,10 @@ def _mp3_packet_unit(data: bytes, offset: int) -> Unit | None:
     FFmpeg's mp3 decoder conceals a truncated frame without an error (the missing main
     data decodes as silence), so the length is checked here, as the splitter checks it.
     """
-    length = _mp3_frame_length(data[:3])
+    length = announced_frame_length(data)
     if length is not None and len(data) < length:
         return Unit(SHORT, offset, data, length)
     return None
-
-
-@lru_cache(maxsize=64)
-def _mp3_frame_length(header: bytes) -> int | None:
-    """Bytes of the frame whose header starts with these 3 bytes (they hold every field the
-    length depends on), None if not a header; cached: a stream repeats a few headers."""
-    parsed = parse_frame_header(header + b"\0")
-    return None if parsed is None else parsed.frame_length
 
 
 class Decoder:

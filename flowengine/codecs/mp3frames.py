@@ -10,12 +10,13 @@ as invalid, like FFmpeg's parser does for non-free streams.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import CodecError
 
 __all__ = [
     "MP3_SAMPLE_RATES", "mp3_bitrates_kbps", "mp3_samples_per_frame",
-    "Mp3FrameHeader", "parse_frame_header", "find_frame_sync", "Mp3FrameSplitter",
+    "Mp3FrameHeader", "parse_frame_header", "announced_frame_length", "find_frame_sync", "Mp3FrameSplitter",
 ]
 
 HEADER_BYTES = 4
@@ -110,6 +111,19 @@ def parse_frame_header(data: bytes | bytearray | memoryview, offset: int = 0) ->
         channels=1 if (b3 >> 6) == 0b11 else 2,
         protected=not (b1 & 1),
     )
+
+
+def announced_frame_length(data: bytes | bytearray | memoryview) -> int | None:
+    """Bytes of the whole frame the header at the start of `data` announces, None when
+    `data` does not start with a header (a packet shorter than this was cut short)."""
+    return _frame_length(bytes(data[:3]))
+
+
+@lru_cache(maxsize=64)
+def _frame_length(header: bytes) -> int | None:
+    # Cached on the 3 bytes every field of the length is in: a stream repeats a few headers.
+    parsed = parse_frame_header(header + b"\0")
+    return None if parsed is None else parsed.frame_length
 
 
 def find_frame_sync(data: bytes | bytearray | memoryview, start: int = 0) -> int:

@@ -40,7 +40,7 @@ import numpy as np
 from ..avframes import planar_array
 from ..buffers import PACKET_FLAG_KEY, AudioFrame, Packet, time_base_fraction
 from ..codecs.adts import AdtsFramer, parse_adts_header
-from ..codecs.mp3frames import parse_frame_header
+from ..codecs.mp3frames import announced_frame_length
 from ..errors import CodecError, ConfigError, FlowError, FormatError
 from ..fifo import SampleFifo
 from ..format import AudioFormat, as_format
@@ -291,7 +291,7 @@ class AudioFileReader:
 
     def _decoded(self) -> Iterator[av.AudioFrame]:
         stream = self._stream
-        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
+        size = self._file_size()
         for packet in self._demuxed():     # ends with an empty packet: drains
             try:
                 decoded = packet.decode()
@@ -305,8 +305,9 @@ class AudioFileReader:
     def _demuxed(self) -> Iterator[av.Packet]:
         """The audio stream's packets; a container the demuxer cannot go on reading is a
         CodecError naming the last good packet, and so is a FLAC packet that does not start
-        where the one before it ended (see _check_continuity)."""
+        where the one before it ended (see _check_flac_frame)."""
         stream, last = self._stream, None
+        size = self._file_size()
         packets = self._container.demux(stream)
         next_sample: int | None = None      # FLAC: where the next packet must start
         while True:
@@ -321,7 +322,7 @@ class AudioFileReader:
                                  f"container cannot be read {after}: {exc}") from None
             if packet.size and self._container.format.name == "flac":
                 next_sample = self._check_flac_frame(packet, next_sample)
-            if packet.size and self.codec == "mp3" and self._is_cut_mp3_frame(packet):
+            if packet.size and self.codec == "mp3" and self._is_cut_mp3_frame(packet, size):
                 continue        # then the demuxer's empty packet: the decoder still drains
             last = packet
             yield packet
@@ -344,10 +345,19 @@ class AudioFileReader:
                              f"was next: damaged frames (failed CRC) were skipped before it")
         return packet.pts + packet.duration
 
+    def _file_size(self) -> int | None:
+        return os.path.getsize(self.path) if os.path.isfile(self.path) else None
+
+    @staticmethod
+    def _ends_file(packet: av.Packet, size: int | None) -> bool:
+        """Whether the packet's bytes reach the end of a file of `size` bytes."""
+        return size is not None and packet.pos is not None and packet.pos >= 0 \
+            and packet.pos + packet.size >= size
+
     def _is_truncated_tail(self, packet: av.Packet, size: int | None,
                            what: str = "does not decode") -> bool:
         """A packet cut off by the end of the file: warn, remember, and let the stream end."""
-        if size is None or packet.pos is None or packet.pos < 0 or packet.pos + packet.size < size:
+        if not self._ends_file(packet, size):
             return False
         self.truncated = True
         warnings.warn(f"'{self.path}': the last packet ({self._where(packet)}) {what}: "
@@ -355,16 +365,17 @@ class AudioFileReader:
                       stacklevel=4)
         return True
 
-    def _is_cut_mp3_frame(self, packet: av.Packet) -> bool:
+    def _is_cut_mp3_frame(self, packet: av.Packet, size: int | None) -> bool:
         """The last MP3 frame of a cut file, shorter than its header says: a truncated tail,
         left out in both modes (FFmpeg's decoder would conceal the missing bytes as silence
         without a word, and flowengine's Decoder refuses the packet)."""
-        header = parse_frame_header(bytes(packet)[:4])
-        if header is None or packet.size >= header.frame_length:
+        if not self._ends_file(packet, size):       # every packet but the last: no copy
             return False
-        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
-        return self._is_truncated_tail(packet, size, f"has {packet.size} of the "
-                                                     f"{header.frame_length} bytes its header says")
+        length = announced_frame_length(memoryview(packet))
+        if length is None or packet.size >= length:
+            return False
+        return self._is_truncated_tail(packet, size, f"has {packet.size} of the {length} "
+                                                     f"bytes its header says")
 
     @staticmethod
     def _where(packet: av.Packet) -> str:
