@@ -21,7 +21,7 @@ from typing import Any
 from .errors import FlowError
 from .node import AGAIN, EOF, PCM, Node
 from .nodes.basic import MAX_IDLE_PULLS
-from .nodes.streams import StreamDemux, take_ended_streams
+from .nodes.streams import StreamDemux
 from .pipeline import Pipeline
 
 __all__ = ["MixerInlet", "Branch", "FanInSource"]
@@ -86,9 +86,7 @@ class Branch:
             self.done = True
             return True
         self.demux.push(buf)
-        for end in take_ended_streams(self.ends_from):   # a multi-stream source ended one
-            if end.stream in self.demux.inner:   # a skipped stream is cut short, unflushed
-                self.demux.end_stream(end.stream, aborted=end.error is not None)
+        self.demux.end_reported()   # what this pull ended (a skipped stream: cut short)
         while self.demux.pull() is not AGAIN:
             pass
         return True

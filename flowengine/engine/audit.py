@@ -431,9 +431,9 @@ def _rule_name(stage: AuditStage) -> str:
 def _source_skips(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
     """The streams a source skipped after an error (a file the files source could not read,
     or stopped reading): reported, so that a run that went on without them says so."""
+    notes = ((stream, c, _skip_note(c)) for stream, c in sorted(counts.items()))
     return [Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), c["out_samples"],
-                    SKIPPED, note=_skip_note(c))
-            for stream, c in sorted(counts.items()) if _skip_note(c)]
+                    SKIPPED, note=note) for stream, c, note in notes if note]
 
 
 def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:

@@ -99,7 +99,7 @@ class StreamDemux(FlowNode):
         self._out: deque[AudioFrame | Packet] = deque()
 
     def _accept(self, buf: AudioFrame | Packet) -> None:
-        self._end_reported()
+        self.end_reported()
         node = self.inner.get(buf.stream)
         if node is None:
             if buf.stream in self.finished:
@@ -110,14 +110,16 @@ class StreamDemux(FlowNode):
         self._collect(buf.stream, node, flushing=False)
 
     def _finish(self) -> None:
-        self._end_reported()
+        self.end_reported()
         for stream in list(self.inner):
             self.end_stream(stream)
 
     def _produce(self) -> AudioFrame | Packet | None:
         return self._out.popleft() if self._out else None
 
-    def _end_reported(self) -> None:
+    def end_reported(self) -> None:
+        """End the streams `ends_from` reported ended since the last look (done at every
+        push and at the end; a caller that pulled the source itself may look sooner)."""
         for end in take_ended_streams(self.ends_from):
             if end.stream in self.inner:
                 self.end_stream(end.stream, aborted=end.error is not None)
