@@ -82,38 +82,36 @@ class SkipSamplesMarker:
         self._frame = samples_per_frame
         self._rate = sample_rate
         self._held: av.Packet | None = None
-        self._held_start = 0        # samples to skip at the start of the held packet
-        self._first = True
         self._marked = False        # the first packet carried an encoder's priming
-        self._frames = 0            # packets seen
+        self._frames = 0            # packets seen, the held one included
         self._covered: int | None = 0   # samples their durations cover (None: one had none)
 
     def hold(self, packet: av.Packet) -> av.Packet | None:
         previous = self._release_middle()
-        start = 0
-        if self._first:
-            start = _samples(-packet.pts, packet.time_base, self._rate) \
-                if packet.pts is not None else 0
+        if self._frames == 0:
             # Marked only when the first packet starts exactly one encoder priming before
             # 0: any other start means the input did not begin at pts 0, and a skip of it
             # would cut real audio or wrap below the decoder's 529 (FFmpeg takes the tag's
             # delay from any marked packet, so nothing is marked then, end included).
-            self._marked = start == MP3_INITIAL_PADDING
-            start = start if self._marked else 0
-        self._first = False
+            self._marked = packet.pts is not None and \
+                _samples(-packet.pts, packet.time_base, self._rate) == MP3_INITIAL_PADDING
         self._frames += 1
         if packet.duration is None or self._covered is None:
             self._covered = None
         else:
             self._covered += _samples(packet.duration, packet.time_base, self._rate)
-        self._held, self._held_start = packet, start
+        self._held = packet
         return previous
+
+    def _held_start(self) -> int:
+        """Samples to skip at the start of the held packet: the priming, on the first."""
+        return MP3_INITIAL_PADDING if self._marked and self._frames == 1 else 0
 
     def _release_middle(self) -> av.Packet | None:
         """The held packet as a packet in the middle of the stream (no end padding)."""
         packet, self._held = self._held, None
         if packet is not None:
-            _mark(packet, self._held_start, 0)
+            _mark(packet, self._held_start(), 0)
         return packet
 
     def release(self) -> av.Packet | None:
@@ -124,7 +122,7 @@ class SkipSamplesMarker:
             return None
         padding = 0 if self._covered is None or not self._marked \
             else self._frames * self._frame - self._covered
-        _mark(packet, self._held_start, padding if 0 < padding <= _MAX_TAG_PADDING else 0)
+        _mark(packet, self._held_start(), padding if 0 < padding <= _MAX_TAG_PADDING else 0)
         return packet
 
 
