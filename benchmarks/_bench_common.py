@@ -119,6 +119,6 @@ def run_engine(config: dict[str, Any]):
 
 def run_inprocess(config: dict[str, Any]):
     """Run `config` in this process with the Runner; the RunReport."""
-    from flowengine.inprocess import run_in_process
+    from flowengine.local.run import run_in_process
 
     return run_in_process(resolve_config(config))

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import FlowError
-from flowengine.format import AudioFormat
-from flowengine.node import AGAIN, EOF, PCM, Node
-from flowengine.pacing import MediaClock
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import AGAIN, EOF, PCM, Node
+from flowengine.ops.pacing import MediaClock
 
 __all__ = ["op", "ProbeSource", "ProbeIdentity", "ProbeSink", "collect", "latencies_ms"]
 
@@ -109,7 +109,7 @@ class ProbeSource(Node):
         if self.sent >= total:
             return EOF
         round_, index = divmod(self.sent, len(self.streams))
-        if self.realtime:   # waits as every paced source does (flowengine.pacing)
+        if self.realtime:   # waits as every paced source does (flowengine.ops.pacing)
             self.clock.wait(round_ * self.period)
             if round_ == 0:
                 self.probe.extra["epoch"] = self.clock.start

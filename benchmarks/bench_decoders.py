@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowengine.buffers import Packet  # noqa: E402
-from flowengine.codecs.configs import DECODER_CONFIGS, WavDecoderConfig  # noqa: E402
-from flowengine.codecs.decoder import Decoder  # noqa: E402
-from flowengine.format import AudioFormat  # noqa: E402
+from flowengine.audio.buffers import Packet  # noqa: E402
+from flowengine.ops.codecs.configs import DECODER_CONFIGS, WavDecoderConfig  # noqa: E402
+from flowengine.ops.codecs.decoder import Decoder  # noqa: E402
+from flowengine.audio.format import AudioFormat  # noqa: E402
 
 RATE = 48000
 CHUNK = 1024

@@ -32,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowengine.codecs.configs import (AacEncoderConfig, FlacEncoderConfig,  # noqa: E402
+from flowengine.ops.codecs.configs import (AacEncoderConfig, FlacEncoderConfig,  # noqa: E402
                                        Mp3EncoderConfig, OpusEncoderConfig, WavEncoderConfig)
-from flowengine.codecs.encoder import Encoder  # noqa: E402
-from flowengine.format import AudioFormat, from_float  # noqa: E402
+from flowengine.ops.codecs.encoder import Encoder  # noqa: E402
+from flowengine.audio.format import AudioFormat, from_float  # noqa: E402
 
 RATE = 48000
 CHANNELS = 2

@@ -36,11 +36,11 @@ from _bench_common import print_table, repetitions, size_parser, spread, \
     write_results  # noqa: E402
 from bench_scaling import BLOCK, inprocess_chain, make_inputs, pyav_loops  # noqa: E402
 
-from flowengine.codecs.configs import ENCODER_CONFIGS  # noqa: E402
-from flowengine.codecs.encoder import Encoder  # noqa: E402
-from flowengine.format import AudioFormat  # noqa: E402
-from flowengine.io.reader import AudioFileReader  # noqa: E402
-from flowengine.processors.resample import Resampler  # noqa: E402
+from flowengine.ops.codecs.configs import ENCODER_CONFIGS  # noqa: E402
+from flowengine.ops.codecs.encoder import Encoder  # noqa: E402
+from flowengine.audio.format import AudioFormat  # noqa: E402
+from flowengine.ops.io.reader import AudioFileReader  # noqa: E402
+from flowengine.ops.processors.resample import Resampler  # noqa: E402
 
 OUT_FORMAT = AudioFormat(48000, 2, "f32", planar=True)
 

@@ -10,7 +10,7 @@ recv). Measured: the CPU time of the sending and the receiving process over
 threads included), as % of one core. Target: the engine's cost <= 1.5x the
 raw loop's.
 
-The engine's paced source waits through ``flowengine.pacing``: its worker
+The engine's paced source waits through ``flowengine.ops.pacing``: its worker
 sends what the tick produced (the blocks of every stream: one batch) and
 waits on its control socket until the next block is due, so a tick costs
 one wake-up and one ZeroMQ message on each side whatever the number of

@@ -2,7 +2,7 @@
 
 A stateless stage with ``restart: on-failure`` makes its senders number every
 data message and keep it in a bounded replay buffer until the consumers
-acknowledge it (``engine/replay.py``), and makes its consumers report how far
+acknowledge it (``engine/recovery/replay.py``), and makes its consumers report how far
 each stream got (an ``ack`` about every 20 ms). This measures what that costs
 when nothing fails, on the worst case for it: no codec work to hide behind,
 only a ``gain`` between a multi-stream tone source and a null sink, so the

@@ -10,7 +10,7 @@ everything after it is one fused group with replicas
 (``fuse: [resample, encode, sink]``): each replica runs whole streams end
 to end, from its inbox to its own .aac files (sticky by stream; the source
 puts each new file on the replica with the fewest open files and sends from
-files whose replica has room, ``engine/routing.py``), so N replicas are N
+files whose replica has room, ``engine/worker/routing.py``), so N replicas are N
 independent transcoders and a file's audio makes one hop. Measured under load
 (4 files of 30 s, CPU seconds of every process over the PyAV loop's): this
 layout 1.45x, decoding in the replicas (``mode: packet``, fused

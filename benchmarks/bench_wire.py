@@ -24,9 +24,9 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from flowengine.buffers import AudioFrame
-from flowengine.engine.wire import decode, encode_frame
-from flowengine.format import AudioFormat
+from flowengine.audio.buffers import AudioFrame
+from flowengine.engine.wire.codec import decode, encode_frame
+from flowengine.audio.format import AudioFormat
 
 SIZES = (1152, 4096, 16384)
 RESULTS = Path(__file__).resolve().parent / "results" / "wire.json"

@@ -163,7 +163,7 @@ def make_input(directory: Path, seconds: float) -> Path:
     """out/tone.mp3 of configs/tone.yaml (`seconds` long), the input of transcode and fanout,
     made in this process (the Runner: no worker start-up)."""
     from flowengine.config import resolve_run
-    from flowengine.inprocess import make_output_dirs, run_in_process
+    from flowengine.local.run import make_output_dirs, run_in_process
 
     path = directory / "out" / "tone.mp3"
     run = resolve_run(CONFIGS_DIR / "tone.yaml", [f"tone.seconds={seconds}", f"sink.path={path}"])
@@ -256,7 +256,7 @@ def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random
     from flowengine.config import resolve_run
     from flowengine.engine import Engine, build_plan
     from flowengine.errors import WorkerFailed
-    from flowengine.inprocess import make_output_dirs
+    from flowengine.local.run import make_output_dirs
 
     run_dir = work / f"trial{trial:03d}-{case.config}"
     tmp = run_dir / "tmp"

@@ -8,27 +8,27 @@ Library use (one process)::
 Runs described in YAML, each operator in its own worker process: `flowengine run FILE`.
 """
 
-from .buffers import AudioFrame, CodecPacket, Packet
-from .codecs.configs import (
+from flowengine.audio.buffers import AudioFrame, CodecPacket, Packet
+from flowengine.ops.codecs.configs import (
     AacDecoderConfig, AacEncoderConfig, FlacDecoderConfig, FlacEncoderConfig, Mp3DecoderConfig,
     Mp3EncoderConfig, OpusDecoderConfig, OpusEncoderConfig, WavDecoderConfig, WavEncoderConfig,
 )
-from .codecs.decoder import Decoder
-from .codecs.encoder import Encoder
-from .errors import (
+from flowengine.ops.codecs.decoder import Decoder
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.errors import (
     CodecError, ConfigError, FlowError, FormatError, UnknownCodecError, WireError, WorkerFailed,
 )
-from .format import AudioFormat
-from .io import AudioFileReader, AudioFileWriter, MemorySink, NullSink, ToneSource
-from .node import AGAIN, EOF, PACKET, PCM, Node
-from .nodes import (
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io import AudioFileReader, AudioFileWriter, MemorySink, NullSink, ToneSource
+from flowengine.ops.node import AGAIN, EOF, PACKET, PCM, Node
+from flowengine.ops import (
     make_decoder_node, make_encoder_node, make_fork_join_node, make_identity_node,
     make_processor_node, make_python_node, make_sink_node, make_source_node, make_tap_node,
 )
-from .pipeline import Pipeline
-from .processors import Processor
-from .registry import registry
-from .runner import AsyncRunner, Runner, RunStats
+from flowengine.local.pipeline import Pipeline
+from flowengine.ops.processors import Processor
+from flowengine.ops.registry import registry
+from flowengine.local.runner import AsyncRunner, Runner, RunStats
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from flowengine.codecs.encoder import Encoder
+from flowengine.ops.codecs.encoder import Encoder
 
 
 def dominant_frequency(x: np.ndarray, rate: int) -> float:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import FlowError
-from flowengine.format import AudioFormat
-from flowengine.io.multistream import StreamInterleaver
-from flowengine.node import AGAIN, EOF, PACKET, PCM, Node
-from flowengine.nodes.streams import MultiStreamSourceNode
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io.multistream import StreamInterleaver
+from flowengine.ops.node import AGAIN, EOF, PACKET, PCM, Node
+from flowengine.ops.streams import MultiStreamSourceNode
 
 __all__ = ["RampSource", "PassThrough", "CheckingSink", "CrashingPass", "ExitingPass",
            "HangingPass", "SignalPass", "op", "replica_index", "StatelessPass", "SlowReplicaPass",

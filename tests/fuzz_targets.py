@@ -36,20 +36,20 @@ import numpy as np
 import yaml
 from hypothesis import strategies as st
 
-from flowengine.buffers import Packet
-from flowengine.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, WavDecoderConfig
-from flowengine.codecs.decoder import Decoder
-from flowengine.codecs.encoder import Encoder
-from flowengine.engine.wire import decode
+from flowengine.audio.buffers import Packet
+from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, WavDecoderConfig
+from flowengine.ops.codecs.decoder import Decoder
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.engine.wire.codec import decode
 from flowengine.config import load_run_config, load_source, resolve_source
 from flowengine.errors import CodecError, ConfigError, FormatError, WireError
-from flowengine.format import AudioFormat
-from flowengine.io.generator import ToneSource
-from flowengine.io.reader import AudioFileReader
-from flowengine.io.writer import AudioFileWriter
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io.generator import ToneSource
+from flowengine.ops.io.reader import AudioFileReader
+from flowengine.ops.io.writer import AudioFileWriter
 from flowengine.live.framing import (CLOSED, END_MARKER, NEED_DATA, FrameDecoder,
                                      encode_frame)
-from flowengine.live.protocol import (clock_message, control_frame_bytes, hello_message,
+from flowengine.live.messages import (clock_message, control_frame_bytes, hello_message,
                                       is_control_frame, is_frame_of, parse_control, probe_frame)
 from test_wire import _decode_checked, _valid_messages, mutated_messages
 

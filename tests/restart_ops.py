@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from engine_ops import replica_index
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import FlowError
-from flowengine.node import AGAIN, EOF, Node
+from flowengine.ops.node import AGAIN, EOF, Node
 
 __all__ = ["KillOncePass", "KillOnceAfterPass", "KillOnceHolding", "KillAlwaysPass", "StopOncePass", "DieAfterEofPass",
            "DieAfterEofHolding", "RampRecorder", "op"]
@@ -130,7 +130,7 @@ def _die_after_eof(marker: Path, wait_for: str | None, count: int) -> None:
     if _DEATH_ARMED:
         return
     _DEATH_ARMED = True
-    from flowengine.engine import worker
+    from flowengine.engine.worker import main as worker
     tell = worker.Worker._tell
 
     def tell_then_die(self: object, kind: str, **fields: object) -> None:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from audio_checks import dominant_frequency
-from flowengine.cli import main
+from flowengine.cli.main import main
 from flowengine.config import resolve_run
 from flowengine.engine import build_plan, run_plan
-from flowengine.engine.audit import MISMATCH, SKIPPED
-from flowengine.inprocess import run_in_process
-from flowengine.io import AudioFileWriter, ToneSource
+from flowengine.core.audit import MISMATCH, SKIPPED
+from flowengine.local.run import run_in_process
+from flowengine.ops.io import AudioFileWriter, ToneSource
 from test_streams import RATE, decode, write_tone, write_yaml
 
 FREQUENCIES = {"g0": 400, "g1": 500, "g2": 600}

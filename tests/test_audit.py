@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from engine_ops import op
-from flowengine.cli import main
+from flowengine.cli.main import main
 from flowengine.config import resolve_run
 from flowengine.engine import build_plan, run_plan
-from flowengine.engine.audit import MISMATCH, OK, RULES, SKIPPED, AuditError, AuditStage, \
+from flowengine.core.audit import MISMATCH, OK, RULES, SKIPPED, AuditError, AuditStage, \
     audit_counts, audit_summary, new_stream_counts
-from flowengine.inprocess import run_in_process
+from flowengine.local.run import run_in_process
 
 SECONDS, RATE = 0.5, 44100
 

@@ -12,12 +12,12 @@ import av
 import numpy as np
 import pytest
 
-from flowengine.avframes import FrameFiller, planar_array
-from flowengine.buffers import round_ratio, samples_from_ticks
-from flowengine.codecs.configs import AacEncoderConfig, FlacEncoderConfig, OpusEncoderConfig
-from flowengine.codecs.encoder import Encoder
-from flowengine.fifo import SampleFifo
-from flowengine.format import AudioFormat
+from flowengine.audio.avframes import FrameFiller, planar_array
+from flowengine.audio.buffers import round_ratio, samples_from_ticks
+from flowengine.ops.codecs.configs import AacEncoderConfig, FlacEncoderConfig, OpusEncoderConfig
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.audio.fifo import SampleFifo
+from flowengine.audio.format import AudioFormat
 
 
 def _noise(channels: int, samples: int, seed: int = 1) -> np.ndarray:

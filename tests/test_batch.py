@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from engine_ops import op
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.engine.outbox import BATCH_MAX_MESSAGES, Outbox, batching
-from flowengine.engine.wire import MAX_BATCH_MESSAGES, decode, decode_batch, encode_batch, \
+from flowengine.engine.worker.outbox import BATCH_MAX_MESSAGES, Outbox, batching
+from flowengine.engine.wire.codec import MAX_BATCH_MESSAGES, decode, decode_batch, encode_batch, \
     encode_caps, encode_eof, encode_eos, encode_frame, encode_packet
 from flowengine.errors import WireError
 from test_wire import PROFILE, _valid_messages, audio_frames, caps_values, packets, senders

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.bench import QUICK_SKIPS, BenchError, run_bench
-from flowengine.bench_report import LEDGER_COLUMNS, append_ledger, figure
+from flowengine.cli.bench import QUICK_SKIPS, BenchError, run_bench
+from flowengine.cli.bench_report import LEDGER_COLUMNS, append_ledger, figure
 
 QUICK_GROUPS = {"encoders", "decoders", "wire", "hop", "hop-cpu", "pipeline", "scaling",
                 "replay", "latency", "memory"}

@@ -22,7 +22,7 @@ import pytest
 
 from flowengine.config import resolve_run
 from flowengine.engine import Engine, build_plan
-from flowengine.inprocess import make_output_dirs
+from flowengine.local.run import make_output_dirs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import av
 import pytest
 
-from flowengine.cli import main
+from flowengine.cli.main import main
 from flowengine.config import json_schema
-from flowengine.processors.resample import expected_output_samples
+from flowengine.ops.processors.resample import expected_output_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

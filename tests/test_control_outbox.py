@@ -1,4 +1,4 @@
-"""Coordinator → worker control messages are never lost silently (engine/control_outbox.py):
+"""Coordinator → worker control messages are never lost silently (engine/control/delivery.py):
 real ROUTER and DEALER sockets with small HWMs and a DEALER that does not read for a while."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 import zmq
 
-from flowengine.engine.control_outbox import ControlBacklog, ControlOutbox
+from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 
 HWM = 10
 

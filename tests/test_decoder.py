@@ -22,15 +22,15 @@ import pytest
 
 from audio_checks import aligned_correlation, dominant_frequency
 
-from flowengine.buffers import Packet
-from flowengine.codecs.configs import (AacDecoderConfig, FlacDecoderConfig, FlacEncoderConfig,
+from flowengine.audio.buffers import Packet
+from flowengine.ops.codecs.configs import (AacDecoderConfig, FlacDecoderConfig, FlacEncoderConfig,
                                        Mp3DecoderConfig, OpusDecoderConfig, WavDecoderConfig)
-from flowengine.codecs.decoder import Decoder
-from flowengine.codecs.decoder_headers import flac_frame_end, parse_flac_frame_header
-from flowengine.codecs.encoder import Encoder
-from flowengine.io import ToneSource
+from flowengine.ops.codecs.decoder import Decoder
+from flowengine.ops.codecs.decoder_headers import flac_frame_end, parse_flac_frame_header
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.ops.io import ToneSource
 from flowengine.errors import CodecError, FormatError, UnknownCodecError
-from flowengine.format import AudioFormat, from_float
+from flowengine.audio.format import AudioFormat, from_float
 
 RATE = 48000
 FREQ = 440.0
@@ -405,7 +405,7 @@ def test_garbage_that_never_syncs_raises_at_force(codec):
 
 
 def test_raw_aac_from_an_mp4_says_the_decoder_takes_adts(tmp_path):
-    from flowengine.io import AudioFileWriter
+    from flowengine.ops.io import AudioFileWriter
 
     writer = AudioFileWriter(tmp_path / "raw.m4a")
     for frame in ToneSource(seconds=0.5):

@@ -17,16 +17,16 @@ import pytest
 
 from audio_checks import best_lag, dominant_frequency
 
-from flowengine.buffers import PACKET_FLAG_KEY, AudioFrame
-from flowengine.codecs.adts import AdtsFramer, parse_adts_header, parse_audio_specific_config
-from flowengine.codecs.configs import (AacEncoderConfig, FlacEncoderConfig, Mp3DecoderConfig,
+from flowengine.audio.buffers import PACKET_FLAG_KEY, AudioFrame
+from flowengine.ops.codecs.adts import AdtsFramer, parse_adts_header, parse_audio_specific_config
+from flowengine.ops.codecs.configs import (AacEncoderConfig, FlacEncoderConfig, Mp3DecoderConfig,
                                        Mp3EncoderConfig, OpusEncoderConfig, WavDecoderConfig,
                                        WavEncoderConfig)
-from flowengine.codecs.encoder import Encoder
-from flowengine.codecs.lame import MP3_INITIAL_PADDING
-from flowengine.codecs.mp3frames import Mp3FrameSplitter, find_frame_sync, parse_frame_header
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.ops.codecs.lame import MP3_INITIAL_PADDING
+from flowengine.ops.codecs.mp3frames import Mp3FrameSplitter, find_frame_sync, parse_frame_header
 from flowengine.errors import CodecError, FormatError, UnknownCodecError
-from flowengine.format import AudioFormat, from_float
+from flowengine.audio.format import AudioFormat, from_float
 
 SR = 48000
 F32 = AudioFormat(SR, 2, "f32", planar=True)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from engine_ops import op
-from flowengine import registry
+from flowengine.ops.registry import registry
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.errors import ConfigError
-from flowengine.runner import Runner
+from flowengine.local.runner import Runner
 
 SAMPLES = 12000
 

@@ -16,9 +16,9 @@ import zmq
 
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.engine.control import COORDINATOR_MESSAGES, decode_control
-from flowengine.engine.control_outbox import ControlOutbox
-from flowengine.engine.coordinator import WorkerReport, _Tracked
+from flowengine.engine.control.messages import COORDINATOR_MESSAGES, decode_control
+from flowengine.engine.control.delivery import ControlOutbox
+from flowengine.engine.control.coordinator import WorkerReport, _Tracked
 from test_engine_failures import faulty_run
 
 WAIT_MS = 10_000   # how long a stand-in worker waits for its shutdown

@@ -13,10 +13,10 @@ from flowengine.config.source import load_source
 from flowengine.config.validate import validate_run
 from flowengine.engine import build_plan, run_plan
 from flowengine.errors import ConfigError, WorkerFailed
-from flowengine.inprocess import run_in_process
-from flowengine.io import AudioFileReader
-from flowengine.node import AGAIN, EOF
-from flowengine.registry import registry
+from flowengine.local.run import run_in_process
+from flowengine.ops.io import AudioFileReader
+from flowengine.ops.node import AGAIN, EOF
+from flowengine.ops.registry import registry
 
 SR = 16000
 

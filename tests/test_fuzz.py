@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from flowengine.config import load_run_config, load_source
 from flowengine.errors import CodecError, ConfigError, FormatError
-from flowengine.io.reader import AudioFileReader
+from flowengine.ops.io.reader import AudioFileReader
 from fuzz_targets import (SELF_TESTS, TARGETS, FuzzWorker, decode_case, encode_case,
                           encoded_packets, file_seeds)
 

@@ -2,7 +2,7 @@
 
 The encoder's delay (first packet at pts -1105) and its last frame's padding (the last
 packet's clipped duration) go into the file's LAME tag through skip_samples side data
-(flowengine/io/gapless.py); FFmpeg's decoder, reading the tag, drops them.
+(flowengine/ops/io/gapless.py); FFmpeg's decoder, reading the tag, drops them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from flowengine.codecs.configs import ENCODER_CONFIGS
-from flowengine.codecs.encoder import Encoder
-from flowengine.format import AudioFormat
-from flowengine.io import AudioFileReader, AudioFileWriter
+from flowengine.ops.codecs.configs import ENCODER_CONFIGS
+from flowengine.ops.codecs.encoder import Encoder
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io import AudioFileReader, AudioFileWriter
 
 
 def chirp(samples: int, sample_rate: int) -> np.ndarray:

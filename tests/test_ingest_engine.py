@@ -13,7 +13,7 @@ from audio_checks import encoded_chirp_frames
 from engine_ops import op
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
-from flowengine.live.protocol import hello_message
+from flowengine.live.messages import hello_message
 from flowengine.live.push import PushClient
 
 FRAMES = 40

@@ -21,10 +21,10 @@ import pytest
 
 from audio_checks import aligned_correlation, dominant_frequency
 
-from flowengine.buffers import AudioFrame, Packet
+from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
-from flowengine.format import AudioFormat
-from flowengine.io import AudioFileReader, AudioFileWriter, MemorySink, NullSink, ToneSource
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io import AudioFileReader, AudioFileWriter, MemorySink, NullSink, ToneSource
 
 SR = 48000
 LOSSY = (".mp3", ".m4a", ".aac", ".opus", ".ogg")
@@ -376,8 +376,8 @@ def test_truncated_file_yields_what_decodes(files, tmp_path, ext):
 def test_a_cut_mp3_gives_whole_frames_in_packet_mode_too(files, tmp_path):
     """The same truncated tail is left out in packet mode, so flowengine's Decoder (which
     refuses a short MP3 packet) decodes what the pcm mode gives."""
-    from flowengine.codecs.decoder import Decoder
-    from flowengine.codecs.mp3frames import parse_frame_header
+    from flowengine.ops.codecs.decoder import Decoder
+    from flowengine.ops.codecs.mp3frames import parse_frame_header
 
     data = files[".mp3"].read_bytes()
     cut = tmp_path / "cut.mp3"
@@ -496,8 +496,8 @@ def test_null_sink_counts():
 
 def write_short_mp3(path, samples: int) -> None:
     """A stereo 44.1 kHz chirp of `samples` samples, encoded by PyAV's libmp3lame, as .mp3."""
-    from flowengine.codecs.configs import ENCODER_CONFIGS
-    from flowengine.codecs.encoder import Encoder
+    from flowengine.ops.codecs.configs import ENCODER_CONFIGS
+    from flowengine.ops.codecs.encoder import Encoder
 
     t = np.arange(samples) / 44100
     chirp = (0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)).astype(np.float32)

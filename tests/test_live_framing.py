@@ -14,7 +14,7 @@ from flowengine.errors import WireError
 from flowengine.live.framing import (
     CLOSED, END_MARKER, END_OF_STREAM, NEED_DATA, FrameDecoder, encode_frame,
 )
-from flowengine.live.protocol import (
+from flowengine.live.messages import (
     StreamInfo, clock_message, control_frame_bytes, is_control_frame, is_frame_of, parse_control,
     probe_frame,
 )

@@ -22,16 +22,16 @@ import av
 import numpy as np
 import pytest
 
-from flowengine.cli import main
+from flowengine.cli.main import main
 from audio_checks import encoded_chirp_frames
 from flowengine.live.framing import encode_frame
-from flowengine.live.protocol import hello_message
+from flowengine.live.messages import hello_message
 from flowengine.live.push import PushClient
 from flowengine.live.server import LiveConfig, LiveServerThread
-from flowengine.nodes.adapters import make_source_node
-from flowengine.registry import registry
-from flowengine.io import MemorySink
-from flowengine.runner import Runner
+from flowengine.ops.adapters import make_source_node
+from flowengine.ops.registry import registry
+from flowengine.ops.io import MemorySink
+from flowengine.local.runner import Runner
 
 WAIT = 10.0
 
@@ -387,7 +387,7 @@ def test_tcp_ingest_operator_feeds_a_pipeline(mp3_frames):
 
 
 def test_ws_broadcast_operator_serves_pipeline_packets(mp3_frames):
-    from flowengine.buffers import Packet
+    from flowengine.audio.buffers import Packet
 
     node = registry.create("ws_broadcast", port=0)
     try:

@@ -17,10 +17,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from flowengine.cli import build_parser, _live_config
-from flowengine.codecs.encoder import Encoder
+from flowengine.cli.main import build_parser, _live_config
+from flowengine.ops.codecs.encoder import Encoder
 from flowengine.errors import ConfigError
-from flowengine.live.protocol import hello_message
+from flowengine.live.messages import hello_message
 from flowengine.live.push import PushClient
 from flowengine.live.server import LiveConfig, LiveServerThread
 from flowengine.live.viewer_token import Refusal, refusal

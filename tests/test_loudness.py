@@ -7,8 +7,8 @@ import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
 from flowengine.errors import ConfigError, FormatError
-from flowengine.format import AudioFormat
-from flowengine.processors.loudness import (LoudnessNormalizer, channel_weights,
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.processors.loudness import (LoudnessNormalizer, channel_weights,
                                             k_weighting_sos, measure_loudness)
 from audio_checks import process_in_chunks as run
 from test_resample import random_chunks

@@ -10,12 +10,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError, FlowError, FormatError
-from flowengine.format import AudioFormat
-from flowengine.node import AGAIN, EOF
-from flowengine.nodes.mixer import MixerNode
-from flowengine.registry import registry
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import AGAIN, EOF
+from flowengine.ops.mixer import MixerNode
+from flowengine.ops.registry import registry
 
 SR = 8000
 FMT = AudioFormat(SR, 2, "f32")

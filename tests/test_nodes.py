@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowengine.buffers import AudioFrame, Packet
-from flowengine.codecs.configs import Mp3EncoderConfig, WavDecoderConfig, WavEncoderConfig
-from flowengine.codecs.encoder import Encoder
+from flowengine.audio.buffers import AudioFrame, Packet
+from flowengine.ops.codecs.configs import Mp3EncoderConfig, WavDecoderConfig, WavEncoderConfig
+from flowengine.ops.codecs.encoder import Encoder
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
-from flowengine.format import AudioFormat
-from flowengine.node import AGAIN, EOF
-from flowengine.nodes import (
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import AGAIN, EOF
+from flowengine.ops import (
     make_decoder_node, make_encoder_node, make_fork_join_node, make_identity_node,
     make_processor_node, make_python_node, make_sink_node, make_source_node, make_tap_node,
 )
-from flowengine.pipeline import Pipeline
-from flowengine.processors import Processor
+from flowengine.local.pipeline import Pipeline
+from flowengine.ops.processors import Processor
 
 FMT = AudioFormat(48000, 2, "f32")
 MONO = AudioFormat(48000, 1, "f32")

@@ -1,4 +1,4 @@
-"""flowengine.pacing: how live sources wait, and one wait per tick for streams that start together."""
+"""flowengine.ops.pacing: how live sources wait, and one wait per tick for streams that start together."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from flowengine import pacing
-from flowengine.io import ToneSource
-from flowengine.io.multitone import MultiToneSource
-from flowengine.pacing import MediaClock, wait_readable, wait_until, waiting_with
+from flowengine.ops import pacing
+from flowengine.ops.io import ToneSource
+from flowengine.ops.io.multitone import MultiToneSource
+from flowengine.ops.pacing import MediaClock, wait_readable, wait_until, waiting_with
 
 RATE = 8000
 CHUNK = 400          # 50 ms per chunk
@@ -133,7 +133,7 @@ def test_an_in_process_run_does_not_count_a_paced_sources_waits_as_busy():
     from flowengine.config import load_source
     from flowengine.config.model import RunConfig
     from flowengine.config.validate import validate_run
-    from flowengine.inprocess import run_in_process
+    from flowengine.local.run import run_in_process
 
     config = RunConfig.model_validate({"name": "paced", "stages": [
         {"name": "tone", "op": "tone",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flowengine.engine.preload import BASE_MODULES, SCIPY_OPS, modules_for
-from flowengine.registry import registry
+from flowengine.engine.worker.preload import BASE_MODULES, SCIPY_OPS, modules_for
+from flowengine.ops.registry import registry
 
 
 def test_scipy_is_preloaded_only_for_operators_that_filter():

@@ -18,10 +18,10 @@ import scipy.signal
 
 from audio_checks import process_in_chunks
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import FlowError, FormatError
-from flowengine.format import AudioFormat, from_float, to_float
-from flowengine.processors import (BaseProcessor, ButterworthFilter, ChannelMixer, Compressor,
+from flowengine.audio.format import AudioFormat, from_float, to_float
+from flowengine.ops.processors import (BaseProcessor, ButterworthFilter, ChannelMixer, Compressor,
                                    DelayProcessor, FirFilter, GainProcessor, IdentityProcessor,
                                    IirFilter, Processor, static_curve_db)
 
@@ -308,7 +308,7 @@ def test_resample_constructor_builds_the_resampler():
 
 
 def test_loudness_constructor_builds_the_normalizer():
-    pytest.importorskip("flowengine.processors.loudness")
+    pytest.importorskip("flowengine.ops.processors.loudness")
     proc = Processor.loudness(STEREO, target_lufs=-20.0)
     assert proc.output_format.channels == 2 and proc.output_format.sample_rate == RATE
 

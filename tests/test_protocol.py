@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowengine.buffers import AudioFrame, Packet
-from flowengine.engine.protocol import (InboxState, ProtocolError, Reorderer, RunEnd, SenderEnd,
+from flowengine.audio.buffers import AudioFrame, Packet
+from flowengine.engine.wire.protocol import (InboxState, ProtocolError, Reorderer, RunEnd, SenderEnd,
                                         StreamCaps, StreamData, StreamEnd, StreamSender,
                                         Violation)
-from flowengine.engine.wire import (Caps, decode, encode_caps, encode_eof, encode_eos,
+from flowengine.engine.wire.codec import (Caps, decode, encode_caps, encode_eof, encode_eos,
                                     encode_frame, encode_packet)
 from flowengine.errors import ConfigError
-from flowengine.format import AudioFormat
+from flowengine.audio.format import AudioFormat
 
 settings.register_profile("ci", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

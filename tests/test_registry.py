@@ -8,12 +8,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError
-from flowengine.format import AudioFormat
-from flowengine.node import EOF, PACKET, PCM
-from flowengine.nodes import make_identity_node
-from flowengine.registry import FormatParam, Registry, registry
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import EOF, PACKET, PCM
+from flowengine.ops import make_identity_node
+from flowengine.ops.registry import FormatParam, Registry, registry
 
 BUILTIN = {
     # name: (kind, inputs, outputs, stateful)
@@ -198,8 +198,8 @@ def _install_plugin(tmp_path, monkeypatch, body: str) -> None:
 
 def test_plugins_are_discovered_through_entry_points(tmp_path, monkeypatch):
     _install_plugin(tmp_path, monkeypatch, """
-        from flowengine.node import PCM
-        from flowengine.nodes import make_identity_node
+        from flowengine.ops.node import PCM
+        from flowengine.ops import make_identity_node
 
         def register(registry):
             @registry.operator("plugin_passthrough", kind="processor", inputs=PCM, outputs=PCM,
@@ -224,7 +224,7 @@ def test_a_broken_plugin_is_a_config_error_naming_it(tmp_path, monkeypatch):
 
 
 def test_source_and_sink_operators_run_a_file_through(tmp_path):
-    from flowengine.runner import Runner
+    from flowengine.local.runner import Runner
 
     path = str(tmp_path / "tone.flac")
     Runner(registry.create("tone", frequency=440.0, seconds=0.25, sample_type="s16"), [],

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine_ops import PacketFileSink, ToneStreams, op
-from flowengine import registry
+from flowengine.ops.registry import registry
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.errors import WorkerFailed
-from flowengine.runner import Runner
+from flowengine.local.runner import Runner
 
 STREAMS = 24
 

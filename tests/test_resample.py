@@ -12,10 +12,10 @@ from scipy.signal import resample_poly
 
 from audio_checks import dominant_frequency, process_in_chunks
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError, FormatError
-from flowengine.format import AudioFormat, from_float, to_float
-from flowengine.processors.resample import Resampler, expected_output_samples
+from flowengine.audio.format import AudioFormat, from_float, to_float
+from flowengine.ops.processors.resample import Resampler, expected_output_samples
 
 RATE_PAIRS = [(44100, 48000), (48000, 44100), (48000, 16000), (22050, 48000)]
 

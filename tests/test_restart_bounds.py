@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from engine_ops import op as engine_op
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.engine.protocol import InboxState, StreamSender
-from flowengine.engine.replay import AckRelay, AckReporter, Forget, ReplayBuffer
-from flowengine.engine.wire import Caps, decode
-from flowengine.format import AudioFormat
+from flowengine.engine.wire.protocol import InboxState, StreamSender
+from flowengine.engine.recovery.replay import AckRelay, AckReporter, Forget, ReplayBuffer
+from flowengine.engine.wire.codec import Caps, decode
+from flowengine.audio.format import AudioFormat
 from restart_ops import op
 from test_restart import assert_nothing_left
 

@@ -18,7 +18,7 @@ import pytest
 from flowengine.config import resolve_run
 from flowengine.engine import Engine, build_plan
 from flowengine.errors import WorkerFailed
-from flowengine.inprocess import run_in_process
+from flowengine.local.run import run_in_process
 from test_restart import SAMPLES, assert_nothing_left, check_gaps_are_what_the_sink_missed, \
     restart_run
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowengine.buffers import AudioFrame
-from flowengine.engine.protocol import InboxState, ProtocolError, RunEnd, SenderEnd, StreamCaps, \
+from flowengine.audio.buffers import AudioFrame
+from flowengine.engine.wire.protocol import InboxState, ProtocolError, RunEnd, SenderEnd, StreamCaps, \
     StreamData, StreamEnd, StreamSender
-from flowengine.engine.replay import AckRelay, Forget, ReplayBuffer, ReplayStamp
-from flowengine.engine.wire import Caps, decode
+from flowengine.engine.recovery.replay import AckRelay, Forget, ReplayBuffer, ReplayStamp
+from flowengine.engine.wire.codec import Caps, decode
 from flowengine.errors import FlowError
-from flowengine.format import AudioFormat
+from flowengine.audio.format import AudioFormat
 
 MONO = AudioFormat(48000, 1)
 CAPS = Caps("pcm", MONO)

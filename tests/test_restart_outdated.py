@@ -9,11 +9,11 @@ import shutil
 import zmq
 
 from flowengine.engine import build_plan
-from flowengine.engine.control import WORKER_MESSAGES, decode_control, encode_control
-from flowengine.engine.protocol import InboxState, StreamSender
-from flowengine.engine.replay import AckRelay, AckReporter, Forget, ReplayBuffer
-from flowengine.engine.worker import Worker
-from flowengine.engine.wire import decode_batch
+from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
+from flowengine.engine.wire.protocol import InboxState, StreamSender
+from flowengine.engine.recovery.replay import AckRelay, AckReporter, Forget, ReplayBuffer
+from flowengine.engine.worker.main import Worker
+from flowengine.engine.wire.codec import decode_batch
 from test_restart_bounds import CAPS, feed, frame, one_stream, ramp_run
 
 WAIT_S = 5.0   # bound on every wait for a message between two sockets of this process

@@ -8,8 +8,8 @@ import pytest
 from audio_checks import aligned_correlation, best_lag, dominant_frequency
 
 from flowengine import AudioFormat, Decoder, Encoder, ToneSource
-from flowengine.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, WavDecoderConfig
-from flowengine.format import from_float
+from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, WavDecoderConfig
+from flowengine.audio.format import from_float
 
 RATE = 48000
 # Samples a lossy codec may add: its start-up delay plus one frame of padding at the end.

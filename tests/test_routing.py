@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from engine_ops import op
-from flowengine.buffers import AudioFrame, Packet
+from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan
 from flowengine.engine.plan import auto_replicas
-from flowengine.engine.protocol import InboxState, ProtocolError, RunEnd, StreamCaps, \
+from flowengine.engine.wire.protocol import InboxState, ProtocolError, RunEnd, StreamCaps, \
     StreamData, StreamEnd
-from flowengine.engine.routing import BALANCED, HASHED, KERNEL_SLACK_MESSAGES, STICKY, \
+from flowengine.engine.worker.routing import BALANCED, HASHED, KERNEL_SLACK_MESSAGES, STICKY, \
     BalancedRouter, OrderedMerge, OrderStamp, StickyRouter, reorder_window, sticky_replica
-from flowengine.engine.wire import Caps, decode, encode_eos, encode_frame, encode_packet
+from flowengine.engine.wire.codec import Caps, decode, encode_eos, encode_frame, encode_packet
 from flowengine.errors import ConfigError, FlowError, WireError
-from flowengine.format import AudioFormat
+from flowengine.audio.format import AudioFormat
 
 FMT = AudioFormat(8000, 1, "f32", True)
 
@@ -181,7 +181,7 @@ class Parts:
         return seq
 
     def caps(self, sender: str, stream: str) -> list:
-        from flowengine.engine.wire import encode_caps
+        from flowengine.engine.wire.codec import encode_caps
         self.counts[(sender, stream)] = [0, 0]
         return self._feed(encode_caps(stream, self._next(sender, stream),
                                       Caps.for_frame(frame(stream, 0)), sender=sender))
@@ -199,7 +199,7 @@ class Parts:
                                      samples=samples, sender=sender, order_end=end))
 
     def eof(self, sender: str) -> list:
-        from flowengine.engine.wire import encode_eof
+        from flowengine.engine.wire.codec import encode_eof
         return self._feed(encode_eof(sender))
 
 

@@ -10,19 +10,19 @@ import pytest
 
 from audio_checks import dominant_frequency
 
-from flowengine.buffers import AudioFrame
+from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError, FlowError, FormatError
-from flowengine.format import AudioFormat
-from flowengine.io import AudioFileReader, AudioFileWriter, MemorySink, ToneSource
-from flowengine.node import AGAIN, EOF
-from flowengine.nodes import (
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.io import AudioFileReader, AudioFileWriter, MemorySink, ToneSource
+from flowengine.ops.node import AGAIN, EOF
+from flowengine.ops import (
     make_decoder_node, make_encoder_node, make_identity_node, make_processor_node, make_python_node,
     make_sink_node, make_source_node,
 )
-from flowengine.pipeline import Pipeline
-from flowengine.processors import Processor
-from flowengine.processors.resample import expected_output_samples
-from flowengine.runner import AsyncRunner, Runner
+from flowengine.local.pipeline import Pipeline
+from flowengine.ops.processors import Processor
+from flowengine.ops.processors.resample import expected_output_samples
+from flowengine.local.runner import AsyncRunner, Runner
 
 FMT = AudioFormat(48000, 2, "f32")
 OUT = AudioFormat(44100, 2, "f32")

@@ -15,22 +15,22 @@ import numpy as np
 import pytest
 
 from audio_checks import dominant_frequency
-from flowengine.cli import main
+from flowengine.cli.main import main
 from flowengine.config import resolve_run
 from flowengine.engine import build_plan, run_plan
 from flowengine.errors import CodecError, ConfigError, FormatError
-from flowengine.inprocess import run_in_process
-from flowengine.io import AudioFileWriter, ToneSource
-from flowengine.io.multifile import MultiFileSource, expand_inputs, unique_stream_ids
-from flowengine.io.multistream import StreamEnd
-from flowengine.io.paths import (
+from flowengine.local.run import run_in_process
+from flowengine.ops.io import AudioFileWriter, ToneSource
+from flowengine.ops.io.multifile import MultiFileSource, expand_inputs, unique_stream_ids
+from flowengine.ops.io.multistream import StreamEnd
+from flowengine.ops.io.paths import (
     MAX_NAME_BYTES, PathTemplateError, check_path_template, render_path_template,
     safe_stream_name,
 )
-from flowengine.node import AGAIN, EOF
-from flowengine.nodes.streams import StreamDemux, take_ended_streams
-from flowengine.pipeline import Pipeline
-from flowengine.registry import registry
+from flowengine.ops.node import AGAIN, EOF
+from flowengine.ops.streams import StreamDemux, take_ended_streams
+from flowengine.local.pipeline import Pipeline
+from flowengine.ops.registry import registry
 
 RATE = 16000
 HOSTILE = ["../x", "/etc/passwd", "a/../../b", "\x00", "..", ".", "", "x" * 10_000,

@@ -12,12 +12,12 @@ import zmq
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flowengine.buffers import AudioFrame, Packet
-from flowengine.engine.wire import (MAX_HEADER_BYTES, WIRE_VERSION, ZERO_COPY_MIN_BYTES, Caps,
+from flowengine.audio.buffers import AudioFrame, Packet
+from flowengine.engine.wire.codec import (MAX_HEADER_BYTES, WIRE_VERSION, ZERO_COPY_MIN_BYTES, Caps,
                                     decode, encode_caps, encode_eof, encode_eos, encode_frame,
                                     encode_packet, message_nbytes, send_kwargs)
 from flowengine.errors import WireError
-from flowengine.format import SAMPLE_TYPES, AudioFormat
+from flowengine.audio.format import SAMPLE_TYPES, AudioFormat
 
 settings.register_profile("ci", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

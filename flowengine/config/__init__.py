@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .model import RunConfig, StageConfig, json_schema, parse_run_config
-from .source import ConfigSource, apply_override, load_file, load_source
-from .validate import ConfigValidationError, Problem, ResolvedRun, StageInfo, validate_run
+from flowengine.config.model import RunConfig, StageConfig, json_schema, parse_run_config
+from flowengine.config.source import ConfigSource, apply_override, load_file, load_source
+from flowengine.config.validate import ConfigValidationError, Problem, ResolvedRun, StageInfo, validate_run
 
 __all__ = [
     "load_run_config", "resolve_run", "resolve_source",

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..codecs.configs import normalize_codec
-from ..errors import UnknownCodecError
+from flowengine.ops.codecs.configs import normalize_codec
+from flowengine.errors import UnknownCodecError
 
 __all__ = ["StaticFormat", "infer_output_format", "input_requirement", "codec_of", "OPUS_RATES"]
 

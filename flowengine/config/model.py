@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ConfigError
-from .source import ConfigSource
+from flowengine.errors import ConfigError
+from flowengine.config.source import ConfigSource
 
 __all__ = ["StageConfig", "SecurityConfig", "RunConfig", "parse_run_config", "json_schema"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from flowengine.errors import ConfigError
 
 __all__ = ["ConfigSource", "load_source", "load_file", "parse_override", "apply_override"]
 

@@ -39,12 +39,12 @@ from typing import Any
 
 import pydantic
 
-from ..errors import ConfigError
-from .formats import StaticFormat, codec_of, infer_output_format, input_requirement
-from .fusion import FusionStage, fusion_groups
-from .model import RunConfig, StageConfig
-from .restart import restart_problem
-from .source import ConfigSource
+from flowengine.errors import ConfigError
+from flowengine.config.formats import StaticFormat, codec_of, infer_output_format, input_requirement
+from flowengine.core.fusion import FusionStage, fusion_groups
+from flowengine.config.model import RunConfig, StageConfig
+from flowengine.config.restart import restart_problem
+from flowengine.config.source import ConfigSource
 
 __all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
            "validate_run", "describe_stage"]
@@ -157,7 +157,7 @@ class _Collector:
 
 
 def _registry():
-    from ..registry import registry   # imported late: it loads every operator family
+    from flowengine.ops.registry import registry   # imported late: it loads every operator family
     return registry
 
 
@@ -279,7 +279,7 @@ class _ImportedSpec:
 def _lookup(op: str, names: list[str]) -> Any:
     """The operator's spec, or ConfigError with close names."""
     if ":" in op:
-        from ..engine.operators import resolve_operator
+        from flowengine.core.operators import resolve_operator
         info = resolve_operator(op)
         return _ImportedSpec(op, info.kind, info.input_kind, info.output_kind)
     registry = _registry()
@@ -511,7 +511,7 @@ def _check_paths(stages: list[StageInfo], out: _Collector) -> None:
 def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
     """A file sink's extension picks its container: known, and holding what the encoder
     before it gives (mp3 packets do not go into a .wav file)."""
-    from ..io.writer import WRITER_EXTENSIONS
+    from flowengine.ops.io.writer import WRITER_EXTENSIONS
     by_name = {stage.name: stage for stage in stages}
     for info in stages:
         path = info.params.get("path")
@@ -539,7 +539,7 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
 
 def _template_problem(path: str) -> str | None:
     """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
-    from ..io.paths import PathTemplateError, check_path_template, has_stream_field
+    from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_stream_field
     if not has_stream_field(path):
         return None
     try:
@@ -576,7 +576,7 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
         out.add(("security", "curve"), None, "security.curve",
                 "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
         return
-    from ..engine.security import load_keys   # imported late: it is the engine's (zmq) side
+    from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
     try:
         load_keys(security.keys)
     except ConfigError as exc:

@@ -6,8 +6,8 @@ and returns a RunReport, or raises WorkerFailed naming the stage, replica and
 traceback of the worker that failed.
 """
 
-from .build import build_plan
-from .coordinator import Engine, RunInterrupted, RunReport, StageReport, WorkerReport, run_plan
+from flowengine.engine.build import build_plan
+from flowengine.engine.control.coordinator import Engine, RunInterrupted, RunReport, StageReport, WorkerReport, run_plan
 
 __all__ = ["build_plan", "run_plan", "Engine", "RunReport", "StageReport", "WorkerReport",
            "RunInterrupted"]

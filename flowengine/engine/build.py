@@ -9,7 +9,7 @@
   a packet input).
 - ``replicas: auto`` is one per usable core. A source has one replica (two
   would produce the same streams twice).
-- Routing (``flowengine.engine.routing``): an edge into a stage with
+- Routing (``flowengine.engine.worker.routing``): an edge into a stage with
   ``ordered: true`` is balanced (each data message goes to a replica with
   room, with a per-replica HWM of ``hwm // replicas``); an edge out of an
   ordered stage, or of a stage with ``restart: on-failure``, is hashed
@@ -35,15 +35,15 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 
-from ..config.fusion import FusionStage, fusion_groups
-from ..config.model import RunConfig
-from ..config.restart import restart_problem
-from ..errors import ConfigError
-from .operators import OperatorInfo, kind_of, resolve_operator
-from .plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
-from .routing import BALANCED, HASHED, STICKY, reorder_window
-from .security import CurveKeys, load_keys
-from .stagenode import FusedMember
+from flowengine.core.fusion import FusionStage, fusion_groups
+from flowengine.config.model import RunConfig
+from flowengine.config.restart import restart_problem
+from flowengine.errors import ConfigError
+from flowengine.core.operators import OperatorInfo, kind_of, resolve_operator
+from flowengine.engine.plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
+from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
+from flowengine.engine.security import CurveKeys, load_keys
+from flowengine.core.stage import FusedMember
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -66,7 +66,7 @@ class _Stage:
 
 
 def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
-    """Each fused group becomes one stage named after its last member (config/fusion.py)."""
+    """Each fused group becomes one stage named after its last member (core/fusion.py)."""
     consumers = {s.name: tuple(c.name for c in stages if s.name in c.inputs) for s in stages}
     groups = fusion_groups([FusionStage(
         s.name, tuple(s.inputs), consumers[s.name], source=s.info.input_kind is None,

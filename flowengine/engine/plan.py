@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .security import CurveKeys
+    from flowengine.engine.security import CurveKeys
 
 __all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas",
            "generation_id", "split_generation"]

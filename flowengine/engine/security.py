@@ -33,7 +33,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..errors import ConfigError
+from flowengine.errors import ConfigError
 
 __all__ = ["CurveKeys", "KEY_NAMES", "ZAP_DOMAIN", "generate_keys", "load_keys", "curve_server",
            "curve_client", "start_authenticator", "describe_listener", "log_listener"]

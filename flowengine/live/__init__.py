@@ -9,7 +9,7 @@
     server.py     ingest + hub + broadcast on one loop (`flowengine serve`)
     push.py       the TCP push client, reconnecting with back-off
     sender.py     the paced push sink and `flowengine send`
-    nodes.py      the ingest source and broadcast sink as pipeline nodes
+    ops/__init__.py      the ingest source and broadcast sink as pipeline nodes
     demo.py       server + a sender process (`flowengine demo`)
 
 The names below are loaded on first use, so that importing one light module

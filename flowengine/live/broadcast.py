@@ -27,8 +27,8 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .hub import Client, Hub
-from .viewer_token import TOKEN_PARAM, refusal
+from flowengine.live.hub import Client, Hub
+from flowengine.live.viewer_token import TOKEN_PARAM, refusal
 
 __all__ = ["Broadcast", "PAGE_DIR", "PAGE_FILES"]
 

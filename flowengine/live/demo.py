@@ -13,8 +13,8 @@ import subprocess
 import sys
 from typing import TextIO
 
-from .sender import SenderOptions
-from .server import LiveConfig, LiveServer, serve
+from flowengine.live.sender import SenderOptions
+from flowengine.live.server import LiveConfig, LiveServer, serve
 
 __all__ = ["sender_command", "run_demo"]
 

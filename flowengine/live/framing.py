@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import WireError
+from flowengine.errors import WireError
 
 __all__ = [
     "NEED_DATA", "END_OF_STREAM", "CLOSED", "END_MARKER", "HEADER_BYTES",

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .protocol import StreamInfo
+from flowengine.live.messages import StreamInfo
 
 __all__ = ["Hub", "LiveStream", "Client", "ClientQueue", "DEFAULT_CLIENT_QUEUE_FRAMES"]
 

@@ -34,9 +34,9 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import WireError
-from .framing import CLOSED, DEFAULT_MAX_FRAME_BYTES, END_OF_STREAM, NEED_DATA, FrameDecoder
-from .protocol import StreamInfo, is_control_frame, is_frame_of, parse_control, probe_frame
+from flowengine.errors import WireError
+from flowengine.live.framing import CLOSED, DEFAULT_MAX_FRAME_BYTES, END_OF_STREAM, NEED_DATA, FrameDecoder
+from flowengine.live.messages import StreamInfo, is_control_frame, is_frame_of, parse_control, probe_frame
 
 __all__ = ["IngestTarget", "IngestConfig", "IngestServer", "READ_BYTES"]
 

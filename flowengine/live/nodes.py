@@ -25,15 +25,15 @@ import os
 import queue
 import time
 
-from ..buffers import PACKET_FLAG_KEY, Packet
-from ..errors import FormatError
-from ..node import PACKET
-from ..nodes.basic import FlowNode
-from ..pacing import wait_readable
-from .ingest import IngestConfig, IngestServer
-from .protocol import LIVE_CODECS, StreamInfo, probe_frame
-from .sender import Pacer, packet_seconds
-from .server import LiveConfig, LiveServerThread, LoopThread
+from flowengine.audio.buffers import PACKET_FLAG_KEY, Packet
+from flowengine.errors import FormatError
+from flowengine.ops.node import PACKET
+from flowengine.ops.flownode import FlowNode
+from flowengine.ops.pacing import wait_readable
+from flowengine.live.ingest import IngestConfig, IngestServer
+from flowengine.live.messages import LIVE_CODECS, StreamInfo, probe_frame
+from flowengine.live.sender import Pacer, packet_seconds
+from flowengine.live.server import LiveConfig, LiveServerThread, LoopThread
 
 __all__ = ["IngestSourceNode", "BroadcastSinkNode"]
 

@@ -19,8 +19,8 @@ import logging
 import socket
 import time
 
-from .framing import END_MARKER, encode_frame
-from .protocol import clock_message, control_frame_bytes
+from flowengine.live.framing import END_MARKER, encode_frame
+from flowengine.live.messages import clock_message, control_frame_bytes
 
 __all__ = ["PushClient"]
 

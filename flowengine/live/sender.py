@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from ..buffers import AudioFrame, Packet
-from ..errors import ConfigError, FormatError
-from ..format import AudioFormat
-from ..node import PACKET
-from ..nodes.adapters import make_encoder_node
-from ..runner import Runner, RunStats
-from .protocol import LIVE_CODECS, hello_message, probe_frame
-from .push import PushClient
+from flowengine.audio.buffers import AudioFrame, Packet
+from flowengine.errors import ConfigError, FormatError
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import PACKET
+from flowengine.ops.adapters import make_encoder_node
+from flowengine.local.runner import Runner, RunStats
+from flowengine.live.messages import LIVE_CODECS, hello_message, probe_frame
+from flowengine.live.push import PushClient
 
 __all__ = ["Pacer", "TcpPushSink", "packet_seconds", "SenderOptions", "build_sender", "run_sender"]
 
@@ -171,12 +171,12 @@ def build_sender(options: SenderOptions) -> tuple[object, list, TcpPushSink]:
     fmt = AudioFormat(options.sample_rate, options.channels, "f32", planar=True)
     chunk = 1152 if options.codec == "mp3" else 1024
     if options.wav is not None:
-        from ..io import AudioFileReader
+        from flowengine.ops.io import AudioFileReader
         reader = AudioFileReader(options.wav, format=fmt, chunk_samples=chunk, stream="live")
         source = reader.frames() if options.seconds is None else \
             _first_seconds(reader.frames(), options.seconds, fmt.sample_rate)
     else:
-        from ..io import ToneSource
+        from flowengine.ops.io import ToneSource
         source = ToneSource(frequency=options.frequency, seconds=options.seconds,
                             sample_rate=fmt.sample_rate, channels=fmt.channels,
                             chunk_samples=chunk, stream="live")

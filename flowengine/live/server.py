@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
-from ..errors import ConfigError
+from flowengine.errors import ConfigError
 
-from .broadcast import Broadcast
-from .framing import DEFAULT_MAX_FRAME_BYTES
-from .hub import DEFAULT_CLIENT_QUEUE_FRAMES, Hub
-from .ingest import IngestConfig, IngestServer
-from .protocol import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT, StreamInfo
+from flowengine.live.broadcast import Broadcast
+from flowengine.live.framing import DEFAULT_MAX_FRAME_BYTES
+from flowengine.live.hub import DEFAULT_CLIENT_QUEUE_FRAMES, Hub
+from flowengine.live.ingest import IngestConfig, IngestServer
+from flowengine.live.messages import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT, StreamInfo
 
 __all__ = ["LiveConfig", "LiveServer", "LiveServerThread", "LoopThread", "HubTarget", "serve",
            "DEFAULT_HTTP_PORT", "DEFAULT_INGEST_PORT"]

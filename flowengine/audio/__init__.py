@@ -1,0 +1,1 @@
+"""Audio data: formats, PCM frames and codec packets, sample FIFOs, numpy <-> av.AudioFrame."""

@@ -1,0 +1,1 @@
+"""The `flowengine` command and what it prints."""

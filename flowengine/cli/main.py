@@ -1,0 +1,439 @@
+"""The `flowengine` command: run, validate and plan YAML runs; list operators; print the schema.
+
+    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process]
+    flowengine validate CONFIG [--set ...]
+    flowengine plan CONFIG [--set ...]
+    flowengine ops [NAME]
+    flowengine schema
+    flowengine keys DIR [--force]
+    flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T] [--viewer-token V]
+    flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
+    flowengine demo [--codec mp3|aac] [--wav FILE] [--http-port P] [--ingest-port P]
+    flowengine bench [--quick] [--only NAME ...] [--out DIR] [--record]
+
+Exit codes: 0 ok, 1 the run failed (including a failed sample audit), 2 bad config or
+usage, 130 interrupted.
+Errors print as one message without a Python traceback (a failed worker's
+traceback is part of its message); `--debug` adds ours. Output into a pipe whose
+reader is gone (`flowengine ops | head`) ends quietly with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import os
+import select
+import shutil
+import sys
+import time
+import traceback
+from typing import Sequence, TextIO
+
+from flowengine.config import ResolvedRun, json_schema, resolve_run
+from flowengine.errors import ConfigError, FlowError, WorkerFailed
+from flowengine.core.audit import AuditError
+from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the run's YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="STAGE.KEY=VALUE",
+                        help="override a parameter (or replicas/hwm/on_error) of a stage; "
+                             "repeatable, e.g. --set gain.gain_db=-12")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowengine", description="A streaming audio dataflow engine: run YAML-described "
+                                       "pipelines in worker processes or in one process.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks of flowengine's own errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a config (one worker process per stage replica)")
+    _add_config_args(run)
+    run.add_argument("--in-process", action="store_true",
+                     help="run every stage in this process with the Runner (no workers)")
+    run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+    run.add_argument("--verbose", action="store_true",
+                     help="log engine events to stderr (every listening endpoint, CURVE refusals)")
+
+    validate = commands.add_parser("validate", help="check a config; print its edges' formats")
+    _add_config_args(validate)
+
+    plan = commands.add_parser("plan", help="print the resolved graph: stages, replicas, "
+                                            "formats on every edge, endpoints, HWMs")
+    _add_config_args(plan)
+
+    ops = commands.add_parser("ops", help="list operators with their parameters")
+    ops.add_argument("name", nargs="?", help="one operator")
+
+    commands.add_parser("schema", help="print the JSON Schema of the config format")
+    keys = commands.add_parser("keys", help="make the CURVE keys of a run (security: "
+                                            "{curve: true, keys: DIR}): files 0600 in a 0700 DIR")
+    keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
+    keys.add_argument("--force", action="store_true", help="replace keys already in DIR")
+    _add_live_commands(commands)
+    bench = commands.add_parser("bench", help="run the benchmark suite (a checkout's "
+                                              "benchmarks/): every figure against a baseline "
+                                              "of the same run; JSON + Markdown report")
+    bench.add_argument("--quick", action="store_true",
+                       help="short variants, fewer repetitions, no soak/chaos/fuzz (< 2 min)")
+    bench.add_argument("--only", action="append", metavar="NAME",
+                       help="run only this benchmark (repeatable): encoders, decoders, wire, "
+                            "hop, pipeline, realtime, scaling, latency, memory, ffmpeg, soak, "
+                            "chaos, fuzz")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="where the report goes (default: benchmarks/results)")
+    bench.add_argument("--record", action="store_true",
+                       help="append the headline ratios to the ledger in docs/performance.md")
+    return parser
+
+
+# ---- live streaming ----------------------------------------------------------------------
+
+_TOKEN_ENV = "FLOWENGINE_LIVE_TOKEN"
+_VIEWER_TOKEN_ENV = "FLOWENGINE_VIEWER_TOKEN"
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--http-port", type=int, default=23456,
+                        help="player page, WebSocket and /stats (default 23456)")
+    parser.add_argument("--ingest-port", type=int, default=23457,
+                        help="TCP ingest for senders (default 23457)")
+    parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
+                        help=f"shared secret senders must send first (default: ${_TOKEN_ENV})")
+    parser.add_argument("--viewer-token", default=os.environ.get(_VIEWER_TOKEN_ENV),
+                        help="secret /ws and /stats require (?token= or Authorization: Bearer; "
+                             f"open the page as /?token=...; default: ${_VIEWER_TOKEN_ENV}; "
+                             "the ingest token never doubles as it)")
+    parser.add_argument("--max-frame-bytes", type=int, default=1 << 16,
+                        help="larger ingest frames close the sender's connection")
+    parser.add_argument("--client-queue-frames", type=int, default=256,
+                        help="frames queued per WebSocket client before it skips ahead")
+
+
+def _add_sender_args(parser: argparse.ArgumentParser, source_required: bool) -> None:
+    parser.add_argument("--codec", choices=("mp3", "aac"), default="mp3", help="default mp3")
+    source = parser.add_mutually_exclusive_group(required=source_required)
+    source.add_argument("--wav", metavar="FILE",
+                        help="send this file (any format PyAV reads; resampled as needed)")
+    source.add_argument("--tone", action="store_true", help="send a generated sine tone")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop after N seconds (default: the whole file, an endless tone)")
+    parser.add_argument("--frequency", type=float, default=440.0, help="tone frequency in Hz")
+    parser.add_argument("--sample-rate", type=int, default=48000, help="default 48000")
+    parser.add_argument("--channels", type=int, default=2, help="default 2")
+    parser.add_argument("--bitrate", type=int, default=128000, help="bit/s, default 128000")
+    parser.add_argument("--stream", default=None, help="stream name at the server")
+    parser.add_argument("--clock-every", type=int, default=10,
+                        help="send a clock stamp (for latency) every N frames; 0: never")
+
+
+def _add_live_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="live server: TCP ingest + player page and "
+                                              "WebSocket broadcast")
+    _add_server_args(serve)
+
+    send = commands.add_parser("send", help="encode a file or a tone and push it to a live "
+                                            "server, paced at real time")
+    _add_sender_args(send, source_required=True)
+    send.add_argument("--host", default="127.0.0.1", help="the server's ingest address")
+    send.add_argument("--port", type=int, default=23457, help="the server's ingest port")
+    send.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
+                      help=f"shared secret (default: ${_TOKEN_ENV})")
+    send.add_argument("--no-pace", action="store_true",
+                      help="send as fast as possible instead of in real time")
+    send.add_argument("--retry-seconds", type=float, default=30.0,
+                      help="give up after this long without a connection (default 30)")
+
+    demo = commands.add_parser("demo", help="live server plus a paced sender process; "
+                                            "prints the URL to open")
+    _add_server_args(demo)
+    _add_sender_args(demo, source_required=False)
+
+
+def _live_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s", stream=sys.stderr)
+
+
+def _live_config(args: argparse.Namespace):
+    from flowengine.live.server import LiveConfig
+
+    for name in ("http_port", "ingest_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0..65535, got "
+                              f"{getattr(args, name)}")
+    return LiveConfig(host=args.host, http_port=args.http_port, ingest_port=args.ingest_port,
+                      token=args.token, viewer_token=args.viewer_token or None,
+                      max_frame_bytes=args.max_frame_bytes,
+                      client_queue_frames=args.client_queue_frames)
+
+
+def _sender_options(args: argparse.Namespace):
+    from flowengine.live.sender import SenderOptions
+
+    if args.seconds is not None and args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds:g}")
+    return SenderOptions(codec=args.codec, wav=args.wav, seconds=args.seconds,
+                         frequency=args.frequency, sample_rate=args.sample_rate,
+                         channels=args.channels, bitrate=args.bitrate, stream=args.stream,
+                         clock_every=args.clock_every)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.live.server import serve
+
+    _live_logging()
+    config = _live_config(args)
+    try:
+        serve(config, lambda server: print(f"flowengine serve: open {server.page_hint}; senders "
+                                           f"push to tcp://{config.host}:{server.ingest_port}",
+                                           file=out, flush=True))
+    except OSError as exc:
+        raise FlowError(f"cannot listen on {config.host}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.live.sender import run_sender
+
+    _live_logging()
+    options = _sender_options(args)
+    options.host, options.port, options.token = args.host, args.port, args.token
+    options.realtime = not args.no_pace
+    options.retry_seconds = args.retry_seconds
+    try:
+        stats = run_sender(options)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ConfigError(exc.strerror or str(exc)) from None
+    except ConnectionError as exc:
+        raise FlowError(str(exc)) from None
+    sent = stats.stages[-1]
+    print(f"sent {sent.buffers_in} {options.codec} frames ({sent.bytes_in} bytes) in "
+          f"{stats.seconds:.2f} s", file=out)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.live.demo import run_demo
+
+    _live_logging()
+    config = _live_config(args)
+    try:
+        run_demo(config, _sender_options(args), out)
+    except OSError as exc:
+        raise FlowError(f"cannot listen on {config.host}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+def _edges_text(run: ResolvedRun) -> list[str]:
+    return [f"  {e.upstream} -> {e.downstream}: {e.kind}"
+            + (f", {e.format.explain()}" if e.kind == "pcm" else "") for e in run.edges]
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    run = resolve_run(args.config, args.overrides)
+    print(f"{args.config}: ok ({len(run.stages)} stages, {len(run.edges)} edges)", file=out)
+    for line in _edges_text(run):
+        print(line, file=out)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.engine import build_plan
+
+    run = resolve_run(args.config, args.overrides, check_paths=False)
+    plan = build_plan(run.config)
+    try:
+        print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
+              f"transport {run.config.transport}", file=out)
+        print(f"control: {plan.control_endpoint}", file=out)
+        for stage in plan.stages:
+            info = run.stage(stage.name)
+            kinds = f"{stage.input_kind or '-'} -> {stage.output_kind or '-'}"
+            print(f"stage {stage.name} ({stage.op}, {stage.kind}, {kinds}): "
+                  f"replicas={stage.replicas} hwm={stage.hwm}", file=out)
+            if stage.inputs:
+                print(f"  inputs: {', '.join(stage.inputs)}", file=out)
+            if info.output_kind == "pcm":
+                print(f"  gives: {info.output_format.explain()}", file=out)
+            for worker in stage.workers:
+                inbox = worker.inbox_endpoint or "(source: no inbox)"
+                print(f"  replica {worker.replica}: inbox {inbox}", file=out)
+        print("edges:", file=out)
+        for line in _edges_text(run):
+            print(line, file=out)
+    finally:
+        shutil.rmtree(plan.run_dir, ignore_errors=True)
+    return EXIT_OK
+
+
+def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.ops.registry import registry
+
+    if args.name is None:
+        for spec in registry.specs():
+            print(spec.describe(), file=out)
+        return EXIT_OK
+    if args.name not in registry:
+        close = difflib.get_close_matches(args.name, registry.names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown operator {args.name!r}{hint}")
+    print(registry.get(args.name).describe(), file=out)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    print(json.dumps(json_schema(), indent=2), file=out)
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.engine.security import generate_keys
+
+    try:
+        paths = generate_keys(args.dir, overwrite=args.force)
+    except OSError as exc:      # a directory that cannot be made or written
+        raise ConfigError(f"cannot write keys into {args.dir}: {exc.strerror or exc}") from None
+    for path in paths:
+        print(f"wrote {path} (mode 0600)", file=out)
+    print(f"use it with:  transport: tcp\n              security: {{curve: true, keys: "
+          f"{args.dir}}}\ncopy the directory to every host of the run; keep it private",
+          file=out)
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.cli.bench import run_bench
+
+    run_bench(quick=args.quick, only=args.only, out_dir=args.out, record=args.record, log=out)
+    return EXIT_OK
+
+
+def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float) -> None:
+    """Name the outputs a failed run left as NAME.part (file sinks rename only complete files)."""
+    from flowengine.ops.io.partial import incomplete_outputs
+
+    paths = [s.params["path"] for s in run.stages
+             if s.kind == "sink" and isinstance(s.params.get("path"), str)]
+    # The filesystem's clock is coarser than time.time(): allow a second of slack.
+    parts = incomplete_outputs(paths, since=since - 1.0)
+    if parts:
+        exc.add_note(f"incomplete outputs, kept as .part (never renamed to their final name): "
+                     f"{', '.join(parts)}")
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.local.run import make_output_dirs, run_in_process
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
+                            stream=sys.stderr)
+    run = resolve_run(args.config, args.overrides)
+    make_output_dirs(run)
+    display = ProgressDisplay(out, enabled=not args.quiet)
+    started = time.time()
+    try:
+        if args.in_process:
+            report = run_in_process(run, progress=display.update)
+        else:
+            from flowengine.engine import Engine, build_plan
+            report = Engine(build_plan(run.config), progress=display.update).run()
+    except (FlowError, KeyboardInterrupt) as exc:
+        display.close()
+        _note_incomplete_outputs(exc, run, started)
+        raise
+    display.close()
+    print(stage_table(report), file=out)
+    print(audit_lines(report), file=out)
+    mode = "in one process" if args.in_process else "in worker processes"
+    print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
+          f"({report.realtime_factor:.1f}x real time) {mode}", file=out)
+    if report.interrupted:
+        print("interrupted: the run was drained and its outputs finalised", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+_COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
+             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo,
+             "keys": cmd_keys, "bench": cmd_bench}
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's message with its notes (which name the node or stage)."""
+    text = str(exc) or type(exc).__name__
+    notes = getattr(exc, "__notes__", None) or []
+    return "\n".join([text, *notes])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (see the module doc)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args, sys.stdout)
+    except ConfigError as exc:
+        _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print("\nflowengine: interrupted", *getattr(exc, "__notes__", ()), sep="\n",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except WorkerFailed as exc:
+        _report(args, exc, "run failed")
+        return EXIT_FAILED
+    except AuditError as exc:   # the run went through but lost or invented audio
+        if exc.report is not None:
+            print(stage_table(exc.report), file=sys.stdout)
+        _report(args, exc, "run failed")
+        return EXIT_FAILED
+    except FlowError as exc:
+        _report(args, exc, "run failed" if args.command == "run" else "error")
+        return EXIT_FAILED
+    except BrokenPipeError as exc:
+        if not _stdout_unread():
+            _report(args, exc, "internal error (BrokenPipeError; --debug shows the traceback)")
+            return EXIT_FAILED
+        # Its reader had enough (`flowengine ops | head`): stop quietly, as cat does; stdout
+        # goes to /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:   # a bug of ours: one line unless --debug
+        _report(args, exc, f"internal error ({type(exc).__name__}; --debug shows the traceback)")
+        return EXIT_FAILED
+
+
+def _stdout_unread() -> bool:
+    """Whether stdout is a pipe whose reader is gone (poll says POLLERR on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):    # no file descriptor (stdout replaced): not a pipe
+        return False
+
+
+def _report(args: argparse.Namespace, exc: BaseException, what: str) -> None:
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+        worker_traceback = getattr(exc, "traceback", None)
+        if worker_traceback and worker_traceback not in str(exc):   # not shown yet
+            print(f"in the worker:\n{worker_traceback}", file=sys.stderr, end="")
+    print(f"flowengine: {what}: {_message(exc)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

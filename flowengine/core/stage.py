@@ -1,0 +1,84 @@
+"""The node a stage runs: the run's block size applied to sources, fused stages as a Pipeline.
+
+Block size (`RunConfig.block_samples`): every message on a PCM edge costs
+about the same whatever its size, so offline runs move large blocks and live
+runs codec-sized ones. A source with a ``chunk_samples`` parameter that the
+stage does not set gets the run's ``block_samples``, or by default
+`OFFLINE_BLOCK_SAMPLES` (4096), or `LIVE_BLOCK_SAMPLES` (1024, about one
+codec frame) when the source is paced in real time (``realtime: true``).
+Stages after a source keep the blocks they are given (processors pass them
+through; codecs re-block to their frame size), so the source sets the size on
+every PCM edge up to the first re-blocking stage.
+
+Fusion: several consecutive stages may run inside one worker as a
+`flowengine.local.pipeline.Pipeline` per stream (`FusedMember`s in the plan);
+the output is the same as with one worker per stage, without the hops.
+
+Used by the workers and by the in-process runner, so both build the same
+nodes from the same config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flowengine.ops.node import Node
+from flowengine.core.operators import create_node
+
+__all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
+           "block_samples_for", "create_stage_node"]
+
+OFFLINE_BLOCK_SAMPLES = 4096
+LIVE_BLOCK_SAMPLES = 1024
+_BLOCK_PARAM = "chunk_samples"
+
+
+@dataclass(frozen=True)
+class FusedMember:
+    """One stage of a fused group, as plain data for the worker."""
+
+    name: str
+    op: str
+    params: dict[str, Any]
+
+
+def _has_param(op: str, name: str) -> bool:
+    if ":" in op:
+        return False          # an imported test operator: its parameters are its own business
+    from flowengine.ops.registry import registry
+
+    spec = registry.get(op)
+    return any(p.name == name for p in spec.params)
+
+
+def block_samples_for(params: dict[str, Any], block_samples: int | None) -> int:
+    """The block size of a source stage with `params` in a run with `block_samples`."""
+    if block_samples is not None:
+        return block_samples
+    return LIVE_BLOCK_SAMPLES if params.get("realtime") is True else OFFLINE_BLOCK_SAMPLES
+
+
+def source_params(op: str, kind: str, params: dict[str, Any],
+                  block_samples: int | None) -> dict[str, Any]:
+    """`params` with the run's block size filled in when this is a source that takes one and
+    the stage left it unset."""
+    if kind != "source" or _BLOCK_PARAM in params or not _has_param(op, _BLOCK_PARAM):
+        return dict(params)
+    return {**params, _BLOCK_PARAM: block_samples_for(params, block_samples)}
+
+
+def create_stage_node(op: str, kind: str, params: dict[str, Any], *,
+                      block_samples: int | None = None, fused: list[FusedMember] | None = None,
+                      name: str | None = None) -> Node:
+    """A fresh node for one stream of a stage (or the source node of a source stage)."""
+    if not fused:
+        return create_node(op, source_params(op, kind, params, block_samples))
+    from flowengine.local.pipeline import Pipeline
+
+    nodes = []
+    for member in fused:
+        node = create_node(member.op, dict(member.params))
+        node.name = member.name
+        nodes.append(node)
+    return Pipeline(nodes, name=name or "+".join(m.name for m in fused))

@@ -1,0 +1,1 @@
+"""The coordinator and its control channel to the workers."""

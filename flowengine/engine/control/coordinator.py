@@ -1,0 +1,563 @@
+"""The coordinator: starts a plan's workers, follows the run, and always cleans up.
+
+Theory of operation
+-------------------
+1. Bind the control ROUTER (a CURVE server with ``security.curve``; every
+   listening endpoint is logged), start one process per stage replica (start
+   method "forkserver", with flowengine's heavy modules preloaded so workers
+   start fast; the coordinator's ZeroMQ context is never inherited).
+2. Wait (bounded) for ``ready`` from every worker: inboxes are bound and
+   pushes connected, so nothing a source sends can be lost to a slow joiner.
+   Then ``start``.
+3. Loop in short slices: read control messages (stats = heartbeats, done,
+   error), watch every process's sentinel, and check heartbeats. A worker
+   that exits, reports an error or stays silent too long fails the run with
+   ``WorkerFailed`` naming its stage, replica and traceback (or signal).
+4. The run is complete when every sink replica has reported ``done`` (EOF
+   travelled in-band through every stage behind the data). Only then does
+   every worker get ``shutdown`` and close its data sockets.
+5. Whatever happens (completion, failure, Ctrl-C, an exception in the
+   coordinator itself): shutdown, join with a deadline, terminate then kill
+   stragglers, remove the run directory with its socket files.
+6. A complete run is audited (``audit.py``): every stream's samples through
+   every edge and stage, from each replica's final counts; a mismatch
+   raises ``AuditError`` with the report attached.
+
+Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
+their streams; EOF flows; sinks finalise their files) and the run completes
+normally with ``RunReport.interrupted`` set; a second one stops at once and
+raises ``RunInterrupted`` (exit code 130).
+
+As with any "spawn"/"forkserver" program, a script that runs an Engine must
+guard its entry point with ``if __name__ == "__main__":`` (worker processes
+import the main module); the CLI and ``python -c`` need nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for_sentinels
+from typing import Any
+
+import zmq
+
+from flowengine.errors import ConfigError, WireError, WorkerFailed
+from flowengine.core.audit import Finding, audit_report, check_audit, stages_from_plan
+from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
+from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
+from flowengine.engine.plan import Plan, WorkerSpec
+from flowengine.engine.worker.preload import modules_for
+from flowengine.engine.recovery.replay import AckRelay
+from flowengine.core.signals import SignalCount
+from flowengine.engine.recovery.restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
+    relay_acks, replace_worker
+from flowengine.engine.security import curve_server, log_listener, start_authenticator
+from flowengine.engine.worker.main import run_worker
+
+__all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
+           "PRELOAD_MODULES"]
+
+# Imported once in the forkserver, so each worker process starts without re-importing them;
+# with the modules the plan's operators need (preload.modules_for).
+PRELOAD_MODULES = ["flowengine.engine.control.forkserver_signals", "flowengine.engine.worker.main",
+                   "flowengine.ops.registry"]
+
+_SLICE_S = 0.1
+
+log = logging.getLogger("flowengine.engine")
+
+_STOP_SLICE_S = 0.02   # how often a shutdown that waits is handed over again while stopping
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A second Ctrl-C / SIGTERM stopped the run at once."""
+
+    exit_code = 130
+
+
+@dataclass
+class WorkerReport:
+    """Counts of one stage replica: final ones from its ``done``, or the latest ``stats``."""
+
+    stage: str
+    replica: int
+    pid: int | None = None
+    messages_in: int = 0
+    samples_in: int = 0
+    bytes_in: int = 0
+    seconds_in: float = 0.0
+    messages_out: int = 0
+    samples_out: int = 0
+    bytes_out: int = 0
+    seconds_out: float = 0.0
+    busy_seconds: float = 0.0
+    blocked_seconds: float = 0.0
+    busy_percent: float = 0.0
+    cpu_seconds: float = 0.0      # CPU time of the worker process (all its threads) in the run
+    errors_skipped: int = 0
+    streams_open: int = 0
+    queue_depth: int = 0          # upstream sent - received, at the latest stats
+    max_queue: int = 0
+    done: bool = False
+    restarts: int = 0             # replacements of this replica (restart: on-failure)
+    stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per stream: sample rates (and packet time bases) in and out, for the audit.
+    stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
+    # At its done: what its lossless-restart bookkeeping held (``Worker.lossless_sizes``).
+    lossless: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageReport:
+    name: str
+    op: str
+    kind: str
+    workers: list[WorkerReport]
+
+    def total(self, key: str) -> float:
+        """Sum of one WorkerReport field over the replicas."""
+        return sum(getattr(w, key) for w in self.workers)
+
+    @property
+    def max_queue(self) -> int:
+        return max((w.max_queue for w in self.workers), default=0)
+
+
+@dataclass
+class RunReport:
+    name: str
+    stages: list[StageReport]
+    wall_seconds: float
+    audio_seconds: float      # seconds of audio the sinks received (the largest sink stage)
+    interrupted: bool = False
+    complete: bool = False
+    # The end-of-run sample audit (flowengine.core.audit): one Finding per check.
+    audit: list[Finding] = field(default_factory=list)
+    # restart: on-failure (flowengine.engine.recovery.restart): each replacement, and per stream the
+    # samples lost to them.
+    restarts: list[RestartEvent] = field(default_factory=list)
+    gaps: list[StreamGap] = field(default_factory=list)
+
+    @property
+    def audit_ok(self) -> bool:
+        """No audit check found samples lost or invented."""
+        return all(finding.ok for finding in self.audit)
+
+    def stage(self, name: str) -> StageReport:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+@dataclass
+class _Tracked:
+    """The coordinator's view of one worker process."""
+
+    spec: WorkerSpec
+    process: Any
+    report: WorkerReport
+    ready: bool = False
+    last_seen: float = 0.0
+    sent_to: dict[str, int] = field(default_factory=dict)
+    received: int = 0
+    error: dict | None = None
+    replaced: bool = False        # a replacement took over (restart.py): ignore its failures
+    held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
+    counts_in, counts_out = message["in"], message["out"]
+    report.messages_in, report.samples_in = counts_in["messages"], counts_in["samples"]
+    report.bytes_in, report.seconds_in = counts_in["bytes"], counts_in["seconds"]
+    report.messages_out, report.samples_out = counts_out["messages"], counts_out["samples"]
+    report.bytes_out, report.seconds_out = counts_out["bytes"], counts_out["seconds"]
+    report.busy_seconds, report.blocked_seconds = message["busy"], message["blocked"]
+    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+    report.cpu_seconds = message.get("cpu", 0.0)
+    report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+
+
+class Engine:
+    """Runs one Plan in worker processes. `run()` returns a RunReport or raises WorkerFailed,
+    or AuditError when the end-of-run sample audit finds audio lost or invented.
+
+    `progress(report)` is called about every `progress_interval` seconds with a
+    RunReport of the latest stats. Timeouts: `ready_timeout` for every worker
+    to bind and connect, `heartbeat_timeout` of silence before a worker counts
+    as hung, `stop_timeout` for workers to exit after shutdown before they are
+    terminated. `handle_signals` installs the SIGINT/SIGTERM drain handlers
+    (main thread only).
+    """
+
+    def __init__(self, plan: Plan, *, progress: Callable[[RunReport], None] | None = None,
+                 progress_interval: float = 1.0, ready_timeout: float = 20.0,
+                 heartbeat_timeout: float = 5.0, stop_timeout: float = 3.0,
+                 handle_signals: bool = True) -> None:
+        # The stats are the heartbeat: sent less often than the timeout, every worker would
+        # be failed as hung.
+        slowest = max((w.stats_interval for w in plan.workers), default=0.0)
+        if slowest >= heartbeat_timeout:
+            raise ConfigError(f"Engine: the plan's stats_interval ({slowest:g} s) must be "
+                              f"shorter than heartbeat_timeout ({heartbeat_timeout:g} s): the "
+                              f"stats are the workers' heartbeat")
+        self.plan = plan
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.ready_timeout = ready_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.stop_timeout = stop_timeout
+        self.handle_signals = handle_signals
+        self.pids: list[int] = []
+        self._workers: dict[str, _Tracked] = {}
+        self._signals = SignalCount()
+        self._drain_sent = False
+        self._started_at = 0.0
+        self.restarts: list[RestartEvent] = []
+        self._following = False   # restarts only once the run is under way
+        self._sinks_done = False  # every sink reported done: the output is complete
+        # Consumers' acknowledgements to the upstreams of stages that restart losslessly.
+        self._acks = AckRelay({w.id: stage.outputs for stage in plan.stages
+                               for w in stage.workers if w.replay})
+
+    # ------------------------------------------------------------------ public
+
+    def run(self) -> RunReport:
+        context = zmq.Context()
+        curve = self.plan.curve
+        # With CURVE, the ZAP handler runs before the ROUTER binds: no unchecked moment.
+        auth = start_authenticator(context, curve) if curve is not None else None
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        # A replacement worker connects with its predecessor's identity: let it take over.
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A message a worker cannot take now raises instead of vanishing (control_outbox.py).
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if curve is not None:
+            curve_server(router, curve)
+        if self.handle_signals:
+            self._signals.install()
+        try:
+            router.bind(self.plan.control_endpoint)
+            log_listener("control", self.plan.control_endpoint, curve is not None)
+            self._router = router
+            self._control = ControlOutbox(router)
+            self._start_processes()
+            self._started_at = time.monotonic()
+            self._wait_ready()
+            for spec in self.plan.workers:   # ready: every inbox is bound
+                if spec.inbox_endpoint is not None:
+                    log_listener(f"stage {spec.stage!r} replica {spec.replica} inbox",
+                                 spec.inbox_endpoint, curve is not None)
+            self._broadcast("start")
+            self._follow()
+            self._sinks_done = True
+            self._collect_remaining_done()
+            report = self.snapshot(final=True)
+            report.complete = True
+            report.audit, report.gaps = account_restarts(
+                self.plan, report, audit_report(stages_from_plan(self.plan), report),
+                self.restarts)
+            check_audit(report)       # AuditError (a FlowError) with the report attached
+            return report
+        finally:
+            try:
+                self._stop_all()
+            finally:
+                router.close(linger=0)
+                if auth is not None:
+                    auth.stop()
+                context.term()
+                shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+                self._signals.restore()
+
+    def snapshot(self, final: bool = False) -> RunReport:
+        """A RunReport from what the workers reported so far."""
+        wall = time.monotonic() - self._started_at if self._started_at else 0.0
+        stages = []
+        for stage in self.plan.stages:
+            workers = [self._workers[w.id].report for w in stage.workers if w.id in self._workers]
+            for report in workers:
+                report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+            stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
+        sinks = {s.name for s in self.plan.sinks}
+        audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
+        return RunReport(self.plan.name, stages, wall, audio,
+                         interrupted=self._signals.count > 0, restarts=list(self.restarts))
+
+    # --------------------------------------------------------------- processes
+
+    def _start_processes(self) -> None:
+        mp = multiprocessing.get_context("forkserver")
+        ops = [w.op for w in self.plan.workers] + \
+            [m.op for w in self.plan.workers for m in w.fused]
+        # Only the first run of this process starts the forkserver; workers warm() the rest.
+        mp.set_forkserver_preload(list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES)))
+        for spec in self.plan.workers:
+            process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
+                                 daemon=True)
+            self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
+        for tracked in self._workers.values():
+            try:
+                tracked.process.start()
+            except (EOFError, OSError):
+                # A Ctrl-C to the process group while the forkserver imports kills it (it
+                # ignores SIGINT only after its imports): the start reads EOF from it.
+                if self._signals.count:
+                    raise RunInterrupted("interrupted while the workers started") from None
+                raise
+            tracked.report.pid = tracked.process.pid
+            self.pids.append(tracked.process.pid)
+
+    def _stop_all(self) -> None:
+        """Shutdown to every worker, then join with a deadline, terminate, kill."""
+        started = [t for t in self._workers.values() if t.process.pid is not None]
+        control = hasattr(self, "_control")
+        if control:
+            self._shut_down_workers()
+        deadline = time.monotonic() + self.stop_timeout
+        while True:
+            if control:
+                self._flush_shutdowns()
+            alive = [t.process.sentinel for t in started if t.process.is_alive()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                break
+            wait_for_sentinels(alive, timeout=min(left, _STOP_SLICE_S))
+        for tracked in started:
+            tracked.process.join(max(0.0, deadline - time.monotonic()))
+        for escalate in ("terminate", "kill"):
+            alive = [t for t in started if t.process.is_alive()]
+            for tracked in alive:
+                getattr(tracked.process, escalate)()
+            for tracked in alive:
+                tracked.process.join(1.0)
+
+    # ---------------------------------------------------------------- messages
+
+    def _send(self, worker_id: str, kind: str, **fields: Any) -> None:
+        """Send now or, in order, as soon as the worker can take it (never lost silently)."""
+        try:
+            self._control.send(worker_id, encode_control(kind, **fields))
+        except ControlBacklog as exc:
+            self._fail(self._workers[worker_id], f"did not take its control messages "
+                                                 f"({exc.waiting} waiting)")
+
+    def _broadcast(self, kind: str, only: Callable[[_Tracked], bool] = lambda t: True) -> None:
+        for worker_id, tracked in self._workers.items():
+            if only(tracked):
+                self._send(worker_id, kind)
+
+    def _shut_down_workers(self) -> None:
+        """``shutdown`` to every worker, ahead of anything still waiting for it: at the end
+        nothing else matters, and a worker that cannot take it is stopped by signal. Called
+        in a ``finally``: a socket error must neither replace the run's own exception nor
+        skip the join, terminate and kill that follow, so it is logged per worker."""
+        for worker_id in self._workers:
+            self._control.drop(worker_id)
+            try:
+                self._control.send(worker_id, encode_control("shutdown"))
+            except zmq.ZMQError as exc:
+                log.warning("shutdown to worker %r not sent (%s): it is stopped by signal",
+                            worker_id, exc)
+
+    def _flush_shutdowns(self) -> None:
+        """Hand over a ``shutdown`` that had to wait (a full queue, a replacement not connected
+        yet): nothing calls ``_receive``, which flushes, any more."""
+        try:
+            self._control.flush()
+        except zmq.ZMQError as exc:
+            log.warning("shutdown not handed over to every worker (%s): they are stopped by "
+                        "signal", exc)
+
+    def _receive(self, timeout: float) -> None:
+        """Handle every control message that arrives within `timeout` seconds."""
+        self._control.flush()
+        if not self._router.poll(int(timeout * 1000)):
+            return
+        while True:
+            try:
+                identity, payload = self._router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not [identity, payload]: nothing a worker sends
+            tracked = self._workers.get(identity.decode(errors="replace"))
+            if tracked is not None:
+                self._handle(tracked, payload)
+
+    def _handle(self, tracked: _Tracked, payload: bytes) -> None:
+        tracked.last_seen = time.monotonic()
+        try:
+            message = decode_control(payload, expect=WORKER_MESSAGES)
+        except WireError as exc:
+            self._fail(tracked, f"sent a bad control message: {exc}")
+            return
+        kind = message["t"]
+        if kind == "ready":
+            tracked.ready = True
+        elif kind == "error":
+            tracked.error = message
+            if message.get("expected"):   # a FlowError: its message says what and where
+                self._fail(tracked, f"failed: {message.get('message', '')}")
+            else:
+                self._fail(tracked, f"failed:\n{message.get('tb', message.get('message', ''))}")
+        elif kind == "ack":
+            relay_acks(self, tracked, message)
+        elif kind == "held":
+            tracked.held.add(message["to"])
+        elif kind == "replayed":
+            note_replayed(self, tracked, message)
+        else:
+            wall = time.monotonic() - self._started_at
+            _apply_counts(tracked.report, message, wall)
+            tracked.sent_to, tracked.received = message["sent_to"], message["received"]
+            if kind == "done":
+                tracked.report.done = True
+                tracked.report.stream_counts = message["stream_counts"]
+                tracked.report.stream_clocks = message.get("stream_clocks", {})
+                tracked.report.lossless = message.get("lossless", {})
+                tracked.report.queue_depth = 0
+            else:
+                self._update_queue_depth(tracked)
+
+    def _update_queue_depth(self, tracked: _Tracked) -> None:
+        """This worker's inbox depth: what its upstreams sent minus what it has read.
+
+        Taken when the worker itself reports, against its upstreams' latest
+        (older) reports, so it never counts messages sent after it read: a
+        lower bound, exact for a blocked upstream, and 0 once it is done.
+        """
+        sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0)
+                   for u in tracked.spec.upstream if u in self._workers)
+        report = tracked.report
+        report.queue_depth = max(0, sent - tracked.received)
+        report.max_queue = max(report.max_queue, report.queue_depth)
+
+    # ------------------------------------------------------------------- phases
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not all(t.ready for t in self._workers.values()):
+            self._check_processes()
+            self._check_signals()
+            if time.monotonic() >= deadline:
+                missing = [i for i, t in self._workers.items() if not t.ready]
+                tracked = self._workers[missing[0]]
+                self._fail(tracked, f"was not ready within {self.ready_timeout:.0f} s "
+                                    f"(not ready: {', '.join(missing)})")
+            self._receive(_SLICE_S)
+        now = time.monotonic()
+        for tracked in self._workers.values():
+            tracked.last_seen = now
+
+    def _follow(self) -> None:
+        sink_ids = [w.id for stage in self.plan.sinks for w in stage.workers]
+        next_progress = time.monotonic() + self.progress_interval
+        self._following = True
+        while not all(self._workers[i].report.done for i in sink_ids):
+            self._receive(_SLICE_S)
+            self._check_processes()
+            self._check_heartbeats()
+            self._check_signals()
+            if self.progress is not None and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + self.progress_interval
+                self.progress(self.snapshot())
+
+    def _collect_remaining_done(self) -> None:
+        """Every worker sent done before the sinks could finish; wait (bounded) for the rest."""
+        deadline = time.monotonic() + 2.0
+        while not all(t.report.done or t.replaced for t in self._workers.values()):
+            if time.monotonic() >= deadline:
+                break
+            self._receive(_SLICE_S)
+            self._check_processes()
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_processes(self) -> None:
+        """A worker process that ended before shutdown failed the run."""
+        sentinels = {t.process.sentinel: t for t in self._workers.values() if not t.replaced}
+        ended = wait_for_sentinels(list(sentinels), timeout=0)
+        if not ended:
+            return
+        tracked = sentinels[ended[0]]
+        tracked.process.join(0.5)
+        # Its error report may still be on the way: give it a moment to arrive.
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            self._receive(0.05)
+        code = tracked.process.exitcode
+        if code is None:
+            what = "closed its process sentinel but is still running"
+        elif code < 0:
+            what = f"was killed by {_signal_name(code)}"
+        else:
+            what = f"exited with exit code {code} before the end of the run"
+        self._fail(tracked, what)
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for tracked in self._workers.values():
+            silent = now - tracked.last_seen
+            if silent > self.heartbeat_timeout:
+                self._fail(tracked, f"sent no heartbeat for {silent:.1f} s (hung or stalled; "
+                                    f"limit {self.heartbeat_timeout:.1f} s)")
+
+    def _fail(self, tracked: _Tracked, what: str) -> None:
+        """Replace the worker (restart: on-failure, restarts left), else raise WorkerFailed."""
+        if tracked.replaced or self._workers.get(tracked.spec.id) is not tracked:
+            return                # a replacement took over already
+        spec = tracked.spec
+        if self._sinks_done:
+            # Every sink has its eof: the output is complete, whatever this worker does now.
+            tracked.replaced = True
+            log.warning("stage %r replica %d (pid %s) %s after every sink had finished: the "
+                        "output is complete (its stage's audit uses its last stats)",
+                        spec.stage, spec.replica, tracked.process.pid, what.splitlines()[0])
+            return
+        if self._following and can_restart(tracked, self.restarts):
+            replace_worker(self, tracked, what)
+            return
+        if tracked.process.is_alive():
+            tracked.process.kill()   # e.g. stopped or hung: declared dead, so it is
+        if tracked.report.restarts:
+            what += f" (after {tracked.report.restarts} restart(s))"
+        error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "
+                             f"(pid {tracked.process.pid}) {what}")
+        error.stage, error.replica = spec.stage, spec.replica
+        error.traceback = (tracked.error or {}).get("tb")
+        raise error
+
+    # ----------------------------------------------------------------- signals
+
+    def _check_signals(self) -> None:
+        signals = self._signals.count
+        if signals >= 2:
+            raise RunInterrupted("interrupted twice: run stopped at once")
+        if signals == 1 and not self._drain_sent and self._started_at and \
+                all(t.ready for t in self._workers.values()):
+            self._drain_sent = True
+            self._broadcast("drain", only=lambda t: not t.spec.upstream)
+
+
+def run_plan(plan: Plan, **options: Any) -> RunReport:
+    """Run `plan` in worker processes (see Engine for the options)."""
+    return Engine(plan, **options).run()

@@ -1,0 +1,1 @@
+"""Restarts: replacing a dead replica, lossless replay and the bookkeeping behind it."""

@@ -1,0 +1,1 @@
+"""A worker process: one replica of one stage between ZeroMQ sockets."""

@@ -1,0 +1,1 @@
+"""Running a pipeline or a run config in one process (the reference semantics)."""

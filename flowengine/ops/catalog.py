@@ -1,0 +1,443 @@
+"""flowengine's built-in operators, registered by name (see flowengine/ops/registry.py).
+
+Each factory's signature is its parameter spec (types, defaults, `name: doc`
+lines). Every factory returns a Node. Formats are given as a dict of
+AudioFormat fields ({sample_rate: 48000, channels: 2, sample_type: f32}) or
+left None to take them from the first buffer.
+
+Codecs exist twice: per codec (mp3_encoder, flac_decoder, ...) with that
+codec's parameters, and generic (encoder, decoder) with a `codec` parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BeforeValidator
+
+from flowengine.audio.buffers import AudioFrame
+from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
+from flowengine.audio.format import AudioFormat
+from flowengine.ops.node import PACKET, PCM, Node
+from flowengine.ops.processors import Processor
+from flowengine.ops.registry import FormatParam, operator
+from flowengine.ops.adapters import (
+    ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
+)
+from flowengine.ops.flownode import ANY, make_identity_node
+
+__all__: list[str] = []   # nothing to import: the operators are reached through the registry
+
+
+def _as_list(value: Any) -> Any:
+    """numpy arrays and tuples -> lists, so taps/matrices can be given either way."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return [_as_list(v) for v in value]
+    if isinstance(value, list):
+        return [_as_list(v) if isinstance(v, (tuple, np.ndarray)) else v for v in value]
+    return value
+
+
+Floats = Annotated[list[float], BeforeValidator(_as_list)]
+FloatRows = Annotated[list[list[float]], BeforeValidator(_as_list)]
+Ints = Annotated[list[int], BeforeValidator(_as_list)]
+ErrorPolicy = Literal["fail", "skip"]
+
+
+def _processor(processor: Any) -> Node:
+    return ProcessorNode(processor)
+
+
+# ---- sources -------------------------------------------------------------------------------
+
+@operator("file_source", kind="source", inputs=None, outputs=PCM, stateful=True,
+          summary="Read an audio file PyAV opens, streaming: decoded PCM or undecoded packets",
+          kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM))
+def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
+                format: FormatParam | None = None, stream: str | None = None) -> Node:
+    """
+    path: the file to read
+    mode: pcm (decoded frames) or packet (compressed packets, no decoding)
+    chunk_samples: samples per PCM frame
+    format: convert PCM to this format (default: the file's, as planar f32)
+    stream: stream id of the buffers (default: the file's)
+    """
+    from flowengine.ops.io import AudioFileReader
+    reader = AudioFileReader(path, format=format, chunk_samples=chunk_samples, stream=stream,
+                             mode=mode)
+    return SourceNode(reader, PACKET if mode == "packet" else PCM, name="file_source")
+
+
+@operator("tone", kind="source", inputs=None, outputs=PCM, stateful=True,
+          summary="Generate a tone, noise or silence (optionally paced in real time)")
+def tone(frequency: float = 440.0, amplitude: float = 0.5, seconds: float | None = 1.0,
+         sample_rate: int = 48000, channels: int = 2, chunk_samples: int = 1024,
+         waveform: str = "sine", realtime: bool = False, stream: str = "0", seed: int = 0,
+         sample_type: str = "f32", end_frequency: float | None = None) -> Node:
+    """
+    frequency: Hz
+    amplitude: peak amplitude, 0..1
+    seconds: length of the signal (None: endless)
+    waveform: sine, square, chirp, noise, silence or bursts (speech-like)
+    realtime: pace the output at real time
+    seed: random seed for noise
+    end_frequency: where a chirp ends
+    """
+    from flowengine.ops.io import ToneSource
+    source = ToneSource(frequency=frequency, amplitude=amplitude, seconds=seconds,
+                        sample_rate=sample_rate, channels=channels, chunk_samples=chunk_samples,
+                        waveform=waveform, realtime=realtime, stream=stream, seed=seed,
+                        sample_type=sample_type, end_frequency=end_frequency)
+    return SourceNode(source, PCM, name="tone")
+
+
+# ---- codecs --------------------------------------------------------------------------------
+
+def _encoder(codec: str, **fields: Any) -> Node:
+    return make_encoder_node(codec, ENCODER_CONFIGS[codec](**fields))
+
+
+def _decoder(codec: str, on_error: str, **fields: Any) -> Node:
+    return make_decoder_node(codec, DECODER_CONFIGS[codec](**fields), on_error=on_error)
+
+
+@operator("mp3_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Encode MP3 (fast bundled LAME when installed, else FFmpeg's libmp3lame)")
+def mp3_encoder(bitrate: int = 128000, quality: int = 3, chunk_samples: int = 1152,
+                input_format: FormatParam | None = None,
+                backend: Literal["auto", "lame", "pyav"] = "auto") -> Node:
+    """
+    bitrate: bit/s
+    quality: LAME quality 0 (best) .. 9 (fastest)
+    """
+    return _encoder("mp3", bitrate=bitrate, quality=quality, chunk_samples=chunk_samples,
+                    input_format=input_format, backend=backend)
+
+
+@operator("aac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Encode AAC-LC as ADTS frames")
+def aac_encoder(bitrate: int | None = None, chunk_samples: int = 1024,
+                input_format: FormatParam | None = None) -> Node:
+    """
+    bitrate: bit/s (None: FFmpeg's default)
+    """
+    return _encoder("aac", bitrate=bitrate, chunk_samples=chunk_samples, input_format=input_format)
+
+
+@operator("opus_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Encode Opus (input at 8/12/16/24/48 kHz)")
+def opus_encoder(bitrate: int = 96000, chunk_samples: int = 960,
+                 input_format: FormatParam | None = None) -> Node:
+    """
+    bitrate: bit/s
+    """
+    return _encoder("opus", bitrate=bitrate, chunk_samples=chunk_samples,
+                    input_format=input_format)
+
+
+@operator("flac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Encode FLAC (lossless)")
+def flac_encoder(compression_level: int | None = None, chunk_samples: int = 4608,
+                 input_format: FormatParam | None = None) -> Node:
+    """
+    compression_level: 0..12 (None: FFmpeg's default)
+    """
+    return _encoder("flac", compression_level=compression_level, chunk_samples=chunk_samples,
+                    input_format=input_format)
+
+
+@operator("wav_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Raw interleaved PCM packets (the wav/pcm codec)")
+def wav_encoder(chunk_samples: int = 1024, input_format: FormatParam | None = None) -> Node:
+    return _encoder("wav", chunk_samples=chunk_samples, input_format=input_format)
+
+
+@operator("encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          summary="Encode with any codec: mp3, aac, opus, flac, wav")
+def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = None,
+            input_format: FormatParam | None = None, quality: int | None = None,
+            compression_level: int | None = None) -> Node:
+    """
+    codec: mp3, aac, opus, flac or wav
+    bitrate: bit/s (mp3, aac, opus)
+    chunk_samples: samples per encoded chunk (None: the codec's default)
+    quality: mp3 only
+    compression_level: flac only
+    """
+    codec = normalize_codec(codec)
+    given = {"bitrate": bitrate, "chunk_samples": chunk_samples, "quality": quality,
+             "compression_level": compression_level}
+    fields = {k: v for k, v in given.items() if v is not None}
+    return make_encoder_node(codec, {**fields, "input_format": input_format})
+
+
+@operator("mp3_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Decode MP3 to planar f32")
+def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
+                on_error: ErrorPolicy = "fail") -> Node:
+    """
+    chunk_samples: samples per output frame
+    on_error: fail (raise on a bad packet) or skip (count it and go on)
+    """
+    return _decoder("mp3", on_error, chunk_samples=chunk_samples,
+                    packet_time_base_den=packet_time_base_den)
+
+
+@operator("aac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Decode ADTS AAC to planar f32")
+def aac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
+                on_error: ErrorPolicy = "fail") -> Node:
+    return _decoder("aac", on_error, chunk_samples=chunk_samples,
+                    packet_time_base_den=packet_time_base_den)
+
+
+@operator("opus_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Decode Opus packets to planar f32")
+def opus_decoder(chunk_samples: int = 960, packet_time_base_den: int = 48000,
+                 extradata: bytes | None = None, on_error: ErrorPolicy = "fail") -> Node:
+    """
+    extradata: the OpusHead (packets from flowengine's encoder carry it)
+    """
+    return _decoder("opus", on_error, chunk_samples=chunk_samples,
+                    packet_time_base_den=packet_time_base_den, extradata=extradata)
+
+
+@operator("flac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Decode FLAC frames to planar f32")
+def flac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
+                 on_error: ErrorPolicy = "fail") -> Node:
+    return _decoder("flac", on_error, chunk_samples=chunk_samples,
+                    packet_time_base_den=packet_time_base_den)
+
+
+@operator("wav_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Raw interleaved PCM packets to planar frames")
+def wav_decoder(output_format: FormatParam, chunk_samples: int = 1024,
+                on_error: ErrorPolicy = "fail") -> Node:
+    """
+    output_format: the format of the raw bytes (they carry no header)
+    """
+    return _decoder("wav", on_error, output_format=output_format, chunk_samples=chunk_samples)
+
+
+@operator("decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          summary="Decode any codec: mp3, aac, opus, flac, wav")
+def decoder(codec: str, chunk_samples: int | None = None, output_format: FormatParam | None = None,
+            extradata: bytes | None = None, on_error: ErrorPolicy = "fail") -> Node:
+    """
+    codec: mp3, aac, opus, flac or wav
+    output_format: wav only: the format of the raw bytes
+    extradata: opus only: the OpusHead
+    """
+    codec = normalize_codec(codec)
+    given = {"chunk_samples": chunk_samples, "output_format": output_format,
+             "extradata": extradata}
+    fields = {k: v for k, v in given.items() if v is not None}
+    return make_decoder_node(codec, fields, on_error=on_error)
+
+
+# ---- processors ----------------------------------------------------------------------------
+
+@operator("identity", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          summary="Pass PCM through unchanged")
+def identity() -> Node:
+    return make_identity_node(PCM)
+
+
+@operator("gain", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          summary="Multiply every sample by a linear gain or a gain in dB")
+def gain(gain: float = 1.0, gain_db: float | None = None,
+         format: FormatParam | None = None) -> Node:
+    """
+    gain: linear factor
+    gain_db: gain in dB (instead of gain)
+    """
+    return _processor(Processor.gain(format, gain=gain, gain_db=gain_db))
+
+
+class _ResampleToInputChannels:
+    """A Resampler whose output keeps the input's channel count, built at the first frame."""
+
+    name = "resample"
+
+    def __init__(self, sample_rate: int, sample_type: str, planar: bool,
+                 out_chunk_samples: int | None) -> None:
+        self._args = (sample_rate, sample_type, planar, out_chunk_samples)
+        self._inner = None
+
+    @property
+    def input_format(self) -> AudioFormat | None:
+        return None if self._inner is None else self._inner.input_format
+
+    @property
+    def output_format(self) -> AudioFormat | None:
+        return None if self._inner is None else self._inner.output_format
+
+    def put_frame(self, frame: AudioFrame) -> None:
+        if self._inner is None:
+            rate, sample_type, planar, chunk = self._args
+            out = AudioFormat(rate, frame.format.channels, sample_type, planar)
+            self._inner = Processor.resample(None, out, out_chunk_samples=chunk)
+        self._inner.put_frame(frame)
+
+    def get_audio_frame(self) -> AudioFrame | None:
+        return None if self._inner is None else self._inner.get_audio_frame()
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            self._inner.flush()
+
+    def reset(self) -> None:
+        self._inner = None
+
+
+@operator("resample", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Change sample rate, channels and sample type (libswresample)")
+def resample(sample_rate: int, channels: int | None = None, sample_type: str = "f32",
+             planar: bool = True, in_format: FormatParam | None = None,
+             out_chunk_samples: int | None = None) -> Node:
+    """
+    sample_rate: output rate in Hz
+    channels: output channels (None: as the input)
+    sample_type: output sample type
+    in_format: the input format (None: from the first frame)
+    out_chunk_samples: re-block the output into chunks of this size
+    """
+    if channels is None and in_format is None:
+        return _processor(_ResampleToInputChannels(sample_rate, sample_type, planar,
+                                                   out_chunk_samples))
+    out = AudioFormat(sample_rate, channels or in_format.channels, sample_type, planar)
+    return _processor(Processor.resample(in_format, out, out_chunk_samples=out_chunk_samples))
+
+
+@operator("channel_map", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          summary="Pick, reorder or mix channels (mono<->stereo, a mixing matrix)")
+def channel_map(matrix: FloatRows | None = None, channels: Ints | None = None,
+                out_channels: int | None = None, format: FormatParam | None = None) -> Node:
+    """
+    matrix: rows = output channels, columns = input channels
+    channels: input channel index for each output channel
+    out_channels: output channel count with the default mix
+    """
+    return _processor(Processor.channel_map(format, matrix=matrix, channels=channels,
+                                            out_channels=out_channels))
+
+
+@operator("delay", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Delay by delay_ms (zeros in front; the tail comes out at the end)")
+def delay(delay_ms: float, format: FormatParam | None = None) -> Node:
+    return _processor(Processor.delay(delay_ms, format))
+
+
+@operator("fir", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="FIR filter (equals np.convolve(x, taps)[:n])")
+def fir(taps: Floats, full_tail: bool = False, format: FormatParam | None = None) -> Node:
+    """
+    taps: filter coefficients
+    full_tail: also output the len(taps)-1 samples of ring-out at the end
+    """
+    return _processor(Processor.fir(taps, format, full_tail=full_tail))
+
+
+@operator("iir", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="IIR filter from b/a or second-order sections (equals scipy lfilter)")
+def iir(b: Floats | None = None, a: Floats | None = None, sos: FloatRows | None = None,
+        format: FormatParam | None = None) -> Node:
+    """
+    b: numerator coefficients
+    a: denominator coefficients
+    sos: second-order sections, rows of [b0, b1, b2, a0, a1, a2]
+    """
+    return _processor(Processor.iir(b, a, format, sos=sos))
+
+
+@operator("lowpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Butterworth low-pass filter")
+def lowpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
+    return _processor(Processor.lowpass(cutoff_hz, order, format))
+
+
+@operator("highpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Butterworth high-pass filter")
+def highpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
+    return _processor(Processor.highpass(cutoff_hz, order, format))
+
+
+@operator("compressor", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Compressor / expander with soft knee, attack/release and makeup gain")
+def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: float = 4.0,
+               expansion_ratio: float = 1.0, expansion_threshold_db: float = -60.0,
+               attack_time: float = 0.005, release_time: float = 0.05,
+               master_gain_db: float = 0.0, format: FormatParam | None = None) -> Node:
+    """
+    attack_time: seconds
+    release_time: seconds
+    """
+    return _processor(Processor.compressor(
+        format, None, threshold_db=threshold_db, knee_width_db=knee_width_db, ratio=ratio,
+        expansion_ratio=expansion_ratio, expansion_threshold_db=expansion_threshold_db,
+        attack_time=attack_time, release_time=release_time, master_gain_db=master_gain_db))
+
+
+@operator("loudness", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          summary="Normalise loudness to a target LUFS (BS.1770 / EBU R128, look-ahead window)")
+def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: float = 20.0,
+             true_peak_db: float = -1.0, mode: str = "window",
+             format: FormatParam | None = None) -> Node:
+    """
+    target_lufs: integrated loudness to reach
+    window_s: look-ahead window in seconds
+    max_gain_db: largest boost applied
+    true_peak_db: peak ceiling
+    mode: as LoudnessNormalizer (window, static)
+    """
+    return _processor(Processor.loudness(format, target_lufs=target_lufs, window_s=window_s,
+                                         max_gain_db=max_gain_db, true_peak_db=true_peak_db,
+                                         mode=mode))
+
+
+# ---- sinks ---------------------------------------------------------------------------------
+
+@operator("file_sink", kind="sink", inputs=ANY, outputs=None, stateful=True,
+          summary="Write a file (container by extension: .mp3 .m4a .aac .opus .ogg .flac .wav)")
+def file_sink(path: str, format: FormatParam | None = None,
+              input_format: FormatParam | None = None, bitrate: int | None = None,
+              compression_level: int | None = None, codec: str | None = None) -> Node:
+    """
+    path: output file; the extension picks the container; {stream} in it: a file per stream
+    format: output format when the sink encodes PCM (None: the first input's)
+    input_format: format of raw "wav" packets written as PCM
+    bitrate: bit/s when the sink encodes PCM
+    compression_level: flac only
+    codec: FFmpeg encoder when the sink encodes PCM (e.g. pcm_f32le)
+    """
+    options = dict(format=format, input_format=input_format, bitrate=bitrate,
+                   compression_level=compression_level, codec=codec)
+    if "{stream}" in path:          # out/{stream}.mp3: one file per stream, named at its start
+        return _streams.template_file_sink(path, **options)
+    from flowengine.ops.io import AudioFileWriter
+    return SinkNode(AudioFileWriter(path, **options), ANY, name="file_sink")
+
+
+@operator("null_sink", kind="sink", inputs=ANY, outputs=None, stateful=False,
+          summary="Discard everything (counts it)")
+def null_sink() -> Node:
+    from flowengine.ops.io import NullSink
+    return SinkNode(NullSink(), ANY, name="null_sink")
+
+
+@operator("memory_sink", kind="sink", inputs=ANY, outputs=None, stateful=False,
+          summary="Keep every buffer in memory (tests, library use)")
+def memory_sink() -> Node:
+    from flowengine.ops.io import MemorySink
+    return SinkNode(MemorySink(), ANY, name="memory_sink")
+
+
+
+# ---- operators in modules of their own (imported for their registration) ----------------------
+
+from flowengine.ops import mixer as _mixer  # noqa: E402,F401  - registers `mix`
+from flowengine.ops import catalog_streams as _streams  # noqa: E402  - registers files, tones

@@ -1,0 +1,79 @@
+"""Operators for many streams in one run: `files` (one stream per file) and `tones` (N streams).
+
+Registered by name like the other built-ins (flowengine/ops/catalog.py
+imports this module). `file_sink` with `{stream}` in its path hands over to
+`template_file_sink` here: one output file per stream.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
+
+from flowengine.ops.io.multifile import MultiFileSource
+from flowengine.ops.io.multitone import MultiToneSource
+from flowengine.ops.io.template_writer import TemplateFileWriter
+from flowengine.ops.node import PACKET, PCM, Node
+from flowengine.ops.registry import FormatParam, operator
+from flowengine.ops.adapters import SinkNode
+from flowengine.ops.flownode import ANY
+from flowengine.ops.streams import MultiStreamSourceNode
+
+__all__ = ["template_file_sink"]
+
+
+def _one_or_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+Paths = Annotated[str | list[str], BeforeValidator(_one_or_list)]
+Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
+
+
+@operator("files", kind="source", inputs=None, outputs=PCM, stateful=True,
+          summary="Many audio files, one stream per file (named after it): a glob, a directory "
+                  "or a list",
+          kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM))
+def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
+          format: FormatParam | None = None, interleave: bool = True, max_open: int = 8,
+          on_error: Literal["fail", "skip"] = "fail") -> Node:
+    """
+    paths: a glob (** recurses), a directory (its audio files), a file, or a list of them
+    mode: pcm (decoded frames) or packet (compressed packets, no decoding)
+    chunk_samples: samples per PCM frame
+    format: convert every file's PCM to this format (default: each file's own, as planar f32)
+    interleave: true: one chunk per open file in turn; false: one file after another
+    max_open: files open at once when interleaving
+    on_error: a file that cannot be read: fail (stop the run) or skip (log it, count it, go on)
+    """
+    source = MultiFileSource(paths, mode=mode, chunk_samples=chunk_samples, format=format,
+                             interleave=interleave, max_open=max_open, on_error=on_error)
+    return MultiStreamSourceNode(source, PACKET if mode == "packet" else PCM, name="files")
+
+
+@operator("tones", kind="source", inputs=None, outputs=PCM, stateful=True,
+          summary="N generated streams tone-0..tone-{N-1}, each at its own frequency, "
+                  "interleaved chunk by chunk")
+def tones(streams: int = 2, frequency: float = 440.0, amplitude: float = 0.5,
+          seconds: Lengths = 1.0, sample_rate: int = 48000, channels: int = 2,
+          chunk_samples: int = 1024, waveform: str = "sine", realtime: bool = False,
+          seed: int = 0, sample_type: str = "f32", prefix: str = "tone") -> Node:
+    """
+    streams: how many streams
+    frequency: Hz of stream 0; stream i plays frequency * (1 + i / streams)
+    seconds: length of every stream, or a list with one length per stream
+    waveform: sine, square, chirp, noise, silence or bursts
+    realtime: pace the output at real time
+    prefix: stream ids are prefix-0, prefix-1, ...
+    """
+    source = MultiToneSource(streams=streams, frequency=frequency, seconds=seconds,
+                             prefix=prefix, amplitude=amplitude, sample_rate=sample_rate,
+                             channels=channels, chunk_samples=chunk_samples, waveform=waveform,
+                             realtime=realtime, seed=seed, sample_type=sample_type)
+    return MultiStreamSourceNode(source, PCM, name="tones")
+
+
+def template_file_sink(path: str, **writer_options: Any) -> Node:
+    """The file sink for a path with {stream}: the file is named at the first buffer."""
+    return SinkNode(TemplateFileWriter(path, **writer_options), ANY, name="file_sink")

@@ -1,0 +1,147 @@
+"""Many audio files as one source: each file is one stream, named after the file.
+
+    source = MultiFileSource("music/*.flac", chunk_samples=4096, max_open=8)
+    for frame in source:                 # frames of every file, one chunk per file per turn
+        ...
+    source.take_ended()                  # [StreamEnd('intro'), ...]: streams finished so far
+
+`paths` is a glob ("in/**/*.wav", recursive), a directory (its audio files,
+by extension, not recursive), a file, or a list of those. Everything is
+expanded and checked when the source is built, so a glob that matches
+nothing is an error before anything runs. Stream ids are the file stems; two
+files with one stem get "-2", "-3", ... in the order of their paths.
+Each file is read by an AudioFileReader (PCM frames or undecoded packets),
+opened only when its turn comes (at most `max_open` at once).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flowengine.errors import ConfigError
+from flowengine.audio.format import AudioFormat, as_format
+from flowengine.ops.io.multistream import StreamEnd, StreamInterleaver
+from flowengine.ops.io.reader import READER_MODES, AudioFileReader
+
+__all__ = ["MultiFileSource", "expand_inputs", "unique_stream_ids", "AUDIO_EXTENSIONS"]
+
+# What a directory given as input contributes (a glob takes any file it matches).
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".mp3", ".m4a", ".aac", ".flac", ".opus", ".ogg", ".oga", ".mp4", ".webm", ".mka",
+    ".aif", ".aiff", ".caf", ".wv", ".ac3", ".amr", ".au", ".w64",
+})
+
+
+def _expand_one(entry: str, name: str) -> list[Path]:
+    if glob.has_magic(entry):
+        matches = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise ConfigError(f"{name}: the glob {entry!r} matches no file (relative paths start "
+                              f"at {os.getcwd()})")
+        return [Path(p) for p in matches]
+    path = Path(entry)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not files:
+            raise ConfigError(f"{name}: directory {entry!r} holds no audio file (looked for "
+                              f"{' '.join(sorted(AUDIO_EXTENSIONS))}; use a glob for others)")
+        return files
+    if path.is_file():
+        return [path]
+    raise ConfigError(f"{name}: input file {entry!r} does not exist (relative paths start at "
+                      f"{os.getcwd()})")
+
+
+def expand_inputs(paths: str | os.PathLike | list, name: str = "files") -> list[Path]:
+    """The files named by a glob, a directory, a file, or a list of them, in order, each once.
+    ConfigError names the entry that gives nothing."""
+    entries = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not entries:
+        raise ConfigError(f"{name}: paths is an empty list: give a glob, a directory or files")
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for entry in entries:
+        if not isinstance(entry, (str, os.PathLike)):
+            raise ConfigError(f"{name}: each entry of paths must be a path or a glob, got "
+                              f"{entry!r} ({type(entry).__name__})")
+        for path in _expand_one(os.fspath(entry), name):
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files
+
+
+def unique_stream_ids(files: list[Path]) -> list[str]:
+    """File stems as stream ids; a stem seen before gets "-2", "-3", ... (never an id taken)."""
+    taken: set[str] = set()
+    ids = []
+    for path in files:
+        stem = path.stem or path.name
+        candidate, n = stem, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}-{n}"
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids
+
+
+class MultiFileSource:
+    """Every file of `paths` as its own stream (see module doc); iterate it once.
+
+    mode: "pcm" (decoded, converted to `format` when given) or "packet".
+    interleave / max_open / on_error: as StreamInterleaver.
+    """
+
+    def __init__(self, paths: str | os.PathLike | list, mode: str = "pcm",
+                 chunk_samples: int = 1024, format: AudioFormat | dict | None = None,
+                 interleave: bool = True, max_open: int = 8, on_error: str = "fail",
+                 name: str = "files") -> None:
+        if mode not in READER_MODES:
+            raise ConfigError(f"{name}: mode must be 'pcm' or 'packet', got {mode!r}")
+        if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) \
+                or chunk_samples <= 0:
+            raise ConfigError(f"{name}: chunk_samples must be a positive integer, got "
+                              f"{chunk_samples!r}")
+        self.name = name
+        self.mode = mode
+        self.chunk_samples = chunk_samples
+        self.format = as_format(format)
+        self.files = expand_inputs(paths, name)
+        self.streams = unique_stream_ids(self.files)
+        entries = [(stream, self._opener(path, stream))
+                   for stream, path in zip(self.streams, self.files)]
+        self._interleaver = StreamInterleaver(entries, interleave=interleave, max_open=max_open,
+                                              on_error=on_error, name=name)
+
+    def _opener(self, path: Path, stream: str):
+        def open_file() -> tuple[Iterator[Any], Any]:
+            reader = AudioFileReader(path, format=self.format, chunk_samples=self.chunk_samples,
+                                     stream=stream, mode=self.mode)
+            return iter(reader), reader.close
+        return open_file
+
+    @property
+    def failed(self) -> list[StreamEnd]:
+        """Streams skipped under on_error="skip", with their errors."""
+        return self._interleaver.failed
+
+    def take_ended(self) -> list[StreamEnd]:
+        return self._interleaver.take_ended()
+
+    def __iter__(self) -> StreamInterleaver:
+        return self._interleaver
+
+    frames = packets = __iter__
+
+    def close(self) -> None:
+        self._interleaver.close()
+
+    def __repr__(self) -> str:
+        return f"<MultiFileSource {len(self.files)} files {self.mode}>"

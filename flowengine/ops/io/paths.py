@@ -1,0 +1,138 @@
+"""Output paths from stream ids: one safe file name per stream, and path templates that stay put.
+
+Stream ids come from outside (file names, live senders), so they are never
+trusted as paths. `safe_stream_name` maps any id to one harmless path
+component; `render_path_template("out/{stream}.mp3", stream)` puts it into a
+template (`{stream}` is the only placeholder) and checks, after resolving
+symlinks and `..`, that the result lies inside the template's own directory
+(the part before the first placeholder).
+
+    >>> safe_stream_name("song-01")
+    'song-01'
+    >>> safe_stream_name("../etc/passwd")
+    '___etc_passwd-7fef78f5'
+    >>> render_path_template("out/{stream}.mp3", "a/../../b").as_posix()
+    'out/a_.._.._b-feddf167.mp3'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import string
+from pathlib import Path
+
+from flowengine.errors import ConfigError
+
+__all__ = ["PathTemplateError", "safe_stream_name", "render_path_template", "check_path_template",
+           "template_base_dir", "has_stream_field", "TEMPLATE_FIELDS", "MAX_NAME_BYTES"]
+
+TEMPLATE_FIELDS = ("stream",)
+# Longest sanitised name in UTF-8 bytes before the hash suffix: far below the usual 255-byte
+# limit of one path component, leaving room for the template's own prefix and extension.
+MAX_NAME_BYTES = 96
+_HASH_CHARS = 8
+# Besides letters and digits (any script), the characters kept as they are.
+_KEPT = frozenset("-_.+=@,")
+# Names Windows refuses for a file whatever the extension (CON.mp3 is the console device).
+_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                       *(f"LPT{i}" for i in range(1, 10))})
+
+
+class PathTemplateError(ConfigError):
+    """A path template that is malformed, or whose rendering would leave its directory."""
+
+    def __init__(self, message: str, *, template: str, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.template = template
+        self.stream = stream
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")   # never half a character
+
+
+def safe_stream_name(stream_id: object) -> str:
+    """`stream_id` as one safe path component: letters, digits and `-_.+=@,` only, no leading
+    dot, not empty, at most MAX_NAME_BYTES (+ 9) bytes. Deterministic; when anything had to
+    change, `-` and 8 hex digits of the id's SHA-256 are appended so different ids stay apart.
+    """
+    original = str(stream_id)
+    name = "".join(ch if ch.isalnum() or ch in _KEPT else "_" for ch in original)
+    stripped = name.lstrip(".")
+    name = "_" * (len(name) - len(stripped)) + stripped     # no ".", "..", or hidden files
+    name = _truncate_utf8(name, MAX_NAME_BYTES) or "_"
+    if name.split(".")[0].upper() in _RESERVED:
+        name = "_" + name
+    if name != original:
+        digest = hashlib.sha256(original.encode("utf-8", errors="surrogatepass")).hexdigest()
+        name = f"{name}-{digest[:_HASH_CHARS]}"
+    return name
+
+
+def _fields(template: str) -> list[str]:
+    """The placeholders of `template`; PathTemplateError for anything but a plain {stream}."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise PathTemplateError(f"path template {template!r} is malformed: {exc} (write a literal "
+                                f"brace as '{{{{' or '}}}}')", template=template) from None
+    fields = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            raise PathTemplateError(f"path template {template!r}: unknown placeholder "
+                                    f"{{{name}}}: expected one of "
+                                    f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}",
+                                    template=template)
+        if conversion or spec:
+            raise PathTemplateError(f"path template {template!r}: {{{name}}} takes no "
+                                    f"conversion or format spec", template=template)
+        fields.append(name)
+    return fields
+
+
+def check_path_template(template: str) -> None:
+    """Raise PathTemplateError when `template` has placeholders other than {stream}."""
+    _fields(template)
+
+
+def has_stream_field(path: str | os.PathLike) -> bool:
+    """True when `path` contains {stream}: a template giving each stream its own file.
+    (Other braces stay literal in a plain path; in a template they must be doubled.)"""
+    return "{stream}" in os.fspath(path)
+
+
+def template_base_dir(template: str) -> Path:
+    """The directory every rendering of `template` must stay in: its leading components
+    without a placeholder ("out/{stream}/x.mp3" -> "out"; "{stream}.wav" -> ".")."""
+    parts = Path(template).parts
+    static = []
+    for part in parts[:-1]:
+        if "{" in part or "}" in part:
+            break
+        static.append(part)
+    return Path(*static) if static else Path(".")
+
+
+def render_path_template(template: str | os.PathLike, stream: object,
+                         base_dir: str | os.PathLike | None = None) -> Path:
+    """`template` with {stream} replaced by safe_stream_name(stream), guaranteed to resolve
+    inside `base_dir` (default: template_base_dir(template)); otherwise PathTemplateError
+    naming the stream and the template."""
+    template = os.fspath(template)
+    _fields(template)
+    rendered = Path(template.format(stream=safe_stream_name(stream)))
+    base = Path(base_dir) if base_dir is not None else template_base_dir(template)
+    root = base.resolve()
+    target = rendered.resolve()
+    if target == root or not target.is_relative_to(root):
+        raise PathTemplateError(f"stream {str(stream)!r}: path template {template!r} gives "
+                                f"'{rendered}', which resolves to '{target}', outside the "
+                                f"output directory '{root}'", template=template,
+                                stream=str(stream))
+    return rendered

@@ -1,0 +1,345 @@
+"""The operator registry: every operator found by name, with typed parameters.
+
+A YAML run (`op: mp3_encoder`), the CLI (`flowengine ops`) and plugins see
+one list. An operator is a factory function that returns a Node; its keyword
+parameters, their type hints and defaults ARE the parameter spec:
+
+    @operator("gain", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+              summary="Multiply every sample by a gain")
+    def gain(gain: float = 1.0, gain_db: float | None = None,
+             format: FormatParam | None = None) -> Node:
+        '''
+        gain: linear factor
+        gain_db: gain in dB (instead of gain)
+        '''
+        ...
+
+Parameter docs come from `name: text` lines in the factory's docstring.
+`registry.create(name, **params)` validates the parameters with pydantic in
+strict mode (an int is a valid float; a string is not a number, a bool is
+not an int) and turns every problem into a ConfigError that names the
+operator and the parameter: unknown parameters (listing the valid ones),
+missing required ones, wrong types (expected vs got), and values the
+operator itself refuses.
+
+`stateful` tells the engine's router whether one stream must always reach
+the same replica (codecs, filters, resampler, dynamics, delay) or may be
+spread (identity, gain, channel_map). `expected_out` (optional) states how many
+samples the operator gives for what it takes, for the end-of-run sample audit
+(flowengine/core/audit.py, which also holds the rules of the built-ins).
+
+Built-in operators live in flowengine/ops/catalog.py and are loaded at
+the first lookup; plugins are modules or callables published in the
+`flowengine.operators` entry-point group: loading one either registers its
+operators with @operator, or is a callable that gets the registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Callable, Literal
+
+import pydantic
+from pydantic import ConfigDict, PlainValidator
+
+from flowengine.errors import ConfigError, FlowError
+from flowengine.audio.format import AudioFormat, as_format
+from flowengine.ops.node import KINDS, Node
+
+__all__ = [
+    "OPERATOR_KINDS", "ENTRY_POINT_GROUP", "FormatParam", "ParamSpec", "OperatorSpec", "Registry",
+    "registry", "operator", "get", "create", "names", "type_name",
+]
+
+OPERATOR_KINDS = ("source", "processor", "encoder", "decoder", "sink")
+ENTRY_POINT_GROUP = "flowengine.operators"
+# An AudioFormat parameter: an AudioFormat or a dict of its fields (as YAML gives it).
+FormatParam = Annotated[AudioFormat, PlainValidator(as_format)]
+
+# Modules that register the built-in operators: the operator families, and the live ones
+# (which sit above ops, so ops never imports them).
+_BUILTINS = ("flowengine.ops.catalog", "flowengine.live.catalog")
+_ANY_KIND = "any"
+
+
+def type_name(tp: Any) -> str:
+    """A readable name for a type hint: 'float | None', 'list[float]', "'pcm' | 'packet'"."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of an operator."""
+
+    name: str
+    type: Any
+    default: Any
+    required: bool
+    doc: str = ""
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """What the registry knows about one operator."""
+
+    name: str
+    kind: str                       # source | processor | encoder | decoder | sink
+    inputs: str | None              # pcm | packet | any | None (sources)
+    outputs: str | None             # pcm | packet | None (sinks); see io_kinds for sources
+    summary: str
+    stateful: bool
+    params: tuple[ParamSpec, ...]
+    factory: Callable[..., Node] = field(repr=False, compare=False)
+    kinds: Callable[[dict], tuple[str | None, str | None]] | None = field(
+        default=None, repr=False, compare=False)
+    # Sample rule for the end-of-run audit (flowengine.core.audit): samples_in, params,
+    # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
+    expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def io_kinds(self, params: dict | None = None) -> tuple[str | None, str | None]:
+        """(input kind, output kind) for these parameters (a file source's mode decides)."""
+        if self.kinds is not None:
+            return self.kinds(dict(params or {}))
+        return self.inputs, self.outputs
+
+    def describe(self) -> str:
+        """Several lines for `flowengine ops`: name, kinds, summary, then one line per parameter."""
+        state = "stateful" if self.stateful else "stateless"
+        lines = [f"{self.name}  [{self.kind}, {self.inputs or '-'} -> {self.outputs or '-'}, "
+                 f"{state}]  {self.summary}"]
+        for p in self.params:
+            default = "required" if p.required else f"default {p.default!r}"
+            doc = f"  {p.doc}" if p.doc else ""
+            lines.append(f"    {p.name}: {p.type_name} ({default}){doc}")
+        return "\n".join(lines)
+
+
+def _param_docs(factory: Callable) -> dict[str, str]:
+    docs = {}
+    for line in (inspect.getdoc(factory) or "").splitlines():
+        name, sep, text = line.strip().partition(":")
+        if sep and name.isidentifier():
+            docs[name] = text.strip()
+    return docs
+
+
+def _params_of(name: str, factory: Callable) -> tuple[ParamSpec, ...]:
+    hints = typing.get_type_hints(factory, include_extras=True)
+    docs = _param_docs(factory)
+    params = []
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            raise ConfigError(f"operator {name!r}: parameter {p.name!r} must be a plain keyword "
+                              f"parameter (no *args/**kwargs): the signature is the spec")
+        if p.name not in hints:
+            raise ConfigError(f"operator {name!r}: parameter {p.name!r} has no type hint")
+        required = p.default is inspect.Parameter.empty
+        params.append(ParamSpec(p.name, hints[p.name], None if required else p.default,
+                                required, docs.get(p.name, "")))
+    return tuple(params)
+
+
+class Registry:
+    """Operators by name. `registry` (module level) is the one flowengine uses."""
+
+    def __init__(self, builtins: tuple[str, ...] | None = _BUILTINS, group: str | None = ENTRY_POINT_GROUP):
+        self._specs: dict[str, OperatorSpec] = {}
+        self._models: dict[str, type[pydantic.BaseModel]] = {}
+        self._builtins = builtins
+        self._group = group
+        self._loaded = False
+
+    # ---- registering -----------------------------------------------------------------------
+
+    def operator(self, name: str, *, kind: str, inputs: str | None, outputs: str | None,
+                 summary: str, stateful: bool,
+                 kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
+                 expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None):
+        """Decorator: register a factory function as operator `name` (see module doc)."""
+        if kind not in OPERATOR_KINDS:
+            raise ConfigError(f"operator {name!r}: kind must be one of "
+                              f"{', '.join(OPERATOR_KINDS)}, got {kind!r}")
+        for label, value in (("inputs", inputs), ("outputs", outputs)):
+            if value not in KINDS + (_ANY_KIND, None):
+                raise ConfigError(f"operator {name!r}: {label} must be 'pcm', 'packet', 'any' "
+                                  f"or None, got {value!r}")
+
+        def register(factory: Callable[..., Node]) -> Callable[..., Node]:
+            spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
+                                _params_of(name, factory), factory, kinds, expected_out)
+            self.register(spec)
+            return factory
+        return register
+
+    def register(self, spec: OperatorSpec) -> None:
+        old = self._specs.get(spec.name)
+        if old is not None and _origin(old.factory) != _origin(spec.factory):
+            raise ConfigError(f"operator {spec.name!r} is already registered (by "
+                              f"{_origin(old.factory)}); {_origin(spec.factory)} cannot take "
+                              f"the name")
+        self._specs[spec.name] = spec
+        self._models.pop(spec.name, None)
+
+    # ---- looking up ------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        self._ensure_loaded()
+        return sorted(self._specs)
+
+    def specs(self) -> list[OperatorSpec]:
+        return [self._specs[n] for n in self.names()]
+
+    def get(self, name: str) -> OperatorSpec:
+        self._ensure_loaded()
+        spec = self._specs.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(str(name), self._specs, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown operator {name!r}{hint}; known operators: "
+                              f"{', '.join(sorted(self._specs))}")
+        return spec
+
+    def __contains__(self, name: str) -> bool:
+        self._ensure_loaded()
+        return name in self._specs
+
+    # ---- building --------------------------------------------------------------------------
+
+    def validate(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters checked and converted (dict -> AudioFormat, int -> float), or
+        ConfigError. Defaults are filled in."""
+        spec = self.get(name)
+        valid = [p.name for p in spec.params]
+        for key in params:
+            if key not in valid:
+                raise ConfigError(f"operator {name!r}: unknown parameter {key!r}; valid "
+                                  f"parameters: {', '.join(valid) or '(none)'}")
+        for p in spec.params:
+            if p.required and p.name not in params:
+                raise ConfigError(f"operator {name!r}: missing required parameter {p.name!r} "
+                                  f"({p.type_name})")
+        try:
+            model = self._model(spec).model_validate(params)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(_describe_validation(spec, exc)) from None
+        return {p.name: getattr(model, p.name) for p in spec.params}
+
+    def create(self, name: str, **params: Any) -> Node:
+        """Build operator `name` as a Node from validated parameters."""
+        spec = self.get(name)
+        values = self.validate(name, params)
+        try:
+            node = spec.factory(**values)
+        except ConfigError:
+            raise
+        except (FlowError, ValueError, TypeError) as exc:
+            raise ConfigError(f"operator {name!r}: {exc}") from exc
+        if not isinstance(node, Node):
+            raise ConfigError(f"operator {name!r}: its factory returned {type(node).__name__}, "
+                              f"not a Node")
+        return node
+
+    def _model(self, spec: OperatorSpec) -> type[pydantic.BaseModel]:
+        model = self._models.get(spec.name)
+        if model is None:
+            fields = {p.name: (p.type, ... if p.required else p.default) for p in spec.params}
+            model = pydantic.create_model(
+                f"{spec.name}_params",
+                __config__=ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True),
+                **fields)
+            self._models[spec.name] = model
+        return model
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True          # set first: the modules below register into us
+        if self._builtins:
+            for module in self._builtins:   # each registers into the module-level registry
+                importlib.import_module(module)
+            if self is not registry:
+                registry._ensure_loaded()
+                for spec in list(registry._specs.values()):
+                    if spec.factory.__module__.startswith("flowengine."):
+                        self.register(spec)
+        if self._group:
+            self.load_plugins()
+
+    def load_plugins(self) -> list[str]:
+        """Load every entry point of the plugin group; returns their names."""
+        loaded = []
+        for ep in entry_points(group=self._group):
+            try:
+                obj = ep.load()
+                if callable(obj) and not isinstance(obj, types.ModuleType) \
+                        and not self._is_registered(obj):
+                    obj(self)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"operator plugin {ep.name!r} ({ep.value}) of group "
+                                  f"{self._group!r} failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            loaded.append(ep.name)
+        return loaded
+
+    def _is_registered(self, obj: Any) -> bool:
+        return any(spec.factory is obj for spec in self._specs.values())
+
+
+def _origin(factory: Callable) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
+def _describe_validation(spec: OperatorSpec, exc: pydantic.ValidationError) -> str:
+    """One ConfigError message for pydantic's errors: operator, parameter, expected vs got."""
+    first: dict[str, dict] = {}        # pydantic reports one error per union branch: keep one
+    for err in exc.errors(include_url=False):
+        first.setdefault(str(err["loc"][0]), err)
+    param, err = next(iter(first.items()))
+    value = err.get("input")
+    reason = err["msg"].removeprefix("Value error, ")
+    message = (f"operator {spec.name!r}: parameter {param!r} expects "
+               f"{spec.param(param).type_name}, got {value!r} ({type(value).__name__}): {reason}")
+    others = list(first)[1:]
+    if others:
+        message += f" (also invalid: {', '.join(others)})"
+    return message
+
+
+registry = Registry()
+operator = registry.operator
+get = registry.get
+create = registry.create
+names = registry.names
