@@ -112,7 +112,7 @@ class DecoderNode(FlowNode):
         return None if fmt is None else fmt.with_(planar=True)
 
     def _accept(self, buf: Packet) -> None:
-        if self._stats.buffers_in == 1 and self.decoder.bytes_in == 0:
+        if self.decoder.bytes_in == 0:
             self.decoder.stream = buf.stream     # output frames carry the input's stream id
         self.decoder.put_packet(buf)
 

@@ -48,14 +48,15 @@ from typing import Any
 import zmq
 
 from flowengine.errors import ConfigError, WireError, WorkerFailed
-from flowengine.core.audit import Finding, audit_report, check_audit, stages_from_plan
+from flowengine.core.audit import audit_report, check_audit, stages_from_plan
+from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, StageReport, WorkerReport
 from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.preload import modules_for
 from flowengine.engine.recovery.replay import AckRelay
 from flowengine.core.signals import SignalCount
-from flowengine.engine.recovery.restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
+from flowengine.engine.recovery.restart import account_restarts, can_restart, note_replayed, \
     relay_acks, replace_worker
 from flowengine.engine.security import curve_server, log_listener, start_authenticator
 from flowengine.engine.worker.main import run_worker
@@ -73,91 +74,6 @@ _SLICE_S = 0.1
 log = logging.getLogger("flowengine.engine")
 
 _STOP_SLICE_S = 0.02   # how often a shutdown that waits is handed over again while stopping
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """A second Ctrl-C / SIGTERM stopped the run at once."""
-
-    exit_code = 130
-
-
-@dataclass
-class WorkerReport:
-    """Counts of one stage replica: final ones from its ``done``, or the latest ``stats``."""
-
-    stage: str
-    replica: int
-    pid: int | None = None
-    messages_in: int = 0
-    samples_in: int = 0
-    bytes_in: int = 0
-    seconds_in: float = 0.0
-    messages_out: int = 0
-    samples_out: int = 0
-    bytes_out: int = 0
-    seconds_out: float = 0.0
-    busy_seconds: float = 0.0
-    blocked_seconds: float = 0.0
-    busy_percent: float = 0.0
-    cpu_seconds: float = 0.0      # CPU time of the worker process (all its threads) in the run
-    errors_skipped: int = 0
-    streams_open: int = 0
-    queue_depth: int = 0          # upstream sent - received, at the latest stats
-    max_queue: int = 0
-    done: bool = False
-    restarts: int = 0             # replacements of this replica (restart: on-failure)
-    stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Per stream: sample rates (and packet time bases) in and out, for the audit.
-    stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
-    # At its done: what its lossless-restart bookkeeping held (``Worker.lossless_sizes``).
-    lossless: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageReport:
-    name: str
-    op: str
-    kind: str
-    workers: list[WorkerReport]
-
-    def total(self, key: str) -> float:
-        """Sum of one WorkerReport field over the replicas."""
-        return sum(getattr(w, key) for w in self.workers)
-
-    @property
-    def max_queue(self) -> int:
-        return max((w.max_queue for w in self.workers), default=0)
-
-
-@dataclass
-class RunReport:
-    name: str
-    stages: list[StageReport]
-    wall_seconds: float
-    audio_seconds: float      # seconds of audio the sinks received (the largest sink stage)
-    interrupted: bool = False
-    complete: bool = False
-    # The end-of-run sample audit (flowengine.core.audit): one Finding per check.
-    audit: list[Finding] = field(default_factory=list)
-    # restart: on-failure (flowengine.engine.recovery.restart): each replacement, and per stream the
-    # samples lost to them.
-    restarts: list[RestartEvent] = field(default_factory=list)
-    gaps: list[StreamGap] = field(default_factory=list)
-
-    @property
-    def audit_ok(self) -> bool:
-        """No audit check found samples lost or invented."""
-        return all(finding.ok for finding in self.audit)
-
-    def stage(self, name: str) -> StageReport:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(name)
-
-    @property
-    def realtime_factor(self) -> float:
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
 
 @dataclass

@@ -36,7 +36,7 @@ import zmq
 
 from flowengine.errors import CodecError, FlowError, WireError
 from flowengine.ops.node import Node
-from flowengine.ops.flownode import pull_outputs
+from flowengine.ops.node import pull_outputs
 from flowengine.engine.wire.protocol import RunEnd, SenderEnd, StreamCaps, StreamData, StreamEnd
 from flowengine.engine.wire.codec import decode_batch
 

@@ -52,11 +52,11 @@ from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.ops.codecs.adts import parse_adts_header
 from flowengine.ops.codecs.mp3frames import mp3_samples_per_frame, parse_frame_header
 from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecError
-from flowengine.audio.format import AudioFormat, as_format, check_pcm
+from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
 from flowengine.ops.io.partial import part_path
-from flowengine.ops.io.reader import channel_layout, flowengine_codec_name
+from flowengine.ops.io.reader import flowengine_codec_name
 
 __all__ = ["AudioFileWriter", "WRITER_EXTENSIONS", "OPUS_SAMPLE_RATES"]
 

@@ -44,14 +44,11 @@ import numpy as np
 
 from flowengine.audio.avframes import FrameFiller, planar_array
 from flowengine.errors import ConfigError, FormatError
-from flowengine.audio.format import AudioFormat, as_format
+from flowengine.audio.format import DEFAULT_LAYOUTS, AudioFormat, as_format
 from flowengine.ops.processors.base import BaseProcessor
 
 __all__ = ["Resampler", "expected_output_samples"]
 
-# FFmpeg's default channel layout for each channel count (av_channel_layout_default).
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
-                    8: "7.1"}
 # Filter half-length of libswresample's default filter (filter_size=32) in output samples,
 # with a wide margin: how many zeros past the end make the last output samples complete.
 _TAIL_MARGIN = 256
@@ -63,10 +60,10 @@ def expected_output_samples(samples_in: int, in_rate: int, out_rate: int) -> int
 
 
 def _layout(channels: int) -> str:
-    if channels not in _DEFAULT_LAYOUTS:
+    if channels not in DEFAULT_LAYOUTS:
         raise FormatError(f"resample: {channels} channels have no standard layout to convert "
                           f"from or to (supported: 1 to 8); use a channel-mix processor first")
-    return _DEFAULT_LAYOUTS[channels]
+    return DEFAULT_LAYOUTS[channels]
 
 
 def _check_options(options: dict[str, str]) -> None:
