@@ -205,11 +205,12 @@ class Packet:
 
     `Packet(data, ...)` holds bytes; `Packet.from_av` wraps a packet a PyAV encoder made
     and makes the bytes only when `data` is asked for (through `framer` when the codec
-    frames them, e.g. ADTS for AAC).
+    frames them, e.g. ADTS for AAC). `samples` (what it lasts, per channel, when its time
+    base is 1/rate; else 0) is worked out when it is made.
     """
 
     __slots__ = ("_data", "_av", "_framer", "time_base_num", "time_base_den", "pts", "dts",
-                 "duration", "flags", "codec", "stream", "extradata")
+                 "duration", "flags", "codec", "stream", "extradata", "samples")
 
     def __init__(self, data: bytes, time_base_num: int = 1, time_base_den: int = 48000,
                  pts: int | None = None, dts: int | None = None, duration: int | None = None,
@@ -227,6 +228,7 @@ class Packet:
         # Codec parameters a decoder or muxer needs that are not in the bytes (OpusHead,
         # AAC's AudioSpecificConfig).
         self.extradata = extradata
+        self.samples = _clocked_samples(time_base_num, time_base_den, duration)
 
     @classmethod
     def from_av(cls, packet: av.Packet, codec: str, stream: str, rate: int, *,
@@ -240,7 +242,8 @@ class Packet:
         self.pts = pts
         dts = packet.dts
         self.dts = pts if dts is None else dts
-        self.duration = packet.duration
+        self.duration = duration = packet.duration
+        self.samples = duration or 0
         self.flags = PACKET_FLAG_KEY if packet.is_keyframe else 0
         self.codec, self.stream, self.extradata = codec, stream, extradata
         return self
@@ -271,15 +274,6 @@ class Packet:
         return self._av.size if self._data is None else len(self._data)
 
     @property
-    def samples(self) -> int:
-        """Samples per channel it lasts, when its time base is a sample clock (1/rate, as
-        flowengine's encoders stamp them); 0 in a container's time base (MP3's 1/14112000
-        says nothing about samples without the rate) or without a duration."""
-        if self.time_base_num == 1 and self.time_base_den <= MAX_SAMPLE_RATE:
-            return int(self.duration or 0)
-        return 0
-
-    @property
     def is_key(self) -> bool:
         return bool(self.flags & PACKET_FLAG_KEY)
 
@@ -300,6 +294,13 @@ class Packet:
         return (f"Packet({self.codec or 'packet'}, pts={self.pts}, duration={self.duration}, "
                 f"time_base={self.time_base_num}/{self.time_base_den}, "
                 f"stream={self.stream!r})")
+
+
+def _clocked_samples(num: int, den: int, duration: int | None) -> int:
+    """Samples per channel a packet lasts, when its time base is a sample clock (1/rate, as
+    flowengine stamps every packet); 0 in a container's time base (MP3's 1/14112000 says
+    nothing about samples without the rate) or without a duration."""
+    return int(duration or 0) if num == 1 and den <= MAX_SAMPLE_RATE else 0
 
 
 _PACKET_FIELDS = ("data", "time_base_num", "time_base_den", "pts", "dts", "duration", "flags",

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from flowengine.audio.buffers import AudioFrame, MAX_SAMPLE_RATE
@@ -49,6 +50,7 @@ __all__ = ["Outlet", "NullOutlet", "Tee", "StreamCounts", "StageLoop", "MixLoop"
            "SourceLoop", "clock_rate"]
 
 _perf = time.perf_counter
+_samples = attrgetter("samples")     # a slot of both buffers: no Python call per buffer
 
 
 def clock_rate(buf: Any) -> int:
@@ -73,13 +75,13 @@ class StreamCounts:
 
     def add_in(self, bufs: list) -> None:
         self.in_messages += len(bufs)
-        self.in_samples += sum(buf.samples for buf in bufs)
+        self.in_samples += sum(map(_samples, bufs))
         if self.in_rate is None:
             self.in_rate = clock_rate(bufs[0])
 
     def add_out(self, bufs: list) -> None:
         self.out_messages += len(bufs)
-        self.out_samples += sum(buf.samples for buf in bufs)
+        self.out_samples += sum(map(_samples, bufs))
         if self.out_rate is None:
             self.out_rate = clock_rate(bufs[0])
 

@@ -243,15 +243,28 @@ class AudioFileReader:
         convert = av.AudioResampler(format=fmt.av_format, layout=channel_layout(fmt.channels),
                                     rate=fmt.sample_rate, frame_size=self.chunk_samples)
         pts = 0
+        first = None
         error: CodecError | None = None
+        size = self._file_size()
         try:
-            first = None
-            for decoded in self._decoded():
-                if first is None:
-                    first = decoded
-                for out in self._convert(convert, decoded, first):
-                    yield AudioFrame.from_av(out, fmt, pts, stream)
-                    pts += out.samples
+            for packet in self._demuxed():     # ends with an empty packet: drains
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as exc:
+                    if self._is_truncated_tail(packet, size):
+                        break
+                    raise CodecError(f"'{self.path}': {self.codec} stream "
+                                     f"{self._stream.index}: packet at {self._where(packet)} "
+                                     f"does not decode: {exc}") from None
+                for frame in decoded:
+                    try:
+                        converted = convert.resample(frame)
+                    except ValueError:  # PyAV checks each frame against the first's format
+                        raise self._format_changed(first, frame) from None
+                    first = first or frame
+                    for out in converted:
+                        yield AudioFrame.from_av(out, fmt, pts, stream)
+                        pts += out.samples
         except CodecError as exc:
             error = exc         # hand out what was decoded before the bad packet, then raise
         for out in convert.resample(None):
@@ -260,28 +273,10 @@ class AudioFileReader:
         if error is not None:
             raise error
 
-    def _convert(self, convert: av.AudioResampler, decoded: av.AudioFrame,
-                 first: av.AudioFrame) -> list:
-        try:
-            return convert.resample(decoded)
-        except ValueError:  # PyAV checks each frame against the first: "Frame does not match"
-            was, got = (_format_of(frame) for frame in (first, decoded))
-            raise CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: "
-                             f"decoded audio changed format mid-stream at pts {decoded.pts}: "
-                             f"{was} then {got}") from None
-
-    def _decoded(self) -> Iterator[av.AudioFrame]:
-        stream = self._stream
-        size = self._file_size()
-        for packet in self._demuxed():     # ends with an empty packet: drains
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError as exc:
-                if self._is_truncated_tail(packet, size):
-                    return
-                raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: packet at "
-                                 f"{self._where(packet)} does not decode: {exc}") from None
-            yield from decoded
+    def _format_changed(self, first: av.AudioFrame, frame: av.AudioFrame) -> CodecError:
+        was, got = (_format_of(f) for f in (first, frame))
+        return CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: decoded "
+                          f"audio changed format mid-stream at pts {frame.pts}: {was} then {got}")
 
     def _demuxed(self) -> Iterator[av.Packet]:
         """The audio stream's packets; a container the demuxer cannot go on reading is a
@@ -303,7 +298,9 @@ class AudioFileReader:
                                  f"container cannot be read {after}: {exc}") from None
             if packet.size and self._container.format.name == "flac":
                 next_sample = self._check_flac_frame(packet, next_sample)
-            if packet.size and self.codec == "mp3" and self._is_cut_mp3_frame(packet, size):
+            if packet.size and self.codec == "mp3" and size is not None \
+                    and (packet.pos or 0) + packet.size >= size \
+                    and self._is_cut_mp3_frame(packet, size):
                 continue        # then the demuxer's empty packet: the decoder still drains
             last = packet
             yield packet
