@@ -343,6 +343,9 @@ class MixLoop(_Counted):
 
     def _emit(self, outs: list) -> None:
         stream = self.node.stream
+        if outs[0].stream != stream:
+            for out in outs:
+                out.stream = stream
         self.counts_for(stream).add_out(outs)
         self.outlet.data(stream, outs)
 

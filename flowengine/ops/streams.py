@@ -39,6 +39,11 @@ class MultiStreamSourceNode(SourceNode):
     def take_ended_streams(self) -> list[StreamEnd]:
         return self.source.take_ended()
 
+    def share(self, claim: Callable[[int, str], bool], *, one_at_a_time: bool) -> None:
+        """Read only the streams `claim(index, stream)` gives this replica (see
+        flowengine.ops.io.multistream)."""
+        self.source.share(claim, one_at_a_time=one_at_a_time)
+
     _ready: Callable[[str], bool] | None = None
 
     def pull_ready(self, ready: Callable[[str], bool]) -> AudioFrame | Packet | Any:

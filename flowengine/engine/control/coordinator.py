@@ -89,6 +89,8 @@ class _Tracked:
     received: int = 0
     error: dict | None = None
     replaced: bool = False        # a replacement took over (restart.py): ignore its failures
+    # A whole-streams worker's report per stage it runs (its own `report` is the last one's).
+    parts: dict[str, WorkerReport] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
 
 
@@ -105,10 +107,19 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
     report.bytes_in, report.seconds_in = counts_in["bytes"], counts_in["seconds"]
     report.messages_out, report.samples_out = counts_out["messages"], counts_out["samples"]
     report.bytes_out, report.seconds_out = counts_out["bytes"], counts_out["seconds"]
-    report.busy_seconds, report.blocked_seconds = message["busy"], message["blocked"]
+    report.busy_seconds, report.blocked_seconds = message["busy"], message.get("blocked", 0.0)
     report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
-    report.cpu_seconds = message.get("cpu", 0.0)
+    if "cpu" in message:        # a process's: on one report only (a whole-streams worker's
+        report.cpu_seconds = message["cpu"]     # other stages get theirs without it)
     report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+
+
+def _apply_done(report: WorkerReport, message: dict) -> None:
+    """A replica's final per-stream counts (for the audit): it is done."""
+    report.done = True
+    report.stream_counts = message["stream_counts"]
+    report.stream_clocks = message.get("stream_clocks", {})
+    report.queue_depth = 0
 
 
 class Engine:
@@ -209,10 +220,15 @@ class Engine:
         wall = time.monotonic() - self._started_at if self._started_at else 0.0
         stages = []
         for stage in self.plan.stages:
-            workers = [self._workers[w.id].report for w in stage.workers if w.id in self._workers]
-            for report in workers:
-                report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
-            stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
+            tracked = [self._workers[w.id] for w in stage.workers if w.id in self._workers]
+            # A whole-streams group: each of its stages as itself, with the group's replicas.
+            rows = [(part.name, part.op, part.kind, [t.parts[part.name] for t in tracked])
+                    for part in stage.parts] or \
+                [(stage.name, stage.op, stage.kind, [t.report for t in tracked])]
+            for name, op, kind, workers in rows:
+                for report in workers:
+                    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+                stages.append(StageReport(name, op, kind, workers))
         sinks = {s.name for s in self.plan.sinks}
         audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
         return RunReport(self.plan.name, stages, wall, audio,
@@ -226,10 +242,14 @@ class Engine:
             [m.op for w in self.plan.workers for m in w.fused]
         # Only the first run of this process starts the forkserver; workers warm() the rest.
         mp.set_forkserver_preload(list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES)))
+        parts = {stage.name: stage.parts for stage in self.plan.stages}
         for spec in self.plan.workers:
             process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
                                  daemon=True)
-            self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
+            reports = {part.name: WorkerReport(part.name, spec.replica)
+                       for part in parts[spec.stage]}
+            self._workers[spec.id] = _Tracked(spec, process, reports.get(
+                spec.stage, WorkerReport(spec.stage, spec.replica)), parts=reports)
         for tracked in self._workers.values():
             try:
                 tracked.process.start()
@@ -344,13 +364,14 @@ class Engine:
         else:
             wall = time.monotonic() - self._started_at
             _apply_counts(tracked.report, message, wall)
+            for name, counts in message.get("members", {}).items():
+                _apply_counts(tracked.parts[name], counts, wall)
             tracked.sent_to, tracked.received = message["sent_to"], message["received"]
             if kind == "done":
-                tracked.report.done = True
-                tracked.report.stream_counts = message["stream_counts"]
-                tracked.report.stream_clocks = message.get("stream_clocks", {})
+                _apply_done(tracked.report, message)
+                for name, counts in message.get("member_counts", {}).items():
+                    _apply_done(tracked.parts[name], counts)
                 tracked.report.lossless = message.get("lossless", {})
-                tracked.report.queue_depth = 0
             else:
                 self._update_queue_depth(tracked)
 
