@@ -89,7 +89,8 @@ def test_a_socket_error_at_shutdown_is_logged_and_the_workers_still_stopped(tmp_
         f"stopped by signal" for worker_id in engine._workers]
 
 
-def sleep_a_while() -> None:
+def sleep_a_while(started) -> None:
+    started.set()       # running: the forkserver's after-fork hooks are done
     time.sleep(30)
 
 
@@ -101,10 +102,12 @@ def test_the_applications_own_forkserver_processes_still_die_of_sigterm(tmp_path
         {"name": "src", "op": "tone", "params": {"seconds": 0.05}},
         {"name": "out", "op": "null_sink"}]})
     Engine(build_plan(run)).run()           # flowengine's forkserver, with its preload
-    process = multiprocessing.get_context("forkserver").Process(target=sleep_a_while)
+    context = multiprocessing.get_context("forkserver")
+    started = context.Event()
+    process = context.Process(target=sleep_a_while, args=(started,))
     process.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(60)     # a SIGTERM before the child runs would race its start-up
         process.terminate()
         process.join(5)
         assert process.exitcode == -signal.SIGTERM

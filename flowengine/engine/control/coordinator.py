@@ -53,7 +53,7 @@ from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, Stag
 from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 from flowengine.engine.plan import Plan, WorkerSpec
-from flowengine.engine.worker.preload import modules_for
+from flowengine.engine.worker.forkserver import start_forkserver
 from flowengine.engine.recovery.replay import AckRelay
 from flowengine.core.signals import SignalCount
 from flowengine.engine.recovery.restart import account_restarts, can_restart, note_replayed, \
@@ -61,13 +61,7 @@ from flowengine.engine.recovery.restart import account_restarts, can_restart, no
 from flowengine.engine.security import curve_server, log_listener, start_authenticator
 from flowengine.engine.worker.main import run_worker
 
-__all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted",
-           "PRELOAD_MODULES"]
-
-# Imported once in the forkserver, so each worker process starts without re-importing them;
-# with the modules the plan's operators need (preload.modules_for).
-PRELOAD_MODULES = ["flowengine.engine.control.forkserver_signals", "flowengine.engine.worker.main",
-                   "flowengine.ops.registry"]
+__all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted"]
 
 _SLICE_S = 0.1
 
@@ -238,10 +232,9 @@ class Engine:
 
     def _start_processes(self) -> None:
         mp = multiprocessing.get_context("forkserver")
-        ops = [w.op for w in self.plan.workers] + \
-            [m.op for w in self.plan.workers for m in w.fused]
         # Only the first run of this process starts the forkserver; workers warm() the rest.
-        mp.set_forkserver_preload(list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES)))
+        start_forkserver([w.op for w in self.plan.workers] +
+                         [m.op for w in self.plan.workers for m in w.fused + w.chain])
         parts = {stage.name: stage.parts for stage in self.plan.stages}
         for spec in self.plan.workers:
             process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
