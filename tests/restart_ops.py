@@ -130,7 +130,7 @@ def _die_after_eof(marker: Path, wait_for: str | None, count: int) -> None:
     if _DEATH_ARMED:
         return
     _DEATH_ARMED = True
-    from flowengine.engine.worker import main as worker
+    from flowengine.engine.worker import process as worker
     tell = worker.Worker._tell
 
     def tell_then_die(self: object, kind: str, **fields: object) -> None:

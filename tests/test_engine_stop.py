@@ -16,7 +16,7 @@ import zmq
 
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.engine.control.messages import COORDINATOR_MESSAGES, decode_control
+from flowengine.engine.control.channel import COORDINATOR_MESSAGES, decode_control
 from flowengine.engine.control.delivery import ControlOutbox
 from flowengine.core.report import WorkerReport
 from flowengine.engine.control.coordinator import _Tracked

@@ -130,7 +130,7 @@ def test_flowengine_plan_says_which_layout_it_chose_and_why(tmp_path):
     assert "runs, per replica and stream: files -> resample -> encode -> sink" in done.stdout
 
 
-@pytest.mark.parametrize("module", ["flowengine", "flowengine.engine.worker.main"])
+@pytest.mark.parametrize("module", ["flowengine", "flowengine.engine.worker.process"])
 def test_imports_load_only_what_they_use(module):
     """`import flowengine` loads no engine, zmq, config model or scipy; a worker process
     loads no planner, config model or pydantic-built config."""

@@ -9,10 +9,10 @@ import shutil
 import zmq
 
 from flowengine.engine import build_plan
-from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
+from flowengine.engine.control.channel import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.wire.protocol import InboxState, StreamSender
 from flowengine.engine.recovery.replay import AckRelay, AckReporter, Forget, ReplayBuffer
-from flowengine.engine.worker.main import Worker
+from flowengine.engine.worker.process import Worker
 from flowengine.engine.wire.codec import decode_batch
 from test_restart_bounds import CAPS, feed, frame, one_stream, ramp_run
 

@@ -22,7 +22,7 @@ from flowengine.cli.main import main
 from flowengine.config import load_source, resolve_source
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
-from flowengine.engine.control.messages import decode_control
+from flowengine.engine.control.channel import decode_control
 from flowengine.engine.security import (CurveKeys, curve_client, curve_server, describe_listener,
                                         generate_keys, load_keys, start_authenticator)
 from flowengine.errors import ConfigError, WireError, WorkerFailed
@@ -357,7 +357,7 @@ _UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
 # Legitimate loaders of code that are not data paths: the name comes from the run config or
 # an installed plugin (trusted like a script), never from a message on a socket.
 ALLOWED_IMPORT_MODULE = {
-    "core/operators.py": "`op: module:attribute` in a run config names a Python operator",
+    "core/lookup.py": "`op: module:attribute` in a run config names a Python operator",
     "ops/registry.py": "built-in operator families and installed entry-point plugins",
     "ops/processors/_scipy.py": "scipy submodules imported on first use",
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",

@@ -22,7 +22,7 @@ from flowengine.errors import CodecError, ConfigError, FormatError
 from flowengine.local.run import run_in_process
 from flowengine.ops.io import AudioFileWriter, ToneSource
 from flowengine.ops.io.multifile import MultiFileSource, expand_inputs, unique_stream_ids
-from flowengine.ops.io.multistream import StreamEnd
+from flowengine.ops.io.multistream import SourceEnd
 from flowengine.ops.io.paths import (
     MAX_NAME_BYTES, PathTemplateError, check_path_template, render_path_template,
     safe_stream_name,
@@ -223,7 +223,7 @@ def test_skip_reports_bad_files_and_keeps_every_good_sample(tmp_path, caplog):
     (tmp_path / "junk.flac").write_bytes(b"not audio at all " * 64)
     node = registry.create("files", paths=str(tmp_path / "*.flac"), on_error="skip")
     got: dict[str, int] = {}
-    ends: list[StreamEnd] = []
+    ends: list[SourceEnd] = []
     while (buf := node.pull()) is not EOF:
         got[buf.stream] = got.get(buf.stream, 0) + buf.samples
         ends += take_ended_streams(node)

@@ -43,7 +43,7 @@ from flowengine.errors import ConfigError
 from flowengine.config.formats import StaticFormat, codec_of, infer_output_format, input_requirement
 from flowengine.core.fusion import FusionStage, fusion_groups
 from flowengine.config.model import RunConfig, StageConfig
-from flowengine.config.restart import restart_problem
+from flowengine.config.restart_rules import restart_problem
 from flowengine.config.source import ConfigSource
 
 __all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
@@ -279,7 +279,7 @@ class _ImportedSpec:
 def _lookup(op: str, names: list[str]) -> Any:
     """The operator's spec, or ConfigError with close names."""
     if ":" in op:
-        from flowengine.core.operators import resolve_operator
+        from flowengine.core.lookup import resolve_operator
         info = resolve_operator(op)
         return _ImportedSpec(op, info.kind, info.input_kind, info.output_kind)
     registry = _registry()

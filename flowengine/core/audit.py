@@ -265,7 +265,7 @@ RULES: dict[str, SampleRule] = {
 def rule_for(op: str) -> SampleRule | None:
     """The sample rule of operator `op`: its own (`expected_out`), else the built-in table."""
     if ":" in op:
-        from flowengine.core.operators import _import_attribute
+        from flowengine.core.lookup import _import_attribute
 
         return getattr(_import_attribute(op), "expected_out", None)
     from flowengine.ops.registry import registry

@@ -25,7 +25,7 @@ from typing import Any
 
 from flowengine.ops.node import Node
 from flowengine.ops.pipeline import Pipeline
-from flowengine.core.operators import create_node
+from flowengine.core.lookup import create_node
 
 __all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
            "block_samples_for", "create_stage_node", "create_chain_node"]

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 from flowengine.core.fusion import FusionStage, fusion_groups
 from flowengine.config.model import RunConfig
-from flowengine.config.restart import restart_problem
+from flowengine.config.restart_rules import restart_problem
 from flowengine.errors import ConfigError
-from flowengine.core.operators import OperatorInfo, kind_of, resolve_operator
+from flowengine.core.lookup import OperatorInfo, kind_of, resolve_operator
 from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, WorkerSpec, auto_replicas, \
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
@@ -196,7 +196,7 @@ def _stages(config: RunConfig) -> list[_Stage]:
 
 
 def _check_restart(stages: list[_Stage]) -> None:
-    """`restart: on-failure` only where a replacement can resume (config/restart.py)."""
+    """`restart: on-failure` only where a replacement can resume (config/restart_rules.py)."""
     for stage in stages:
         if stage.config.restart != "on-failure":
             continue

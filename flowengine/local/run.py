@@ -35,7 +35,7 @@ from typing import Any
 from flowengine.config.validate import ResolvedRun, StageInfo
 from flowengine.core.audit import AuditStage, audit_report, check_audit
 from flowengine.core.loop import MixLoop, NullOutlet, Outlet, SourceLoop, StageLoop, Tee
-from flowengine.core.operators import is_multi_input
+from flowengine.core.lookup import is_multi_input
 from flowengine.core.report import RunInterrupted, RunReport, StageReport, WorkerReport
 from flowengine.core.signals import SignalCount
 from flowengine.core.stage import create_stage_node

@@ -64,7 +64,7 @@ FormatParam = Annotated[AudioFormat, PlainValidator(as_format)]
 
 # Modules that register the built-in operators: the operator families, and the live ones
 # (which sit above ops, so ops never imports them).
-_BUILTINS = ("flowengine.ops.catalog", "flowengine.live.catalog")
+_BUILTINS = ("flowengine.ops.catalog", "flowengine.live.operators")
 _ANY_KIND = "any"
 
 

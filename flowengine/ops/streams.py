@@ -1,6 +1,6 @@
 """Sources that carry many streams (many files, N tones) and say when each one ends.
 
-`take_ended_streams(node)` returns the `StreamEnd`s such a source found since
+`take_ended_streams(node)` returns the `SourceEnd`s such a source found since
 the last call (an empty list for a source that does not tell). The stage
 loop (flowengine.core.loop.SourceLoop) passes each end downstream at once, so
 every node of that stream is flushed and its sink finalised while other
@@ -15,13 +15,13 @@ from typing import Any
 
 from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.ops.adapters import SourceNode
-from flowengine.ops.io.multistream import StreamEnd
+from flowengine.ops.io.multistream import SourceEnd
 from flowengine.ops.node import AGAIN
 
-__all__ = ["MultiStreamSourceNode", "StreamEnd", "take_ended_streams", "is_multi_stream"]
+__all__ = ["MultiStreamSourceNode", "SourceEnd", "take_ended_streams", "is_multi_stream"]
 
 
-def take_ended_streams(node: Any) -> list[StreamEnd]:
+def take_ended_streams(node: Any) -> list[SourceEnd]:
     """Streams `node` finished since the last call ([] when the node does not report ends)."""
     take = getattr(node, "take_ended_streams", None)
     return take() if callable(take) else []
@@ -36,7 +36,7 @@ class MultiStreamSourceNode(SourceNode):
     """A SourceNode over a multi-stream source (MultiFileSource, MultiToneSource): it reports
     stream ends, and counts streams skipped after an error in stats()["errors"]."""
 
-    def take_ended_streams(self) -> list[StreamEnd]:
+    def take_ended_streams(self) -> list[SourceEnd]:
         return self.source.take_ended()
 
     def share(self, claim: Callable[[int, str], bool], *, one_at_a_time: bool) -> None:
@@ -63,7 +63,7 @@ class MultiStreamSourceNode(SourceNode):
         return AGAIN if item is None else item
 
     @property
-    def failed(self) -> list[StreamEnd]:
+    def failed(self) -> list[SourceEnd]:
         return list(getattr(self.source, "failed", []))
 
     def stats(self) -> dict[str, int | float]:

@@ -50,7 +50,7 @@ import zmq
 from flowengine.errors import ConfigError, WireError, WorkerFailed
 from flowengine.core.audit import audit_report, check_audit, stages_from_plan
 from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, StageReport, WorkerReport
-from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
+from flowengine.engine.control.channel import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.forkserver import start_forkserver
@@ -59,7 +59,7 @@ from flowengine.core.signals import SignalCount
 from flowengine.engine.recovery.restart import account_restarts, can_restart, note_replayed, \
     relay_acks, replace_worker
 from flowengine.engine.security import curve_server, log_listener, start_authenticator
-from flowengine.engine.worker.main import run_worker
+from flowengine.engine.worker.process import run_worker
 
 __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted"]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
 from flowengine.core.report import RestartEvent, StreamGap
-from flowengine.engine.worker.main import run_worker
+from flowengine.engine.worker.process import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
            "account_restarts", "note_replayed", "relay_acks", "HOLD_TIMEOUT_S"]

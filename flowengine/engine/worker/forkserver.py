@@ -20,7 +20,7 @@ from multiprocessing import forkserver
 
 __all__ = ["PRELOAD_MODULES", "BASE_MODULES", "SCIPY_OPS", "modules_for", "start_forkserver"]
 
-BASE_MODULES = ["flowengine.engine.worker.main", "flowengine.engine.worker.preload"]
+BASE_MODULES = ["flowengine.engine.worker.process", "flowengine.engine.worker.preload"]
 # The worker code, then forkserver_signals, imported for its side effect (SIGTERM, see there)
 # once everything else is: its hook must be the last to touch SIGTERM in a new child.
 PRELOAD_MODULES = BASE_MODULES + ["flowengine.engine.control.forkserver_signals"]

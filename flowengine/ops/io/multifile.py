@@ -3,7 +3,7 @@
     source = MultiFileSource("music/*.flac", chunk_samples=4096, max_open=8)
     for frame in source:                 # frames of every file, one chunk per file per turn
         ...
-    source.take_ended()                  # [StreamEnd('intro'), ...]: streams finished so far
+    source.take_ended()                  # [SourceEnd('intro'), ...]: streams finished so far
 
 `paths` is a glob ("in/**/*.wav", recursive), a directory (its audio files,
 by extension, not recursive), a file, or a list of those. Everything is
@@ -24,7 +24,7 @@ from typing import Any
 
 from flowengine.errors import ConfigError
 from flowengine.audio.format import AudioFormat, as_format
-from flowengine.ops.io.multistream import StreamEnd, StreamInterleaver
+from flowengine.ops.io.multistream import SourceEnd, StreamInterleaver
 from flowengine.ops.io.reader import READER_MODES, AudioFileReader
 
 __all__ = ["MultiFileSource", "expand_inputs", "unique_stream_ids", "AUDIO_EXTENSIONS"]
@@ -128,7 +128,7 @@ class MultiFileSource:
         return open_file
 
     @property
-    def failed(self) -> list[StreamEnd]:
+    def failed(self) -> list[SourceEnd]:
         """Streams skipped under on_error="skip", with their errors."""
         return self._interleaver.failed
 
@@ -136,7 +136,7 @@ class MultiFileSource:
         """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
         self._interleaver.share(claim, one_at_a_time=one_at_a_time)
 
-    def take_ended(self) -> list[StreamEnd]:
+    def take_ended(self) -> list[SourceEnd]:
         return self._interleaver.take_ended()
 
     def __iter__(self) -> StreamInterleaver:

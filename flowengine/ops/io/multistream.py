@@ -6,7 +6,7 @@ is a list of (stream id, opener) entries. `StreamInterleaver` keeps at most
 per stream per turn (`interleave=True`: every stream makes progress early,
 so the replicas of a later stage all get work), or drains one stream before
 opening the next (`interleave=False`). A stream that finishes is recorded
-as a `StreamEnd` and a waiting entry takes its place; whoever drives the
+as a `SourceEnd` and a waiting entry takes its place; whoever drives the
 source collects the ends with `take_ended()` to end those streams downstream
 at once (a per-stream sink finalises its file while the others go on).
 
@@ -22,7 +22,7 @@ full consumer never holds back the streams of the others.
 A stream that fails (it cannot be opened, or a buffer fails to decode):
 with `on_error="fail"` the error is raised, its message prefixed with the
 stream id; with `on_error="skip"` it is logged, kept in `failed`, reported
-as a `StreamEnd` carrying the error, and the other streams go on. Buffers
+as a `SourceEnd` carrying the error, and the other streams go on. Buffers
 the stream gave before the error have been handed out already: nothing of a
 good stream, nor the good part of a bad one, is dropped.
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 from flowengine.errors import ConfigError, FlowError
 
-__all__ = ["StreamEnd", "StreamInterleaver", "Opener", "ON_ERROR_POLICIES"]
+__all__ = ["SourceEnd", "StreamInterleaver", "Opener", "ON_ERROR_POLICIES"]
 
 ON_ERROR_POLICIES = ("fail", "skip")
 # Opens one stream: its buffer iterator and the function that releases it.
@@ -50,7 +50,7 @@ log = logging.getLogger("flowengine.streams")
 
 
 @dataclass(frozen=True)
-class StreamEnd:
+class SourceEnd:
     """One stream finished: normally (error None) or skipped after `error`."""
 
     stream: str
@@ -77,14 +77,14 @@ class StreamInterleaver:
         self.on_error = on_error
         self.max_open = max_open if interleave else 1
         self.interleave = interleave
-        self.failed: list[StreamEnd] = []
+        self.failed: list[SourceEnd] = []
         self._waiting: deque[tuple[int, str, Opener]] = deque(
             (index, stream, opener) for index, (stream, opener) in enumerate(entries))
         self._claim: Callable[[int, str], bool] | None = None
         self._open: deque[_Open] = deque()
-        self._ended: list[StreamEnd] = []
+        self._ended: list[SourceEnd] = []
 
-    def take_ended(self) -> list[StreamEnd]:
+    def take_ended(self) -> list[SourceEnd]:
         """Streams that ended since the last call, in the order they ended."""
         ended, self._ended = self._ended, []
         return ended
@@ -132,7 +132,7 @@ class StreamInterleaver:
             buf = next(entry.buffers)
         except StopIteration:
             entry.close()
-            self._ended.append(StreamEnd(entry.stream))
+            self._ended.append(SourceEnd(entry.stream))
             return _DONE
         except _STREAM_ERRORS as exc:
             entry.close()
@@ -176,7 +176,7 @@ class StreamInterleaver:
         error = f"{type(exc).__name__}: {exc}"
         log.error("%s: stream %r failed and is skipped (on_error=skip): %s", self.name, stream,
                   error)
-        end = StreamEnd(stream, error)
+        end = SourceEnd(stream, error)
         self.failed.append(end)
         self._ended.append(end)
 

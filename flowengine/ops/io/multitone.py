@@ -18,7 +18,7 @@ from typing import Any
 from flowengine.errors import ConfigError
 from flowengine.ops.pacing import MediaClock
 from flowengine.ops.io.generator import ToneSource
-from flowengine.ops.io.multistream import StreamEnd, StreamInterleaver
+from flowengine.ops.io.multistream import SourceEnd, StreamInterleaver
 
 __all__ = ["MultiToneSource"]
 
@@ -60,7 +60,7 @@ class MultiToneSource:
         """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
         self._interleaver.share(claim, one_at_a_time=one_at_a_time)
 
-    def take_ended(self) -> list[StreamEnd]:
+    def take_ended(self) -> list[SourceEnd]:
         return self._interleaver.take_ended()
 
     def __iter__(self) -> StreamInterleaver:

@@ -55,10 +55,10 @@ import zmq
 
 from flowengine.errors import FlowError
 from flowengine.ops.node import Node
-from flowengine.engine.control.messages import encode_control, decode_control, COORDINATOR_MESSAGES
+from flowengine.engine.control.channel import encode_control, decode_control, COORDINATOR_MESSAGES
 from flowengine.core.loop import MixLoop, NullOutlet, SourceLoop, StageLoop
 from flowengine.engine.worker.origins import MultiInputFeed, StreamOrigins
-from flowengine.engine.worker.loop import IDLE_WAIT_S, WireOutlet, run_inbox, run_source
+from flowengine.engine.worker.feed import IDLE_WAIT_S, WireOutlet, run_inbox, run_source
 from flowengine.engine.worker.outbox import batching
 from flowengine.engine.plan import WorkerSpec, sender_id
 from flowengine.engine.worker.preload import warm
@@ -70,7 +70,7 @@ from flowengine.engine.worker.routing import BALANCED, OrderedMerge, OrderStamp
 from flowengine.engine.security import curve_client, curve_server, start_authenticator
 from flowengine.engine.worker.sendpath import SendPath
 from flowengine.engine.worker.shares import share_claim
-from flowengine.core.operators import create_node
+from flowengine.core.lookup import create_node
 from flowengine.core.stage import create_stage_node
 
 __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS", "PROFILE_ENV"]
