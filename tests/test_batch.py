@@ -17,7 +17,8 @@ from flowengine.engine.worker.outbox import BATCH_MAX_MESSAGES, Outbox, batching
 from flowengine.engine.wire.codec import MAX_BATCH_MESSAGES, decode, decode_batch, encode_batch, \
     encode_caps, encode_eof, encode_eos, encode_frame, encode_packet
 from flowengine.errors import WireError
-from test_wire import PROFILE, _valid_messages, audio_frames, caps_values, packets, senders
+from test_wire import (PAYLOAD_LENGTH_CASES, PROFILE, _valid_messages, audio_frames,
+                       caps_values, packets, payload_length_error, pcm_message, senders)
 
 NAME = st.text(min_size=1, max_size=20)
 
@@ -130,6 +131,23 @@ def test_mutated_batches_give_wire_error(case):
 def test_bad_batch_headers_name_the_problem(frames, message):
     with pytest.raises(WireError, match=message):
         decode_batch(frames)
+
+
+@pytest.mark.parametrize("fmt, samples, length", PAYLOAD_LENGTH_CASES)
+def test_a_pcm_payload_of_the_wrong_length_in_a_batch_is_a_wire_error_naming_it(fmt, samples,
+                                                                               length):
+    # The batch header's lengths add up, so only the pcm message's own check can refuse it.
+    good = pcm_message(fmt, samples, "a")
+    header, payload = pcm_message(fmt, samples, "b")
+    wrong = [header, (bytes(payload) + bytes(16))[:length]]
+    frames = encode_batch([good, wrong, encode_eof("gain:1")])
+    expected = payload_length_error(fmt, samples, length, "b")[1:]
+    with pytest.raises(WireError, match=rf"^message 2 of a batch of 3: {expected}") as refused:
+        decode_batch(frames)
+    assert type(refused.value) is WireError
+    with pytest.raises(WireError, match=rf"^{expected}") as refused:   # a message alone
+        decode_batch(wrong)
+    assert type(refused.value) is WireError
 
 
 def test_batch_limits():

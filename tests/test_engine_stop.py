@@ -1,6 +1,7 @@
 """The coordinator's stop of its workers (``Engine._stop_all``) with real processes and a real
 ROUTER: a ``shutdown`` that had to wait is still handed over, and a socket error while sending
-it neither escapes the ``finally`` it runs in nor skips the terminate that follows."""
+it neither escapes the ``finally`` it runs in nor skips the terminate that follows. And the
+worker's side: after ``done`` only a ``shutdown`` ends its wait, even a ``start`` read late."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import zmq
 
+from flowengine.audio.buffers import AudioFrame
+from flowengine.audio.format import AudioFormat
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
-from flowengine.engine.control.channel import COORDINATOR_MESSAGES, decode_control
-from flowengine.engine.control.delivery import ControlOutbox
 from flowengine.core.report import WorkerReport
+from flowengine.engine.control.channel import (COORDINATOR_MESSAGES, WORKER_MESSAGES,
+                                               decode_control, encode_control)
 from flowengine.engine.control.coordinator import _Tracked
+from flowengine.engine.control.delivery import ControlOutbox
+from flowengine.engine.wire.codec import Caps
+from flowengine.engine.wire.protocol import StreamSender
+from flowengine.engine.worker.process import run_worker
 from test_engine_failures import faulty_run
 
 WAIT_MS = 10_000   # how long a stand-in worker waits for its shutdown
@@ -115,3 +123,60 @@ def test_the_applications_own_forkserver_processes_still_die_of_sigterm(tmp_path
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def told(router: zmq.Socket, process, kind: str, count: int = 1, seconds: float = 10.0) -> bool:
+    """Read the worker's control messages until it has sent `count` of `kind`: True; False
+    when its process ends first or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while process.is_alive() and time.monotonic() < deadline:
+        if router.poll(50):
+            _, payload = router.recv_multipart()
+            if decode_control(payload, expect=WORKER_MESSAGES)["t"] == kind:
+                count -= 1
+                if count == 0:
+                    return True
+    return False
+
+
+def test_a_sink_that_finished_before_reading_its_start_still_waits_for_shutdown(tmp_path):
+    """A worker fed by an inbox never waits for its ``start``: on a loaded machine its source
+    can get its own start, send everything and end while the coordinator has not yet sent the
+    sink's, so the sink reads that ``start`` only after ``done``. It must go on waiting for
+    ``shutdown`` with its sockets open. (It took the late start for the end of that wait and
+    exited with code 1 at once, saying "no shutdown from the coordinator within 30 s": the
+    run failed with "exited with exit code 1 before the end of the run".)"""
+    run = RunConfig.model_validate({"stages": [
+        {"name": "src", "op": "tone", "params": {"seconds": 0.05}},
+        {"name": "out", "op": "null_sink"}]})
+    plan = build_plan(run, run_dir=str(tmp_path / "run"), stats_interval=0.05)
+    spec = plan.stage("out").workers[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)          # the coordinator
+    router.bind(plan.control_endpoint)
+    upstream = context.socket(zmq.PUSH)          # the source, src:0
+    upstream.connect(spec.inbox_endpoint)
+    process = multiprocessing.get_context("forkserver").Process(target=run_worker,
+                                                                 args=(spec,), daemon=True)
+    process.start()
+    try:
+        assert told(router, process, "ready")
+        sender = StreamSender(plan.stage("src").workers[0].wire_id)
+        frame = AudioFrame(np.zeros((1, 800), np.float32), AudioFormat(16000, 1), pts=0,
+                           stream="0")
+        for frames in (sender.caps("0", Caps.for_frame(frame)), sender.data(frame),
+                       sender.eos("0"), sender.eof()):
+            upstream.send_multipart(frames)
+        assert told(router, process, "done")
+        router.send_multipart([spec.id.encode(), encode_control("start")])   # the late start
+        # Two more heartbeats: the worker read the start and is still waiting.
+        assert told(router, process, "stats", count=2), f"exit code {process.exitcode}"
+        router.send_multipart([spec.id.encode(), encode_control("shutdown")])
+        process.join(10)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+        context.destroy(linger=0)
+        shutil.rmtree(plan.run_dir, ignore_errors=True)

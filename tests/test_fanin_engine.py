@@ -5,13 +5,19 @@ decoder stage with `on_error: skip` gets through a corrupt MP3 and counts what i
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from flowengine.config.model import RunConfig
 from flowengine.config.source import load_source
 from flowengine.config.validate import validate_run
+from flowengine.audio.buffers import AudioFrame
+from flowengine.audio.format import AudioFormat
 from flowengine.engine import build_plan, run_plan
+from flowengine.core.loop import MixLoop, Outlet
+from flowengine.engine.worker.origins import MultiInputFeed
 from flowengine.errors import ConfigError, WorkerFailed
 from flowengine.local.run import run_in_process
 from flowengine.ops.io import AudioFileReader
@@ -177,3 +183,82 @@ def test_on_error_skip_over_max_errors_and_fail_stop_the_run_naming_stage_and_of
                                            r"over max_errors=0; last: mp3 decoder"):
         run_plan(build_plan(config(*decode_stages(corrupt_mp3, on_error="skip",
                                                   max_errors=0))))
+
+
+def test_a_replicated_stage_into_mix_ends_its_input_group_on_the_last_replica_eof(tmp_path):
+    # Two streams through `gain` with 2 replicas (sticky: one stream per replica) into one mix.
+    # The short stream's replica has nothing left to do when the source's eof comes, so its
+    # eof reaches the mix while the long stream's messages still queue there (small output
+    # blocks make the mix the slowest stage). Ending the mix's 'gain' group on that first eof
+    # would end the long input early: its later samples "pushed after its end", or lost.
+    short, long = int(0.05 * SR), 2 * SR
+    stages = [{"name": "src", "op": "tones",
+               "params": {"streams": 2, "frequency": 440, "seconds": [short / SR, long / SR],
+                          "sample_rate": SR, "channels": 1, "amplitude": 0.4,
+                          "chunk_samples": 128}},
+              {"name": "gain", "op": "gain", "params": {"gain": 0.5}, "replicas": 2},
+              {"name": "mix", "op": "mix", "inputs": ["gain"],
+               "params": {"inputs": 2, "chunk_samples": 32}},
+              {"name": "sink", "op": "file_sink",
+               "params": {"path": str(tmp_path / "multi.wav"), "codec": "pcm_f32le"}}]
+    report = run_plan(build_plan(config(*stages)))
+
+    replicas = [set(w.stream_counts) for w in report.stage("gain").workers]
+    assert sorted(replicas, key=sorted) == [{"tone-0"}, {"tone-1"}]
+    mix = report.stage("mix").workers[0]
+    assert (mix.samples_in, mix.samples_out) == (short + long, long)
+    # Sample by sample: 0.5 · (440 Hz for `short` samples + 660 Hz for `long` samples).
+    n = np.arange(long)
+    expected = 0.5 * 0.4 * np.sin(2 * np.pi * 660 * n / SR)
+    expected[:short] += 0.5 * 0.4 * np.sin(2 * np.pi * 440 * n[:short] / SR)
+    multi = read_f32(tmp_path / "multi.wav")
+    assert multi.shape == (1, long)
+    np.testing.assert_allclose(multi[0], expected, rtol=0, atol=1e-6)
+    # In one process the mix is one node too (not one per stream), with the same samples.
+    stages[-1]["params"]["path"] = str(tmp_path / "one.wav")
+    run_in_process(resolved(config(*stages)))
+    np.testing.assert_array_equal(read_f32(tmp_path / "one.wav"), multi)
+
+
+class Collected(Outlet):
+    """An outlet that keeps what a stage gives."""
+
+    def __init__(self) -> None:
+        self.buffers: list = []
+        self.closed = False
+
+    def data(self, stream: str, bufs: list) -> None:
+        self.buffers += bufs
+
+    def end(self, stream: str, aborted: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_worker_feed_ends_a_replicated_input_group_on_its_last_replica_eof():
+    # The same rule without the timing: a mix fed by replicas 'gain:0' and 'gain:1'.
+    def block(x: np.ndarray, start: int, stream: str) -> AudioFrame:
+        return AudioFrame(x[:, start:start + 100], AudioFormat(SR, 1), start, Fraction(1, SR),
+                          stream)
+
+    rng = np.random.default_rng(13)
+    a = rng.uniform(-0.5, 0.5, (1, 100)).astype(np.float32)     # one block
+    b = rng.uniform(-0.5, 0.5, (1, 300)).astype(np.float32)     # three blocks
+    feed = MultiInputFeed(["gain:0", "gain:1"])
+    got = Collected()
+    mix = MixLoop("mix", registry.create("mix", inputs=2, chunk_samples=64), got, feed.groups)
+    mix.data(feed.group("gain:0"), "a", [block(a, 0, "a")])
+    mix.end(feed.group("gain:0"), "a")
+    assert feed.sender_ended("gain:0") is None    # one replica done: the 'gain' group goes on
+    for start in range(0, 300, 100):     # the other replica's stream opens after that eof
+        mix.data(feed.group("gain:1"), "b", [block(b, start, "b")])
+    mix.end(feed.group("gain:1"), "b")
+    assert feed.sender_ended("gain:1") == "gain"
+    mix.group_ended("gain")
+    assert got.closed
+    out = [buf.data for buf in got.buffers]
+    expected = b.astype(np.float64)
+    expected[:, :100] += a
+    np.testing.assert_array_equal(np.concatenate(out, axis=1), expected.astype(np.float32))

@@ -363,6 +363,25 @@ def test_reorderer_errors(pushes, end, message):
         reorderer.finish(end)
 
 
+@pytest.mark.parametrize("pushes, end, missing, first", [
+    ([0, 1], 3, 1, 2),            # the last one never came
+    ([1, 2], 3, 1, 0),            # the first
+    ([0, 2], 4, 2, 1),            # one in the middle, one at the end
+    ([0, 2, 4], 6, 3, 1),         # every other one (seq 1, 3, 5)
+    ([], 2, 2, 0),                # the eos says 2, nothing came
+])
+def test_reorderer_finish_names_how_many_messages_are_missing_and_the_first(pushes, end,
+                                                                            missing, first):
+    reorderer = Reorderer(4, name="s")
+    delivered = [item for seq in pushes for item in reorderer.push(seq, seq)]
+    assert delivered == list(range(first))         # in order, up to the first gap
+    with pytest.raises(ProtocolError, match=rf"^s: gap at the end: {missing} message\(s\) "
+                                            rf"missing, first missing seq {first} "
+                                            rf"\(end {end}\)$") as error:
+        reorderer.finish(end)
+    assert (error.value.problem, error.value.stream) == ("gap", "s")
+
+
 def test_reorderer_starts_anywhere_and_refuses_a_zero_window():
     reorderer = Reorderer(2, start=10)
     assert reorderer.push(11, "b") == [] and reorderer.push(10, "a") == ["a", "b"]

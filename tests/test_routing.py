@@ -294,6 +294,73 @@ def test_merge_refuses_data_beyond_the_end_and_missing_order():
         parts._feed(encode_frame(frame("a", 0), parts._next("g:0", "a"), sender="g:0"))
 
 
+def test_merge_ends_a_stream_only_after_the_eos_of_every_part_that_opened():
+    # Every message is delivered before any eos: only the parts' ends can decide the end.
+    parts = Parts()
+    for sender in parts.senders:
+        parts.caps(sender, "a")
+    assert starts(parts.data("g:0", "a", 0) + parts.data("g:1", "a", 1)
+                  + parts.data("g:0", "a", 2) + parts.data("g:1", "a", 3)) == [0, 4, 8, 12]
+    assert parts.eos("g:0", "a", 4) == []          # g:1's part is still open
+    assert parts.merge.open_streams == ["a"]
+    (end,) = parts.eos("g:1", "a", 4)
+    assert end == StreamEnd("g:0", "a", 4, 16)
+    assert parts.merge.open_streams == []
+
+
+def test_merge_refuses_an_eos_for_a_stream_it_never_saw_or_already_ended():
+    # InboxState lets no eos through before its sender's caps; a merge fed otherwise must
+    # still say what is wrong, by stream and sender.
+    merge = OrderedMerge(["g:0", "g:1"], 8, stage="g")
+    with pytest.raises(ProtocolError, match=r"^stream 'x' after ordered stage 'g': eos from "
+                                            r"'g:1' for a stream no replica opened$") as error:
+        merge.receive([StreamEnd("g:1", "x", 0, 0)], order_end=0)
+    assert (error.value.problem, error.value.sender, error.value.stream) == ("order", "g:1", "x")
+    parts = Parts()
+    parts.caps("g:0", "a")
+    parts.data("g:0", "a", 0)
+    assert isinstance(parts.eos("g:0", "a", 1)[-1], StreamEnd)
+    with pytest.raises(ProtocolError, match=r"^stream 'a' after ordered stage 'g': eos from "
+                                            r"'g:1' after the stream ended$") as error:
+        parts.merge.receive([StreamEnd("g:1", "a", 0, 0)], order_end=1)
+    assert (error.value.problem, error.value.sender, error.value.stream) == ("ended", "g:1", "a")
+
+
+def test_merge_says_what_is_missing_when_the_run_ends_before_a_stream_is_complete():
+    # The eos says 3 messages, the last one never came.
+    parts = Parts()
+    for sender in parts.senders:
+        parts.caps(sender, "a")
+    parts.data("g:0", "a", 0)
+    parts.data("g:1", "a", 1)
+    for sender in parts.senders:
+        assert parts.eos(sender, "a", 3) == []
+    parts.eof("g:0")
+    with pytest.raises(ProtocolError, match=r"^stream 'a' after ordered stage 'g': gap at the "
+                                            r"end: 1 message\(s\) missing, first missing seq 2 "
+                                            r"\(end 3\)$") as error:
+        parts.eof("g:1")
+    assert error.value.problem == "gap"
+    # Every message came, but a part that opened never ended (InboxState would have refused
+    # its eof; fed directly, the merge must not drop the stream without a word).
+    merge = OrderedMerge(["g:0", "g:1"], 8, stage="g")
+    caps = Caps.for_frame(frame("b", 0))
+    merge.receive([StreamCaps("g:0", "b", caps, False), StreamCaps("g:1", "b", caps, False)])
+    assert starts(merge.receive([StreamData("g:0", "b", 1, frame("b", 0))], order=0)) == [0]
+    assert merge.receive([StreamEnd("g:0", "b", 1, 4)], order_end=1) == []
+    with pytest.raises(ProtocolError, match=r"^stream 'b' after ordered stage 'g': the run "
+                                            r"ended before the eos of the part from 'g:1'$") \
+            as error:
+        merge.receive([RunEnd()])
+    assert (error.value.problem, error.value.stream) == ("incomplete", "b")
+    # ... nor one that no part ended.
+    merge = OrderedMerge(["g:0"], 8, stage="g")
+    merge.receive([StreamCaps("g:0", "c", caps, False)])
+    with pytest.raises(ProtocolError, match=r"^stream 'c' after ordered stage 'g': the run "
+                                            r"ended before the eos of any replica's part$"):
+        merge.receive([RunEnd()])
+
+
 def test_merge_passes_other_senders_through():
     parts = Parts(others=("x:0",))
     parts.caps("x:0", "b")

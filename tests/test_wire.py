@@ -362,6 +362,50 @@ def test_a_pcm_payload_of_the_wrong_length_never_becomes_an_array(samples, lengt
         decode([header, wrong])
 
 
+# One sample short or long, one byte short or long (not a whole number of samples), and a
+# whole number of samples that is no multiple of the channels: each must be refused by the
+# length check, by name, before numpy sees the bytes (frombuffer and reshape would raise a
+# ValueError, or worse, build an array of another shape).
+PAYLOAD_LENGTH_CASES = [
+    # format, samples, wrong length of the payload in bytes
+    (AudioFormat(48000, 2, "f32"), 256, 2047), (AudioFormat(48000, 2, "f32"), 256, 2049),
+    (AudioFormat(48000, 2, "f32"), 256, 2044), (AudioFormat(48000, 2, "f32"), 256, 2052),
+    (AudioFormat(48000, 2, "f32"), 256, 2050), (AudioFormat(48000, 2, "f32"), 256, 0),
+    (AudioFormat(44100, 2, "s16", planar=False), 100, 399),
+    (AudioFormat(44100, 2, "s16", planar=False), 100, 401),
+    (AudioFormat(44100, 2, "s16", planar=False), 100, 402),
+    (AudioFormat(8000, 1, "f64"), 10, 79), (AudioFormat(8000, 1, "f64"), 10, 81),
+    (AudioFormat(8000, 3, "u8"), 5, 14), (AudioFormat(8000, 3, "u8"), 5, 16),
+    (AudioFormat(8000, 1, "s32"), 0, 4),
+]
+
+
+def pcm_message(fmt: AudioFormat, samples: int, stream: str = "left") -> list:
+    data = np.zeros(fmt.shape(samples), fmt.dtype)
+    return encode_frame(AudioFrame(data, fmt, pts=0, stream=stream), 7, sender="gain:1")
+
+
+def payload_length_error(fmt: AudioFormat, samples: int, length: int, stream: str) -> str:
+    """The exact message of the length check (a regex matching the whole text)."""
+    width = fmt.bytes_per_sample
+    return (rf"^pcm message for stream '{stream}': payload is {length} bytes but header says "
+            rf"{fmt.channels} ch × {samples} samples × {width} bytes = "
+            rf"{fmt.channels * samples * width}$")
+
+
+@pytest.mark.parametrize("fmt, samples, length", PAYLOAD_LENGTH_CASES)
+def test_a_pcm_payload_of_the_wrong_length_is_a_wire_error_naming_both_lengths(fmt, samples,
+                                                                              length):
+    header, payload = pcm_message(fmt, samples)
+    assert memoryview(payload).nbytes != length
+    wrong = (bytes(payload) + bytes(16))[:length]
+    for writable in (False, True):
+        with pytest.raises(WireError, match=payload_length_error(fmt, samples, length, "left")) \
+                as refused:
+            decode([header, wrong], writable=writable)
+        assert type(refused.value) is WireError
+
+
 def test_frames_may_be_any_contiguous_buffer():
     header, payload = encode_frame(_stereo(16), 0)
     samples = np.frombuffer(payload, np.float32).reshape(2, 16)

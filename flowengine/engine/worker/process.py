@@ -318,6 +318,17 @@ class Worker:
             self.resume_replicas()
         return True
 
+    def wait_for_shutdown(self, seconds: float) -> None:
+        """Service control for up to `seconds`; only a shutdown ends the wait early (by raising
+        _Shutdown). Not `wait_control`: a `start` read now must not end it, and a worker fed by
+        an inbox never waits for its start, so it can finish its whole run before reading it
+        (its upstream started and ended while the coordinator was still sending the starts)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._control_poller.poll(_POLL_MS)
+            self.service()
+            self.resume_replicas()
+
     def poll(self, poller: zmq.Poller, seconds: float) -> list[tuple[Any, int]]:
         """Wait on `poller`'s sockets (control among them) for up to `seconds`, never past
         the time stats are due; what poll gave. One poll call per wake-up: no look at the
@@ -406,8 +417,7 @@ class Worker:
                    lossless=self.lossless_sizes())
         try:
             # Every data socket stays open until the coordinator says the end is acknowledged.
-            self.started = False  # now waits for shutdown alone (start came long ago)
-            self.wait_control(SHUTDOWN_WAIT_SECONDS)
+            self.wait_for_shutdown(SHUTDOWN_WAIT_SECONDS)
         except _Shutdown:
             return 0
         print(f"flowengine worker {self.id}: no shutdown from the coordinator within "

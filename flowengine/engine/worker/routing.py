@@ -359,7 +359,15 @@ class OrderedMerge:
 
     def _end(self, event: StreamEnd, order_end: int | None, out: list[Event]) -> None:
         stream = event.stream
-        merging = self._streams[stream]  # InboxState saw this sender's caps first
+        merging = self._streams.get(stream)
+        if merging is None:  # InboxState lets no eos through before caps: a broken feed
+            if stream in self._ended:
+                raise ProtocolError(f"{self._name(stream)}: eos from {event.sender!r} after "
+                                    f"the stream ended", problem="ended", sender=event.sender,
+                                    stream=stream)
+            raise ProtocolError(f"{self._name(stream)}: eos from {event.sender!r} for a stream "
+                                f"no replica opened", problem="order", sender=event.sender,
+                                stream=stream)
         if order_end is None:
             raise ProtocolError(f"{self._name(stream)}: eos from {event.sender!r} without the "
                                 f"stream's length ('oe')", problem="order", sender=event.sender,
@@ -390,9 +398,14 @@ class OrderedMerge:
                              merging.samples, aborted=merging.aborted))
 
     def _finish_all(self) -> None:
-        """The run ended: a stream still merging has a gap (or lost its eos)."""
+        """The run ended: a stream still merging has a gap, or lost the eos of a part."""
         for stream, merging in self._streams.items():
             if merging.order_end is None:
                 raise ProtocolError(f"{self._name(stream)}: the run ended before the eos of "
                                     f"any replica's part", problem="incomplete", stream=stream)
             merging.reorderer.finish(merging.order_end)
+            unended = sorted(merging.opened - merging.ended)
+            if unended:     # every message came, but the stream was never ended
+                raise ProtocolError(f"{self._name(stream)}: the run ended before the eos of "
+                                    f"the part from {', '.join(map(repr, unended))}",
+                                    problem="incomplete", stream=stream)
