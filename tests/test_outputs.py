@@ -5,6 +5,7 @@ waits for a point it can observe (a `.part` with data) before it acts."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import chaos  # noqa: E402
 
 TONE_YAML = chaos.CONFIGS_DIR / "tone.yaml"
+TESTS = Path(__file__).resolve().parent
 DEADLINE_S = 60.0
 
 
@@ -146,3 +148,113 @@ def test_disk_full_is_one_line_naming_stage_file_and_cause_and_keeps_the_part(tm
         f"cannot write '{out}.part': No space left on device",
         f"incomplete outputs, kept as .part (never renamed to their final name): {out}.part"]
     assert Path(f"{out}.part").stat().st_size > 0 and not out.exists()
+
+
+# ---- Ctrl-C: the first drains, the second stops at once, exit 130 every time -----------------
+
+def test_a_second_ctrl_c_after_a_drained_run_ended_still_exits_130_not_killed_by_sigint(
+        tmp_path):
+    # Today a second Ctrl-C that came as the drained run printed its table or exited killed
+    # the process with SIGINT (return code -2), or added "flowengine: interrupted".
+    out = tmp_path / "out" / "tone.mp3"
+    run = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
+                         f"sink.path={out}", start_new_session=True)
+    try:
+        wait_for_data(Path(f"{out}.part"), run)
+        os.killpg(run.pid, signal.SIGINT)
+        # The table's last line (stdout is a pipe: it comes as the process flushes at exit).
+        while (line := run.stdout.readline()) and "s of audio in" not in line:
+            pass
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=DEADLINE_S)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+    assert (run.returncode, stderr) == (
+        130, "interrupted: the run was drained and its outputs finalised\n")
+    assert out.exists() and not Path(f"{out}.part").exists()
+
+
+def slow_flush_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.yaml"
+    path.write_text(json.dumps({"name": "slow", "stages": [
+        {"name": "tone", "op": "tone", "params": {"seconds": 600, "realtime": True}},
+        {"name": "mid", "op": "engine_ops:SlowFlushPass",
+         "params": {"marker": str(tmp_path / "mid"), "seconds": 1.0}},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(tmp_path / "out" / "t.wav")}}]}))
+    return path
+
+
+def test_the_second_ctrl_c_stops_a_draining_run_at_once_and_keeps_the_part(tmp_path):
+    # The drain reaches 'mid', whose flush takes 1 s; the second Ctrl-C comes then. Today
+    # the coordinator sent shutdown and waited: 'mid' finished its flush (and could pass the
+    # end on to the sink, which finalised); now every worker is killed at the second Ctrl-C.
+    out = tmp_path / "out" / "t.wav"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "tmp").mkdir()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flowengine", "run", str(slow_flush_yaml(tmp_path)), "--quiet"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp"),
+                        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])})
+    try:
+        wait_for_data(Path(f"{out}.part"), run)
+        workers, _ = chaos.worker_pids(run.pid)
+        os.killpg(run.pid, signal.SIGINT)
+        wait_for_data(tmp_path / "mid.flushing", run)
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=DEADLINE_S)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+    assert run.returncode == 130
+    assert stderr.splitlines() == [
+        "", "flowengine: interrupted",
+        f"incomplete outputs, kept as .part (never renamed to their final name): {out}.part"]
+    # Every worker is gone as the command ends, so 'mid' never finishes its flush.
+    assert chaos.alive_pids(workers) == []
+    assert not (tmp_path / "mid.flushed").exists()
+    assert not out.exists() and Path(f"{out}.part").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# ---- a coordinator killed with SIGKILL: the next run removes what it left ---------------------
+
+def run_dirs(tmp: Path) -> set[Path]:
+    return set(tmp.glob("flowengine-*"))
+
+
+def test_the_next_run_removes_the_run_directory_of_a_killed_coordinator_and_only_that(tmp_path):
+    # Today /tmp/flowengine-* of a coordinator killed with SIGKILL stayed for good.
+    tmp = tmp_path / "tmp"
+    killed = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
+                            f"sink.path={tmp_path / 'out' / 'killed.mp3'}")
+    wait_for_data(tmp_path / "out" / "killed.mp3.part", killed)
+    workers, _ = chaos.worker_pids(killed.pid)
+    (left,) = run_dirs(tmp)
+    killed.kill()
+    killed.communicate()
+    deadline = time.monotonic() + DEADLINE_S   # the workers notice their coordinator is gone
+    while chaos.alive_pids(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert chaos.alive_pids(workers) == [] and left.exists()
+
+    live = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
+                          f"sink.path={tmp_path / 'out' / 'live.mp3'}", start_new_session=True)
+    try:
+        wait_for_data(tmp_path / "out" / "live.mp3.part", live)
+        (live_dir,) = run_dirs(tmp) - {left}
+        short = flowengine_run(tmp_path, "tone.seconds=0.5",
+                               f"sink.path={tmp_path / 'out' / 'short.mp3'}")
+        assert short.wait(timeout=DEADLINE_S) == 0
+        # The dead run's directory went; the live run's stays (its owner holds its lock).
+        assert run_dirs(tmp) == {live_dir}
+        os.killpg(live.pid, signal.SIGINT)
+        assert live.wait(timeout=DEADLINE_S) == 130
+    finally:
+        if live.poll() is None:
+            os.killpg(live.pid, signal.SIGKILL)
+            live.communicate()
+    assert run_dirs(tmp) == set()

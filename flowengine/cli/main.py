@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import select
-import shutil
+import signal
 import sys
 import time
 import traceback
@@ -36,6 +36,7 @@ from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, WorkerFailed
 from flowengine.core.audit import AuditError
 from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
+from flowengine.core.signals import SignalCount
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -254,6 +255,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.engine import build_plan
+    from flowengine.engine.control.rundirs import remove_run_dir
 
     run = resolve_run(args.config, args.overrides, check_paths=False)
     plan = build_plan(run.config)
@@ -277,7 +279,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         for line in _edges_text(run):
             print(line, file=out)
     finally:
-        shutil.rmtree(plan.run_dir, ignore_errors=True)
+        remove_run_dir(plan.run_dir)
     return EXIT_OK
 
 
@@ -346,6 +348,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
     started = time.time()
+    # Ctrl-C/SIGTERM outside the run itself: the runners install their own handlers for the
+    # run and hand back to this one, so a signal just after the run is counted (exit 130),
+    # never a KeyboardInterrupt. Then the command line's own process ignores them until it
+    # exits: Python restores the default action as it shuts down, and a second Ctrl-C that
+    # came while a drained run printed its table killed the process with SIGINT (exit -2).
+    after_run = SignalCount()
+    after_run.install()
     try:
         if args.in_process:
             report = run_in_process(run, progress=display.update)
@@ -356,13 +365,18 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         display.close()
         _note_incomplete_outputs(exc, run, started)
         raise
+    finally:
+        after_run.restore()
+        if args.process_entry:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
     display.close()
     print(stage_table(report), file=out)
     print(audit_lines(report), file=out)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
           f"({report.realtime_factor:.1f}x real time) {mode}", file=out)
-    if report.interrupted:
+    if report.interrupted or after_run.count:
         print("interrupted: the run was drained and its outputs finalised", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -383,6 +397,7 @@ def _message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module doc)."""
     args = build_parser().parse_args(argv)
+    args.process_entry = argv is None     # the command line itself, not a caller's main([...])
     try:
         return _COMMANDS[args.command](args, sys.stdout)
     except ConfigError as exc:

@@ -25,8 +25,9 @@ Theory of operation
 
 Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
 their streams; EOF flows; sinks finalise their files) and the run completes
-normally with ``RunReport.interrupted`` set; a second one stops at once and
-raises ``RunInterrupted`` (exit code 130).
+normally with ``RunReport.interrupted`` set; a second one stops at once (every
+worker is SIGKILLed from the signal handler, so no output is finalised after
+it) and raises ``RunInterrupted`` (exit code 130).
 
 As with any "spawn"/"forkserver" program, a script that runs an Engine must
 guard its entry point with ``if __name__ == "__main__":`` (worker processes
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import shutil
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from flowengine.errors import ConfigError, WireError, WorkerFailed
 from flowengine.core.audit import Finding, audit_report, check_audit, stages_from_plan
 from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
+from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.preload import modules_for
 from flowengine.engine.recovery.replay import AckRelay
@@ -227,7 +229,9 @@ class Engine:
         self.handle_signals = handle_signals
         self.pids: list[int] = []
         self._workers: dict[str, _Tracked] = {}
-        self._signals = SignalCount()
+        # The second Ctrl-C/SIGTERM kills the workers from the handler itself (see
+        # _kill_workers_now); the loop then raises RunInterrupted at its next look.
+        self._signals = SignalCount(on_second=self._kill_workers_now)
         self._drain_sent = False
         self._started_at = 0.0
         self.restarts: list[RestartEvent] = []
@@ -285,7 +289,7 @@ class Engine:
                 if auth is not None:
                     auth.stop()
                 context.term()
-                shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+                remove_run_dir(self.plan.run_dir)
                 self._signals.restore()
 
     def snapshot(self, final: bool = False) -> RunReport:
@@ -523,6 +527,10 @@ class Engine:
 
     def _fail(self, tracked: _Tracked, what: str) -> None:
         """Replace the worker (restart: on-failure, restarts left), else raise WorkerFailed."""
+        if self._signals.count >= 2:
+            # Stopped at once: the workers die of our own SIGKILL, which is neither a failure
+            # nor something to restart.
+            raise RunInterrupted("interrupted twice: run stopped at once")
         if tracked.replaced or self._workers.get(tracked.spec.id) is not tracked:
             return                # a replacement took over already
         spec = tracked.spec
@@ -547,6 +555,22 @@ class Engine:
         raise error
 
     # ----------------------------------------------------------------- signals
+
+    def _kill_workers_now(self) -> None:
+        """Called from the signal handler at the second Ctrl-C/SIGTERM: SIGKILL every worker
+        at once, so nothing is written or renamed after it. A graceful shutdown came too late:
+        a sink that was between its stream's eos and the shutdown still finalised its file
+        under its final name after "stopped at once", and a stage busy in a flush went on
+        for the whole stop_timeout. Only os.kill here: the main thread may be inside a
+        Process method the handler interrupted."""
+        for tracked in list(self._workers.values()):
+            popen = getattr(tracked.process, "_popen", None)
+            if popen is None or popen.returncode is not None:
+                continue      # not started, or its end already seen (its pid may be reused)
+            try:
+                os.kill(popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _check_signals(self) -> None:
         signals = self._signals.count
