@@ -52,6 +52,7 @@ from flowengine.errors import ConfigError, WireError, WorkerFailed
 from flowengine.core.audit import Finding, audit_report, check_audit, stages_from_plan
 from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
+from flowengine.engine.control.helpers import HelperWatch, pidfd_of, quiet_tracker_relaunch
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.preload import modules_for
@@ -176,6 +177,7 @@ class _Tracked:
     error: dict | None = None
     replaced: bool = False        # a replacement took over (restart.py): ignore its failures
     held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
+    pidfd: int | None = None      # to kill it by pid even once its forkserver is gone
 
 
 def _signal_name(code: int) -> str:
@@ -232,6 +234,7 @@ class Engine:
         # The second Ctrl-C/SIGTERM kills the workers from the handler itself (see
         # _kill_workers_now); the loop then raises RunInterrupted at its next look.
         self._signals = SignalCount(on_second=self._kill_workers_now)
+        self._helpers = HelperWatch()   # the forkserver and the resource tracker (helpers.py)
         self._drain_sent = False
         self._started_at = 0.0
         self.restarts: list[RestartEvent] = []
@@ -318,17 +321,54 @@ class Engine:
             process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
                                  daemon=True)
             self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
+        try:
+            self._helpers.start()
+        except (EOFError, OSError) as exc:
+            self._start_failed(None, exc)
         for tracked in self._workers.values():
+            self._check_helpers()     # a dead one would be relaunched by the start, unseen
             try:
-                tracked.process.start()
-            except (EOFError, OSError):
-                # A Ctrl-C to the process group while the forkserver imports kills it (it
-                # ignores SIGINT only after its imports): the start reads EOF from it.
-                if self._signals.count:
-                    raise RunInterrupted("interrupted while the workers started") from None
-                raise
-            tracked.report.pid = tracked.process.pid
-            self.pids.append(tracked.process.pid)
+                with quiet_tracker_relaunch():
+                    tracked.process.start()
+            except (EOFError, OSError) as exc:
+                self._start_failed(tracked, exc)
+            self.started_process(tracked)
+
+    def started_process(self, tracked: _Tracked) -> None:
+        """Note a worker process just started (first or replacement)."""
+        tracked.report.pid = tracked.process.pid
+        tracked.pidfd = pidfd_of(tracked.process.pid)
+        self.pids.append(tracked.process.pid)
+        self._helpers.refresh()
+
+    def _start_failed(self, tracked: _Tracked | None, exc: BaseException) -> None:
+        """A start that read EOF or an error from the forkserver: name what happened."""
+        # A Ctrl-C to the process group while the forkserver imports kills it (it ignores
+        # SIGINT only after its imports): the start reads EOF from it.
+        if self._signals.count:
+            raise RunInterrupted("interrupted while the workers started") from None
+        self._check_helpers(wait=0.5)
+        what = "the worker processes" if tracked is None else \
+            f"stage {tracked.spec.stage!r} replica {tracked.spec.replica}"
+        error = WorkerFailed(f"{what} could not be started: {type(exc).__name__}: {exc}")
+        error.stage = None if tracked is None else tracked.spec.stage
+        error.replica = None if tracked is None else tracked.spec.replica
+        raise error from None
+
+    def _check_helpers(self, wait: float = 0.0) -> None:
+        """Fail the run when the forkserver or the resource tracker has died: its workers
+        cannot be started or followed any more."""
+        what = self._helpers.failure(wait)
+        if what is None:
+            return
+        if self._signals.count >= 2:
+            raise RunInterrupted("interrupted twice: run stopped at once")
+        if self._sinks_done:
+            log.warning("%s after every sink had finished: the output is complete", what)
+            return
+        error = WorkerFailed(what)
+        error.stage = error.replica = None
+        raise error
 
     def _stop_all(self) -> None:
         """Shutdown to every worker, then join with a deadline, terminate, kill."""
@@ -353,6 +393,19 @@ class Engine:
                 getattr(tracked.process, escalate)()
             for tracked in alive:
                 tracked.process.join(1.0)
+        # A worker whose forkserver died reads as ended (exit code 255) but may still run:
+        # no orphan is left behind.
+        for tracked in self._workers.values():
+            if tracked.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(tracked.pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass       # ended (a zombie its forkserver reaps, or gone)
+                except OSError as exc:
+                    log.warning("worker %r not killed by pidfd: %s", tracked.spec.id, exc)
+                os.close(tracked.pidfd)
+                tracked.pidfd = None
+        self._helpers.close()
 
     # ---------------------------------------------------------------- messages
 
@@ -499,9 +552,14 @@ class Engine:
     def _check_processes(self) -> None:
         """A worker process that ended before shutdown failed the run."""
         sentinels = {t.process.sentinel: t for t in self._workers.values() if not t.replaced}
-        ended = wait_for_sentinels(list(sentinels), timeout=0)
+        ended = wait_for_sentinels(list(sentinels) + list(self._helpers.fds), timeout=0)
         if not ended:
             return
+        if any(fd in self._helpers.fds for fd in ended):
+            self._check_helpers()
+            ended = [e for e in ended if e in sentinels]
+            if not ended:
+                return
         tracked = sentinels[ended[0]]
         tracked.process.join(0.5)
         # Its error report may still be on the way: give it a moment to arrive.
@@ -509,6 +567,9 @@ class Engine:
         while time.monotonic() < deadline:
             self._receive(0.05)
         code = tracked.process.exitcode
+        if code == 255:
+            # multiprocessing's code for "its forkserver is gone": say so, if it is.
+            self._check_helpers(wait=0.5)
         if code is None:
             what = "closed its process sentinel but is still running"
         elif code < 0:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
+from flowengine.engine.control.helpers import quiet_tracker_relaunch
 from flowengine.engine.worker.main import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
@@ -120,9 +121,10 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     report.restarts = tracked.report.restarts + 1
     new = type(tracked)(spec, process, report)
     engine._workers[spec.id] = new
-    process.start()
-    report.pid = process.pid
-    engine.pids.append(process.pid)
+    engine._check_helpers()
+    with quiet_tracker_relaunch():
+        process.start()
+    engine.started_process(new)
     log.warning("stage %r replica %d (pid %s) %s: restarting it (restart %d of %d), new pid %d",
                 spec.stage, spec.replica, old.pid, reason.splitlines()[0], spec.generation,
                 spec.max_restarts, process.pid)
