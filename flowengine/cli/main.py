@@ -1,6 +1,6 @@
 """The `flowengine` command: run, validate and plan YAML runs; list operators; print the schema.
 
-    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process]
+    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process] [--report FILE]
     flowengine validate CONFIG [--set ...]
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
@@ -35,7 +35,7 @@ from typing import Sequence, TextIO
 from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, WorkerFailed
 from flowengine.core.audit import AuditError
-from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
+from flowengine.cli.progress import ProgressDisplay, audit_lines, report_json, stage_table
 from flowengine.core.signals import SignalCount
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true",
                      help="run every stage in this process with the Runner (no workers)")
     run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+    run.add_argument("--report", metavar="FILE",
+                     help="also write the run's report as JSON to FILE ('-': stdout): per "
+                          "stage counts, the audit, restarts and samples lost per stream")
     run.add_argument("--verbose", action="store_true",
                      help="log engine events to stderr (every listening endpoint, CURVE refusals)")
 
@@ -338,6 +341,22 @@ def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float)
                      f"{', '.join(parts)}")
 
 
+def _write_report(args: argparse.Namespace, report, out: TextIO) -> None:
+    """`--report FILE`: the run's report as JSON (also for a run whose audit failed)."""
+    if getattr(args, "report", None) is None or report is None:
+        return
+    text = json.dumps(report_json(report), indent=2) + "\n"
+    if args.report == "-":
+        out.write(text)
+        return
+    try:
+        with open(args.report, "w") as file:
+            file.write(text)
+    except OSError as exc:
+        raise FlowError(f"cannot write the report '{args.report}': {exc.strerror or exc}") \
+            from None
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.local.run import make_output_dirs, run_in_process
 
@@ -371,11 +390,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
     display.close()
-    print(stage_table(report), file=out)
-    print(audit_lines(report), file=out)
+    _write_report(args, report, out)
+    shown = sys.stderr if args.report == "-" else out    # stdout is the JSON alone then
+    print(stage_table(report), file=shown)
+    print(audit_lines(report), file=shown)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
-          f"({report.realtime_factor:.1f}x real time) {mode}", file=out)
+          f"({report.realtime_factor:.1f}x real time) {mode}", file=shown)
     if report.interrupted or after_run.count:
         print("interrupted: the run was drained and its outputs finalised", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -412,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except AuditError as exc:   # the run went through but lost or invented audio
         if exc.report is not None:
+            _write_report(args, exc.report, sys.stdout)
             print(stage_table(exc.report), file=sys.stdout)
         _report(args, exc, "run failed")
         return EXIT_FAILED
