@@ -109,6 +109,9 @@ class WorkerReport:
     max_queue: int = 0
     done: bool = False
     restarts: int = 0             # replacements of this replica (restart: on-failure)
+    # The counts its replaced generations had reported (added to this one's): the table
+    # counts the replica's whole run, not only its replacement's.
+    earlier: dict[str, float] = field(default_factory=dict)
     stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per stream: sample rates (and packet time bases) in and out, for the audit.
     stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -178,6 +181,9 @@ class _Tracked:
     replaced: bool = False        # a replacement took over (restart.py): ignore its failures
     held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
     pidfd: int | None = None      # to kill it by pid even once its forkserver is gone
+    # A replacement: per upstream, what it had sent to this replica before resuming it (its
+    # "resumed"); only what came after counts in this replica's queue depth.
+    sent_base: dict[str, int] = field(default_factory=dict)
 
 
 def _signal_name(code: int) -> str:
@@ -197,6 +203,10 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
     report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
     report.cpu_seconds = message.get("cpu", 0.0)
     report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+    for key, value in report.earlier.items():
+        setattr(report, key, getattr(report, key) + value)
+    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+
 
 
 class Engine:
@@ -482,6 +492,10 @@ class Engine:
             tracked.held.add(message["to"])
         elif kind == "replayed":
             note_replayed(self, tracked, message)
+        elif kind == "resumed":
+            target = self._workers.get(message["to"])
+            if target is not None and target.spec.generation == message["generation"]:
+                target.sent_base[tracked.spec.id] = message["sent"]
         else:
             wall = time.monotonic() - self._started_at
             _apply_counts(tracked.report, message, wall)
@@ -502,8 +516,16 @@ class Engine:
         (older) reports, so it never counts messages sent after it read: a
         lower bound, exact for a blocked upstream, and 0 once it is done.
         """
-        sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0)
-                   for u in tracked.spec.upstream if u in self._workers)
+        upstream = [u for u in tracked.spec.upstream if u in self._workers]
+        if tracked.spec.generation:
+            # A replacement has received only what was sent after its resume: the upstreams'
+            # counts since then (without a base yet, the depth is not known: left as it was).
+            if any(u not in tracked.sent_base for u in upstream):
+                return
+            sent = sum(max(0, self._workers[u].sent_to.get(tracked.spec.id, 0)
+                           - tracked.sent_base[u]) for u in upstream)
+        else:
+            sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0) for u in upstream)
         report = tracked.report
         report.queue_depth = max(0, sent - tracked.received)
         report.max_queue = max(report.max_queue, report.queue_depth)

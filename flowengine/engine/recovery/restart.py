@@ -45,6 +45,11 @@ __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "re
 
 log = logging.getLogger("flowengine.engine")
 
+# The WorkerReport totals a replacement carries on from the generations it replaced.
+CARRIED_COUNTS = ("messages_in", "samples_in", "bytes_in", "seconds_in", "messages_out",
+                  "samples_out", "bytes_out", "seconds_out", "busy_seconds", "blocked_seconds",
+                  "cpu_seconds", "errors_skipped")
+
 GAP = "gap"   # a Finding status: samples lost to a restart, reported (not a mismatch)
 HOLD_TIMEOUT_S = 5.0   # for the upstreams of a lossless stage to hold its dead replica
 
@@ -119,6 +124,10 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
         target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
     report = type(tracked.report)(spec.stage, spec.replica)
     report.restarts = tracked.report.restarts + 1
+    # The table counts the replica's whole run: the dead generations' last reported counts
+    # go on under the replacement's (what the dead one did after its last stats is unknown).
+    report.earlier = {key: getattr(tracked.report, key) for key in CARRIED_COUNTS}
+    report.max_queue = tracked.report.max_queue
     new = type(tracked)(spec, process, report)
     engine._workers[spec.id] = new
     engine._check_helpers()
