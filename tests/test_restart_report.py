@@ -58,3 +58,80 @@ def test_the_cli_audit_line_and_json_report_give_the_samples_lost_per_stream(tmp
     assert [(r["stage"], r["replica"], r["generation"]) for r in report["restarts"]] == \
         [("mid", 0, 1)]
     assert report["audit"]["ok"] is True and report["complete"] is True
+
+
+def delay_run(tmp_path: Path) -> Path:
+    path = tmp_path / "delay.yaml"
+    path.write_text(json.dumps({"name": "delay", "stages": [
+        {"name": "tone", "op": "tone",
+         "params": {"seconds": 4, "sample_rate": 16000, "channels": 1, "chunk_samples": 400,
+                    "realtime": True}},
+        {"name": "delay", "op": "delay", "params": {"delay_ms": 10}, "restart": "on-failure",
+         "hwm": 8},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(tmp_path / "out.wav")}}]}))
+    return path
+
+
+def test_the_final_table_counts_a_restarted_stage_s_whole_run_and_no_queue_above_its_hwm(
+        tmp_path):
+    # Today the restarted stage's row counted its replacement alone, and its queue depth was
+    # what its upstream had sent over the whole run minus what the replacement received.
+    total = 4 * 16000
+    seen: dict[str, int] = {}
+
+    def kill_late(report) -> None:   # once the doomed worker has reported 60 % of the input
+        delay = report.stage("delay").workers[0]
+        if not seen and delay.samples_in >= 0.6 * total:
+            seen["samples"], seen["pid"] = delay.samples_in, delay.pid
+            os.kill(delay.pid, signal.SIGKILL)
+
+    plan = build_plan(resolve_run(delay_run(tmp_path)).config, stats_interval=0.1)
+    report = Engine(plan, progress=kill_late, progress_interval=0.05,
+                    handle_signals=False).run()
+    assert [(e.stage, e.old_pid) for e in report.restarts] == [("delay", seen["pid"])]
+    delay = report.stage("delay")
+    # At least what the dead worker had reported plus all its replacement took in (the
+    # replacement alone took in less than 40 %), and never more than the source sent.
+    assert seen["samples"] + 1 <= delay.total("samples_in") <= total
+    assert delay.total("samples_in") >= total - sum(g.samples for g in report.gaps) - 2 * 1600
+    assert delay.max_queue <= 8
+
+
+def flac_frame_numbers(path: Path) -> list[int]:
+    """The pts PyAV's FLAC demuxer gives every frame (from the frame headers' numbers)."""
+    with av.open(str(path)) as container:
+        return [packet.pts for packet in container.demux(audio=0) if packet.size]
+
+
+def test_a_restarted_flac_encoder_keeps_the_files_timestamps_monotonic(tmp_path):
+    # Today the replacement's frames were numbered from 0 again inside the same file (ffmpeg:
+    # "sample/frame number mismatch", "non monotonically increasing dts").
+    path = tmp_path / "flac.yaml"
+    out = tmp_path / "out.flac"
+    path.write_text(json.dumps({"name": "flac", "stages": [
+        {"name": "tone", "op": "tone", "params": {"seconds": 3, "sample_rate": 16000,
+                                                  "channels": 1, "sample_type": "s16",
+                                                  "realtime": True, "chunk_samples": 800}},
+        {"name": "encode", "op": "flac_encoder", "restart": "on-failure"},
+        {"name": "sink", "op": "file_sink", "params": {"path": str(out)}}]}))
+    killed: list[int] = []
+
+    def kill_once_frames_are_written(report) -> None:
+        encode = report.stage("encode").workers[0]
+        if not killed and report.stage("sink").total("messages_in") >= 4:
+            killed.append(encode.pid)
+            os.kill(encode.pid, signal.SIGKILL)
+
+    plan = build_plan(resolve_run(path).config, stats_interval=0.1)
+    report = Engine(plan, progress=kill_once_frames_are_written, progress_interval=0.05,
+                    handle_signals=False).run()
+    assert killed and len(report.restarts) == 1
+    pts = flac_frame_numbers(out)
+    assert len(pts) > 8
+    assert all(b > a for a, b in zip(pts, pts[1:])), pts
+    # Frames follow each other: every frame starts where the one before ended.
+    with av.open(str(out)) as container:
+        frames = [f for f in container.decode(audio=0)]
+    starts = [f.pts for f in frames]
+    ends = [f.pts + f.samples for f in frames]
+    assert starts[1:] == ends[:-1]
