@@ -342,9 +342,9 @@ class Engine:
                     tracked.process.start()
             except (EOFError, OSError) as exc:
                 self._start_failed(tracked, exc)
-            self.started_process(tracked)
+            self._started_process(tracked)
 
-    def started_process(self, tracked: _Tracked) -> None:
+    def _started_process(self, tracked: _Tracked) -> None:
         """Note a worker process just started (first or replacement)."""
         tracked.report.pid = tracked.process.pid
         tracked.pidfd = pidfd_of(tracked.process.pid)

@@ -133,7 +133,7 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     engine._check_helpers()
     with quiet_tracker_relaunch():
         process.start()
-    engine.started_process(new)
+    engine._started_process(new)
     log.warning("stage %r replica %d (pid %s) %s: restarting it (restart %d of %d), new pid %d",
                 spec.stage, spec.replica, old.pid, reason.splitlines()[0], spec.generation,
                 spec.max_restarts, process.pid)
