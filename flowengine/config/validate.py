@@ -549,12 +549,15 @@ def _check_output_paths(stages: list[StageInfo], out: _Collector) -> None:
     """One writer per output file: two file sinks on one path both wrote `NAME.part` and one
     renamed the other's bytes (or failed on the rename), and a sink writing the file a
     `file_source` reads removed the input as the run started."""
+    from flowengine.ops.io.paths import has_stream_field
     writers: dict[str, StageInfo] = {}
     readers = {_same_file(info.params["path"]): info for info in stages
                if info.op == "file_source" and isinstance(info.params.get("path"), str)}
     for info in stages:
         path = info.params.get("path")
-        if info.op != "file_sink" or not isinstance(path, str):
+        # A per-stream template ('out/{stream}.wav') may be shared by sinks of different
+        # streams; two writers of one stream's file are refused at run time (outputlock.py).
+        if info.op != "file_sink" or not isinstance(path, str) or has_stream_field(path):
             continue
         where = ("stages", info.index, "params", "path")
         key = _same_file(path)

@@ -112,6 +112,9 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if old.is_alive():
         old.kill()
     old.join(2.0)
+    if tracked.pidfd is not None:   # dead now: the replacement gets its own
+        os.close(tracked.pidfd)
+        tracked.pidfd = None
     engine._receive(0.05)          # late messages of the old process go to the old record
     engine._control.drop(tracked.spec.id)   # what waited for it means nothing to the new one
     engine._acks.upstream_replaced(tracked.spec.id)
