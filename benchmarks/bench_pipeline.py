@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flowengine.engine.control.coordinator import PRELOAD_MODULES
+from flowengine.engine.worker.forkserver import PRELOAD_MODULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -6,43 +6,56 @@ Library use (one process)::
     enc = fe.Encoder("mp3", fe.Mp3EncoderConfig(fe.AudioFormat(48000, 2, "f32")))
 
 Runs described in YAML, each operator in its own worker process: `flowengine run FILE`.
+
+`import flowengine` loads nothing but this table: each name is imported from
+its module the first time it is used (PEP 562), so the command line, the
+worker processes and a script that needs one codec each pay only for what
+they use.
 """
 
-from flowengine.audio.buffers import AudioFrame, CodecPacket, Packet
-from flowengine.ops.codecs.configs import (
-    AacDecoderConfig, AacEncoderConfig, FlacDecoderConfig, FlacEncoderConfig, Mp3DecoderConfig,
-    Mp3EncoderConfig, OpusDecoderConfig, OpusEncoderConfig, WavDecoderConfig, WavEncoderConfig,
-)
-from flowengine.ops.codecs.decoder import Decoder
-from flowengine.ops.codecs.encoder import Encoder
-from flowengine.errors import (
-    CodecError, ConfigError, FlowError, FormatError, UnknownCodecError, WireError, WorkerFailed,
-)
-from flowengine.audio.format import AudioFormat
-from flowengine.ops.io import AudioFileReader, AudioFileWriter, MemorySink, NullSink, ToneSource
-from flowengine.ops.node import AGAIN, EOF, PACKET, PCM, Node
-from flowengine.ops import (
-    make_decoder_node, make_encoder_node, make_fork_join_node, make_identity_node,
-    make_processor_node, make_python_node, make_sink_node, make_source_node, make_tap_node,
-)
-from flowengine.local.pipeline import Pipeline
-from flowengine.ops.processors import Processor
-from flowengine.ops.registry import registry
-from flowengine.local.runner import AsyncRunner, Runner, RunStats
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AudioFormat", "AudioFrame", "Packet", "CodecPacket",
-    "Encoder", "Decoder",
-    "Mp3EncoderConfig", "AacEncoderConfig", "OpusEncoderConfig", "FlacEncoderConfig", "WavEncoderConfig",
-    "Mp3DecoderConfig", "AacDecoderConfig", "OpusDecoderConfig", "FlacDecoderConfig", "WavDecoderConfig",
-    "Processor",
-    "AudioFileReader", "AudioFileWriter", "ToneSource", "MemorySink", "NullSink",
-    "Node", "AGAIN", "EOF", "PCM", "PACKET",
-    "make_identity_node", "make_processor_node", "make_encoder_node", "make_decoder_node",
-    "make_python_node", "make_tap_node", "make_source_node", "make_sink_node", "make_fork_join_node",
-    "Pipeline", "Runner", "AsyncRunner", "RunStats", "registry",
-    "FlowError", "FormatError", "CodecError", "UnknownCodecError", "WireError", "ConfigError",
-    "WorkerFailed",
-]
+# name -> the module that defines it
+_PUBLIC = {
+    **dict.fromkeys(["AudioFrame", "Packet", "CodecPacket"], "flowengine.audio.buffers"),
+    "AudioFormat": "flowengine.audio.format",
+    "Encoder": "flowengine.ops.codecs.encoder",
+    "Decoder": "flowengine.ops.codecs.decoder",
+    **dict.fromkeys(["Mp3EncoderConfig", "AacEncoderConfig", "OpusEncoderConfig",
+                     "FlacEncoderConfig", "WavEncoderConfig", "Mp3DecoderConfig",
+                     "AacDecoderConfig", "OpusDecoderConfig", "FlacDecoderConfig",
+                     "WavDecoderConfig"], "flowengine.ops.codecs.configs"),
+    "Processor": "flowengine.ops.processors",
+    **dict.fromkeys(["AudioFileReader", "AudioFileWriter", "ToneSource", "MemorySink",
+                     "NullSink"], "flowengine.ops.io"),
+    **dict.fromkeys(["Node", "AGAIN", "EOF", "PCM", "PACKET"], "flowengine.ops.node"),
+    **dict.fromkeys(["make_identity_node", "make_processor_node", "make_encoder_node",
+                     "make_decoder_node", "make_python_node", "make_tap_node",
+                     "make_source_node", "make_sink_node", "make_fork_join_node"],
+                    "flowengine.ops"),
+    "Pipeline": "flowengine.ops.pipeline",
+    "registry": "flowengine.ops.registry",
+    **dict.fromkeys(["Runner", "AsyncRunner", "RunStats"], "flowengine.local.runner"),
+    **dict.fromkeys(["FlowError", "FormatError", "CodecError", "UnknownCodecError",
+                     "WireError", "ConfigError", "WorkerFailed"], "flowengine.errors"),
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowengine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value          # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -18,7 +18,8 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
 from flowengine.engine.control.messages import COORDINATOR_MESSAGES, decode_control
 from flowengine.engine.control.delivery import ControlOutbox
-from flowengine.engine.control.coordinator import WorkerReport, _Tracked
+from flowengine.core.report import WorkerReport
+from flowengine.engine.control.coordinator import _Tracked
 from test_engine_failures import faulty_run
 
 WAIT_MS = 10_000   # how long a stand-in worker waits for its shutdown
@@ -88,7 +89,8 @@ def test_a_socket_error_at_shutdown_is_logged_and_the_workers_still_stopped(tmp_
         f"stopped by signal" for worker_id in engine._workers]
 
 
-def sleep_a_while() -> None:
+def sleep_a_while(started) -> None:
+    started.set()       # running: the forkserver's after-fork hooks are done
     time.sleep(30)
 
 
@@ -100,10 +102,12 @@ def test_the_applications_own_forkserver_processes_still_die_of_sigterm(tmp_path
         {"name": "src", "op": "tone", "params": {"seconds": 0.05}},
         {"name": "out", "op": "null_sink"}]})
     Engine(build_plan(run)).run()           # flowengine's forkserver, with its preload
-    process = multiprocessing.get_context("forkserver").Process(target=sleep_a_while)
+    context = multiprocessing.get_context("forkserver")
+    started = context.Event()
+    process = context.Process(target=sleep_a_while, args=(started,))
     process.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(60)     # a SIGTERM before the child runs would race its start-up
         process.terminate()
         process.join(5)
         assert process.exitcode == -signal.SIGTERM

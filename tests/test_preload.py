@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowengine.engine.worker.preload import BASE_MODULES, SCIPY_OPS, modules_for
+from flowengine.engine.worker.forkserver import BASE_MODULES, SCIPY_OPS, modules_for
 from flowengine.ops.registry import registry
 
 

@@ -362,6 +362,8 @@ ALLOWED_IMPORT_MODULE = {
     "ops/registry.py": "built-in operator families and installed entry-point plugins",
     "ops/processors/_scipy.py": "scipy submodules imported on first use",
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
+    "__init__.py": "the public names, each from its own module, imported when first used",
+    "engine/__init__.py": "the engine's public names, imported when first used (not in workers)",
     "cli/bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 

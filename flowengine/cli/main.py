@@ -32,6 +32,8 @@ import time
 import traceback
 from typing import Sequence, TextIO
 
+import yaml
+
 from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, WorkerFailed
 from flowengine.core.audit import AuditError
@@ -266,11 +268,16 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
               f"transport {run.config.transport}", file=out)
         print(f"control: {plan.control_endpoint}", file=out)
+        for note in plan.notes:
+            print(f"layout: {note}", file=out)
         for stage in plan.stages:
             info = run.stage(stage.name)
             kinds = f"{stage.input_kind or '-'} -> {stage.output_kind or '-'}"
             print(f"stage {stage.name} ({stage.op}, {stage.kind}, {kinds}): "
                   f"replicas={stage.replicas} hwm={stage.hwm}", file=out)
+            if stage.parts:
+                print(f"  runs, per replica and stream: "
+                      f"{' -> '.join(part.name for part in stage.parts)}", file=out)
             if stage.inputs:
                 print(f"  inputs: {', '.join(stage.inputs)}", file=out)
             if info.output_kind == "pcm":
@@ -357,12 +364,26 @@ def _write_report(args: argparse.Namespace, report, out: TextIO) -> None:
             from None
 
 
+def _ops_named_in(path: str) -> list[str]:
+    """The operators a config file names, read without validating it (for what the
+    forkserver preloads; a file that does not parse is reported by the validation after)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = yaml.safe_load(file)
+        return [str(stage.get("op")) for stage in data.get("stages", [])]
+    except Exception:   # noqa: BLE001 - only a hint: validation says what is wrong
+        return []
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.local.run import make_output_dirs, run_in_process
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
                             stream=sys.stderr)
+    if not args.in_process:     # the forkserver imports the worker code while we validate
+        from flowengine.engine.worker.forkserver import start_forkserver
+        start_forkserver(_ops_named_in(args.config))
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)

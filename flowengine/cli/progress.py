@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from flowengine.core.audit import audit_summary
-from flowengine.engine.control.coordinator import RunReport, StageReport
+from flowengine.core.report import RunReport, StageReport
 
 __all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines",
            "lost_samples", "report_json"]

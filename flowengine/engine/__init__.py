@@ -4,10 +4,31 @@
 replicas, endpoints, HWMs); ``run_plan(plan)`` / ``Engine(plan).run()`` runs it
 and returns a RunReport, or raises WorkerFailed naming the stage, replica and
 traceback of the worker that failed.
+
+The names are imported when first used (PEP 562): a worker process imports
+``flowengine.engine.worker`` and must not load the planner or the config
+model on the way.
 """
 
-from flowengine.engine.build import build_plan
-from flowengine.engine.control.coordinator import Engine, RunInterrupted, RunReport, StageReport, WorkerReport, run_plan
+from __future__ import annotations
 
-__all__ = ["build_plan", "run_plan", "Engine", "RunReport", "StageReport", "WorkerReport",
-           "RunInterrupted"]
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "build_plan": "flowengine.engine.build",
+    **dict.fromkeys(["Engine", "run_plan"], "flowengine.engine.control.coordinator"),
+    **dict.fromkeys(["RunReport", "StageReport", "WorkerReport", "RunInterrupted"],
+                    "flowengine.core.report"),
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowengine.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

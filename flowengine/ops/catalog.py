@@ -16,11 +16,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BeforeValidator
 
-from flowengine.audio.buffers import AudioFrame
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
-from flowengine.audio.format import AudioFormat
 from flowengine.ops.node import PACKET, PCM, Node
 from flowengine.ops.processors import Processor
+from flowengine.ops.processors.resample import ResampleNode
 from flowengine.ops.registry import FormatParam, operator
 from flowengine.ops.adapters import (
     ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
@@ -258,42 +257,6 @@ def gain(gain: float = 1.0, gain_db: float | None = None,
     return _processor(Processor.gain(format, gain=gain, gain_db=gain_db))
 
 
-class _ResampleToInputChannels:
-    """A Resampler whose output keeps the input's channel count, built at the first frame."""
-
-    name = "resample"
-
-    def __init__(self, sample_rate: int, sample_type: str, planar: bool,
-                 out_chunk_samples: int | None) -> None:
-        self._args = (sample_rate, sample_type, planar, out_chunk_samples)
-        self._inner = None
-
-    @property
-    def input_format(self) -> AudioFormat | None:
-        return None if self._inner is None else self._inner.input_format
-
-    @property
-    def output_format(self) -> AudioFormat | None:
-        return None if self._inner is None else self._inner.output_format
-
-    def put_frame(self, frame: AudioFrame) -> None:
-        if self._inner is None:
-            rate, sample_type, planar, chunk = self._args
-            out = AudioFormat(rate, frame.format.channels, sample_type, planar)
-            self._inner = Processor.resample(None, out, out_chunk_samples=chunk)
-        self._inner.put_frame(frame)
-
-    def get_audio_frame(self) -> AudioFrame | None:
-        return None if self._inner is None else self._inner.get_audio_frame()
-
-    def flush(self) -> None:
-        if self._inner is not None:
-            self._inner.flush()
-
-    def reset(self) -> None:
-        self._inner = None
-
-
 @operator("resample", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           summary="Change sample rate, channels and sample type (libswresample)")
 def resample(sample_rate: int, channels: int | None = None, sample_type: str = "f32",
@@ -306,11 +269,7 @@ def resample(sample_rate: int, channels: int | None = None, sample_type: str = "
     in_format: the input format (None: from the first frame)
     out_chunk_samples: re-block the output into chunks of this size
     """
-    if channels is None and in_format is None:
-        return _processor(_ResampleToInputChannels(sample_rate, sample_type, planar,
-                                                   out_chunk_samples))
-    out = AudioFormat(sample_rate, channels or in_format.channels, sample_type, planar)
-    return _processor(Processor.resample(in_format, out, out_chunk_samples=out_chunk_samples))
+    return ResampleNode(sample_rate, channels, sample_type, planar, in_format, out_chunk_samples)
 
 
 @operator("channel_map", kind="processor", inputs=PCM, outputs=PCM, stateful=False,

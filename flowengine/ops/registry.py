@@ -118,6 +118,9 @@ class OperatorSpec:
     # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
     expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
         default=None, repr=False, compare=False)
+    # A multi-stream source whose node can read a share of its streams (`share(claim)`): the
+    # planner may run whole streams per replica, each replica reading its own.
+    shares_streams: bool = False
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -183,7 +186,8 @@ class Registry:
     def operator(self, name: str, *, kind: str, inputs: str | None, outputs: str | None,
                  summary: str, stateful: bool,
                  kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
-                 expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None):
+                 expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None,
+                 shares_streams: bool = False):
         """Decorator: register a factory function as operator `name` (see module doc)."""
         if kind not in OPERATOR_KINDS:
             raise ConfigError(f"operator {name!r}: kind must be one of "
@@ -195,7 +199,8 @@ class Registry:
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
-                                _params_of(name, factory), factory, kinds, expected_out)
+                                _params_of(name, factory), factory, kinds, expected_out,
+                                shares_streams)
             self.register(spec)
             return factory
         return register

@@ -1,4 +1,4 @@
-"""Imported by the forkserver only (a preload module, `coordinator.PRELOAD_MODULES`), for its
+"""Imported by the forkserver only (a preload module, `forkserver.PRELOAD_MODULES`), for its
 side effect: the forkserver ignores SIGTERM, while every process it forks gets the default
 back at its start (below), so only flowengine's workers, which ignore SIGTERM themselves
 (`worker.run_worker`), keep ignoring it.

@@ -27,6 +27,9 @@ from typing import Iterator
 
 __all__ = ["HelperWatch", "pidfd_of", "quiet_tracker_relaunch"]
 
+# Helper pids whose death a run has reported (this process's helpers are shared by its runs).
+_reported: set[int] = set()
+
 _ROLES = {"forkserver": "the forkserver (pid {pid}), which starts the workers,",
           "resource tracker": "the resource tracker (pid {pid}) of the worker processes"}
 
@@ -102,12 +105,14 @@ class HelperWatch:
     def failure(self, wait: float = 0.0) -> str | None:
         """'the forkserver (pid N), which starts the workers, was killed by SIGKILL' for the
         first helper that ended, else None; waits up to `wait` s for one to end (a worker's
-        lost sentinel may be seen a moment before the forkserver's own end)."""
+        lost sentinel may be seen a moment before the forkserver's own end). A death is
+        reported once per process: the next run gets a relaunched helper."""
         if wait > 0 and self.fds:
             select.select(list(self.fds), [], [], wait)
         for name, pid in self.pids.items():
-            how = _how_it_ended(pid)
+            how = _how_it_ended(pid) if pid not in _reported else None
             if how is not None:
+                _reported.add(pid)
                 role = _ROLES[name.partition("@")[0]].format(pid=pid)
                 return f"{role} {how}"
         return None

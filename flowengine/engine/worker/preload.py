@@ -1,16 +1,9 @@
-"""What worker processes should import before a run starts, and the import itself.
+"""What a worker does before it reports ready: import what its operators need and build
+their parameter models, so none of it happens on the data path.
 
-A worker created by the forkserver starts from a copy of it, so whatever the
-forkserver imported is free for every worker. The forkserver preloads
-`modules_for(plan ops)`: the worker code, this module (importing it loads the
-operator registry with its plugins: ~0.13 s a worker paid on its first
-buffer, one stage after another along the chain) and ``scipy.signal`` when a
-stage runs an operator that filters (~1.4 s per worker otherwise).
-
-The forkserver is started once per coordinator process and keeps its first
-preload list; a later run with other operators still gets them imported in
-each worker before it reports ready (`warm`), all workers at once, rather
-than on the data path.
+Importing this module (the forkserver does, see forkserver.py)
+loads the operator registry with its plugins, once for every worker (~0.13 s
+a worker paid on its first buffer, one stage after another along the chain).
 """
 
 from __future__ import annotations
@@ -18,19 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from flowengine.engine.worker.forkserver import SCIPY_OPS
 from flowengine.errors import ConfigError
 from flowengine.ops.registry import registry
 
-__all__ = ["BASE_MODULES", "SCIPY_OPS", "modules_for", "warm"]
-
-BASE_MODULES = ["flowengine.engine.worker.main", "flowengine.engine.worker.preload"]
-# Operators whose nodes call scipy.signal (flowengine.ops.processors._scipy imports it lazily).
-SCIPY_OPS = frozenset({"fir", "iir", "lowpass", "highpass", "compressor", "loudness"})
-
-
-def modules_for(ops: Iterable[str]) -> list[str]:
-    """The modules to preload for a run whose stages (fused members included) run `ops`."""
-    return BASE_MODULES + (["scipy.signal"] if SCIPY_OPS.intersection(ops) else [])
+__all__ = ["warm"]
 
 
 def warm(stages: Iterable[tuple[str, dict[str, Any]]]) -> None:
