@@ -408,3 +408,41 @@ def test_an_encoder_setting_its_input_format_refuses_is_found_before_the_run():
     assert problems(aac, ["tone.channels=9"]) == [
         "run.yaml:10: stage 'aac' (aac_encoder): inputs: aac: channels must be 1..8, got 9 "
         "(stage 'tone' (tone) gives 44100 Hz, 9 ch (tone sample_rate=44100, channels=9))"]
+
+
+def test_one_output_path_written_twice_or_read_and_written_is_refused_before_the_run(in_tmp):
+    # Today it validated, then one sink renamed the other's NAME.part (a raw FileNotFoundError
+    # traceback at run time) and left a file under its final name.
+    from flowengine.ops.io import AudioFileWriter, ToneSource
+    with AudioFileWriter(in_tmp / "in.wav") as wav:
+        for frame in ToneSource(seconds=0.1):
+            wav.push(frame)
+    text = HEAD + TONE + """\
+  - name: encode
+    op: mp3_encoder
+  - name: a
+    op: file_sink
+    params:
+      path: out/dup.mp3
+  - name: b
+    op: file_sink
+    inputs: [encode]
+    params:
+      path: ./out/../out/dup.mp3
+  - name: src
+    op: file_source
+    params:
+      path: in.wav
+  - name: c
+    op: file_sink
+    params:
+      path: in.wav
+"""
+    assert problems(text) == [
+        "run.yaml:19: stage 'b' (file_sink): params.path: cannot write './out/../out/dup.mp3': "
+        "stage 'a' (file_sink) writes it too (one file, one writer: give each file_sink its "
+        "own path)",
+        "run.yaml:27: stage 'c' (file_sink): params.path: cannot write 'in.wav': stage 'src' "
+        "(file_source) reads it (writing it would remove the input as the run starts): write "
+        "to another path",
+    ]

@@ -1,6 +1,6 @@
 """The `flowengine` command: run, validate and plan YAML runs; list operators; print the schema.
 
-    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process]
+    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process] [--report FILE]
     flowengine validate CONFIG [--set ...]
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import select
-import shutil
+import signal
 import sys
 import time
 import traceback
@@ -37,7 +37,8 @@ import yaml
 from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, WorkerFailed
 from flowengine.core.audit import AuditError
-from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
+from flowengine.cli.progress import ProgressDisplay, audit_lines, report_json, stage_table
+from flowengine.core.signals import SignalCount
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true",
                      help="run every stage in this process with the Runner (no workers)")
     run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+    run.add_argument("--report", metavar="FILE",
+                     help="also write the run's report as JSON to FILE ('-': stdout): per "
+                          "stage counts, the audit, restarts and samples lost per stream")
     run.add_argument("--verbose", action="store_true",
                      help="log engine events to stderr (every listening endpoint, CURVE refusals)")
 
@@ -256,6 +260,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.engine import build_plan
+    from flowengine.engine.control.rundirs import remove_run_dir
 
     run = resolve_run(args.config, args.overrides, check_paths=False)
     plan = build_plan(run.config)
@@ -284,7 +289,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         for line in _edges_text(run):
             print(line, file=out)
     finally:
-        shutil.rmtree(plan.run_dir, ignore_errors=True)
+        remove_run_dir(plan.run_dir)
     return EXIT_OK
 
 
@@ -343,6 +348,22 @@ def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float)
                      f"{', '.join(parts)}")
 
 
+def _write_report(args: argparse.Namespace, report, out: TextIO) -> None:
+    """`--report FILE`: the run's report as JSON (also for a run whose audit failed)."""
+    if getattr(args, "report", None) is None or report is None:
+        return
+    text = json.dumps(report_json(report), indent=2) + "\n"
+    if args.report == "-":
+        out.write(text)
+        return
+    try:
+        with open(args.report, "w") as file:
+            file.write(text)
+    except OSError as exc:
+        raise FlowError(f"cannot write the report '{args.report}': {exc.strerror or exc}") \
+            from None
+
+
 def _ops_named_in(path: str) -> list[str]:
     """The operators a config file names, read without validating it (for what the
     forkserver preloads; a file that does not parse is reported by the validation after)."""
@@ -367,6 +388,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
     started = time.time()
+    # Ctrl-C/SIGTERM outside the run itself: the runners install their own handlers for the
+    # run and hand back to this one, so a signal just after the run is counted (exit 130),
+    # never a KeyboardInterrupt. Then the command line's own process ignores them until it
+    # exits: Python restores the default action as it shuts down, and a second Ctrl-C that
+    # came while a drained run printed its table killed the process with SIGINT (exit -2).
+    after_run = SignalCount()
+    after_run.install()
     try:
         if args.in_process:
             report = run_in_process(run, progress=display.update)
@@ -377,13 +405,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         display.close()
         _note_incomplete_outputs(exc, run, started)
         raise
+    finally:
+        after_run.restore()
+        if args.process_entry:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
     display.close()
-    print(stage_table(report), file=out)
-    print(audit_lines(report), file=out)
+    _write_report(args, report, out)
+    shown = sys.stderr if args.report == "-" else out    # stdout is the JSON alone then
+    print(stage_table(report), file=shown)
+    print(audit_lines(report), file=shown)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
-          f"({report.realtime_factor:.1f}x real time) {mode}", file=out)
-    if report.interrupted:
+          f"({report.realtime_factor:.1f}x real time) {mode}", file=shown)
+    if report.interrupted or after_run.count:
         print("interrupted: the run was drained and its outputs finalised", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -404,6 +439,7 @@ def _message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module doc)."""
     args = build_parser().parse_args(argv)
+    args.process_entry = argv is None     # the command line itself, not a caller's main([...])
     try:
         return _COMMANDS[args.command](args, sys.stdout)
     except ConfigError as exc:
@@ -418,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except AuditError as exc:   # the run went through but lost or invented audio
         if exc.report is not None:
+            _write_report(args, exc.report, sys.stdout)
             print(stage_table(exc.report), file=sys.stdout)
         _report(args, exc, "run failed")
         return EXIT_FAILED

@@ -2,7 +2,8 @@
 
 Both read a `RunReport` (the multiprocess engine's, or the in-process
 runner's, which has the same shape); `audit_lines` gives the end-of-run
-sample audit under the table. On a terminal the progress is one line
+sample audit under the table, with the samples lost to restarts per stream;
+`report_json` is the same as JSON data (`flowengine run --report FILE`). On a terminal the progress is one line
 rewritten in place; elsewhere (a pipe, a log file, CI) it is one plain line
 per update.
 """
@@ -14,7 +15,8 @@ from typing import TextIO
 from flowengine.core.audit import audit_summary
 from flowengine.core.report import RunReport, StageReport
 
-__all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines"]
+__all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines",
+           "lost_samples", "report_json"]
 
 
 def progress_line(report: RunReport) -> str:
@@ -75,5 +77,65 @@ def stage_table(report: RunReport) -> str:
 
 
 def audit_lines(report: RunReport) -> str:
-    """'audit: 3 stream(s), all balanced', or the mismatches (stage, stream, expected, got)."""
-    return audit_summary(report.audit)
+    """'audit: 3 stream(s), all balanced', or the mismatches (stage, stream, expected, got);
+    after restarts that lost samples, the samples lost per stream (a gap is no mismatch, but
+    "all balanced" alone hid it)."""
+    lines = audit_summary(report.audit).splitlines()
+    gaps = [gap for gap in getattr(report, "gaps", []) if gap.samples]
+    if not gaps:
+        return "\n".join(lines)
+    restarts = len(getattr(report, "restarts", []))
+    lost = sum(gap.samples for gap in gaps)
+    head = (f"{len(gaps)} stream(s) lost {lost} sample(s) to {restarts} restart(s), "
+            f"counted exactly:")
+    if lines[0].endswith(", all balanced"):
+        lines[0] = lines[0].replace(", all balanced", f", balanced except: {head}")
+    else:
+        lines.append(f"  {head}")
+    at = 1
+    for gap in gaps:
+        lines.insert(at, f"  stage {gap.stage!r} stream {gap.stream!r} (to {gap.consumer}): "
+                         f"{gap.samples} samples lost (expected {gap.expected[0]}, got "
+                         f"{gap.got})")
+        at += 1
+    return "\n".join(lines)
+
+
+def lost_samples(report: RunReport) -> dict[str, int]:
+    """Samples lost per stream to restarts (``RunReport.gaps``), summed over the stages."""
+    lost: dict[str, int] = {}
+    for gap in getattr(report, "gaps", []):
+        if gap.samples:
+            lost[gap.stream] = lost.get(gap.stream, 0) + gap.samples
+    return lost
+
+
+def report_json(report: RunReport) -> dict:
+    """The run's report as plain JSON data (``flowengine run --report FILE``): per stage the
+    table's counts, the audit, the restarts and, per stream, the samples lost to them."""
+    stages = []
+    for stage in report.stages:
+        messages, samples, seconds = stage_counts(stage)
+        stages.append({"name": stage.name, "op": stage.op, "kind": stage.kind,
+                       "replicas": len(stage.workers), "messages": messages,
+                       "samples": samples, "seconds": seconds, "max_queue": stage.max_queue,
+                       "skipped": int(stage.total("errors_skipped")),
+                       "restarts": int(sum(getattr(w, "restarts", 0) for w in stage.workers))})
+    return {
+        "name": report.name, "complete": report.complete, "interrupted": report.interrupted,
+        "wall_seconds": report.wall_seconds, "audio_seconds": report.audio_seconds,
+        "stages": stages,
+        "audit": {"ok": report.audit_ok,
+                  "findings": [{"stage": f.stage, "stream": f.stream, "check": f.check,
+                                "rule": f.rule, "expected": list(f.expected), "got": f.got,
+                                "status": f.status, "unit": f.unit, "note": f.note}
+                               for f in report.audit]},
+        "restarts": [{"stage": e.stage, "replica": e.replica, "generation": e.generation,
+                      "reason": e.reason, "old_pid": e.old_pid, "new_pid": e.new_pid,
+                      "seconds": e.seconds, "replayed": e.replayed}
+                     for e in getattr(report, "restarts", [])],
+        "gaps": [{"stage": g.stage, "stream": g.stream, "consumer": g.consumer,
+                  "expected": list(g.expected), "got": g.got, "samples": g.samples}
+                 for g in getattr(report, "gaps", [])],
+        "lost_samples": lost_samples(report),
+    }

@@ -15,7 +15,8 @@
   the source is built) and output directories are writable; a per-stream
   output path (`out/{stream}.mp3`) is a valid template; a ``file_sink``'s
   extension names a container it writes, which holds the codec of an encoder
-  before it;
+  before it; no two file sinks write the same path, and no sink writes a
+  file a ``file_source`` of the run reads;
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
@@ -537,6 +538,40 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
                         f"and a {extension} file holds {holds}{hint}")
 
 
+def _same_file(path: str) -> str:
+    """A path as the file it names: absolute, normalised, symbolic links of its directory
+    resolved (the file itself may not exist yet)."""
+    absolute = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
+def _check_output_paths(stages: list[StageInfo], out: _Collector) -> None:
+    """One writer per output file: two file sinks on one path both wrote `NAME.part` and one
+    renamed the other's bytes (or failed on the rename), and a sink writing the file a
+    `file_source` reads removed the input as the run started."""
+    from flowengine.ops.io.paths import has_stream_field
+    writers: dict[str, StageInfo] = {}
+    readers = {_same_file(info.params["path"]): info for info in stages
+               if info.op == "file_source" and isinstance(info.params.get("path"), str)}
+    for info in stages:
+        path = info.params.get("path")
+        # A per-stream template ('out/{stream}.wav') may be shared by sinks of different
+        # streams; two writers of one stream's file are refused at run time (outputlock.py).
+        if info.op != "file_sink" or not isinstance(path, str) or has_stream_field(path):
+            continue
+        where = ("stages", info.index, "params", "path")
+        key = _same_file(path)
+        if key in writers:
+            out.add(where, info.label, "params.path",
+                    f"cannot write {path!r}: stage {writers[key].label} writes it too (one "
+                    f"file, one writer: give each file_sink its own path)")
+        elif key in readers:
+            out.add(where, info.label, "params.path",
+                    f"cannot write {path!r}: stage {readers[key].label} reads it (writing "
+                    f"it would remove the input as the run starts): write to another path")
+        writers.setdefault(key, info)
+
+
 def _template_problem(path: str) -> str | None:
     """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
     from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_stream_field
@@ -594,6 +629,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     _check_security(config, out)
     _check_restart(stages, out)
     _check_file_sinks(stages, out)
+    _check_output_paths(stages, out)
     if check_paths:
         _check_paths(stages, out)
     if out.problems:

@@ -48,7 +48,7 @@ from typing import Annotated, Any, Callable, Literal
 import pydantic
 from pydantic import ConfigDict, PlainValidator
 
-from flowengine.errors import ConfigError, FlowError
+from flowengine.errors import ConfigError, FlowError, OutputError
 from flowengine.audio.format import AudioFormat, as_format
 from flowengine.ops.node import KINDS, Node
 
@@ -264,7 +264,7 @@ class Registry:
         values = self.validate(name, params)
         try:
             node = spec.factory(**values)
-        except ConfigError:
+        except (ConfigError, OutputError):   # an output in use or unwritable is no config error
             raise
         except (FlowError, ValueError, TypeError) as exc:
             raise ConfigError(f"operator {name!r}: {exc}") from exc

@@ -36,6 +36,11 @@ PATH (atomically). A writer left without finalize() (its stream failed, the
 process was killed) leaves PATH.part. Building a writer removes an old file at
 PATH, as overwriting it would. A PATH that exists and is not a regular file
 (a FIFO, /dev/null) is written directly: there is nothing to rename.
+
+One writer per path (see `outputlock`): PATH.part is locked from open to
+rename, so a second writer of PATH (another run, another stream into a sink
+without `{stream}`) is refused with `OutputBusyError`; a failure to write it
+(disk full...) is an `OutputError` naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecEr
 from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
+from flowengine.ops.io.outputlock import open_part, rename_part
 from flowengine.ops.io.partial import part_path
 from flowengine.ops.io.reader import flowengine_codec_name
 
@@ -90,11 +96,13 @@ def _open_for_writing(path: str, shown_as: str | None = None) -> BinaryIO:
 
 def _open_part_file(path: str) -> tuple[BinaryIO, str | None]:
     """Open where `path`'s bytes go until it is complete: (file, PATH.part), or (file, None)
-    for a path that exists and is not a regular file (a FIFO, a device), written directly."""
+    for a path that exists and is not a regular file (a FIFO, a device), written directly.
+    PATH.part is locked until it is renamed (`outputlock`): a second writer of PATH is
+    refused with OutputBusyError before it writes a byte."""
     if os.path.exists(path) and not os.path.isfile(path):
         return _open_for_writing(path), None        # a directory fails here, named as such
     part = part_path(path)
-    file = _open_for_writing(part, shown_as=path)
+    file = open_part(part, shown_as=path)
     if os.path.isfile(path) or os.path.islink(path):
         os.remove(path)     # a stale output must not pass for this run's (overwriting removed it too)
     return file, part
@@ -230,10 +238,10 @@ class AudioFileWriter:
                 self._flac.close()
             if self._container is not None:
                 self._container.close()
+            if self.part_path is not None:   # renamed while still locked: no writer between
+                rename_part(self._file, self.part_path, self.path)
         finally:
             self._file.close()
-        if self.part_path is not None:
-            os.replace(self.part_path, self.path)
         self.complete = True
 
     @property
