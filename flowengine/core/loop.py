@@ -222,10 +222,17 @@ class StageLoop(_Counted, Outlet):
                 self._skip(stream, counts, exc)
         self.busy += _perf() - start
         if outs:
-            self._emit(stream, counts, outs)
+            if outs[0].stream != stream:    # a node need not know its stream's id
+                for out in outs:
+                    out.stream = stream
+            counts.out_messages += len(outs)    # (add_out, written out: once per batch)
+            counts.out_samples += sum(map(_samples, outs))
+            if counts.out_rate is None:
+                counts.out_rate = clock_rate(outs[0])
+            self.outlet.data(stream, outs)
 
     def _emit(self, stream: str, counts: StreamCounts, outs: list) -> None:
-        if outs[0].stream != stream:    # a node need not know its stream's id
+        if outs[0].stream != stream:
             for out in outs:
                 out.stream = stream
         counts.add_out(outs)
