@@ -37,7 +37,6 @@ the total length is exactly the promise above. Without `out_chunk_samples`,
 
 from __future__ import annotations
 
-from collections import deque
 from fractions import Fraction
 
 import av
@@ -47,7 +46,7 @@ from flowengine.audio.avframes import FrameFiller, planar_array
 from flowengine.audio.buffers import AudioFrame, round_ratio
 from flowengine.errors import ConfigError, FormatError
 from flowengine.audio.format import DEFAULT_LAYOUTS, AudioFormat, as_format
-from flowengine.ops.flownode import FlowNode
+from flowengine.ops.flownode import BatchNode
 from flowengine.ops.node import PCM
 from flowengine.ops.processors.base import BaseProcessor
 
@@ -203,7 +202,7 @@ class Resampler(BaseProcessor):
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
 
 
-class ResampleNode(FlowNode):
+class ResampleNode(BatchNode):
     """The `resample` operator as a node. Between f32 planar ends with the channel count
     kept (the usual case: a rate change) the frames stay `av.AudioFrame`s from end to end:
     libswresample re-blocks them too (`out_chunk_samples`), and the only Python per block is
@@ -220,9 +219,8 @@ class ResampleNode(FlowNode):
         super().__init__("resample", PCM, PCM)
         self._args = (sample_rate, channels, sample_type, planar, out_chunk_samples, pad_final,
                       options)
-        self._in_format = as_format(in_format)
+        self._given_format = self._in_format = as_format(in_format)
         self._path: _AvResample | Resampler | None = None
-        self._queue: deque[AudioFrame] = deque()
         if self._in_format is not None:
             self._path = self._choose(self._in_format)
 
@@ -246,7 +244,7 @@ class ResampleNode(FlowNode):
         return Resampler(in_fmt, out, out_chunk_samples=chunk, pad_final=pad_final,
                          options=options)
 
-    def process(self, buf: AudioFrame) -> list:
+    def _outputs(self, buf: AudioFrame) -> list:
         path = self._path
         if path is None:
             path = self._path = self._choose(buf.format)
@@ -256,7 +254,7 @@ class ResampleNode(FlowNode):
         path.put_frame(buf)
         return self._numpy_outputs()
 
-    def finish(self) -> list:
+    def _flush(self) -> list:
         path = self._path
         if path is None:
             return []
@@ -271,20 +269,9 @@ class ResampleNode(FlowNode):
             outs.append(out)
         return outs
 
-    # push / pull (the library protocol) over process / finish
-    def _accept(self, buf: AudioFrame) -> None:
-        self._queue.extend(self.process(buf))
-
-    def _finish(self) -> None:
-        self._queue.extend(self.finish())
-
-    def _produce(self) -> AudioFrame | None:
-        return self._queue.popleft() if self._queue else None
-
-    def _restart(self) -> None:
-        self._queue.clear()
-        self._path = None if self._args[1] is None and self._in_format is None \
-            else self._choose(self._in_format) if self._in_format is not None else None
+    def _reset(self) -> None:
+        self._in_format = self._given_format
+        self._path = None if self._in_format is None else self._choose(self._in_format)
 
 
 class _AvResample:
