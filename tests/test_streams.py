@@ -419,7 +419,8 @@ def test_stage_level_and_source_on_error_that_disagree_are_a_config_error(tmp_pa
     config = write_yaml(tmp_path / "run.yaml", stages)
     with pytest.raises(ConfigError, match=re.escape(
             "stage 'src' (files): on_error: 'skip' disagrees with params.on_error 'fail' (both "
-            "set what a file that cannot be read does): set one of them")):
+            "say what a file that cannot be read does): keep one of them, e.g. remove "
+            "params.on_error")):
         resolve_run(config)
 
 

@@ -98,6 +98,10 @@ class RunConfig(BaseModel):
         None, ge=16, le=1 << 20,
         description="Samples per message on PCM edges (larger = cheaper; smaller = lower latency).")
     transport: Literal["ipc", "tcp"] = Field("ipc", description="Data-plane transport between workers.")
+    strict: bool = Field(
+        False, description="Refuse an edge whose formats disagree (sample rate, channels, sample "
+                           "type) instead of inserting the conversion that joins them (a "
+                           "`resample` stage named `<stage>.join`, shown by `flowengine plan`).")
     fuse: list[list[str]] | None = Field(
         None, description="Groups of consecutive stages that run inside one worker each "
                           "(`[a, b, c]` for one group, or a list of groups).")

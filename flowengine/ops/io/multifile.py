@@ -95,7 +95,8 @@ def unique_stream_ids(files: list[Path]) -> list[str]:
 class MultiFileSource:
     """Every file of `paths` as its own stream (see module doc); iterate it once.
 
-    mode: "pcm" (decoded, converted to `format` when given) or "packet".
+    mode: "pcm" (decoded, converted to `format` when given; keys it leaves out: each file's)
+        or "packet".
     interleave / max_open / on_error: as StreamInterleaver.
     """
 
@@ -112,7 +113,10 @@ class MultiFileSource:
         self.name = name
         self.mode = mode
         self.chunk_samples = chunk_samples
-        self.format = as_format(format)
+        # A format that leaves out the rate or channels takes them from each file (the reader
+        # fills in what a mapping leaves out); a whole one is checked now.
+        partial = isinstance(format, dict) and not {"sample_rate", "channels"} <= set(format)
+        self.format = format if partial else as_format(format)
         self.files = expand_inputs(paths, name)
         self.streams = unique_stream_ids(self.files)
         entries = [(stream, self._opener(path, stream))
