@@ -18,9 +18,10 @@
   run says `strict: true`, which makes each such edge a problem;
 - input files exist (a `files` source's globs match something: checked when
   the source is built) and output directories are writable; a per-stream
-  output path (`out/{stream}.mp3`) is a valid template; a ``file_sink``'s
-  extension names a container it writes, which holds the codec of an encoder
-  before it;
+  output path (`out/{stem}.mp3`) is a valid template that gives every input
+  file its own output (names.py: two inputs on one name are a problem naming
+  both); a ``file_sink``'s extension names a container it writes, which
+  holds the codec of an encoder before it;
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
@@ -49,6 +50,7 @@ from flowengine.errors import ConfigError
 from flowengine.config.formats import (StaticFormat, codec_of, infer_output_format,
                                        input_requirement, join_target, probe_file)
 from flowengine.config.joins import Join, JoinNeed, insert_joins
+from flowengine.config.names import check_output_names
 from flowengine.core.fusion import FusionStage, fusion_groups
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart import restart_problem
@@ -634,9 +636,11 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
         where = ("stages", info.index, "params", "path")
         extension = Path(path).suffix.lower()
         if extension not in WRITER_EXTENSIONS:
+            field = " (the extension picks the container before the run, so it is no field: " \
+                "end the path with one, e.g. '{stem}.{ext}.m4a')" if "{" in extension else ""
             out.add(where, info.label, "params.path",
                     f"cannot write {path!r}: unknown extension {extension or '(none)'!r}: "
-                    f"expected one of {' '.join(WRITER_EXTENSIONS)}")
+                    f"expected one of {' '.join(WRITER_EXTENSIONS)}{field}")
             continue
         holds = WRITER_EXTENSIONS[extension][1]
         for upstream in (by_name[name] for name in info.inputs if name in by_name):
@@ -653,8 +657,8 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
 
 def _template_problem(path: str) -> str | None:
     """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
-    from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_stream_field
-    if not has_stream_field(path):
+    from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_template_field
+    if not has_template_field(path):
         return None
     try:
         check_path_template(path)
@@ -712,6 +716,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     _check_security(config, out)
     _check_restart(stages, out)
     _check_file_sinks(stages, out)
+    check_output_names(stages, out, logged=set() if join else {s.name for s in stages})
     if check_paths:
         _check_paths(stages, out)
     if needs and (config.strict or not join):

@@ -30,6 +30,7 @@ from flowengine.ops.adapters import (
     ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
 )
 from flowengine.ops.flownode import ANY, make_identity_node
+from flowengine.ops.io.paths import has_template_field
 
 __all__: list[str] = []   # nothing to import: the operators are reached through the registry
 
@@ -476,7 +477,8 @@ def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: flo
           example={"path": "out/{stem}.m4a", "bitrate": 128000})
 def file_sink(path: str, format: FormatParam | None = None,
               input_format: FormatParam | None = None, bitrate: int | None = None,
-              compression_level: int | None = None, codec: str | None = None) -> Node:
+              compression_level: int | None = None, codec: str | None = None,
+              stream_paths: dict[str, str] | None = None) -> Node:
     """
     path: output file; the extension picks the container and codec; fields {stream}, {stem}, {ext}, {index} in it: a file per stream (see docs/config.md)
     format: the format written when the sink encodes PCM (default: the input's; keys left out: the input's; a different rate or channel count is a conversion the plan shows)
@@ -484,11 +486,12 @@ def file_sink(path: str, format: FormatParam | None = None,
     bitrate: bit/s when the sink encodes PCM
     compression_level: flac only: 0..12
     codec: FFmpeg encoder when the sink encodes PCM (e.g. pcm_f32le for a float .wav)
+    stream_paths: the output of each stream, worked out by validation from a files source before it (you need not write it; `flowengine plan` shows it)
     """
     options = dict(format=format, input_format=input_format, bitrate=bitrate,
                    compression_level=compression_level, codec=codec)
-    if "{stream}" in path:          # out/{stream}.mp3: one file per stream, named at its start
-        return _streams.template_file_sink(path, **options)
+    if has_template_field(path):    # out/{stem}.mp3: one file per stream, named at its start
+        return _streams.template_file_sink(path, stream_paths=stream_paths, **options)
     from flowengine.ops.io import AudioFileWriter
     return SinkNode(AudioFileWriter(path, **options), ANY, name="file_sink")
 

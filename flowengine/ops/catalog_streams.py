@@ -1,7 +1,7 @@
 """Operators for many streams in one run: `files` (one stream per file) and `tones` (N streams).
 
 Registered by name like the other built-ins (flowengine/ops/catalog.py
-imports this module). `file_sink` with `{stream}` in its path hands over to
+imports this module). `file_sink` with a field (`{stream}`, `{stem}`...) in its path hands over to
 `template_file_sink` here: one output file per stream.
 """
 
@@ -82,6 +82,9 @@ def tones(streams: int = 2, frequency: float = 440.0, amplitude: float = 0.5,
     return MultiStreamSourceNode(source, PCM, name="tones")
 
 
-def template_file_sink(path: str, **writer_options: Any) -> Node:
-    """The file sink for a path with {stream}: the file is named at the first buffer."""
-    return SinkNode(TemplateFileWriter(path, **writer_options), ANY, name="file_sink")
+def template_file_sink(path: str, stream_paths: dict[str, str] | None = None,
+                       **writer_options: Any) -> Node:
+    """The file sink for a path with fields ({stream}, {stem}...): each file is named at its
+    stream's first buffer (from `stream_paths` when it has the stream)."""
+    return SinkNode(TemplateFileWriter(path, stream_paths=stream_paths, **writer_options), ANY,
+                    name="file_sink")
