@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import logging
 import os
 import select
 import shutil
@@ -33,7 +32,8 @@ import traceback
 from typing import Sequence, TextIO
 
 from flowengine.config import ResolvedRun, json_schema, resolve_run
-from flowengine.errors import ConfigError, FlowError, WorkerFailed
+from flowengine.errors import ConfigError, FlowError, UsageError, WorkerFailed
+from flowengine.logs import show_messages_as_lines
 from flowengine.core.audit import AuditError
 from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
 
@@ -163,10 +163,6 @@ def _add_live_commands(commands) -> None:
     _add_sender_args(demo, source_required=False)
 
 
-def _live_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s", stream=sys.stderr)
-
-
 def _live_config(args: argparse.Namespace):
     from flowengine.live.server import LiveConfig
 
@@ -194,7 +190,6 @@ def _sender_options(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.server import serve
 
-    _live_logging()
     config = _live_config(args)
     try:
         serve(config, lambda server: print(f"flowengine serve: open {server.page_hint}; senders "
@@ -208,7 +203,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.sender import run_sender
 
-    _live_logging()
     options = _sender_options(args)
     options.host, options.port, options.token = args.host, args.port, args.token
     options.realtime = not args.no_pace
@@ -228,7 +222,6 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.demo import run_demo
 
-    _live_logging()
     config = _live_config(args)
     try:
         run_demo(config, _sender_options(args), out)
@@ -240,8 +233,20 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # ---- commands ----------------------------------------------------------------------------
 
 def _edges_text(run: ResolvedRun) -> list[str]:
-    return [f"  {e.upstream} -> {e.downstream}: {e.kind}"
-            + (f", {e.format.explain()}" if e.kind == "pcm" else "") for e in run.edges]
+    """One line per edge with its format; an edge joined by a conversion is shown as the
+    user wrote it, with the conversion and why on the line below."""
+    joins = {join.stage: join for join in run.joins}
+    lines = []
+    for edge in run.edges:
+        if edge.upstream in joins:
+            continue                                  # shown with the edge into the join
+        join = joins.get(edge.downstream)
+        downstream = join.downstream if join else edge.downstream
+        lines.append(f"  {edge.upstream} -> {downstream}: {edge.kind}"
+                     + (f", {edge.format.explain()}" if edge.kind == "pcm" else ""))
+        if join:
+            lines.append(f"    joined by {join.describe()}")
+    return lines
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -257,6 +262,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 
     run = resolve_run(args.config, args.overrides, check_paths=False)
     plan = build_plan(run.config)
+    notes = _idle_notes(run, plan)
     try:
         print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
               f"transport {run.config.transport}", file=out)
@@ -270,15 +276,31 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  inputs: {', '.join(stage.inputs)}", file=out)
             if info.output_kind == "pcm":
                 print(f"  gives: {info.output_format.explain()}", file=out)
+            join = next((j for j in run.joins if j.stage == stage.name), None)
+            if join is not None:
+                print(f"  inserted: joins {join.upstream} -> {join.downstream} ({join.reason})",
+                      file=out)
             for worker in stage.workers:
                 inbox = worker.inbox_endpoint or "(source: no inbox)"
                 print(f"  replica {worker.replica}: inbox {inbox}", file=out)
+            for note in notes.get(stage.name, ()):
+                print(f"  note: {note}", file=out)
         print("edges:", file=out)
         for line in _edges_text(run):
             print(line, file=out)
     finally:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
     return EXIT_OK
+
+
+def _idle_notes(run: ResolvedRun, plan) -> dict[str, list[str]]:
+    """Stage name -> its notes about replicas that get no stream."""
+    from flowengine.config.streams import idle_replica_notes
+    replicas = {stage.name: stage.replicas for stage in plan.stages}
+    notes: dict[str, list[str]] = {}
+    for name, note in idle_replica_notes(run.stages, replicas):
+        notes.setdefault(name, []).append(note)
+    return notes
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
@@ -339,9 +361,6 @@ def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float)
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.local.run import make_output_dirs, run_in_process
 
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
-                            stream=sys.stderr)
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
@@ -351,7 +370,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             report = run_in_process(run, progress=display.update)
         else:
             from flowengine.engine import Engine, build_plan
-            report = Engine(build_plan(run.config), progress=display.update).run()
+            plan = build_plan(run.config)
+            for notes in _idle_notes(run, plan).values():
+                for note in notes:
+                    print(f"flowengine: note: {note}", file=sys.stderr)
+            report = Engine(plan, progress=display.update).run()
     except (FlowError, KeyboardInterrupt) as exc:
         display.close()
         _note_incomplete_outputs(exc, run, started)
@@ -383,8 +406,13 @@ def _message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module doc)."""
     args = build_parser().parse_args(argv)
+    show_messages_as_lines(verbose=getattr(args, "verbose", False)
+                           or args.command in ("serve", "send", "demo"))
     try:
         return _COMMANDS[args.command](args, sys.stdout)
+    except UsageError as exc:
+        _report(args, exc, "error")
+        return EXIT_USAGE
     except ConfigError as exc:
         _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
         return EXIT_USAGE
