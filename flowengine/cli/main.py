@@ -276,10 +276,10 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  inputs: {', '.join(stage.inputs)}", file=out)
             if info.output_kind == "pcm":
                 print(f"  gives: {info.output_format.explain()}", file=out)
-            join = next((j for j in run.joins if j.stage == stage.name), None)
-            if join is not None:
-                print(f"  inserted: joins {join.upstream} -> {join.downstream} ({join.reason})",
-                      file=out)
+            for join in run.joins:
+                if join.stage == stage.name or join.stage in stage.fused:
+                    print(f"  inserted: {join.stage} joins {join.upstream} -> "
+                          f"{join.downstream} ({join.reason})", file=out)
             for worker in stage.workers:
                 inbox = worker.inbox_endpoint or "(source: no inbox)"
                 print(f"  replica {worker.replica}: inbox {inbox}", file=out)
