@@ -1,6 +1,9 @@
 """The `flowengine` command: run, validate and plan YAML runs; list operators; print the schema.
 
-    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process]
+    flowengine run CONFIG [--set STAGE.KEY=VALUE ...] [--in-process]
+    flowengine convert INPUT... [-o] OUTPUT [--bitrate 128k] [--rate HZ] [--channels N]
+                       [--loudness LUFS] [--gain-db DB] [--on-error fail|skip]
+                       [--replicas N|auto] [--print-config] [--plan]
     flowengine validate CONFIG [--set ...]
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
@@ -46,8 +49,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the run's YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="STAGE.KEY=VALUE",
-                        help="override a parameter (or replicas/hwm/on_error) of a stage; "
-                             "repeatable, e.g. --set gain.gain_db=-12")
+                        help="set a key of a stage (a parameter, or replicas, hwm, on_error...) "
+                             "or of the run; repeatable: --set gain.gain_db=-12, --set "
+                             "src.format.sample_rate=48000, --set enc.bitrate=null (removes "
+                             "it), --set strict=true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
     run.add_argument("--verbose", action="store_true",
                      help="log engine events to stderr (every listening endpoint, CURVE refusals)")
+
+    from flowengine.cli.convert import add_convert_parser
+    add_convert_parser(commands)
 
     validate = commands.add_parser("validate", help="check a config; print its edges' formats")
     _add_config_args(validate)
@@ -258,9 +266,14 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    print_plan(resolve_run(args.config, args.overrides, check_paths=False), out)
+    return EXIT_OK
+
+
+def print_plan(run: ResolvedRun, out: TextIO) -> None:
+    """The plan of a validated run: stages, replicas, formats, endpoints, joins, edges."""
     from flowengine.engine import build_plan
 
-    run = resolve_run(args.config, args.overrides, check_paths=False)
     plan = build_plan(run.config)
     notes = _idle_notes(run, plan)
     try:
@@ -290,7 +303,6 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
             print(line, file=out)
     finally:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
-    return EXIT_OK
 
 
 def _idle_notes(run: ResolvedRun, plan) -> dict[str, list[str]]:
@@ -358,15 +370,19 @@ def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float)
                      f"{', '.join(parts)}")
 
 
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+def execute_run(run: ResolvedRun, out: TextIO, *, in_process: bool = False,
+                quiet: bool = False, line=None):
+    """Run a validated run with the progress display (`line`: its text, default
+    progress_line) in one process or in workers; the RunReport. A run that fails or is
+    interrupted names the outputs it left as .part."""
     from flowengine.local.run import make_output_dirs, run_in_process
 
-    run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
-    display = ProgressDisplay(out, enabled=not args.quiet)
+    display = ProgressDisplay(out, enabled=not quiet,
+                              **({"line": line} if line is not None else {}))
     started = time.time()
     try:
-        if args.in_process:
+        if in_process:
             report = run_in_process(run, progress=display.update)
         else:
             from flowengine.engine import Engine, build_plan
@@ -380,6 +396,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         _note_incomplete_outputs(exc, run, started)
         raise
     display.close()
+    return report
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    run = resolve_run(args.config, args.overrides)
+    report = execute_run(run, out, in_process=args.in_process, quiet=args.quiet)
     print(stage_table(report), file=out)
     print(audit_lines(report), file=out)
     mode = "in one process" if args.in_process else "in worker processes"
@@ -391,9 +413,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
-             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo,
-             "keys": cmd_keys, "bench": cmd_bench}
+def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.cli.convert import convert
+    return convert(args, out)
+
+
+_COMMANDS = {"run": cmd_run, "convert": cmd_convert, "validate": cmd_validate, "plan": cmd_plan,
+             "ops": cmd_ops, "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send,
+             "demo": cmd_demo, "keys": cmd_keys, "bench": cmd_bench}
 
 
 def _message(exc: BaseException) -> str:

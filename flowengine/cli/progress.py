@@ -9,7 +9,7 @@ per update.
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Callable, TextIO
 
 from flowengine.core.audit import audit_summary
 from flowengine.engine.control.coordinator import RunReport, StageReport
@@ -26,18 +26,21 @@ def progress_line(report: RunReport) -> str:
 
 
 class ProgressDisplay:
-    """Call `update(report)` as often as the run reports; `close()` before printing more."""
+    """Call `update(report)` as often as the run reports; `close()` before printing more.
+    `line` makes the text from a report (default: progress_line)."""
 
-    def __init__(self, out: TextIO, enabled: bool = True) -> None:
+    def __init__(self, out: TextIO, enabled: bool = True,
+                 line: Callable[[RunReport], str] = progress_line) -> None:
         self.out = out
         self.enabled = enabled
         self.live = enabled and hasattr(out, "isatty") and out.isatty()
+        self._line = line
         self._shown = False
 
     def update(self, report: RunReport) -> None:
         if not self.enabled:
             return
-        line = progress_line(report)
+        line = self._line(report)
         if self.live:
             self.out.write("\r\x1b[K" + line)     # rewrite the line in place
         else:
