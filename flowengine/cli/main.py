@@ -7,7 +7,7 @@
     flowengine validate CONFIG [--set ...]
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
-    flowengine schema
+    flowengine schema [--markdown]
     flowengine keys DIR [--force]
     flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T] [--viewer-token V]
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops = commands.add_parser("ops", help="list operators with their parameters")
     ops.add_argument("name", nargs="?", help="one operator")
 
-    commands.add_parser("schema", help="print the JSON Schema of the config format")
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config format "
+                                                "(--markdown: the reference, docs/config.md)")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the config reference in Markdown (every key and operator)")
     keys = commands.add_parser("keys", help="make the CURVE keys of a run (security: "
                                             "{curve: true, keys: DIR}): files 0600 in a 0700 DIR")
     keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
@@ -331,6 +334,10 @@ def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    if args.markdown:
+        from flowengine.config.reference import config_reference
+        print(config_reference(), file=out, end="")
+        return EXIT_OK
     print(json.dumps(json_schema(), indent=2), file=out)
     return EXIT_OK
 
