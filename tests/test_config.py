@@ -413,7 +413,7 @@ def test_committed_json_schema_is_current():
     assert committed == json_schema(), "regenerate: flowengine schema > docs/config.schema.json"
 
 
-@pytest.mark.parametrize("name", ["tone", "transcode", "fanout", "mix"])
+@pytest.mark.parametrize("name", ["tone", "transcode", "fanout", "mix", "album"])
 def test_example_configs_are_valid(name):
     source = load_source((ROOT / "configs" / f"{name}.yaml").read_text(), f"{name}.yaml")
     run = resolve_source(source, check_paths=False)   # inputs come from running tone.yaml first
