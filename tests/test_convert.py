@@ -118,6 +118,8 @@ def test_the_progress_line_shows_files_audio_speed_and_eta(tmp_path):
     report = RunReport("convert", [StageReport("output", "file_sink", "sink", [sink])],
                        wall_seconds=2.0, audio_seconds=20.0)
     assert progress(report) == "1/4 files, 20.0 of 80.0 s of audio, 10.0x real time, ETA 0:06"
+    report.audio_seconds = 0.0
+    assert progress(report) == "1/4 files, starting"
 
 
 def test_print_config_is_a_run_config_that_makes_the_same_bytes(music, tmp_path):

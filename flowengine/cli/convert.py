@@ -244,6 +244,8 @@ class ConvertProgress:
 
     def __call__(self, report: Any) -> str:
         audio, speed = report.audio_seconds, report.realtime_factor
+        if not audio:
+            return f"{self.done()}/{len(self.outputs)} files, starting"
         of = f" of {self.total:.1f}" if self.total else ""
         line = f"{self.done()}/{len(self.outputs)} files, {audio:.1f}{of} s of audio, " \
                f"{speed:.1f}x real time"
