@@ -18,7 +18,8 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
 from flowengine.engine.control.messages import COORDINATOR_MESSAGES, decode_control
 from flowengine.engine.control.delivery import ControlOutbox
-from flowengine.engine.control.coordinator import WorkerReport, _Tracked
+from flowengine.core.report import WorkerReport
+from flowengine.engine.control.coordinator import _Tracked
 from test_engine_failures import faulty_run
 
 WAIT_MS = 10_000   # how long a stand-in worker waits for its shutdown

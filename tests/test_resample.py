@@ -15,7 +15,7 @@ from audio_checks import dominant_frequency, process_in_chunks
 from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError, FormatError
 from flowengine.audio.format import AudioFormat, from_float, to_float
-from flowengine.ops.processors.resample import Resampler, expected_output_samples
+from flowengine.ops.processors.resample import ResampleNode, Resampler, expected_output_samples
 
 RATE_PAIRS = [(44100, 48000), (48000, 44100), (48000, 16000), (22050, 48000)]
 
@@ -261,3 +261,66 @@ def test_identity_resample_output_does_not_share_the_input_memory():
     out = resampler.get_frame(force=True)
     np.testing.assert_array_equal(out, x)
     assert not np.shares_memory(out, x)
+
+
+# ---- the resample operator's node: av frames end to end ------------------------------------
+
+def _node_output(node: ResampleNode, x: np.ndarray, sizes: list[int], rate: int,
+                 as_av: bool) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Feed `x` in blocks of `sizes` (each an av-backed or numpy-backed frame); the samples
+    and (pts, n) of what comes out."""
+    fmt = AudioFormat(rate, x.shape[0], "f32")
+    outs, start = [], 0
+    for size in sizes:
+        block = np.ascontiguousarray(x[:, start:start + size])
+        frame = AudioFrame(block, fmt, start, None, "s")
+        if as_av:
+            frame = AudioFrame.from_av(frame.av, fmt, start, "s")
+        outs += node.process(frame)
+        start += size
+    outs += node.finish()
+    assert all(o.stream == "s" for o in outs)
+    return np.concatenate([o.data for o in outs], axis=1), [(o.pts, o.samples) for o in outs]
+
+
+@pytest.mark.parametrize("rin,rout", RATE_PAIRS + [(48000, 48000)])
+@pytest.mark.parametrize("chunk", [None, 1024])
+def test_the_node_keeps_av_frames_and_gives_the_resamplers_samples(rin, rout, chunk):
+    rng = np.random.default_rng(rin + rout)
+    x = sines(rin, 0.7)
+    sizes = random_chunks(x.shape[1], rng)
+    out_fmt = AudioFormat(rout, 2, "f32")
+    reference, _ = run(Resampler(AudioFormat(rin, 2, "f32"), out_fmt, out_chunk_samples=chunk),
+                       x, sizes)
+    for as_av in (True, False):
+        node = ResampleNode(rout, out_chunk_samples=chunk)
+        got, blocks = _node_output(node, x, sizes, rin, as_av)
+        assert got.shape == reference.shape
+        np.testing.assert_array_equal(got, reference)        # the same filter, bit for bit
+        pts = 0
+        for block_pts, n in blocks:                          # continuous timestamps
+            assert block_pts == pts
+            pts += n
+        if chunk:
+            assert all(n == chunk for _, n in blocks)        # the last one zero-padded
+        else:
+            assert got.shape[1] == expected_output_samples(x.shape[1], rin, rout)
+
+
+def test_the_node_converts_channels_and_types_through_the_resampler():
+    x = sines(44100, 0.2)
+    node = ResampleNode(48000, channels=1, sample_type="s16")
+    got, _ = _node_output(node, x, [1000] * 8 + [x.shape[1] - 8000], 44100, as_av=True)
+    reference, _ = run(Resampler(AudioFormat(44100, 2, "f32"), AudioFormat(48000, 1, "s16")),
+                       x, [x.shape[1]])
+    np.testing.assert_array_equal(got, reference)
+    assert got.dtype == np.int16 and got.shape[0] == 1
+
+
+def test_the_node_refuses_a_format_change_mid_stream():
+    node = ResampleNode(48000)
+    node.process(AudioFrame(np.zeros((2, 100), np.float32), AudioFormat(44100, 2, "f32"), 0))
+    with pytest.raises(FormatError, match=r"input format changed mid-stream at input sample "
+                                          r"100: now 22050 Hz 2 ch f32 planar"):
+        node.process(AudioFrame(np.zeros((2, 100), np.float32), AudioFormat(22050, 2, "f32"),
+                                100))

@@ -19,7 +19,7 @@ from flowengine.ops import (
     make_decoder_node, make_encoder_node, make_identity_node, make_processor_node, make_python_node,
     make_sink_node, make_source_node,
 )
-from flowengine.local.pipeline import Pipeline
+from flowengine.ops.pipeline import Pipeline
 from flowengine.ops.processors import Processor
 from flowengine.ops.processors.resample import expected_output_samples
 from flowengine.local.runner import AsyncRunner, Runner

@@ -28,8 +28,8 @@ from flowengine.ops.io.paths import (
     safe_stream_name,
 )
 from flowengine.ops.node import AGAIN, EOF
-from flowengine.ops.streams import StreamDemux, take_ended_streams
-from flowengine.local.pipeline import Pipeline
+from flowengine.core.loop import NullOutlet, SourceLoop, StageLoop
+from flowengine.ops.streams import take_ended_streams
 from flowengine.ops.registry import registry
 
 RATE = 16000
@@ -269,22 +269,20 @@ def test_tones_makes_n_streams_with_their_own_pitch_and_length():
 
 # ---- per-stream sinks in one process ----------------------------------------------------
 
-def test_demux_finalises_each_stream_file_when_its_stream_ends(tmp_path):
+def test_a_stage_finalises_each_stream_file_when_its_stream_ends(tmp_path):
     source = registry.create("tones", streams=2, seconds=[0.1, 0.5], sample_rate=RATE,
                              channels=1, chunk_samples=400)
     template = str(tmp_path / "out" / "{stream}.wav")
-    demux = StreamDemux(lambda stream: Pipeline([registry.create("file_sink", path=template)]),
-                        "pcm", None, ends_from=source)
+    sink = StageLoop("sink", lambda: registry.create("file_sink", path=template), NullOutlet())
+    loop = SourceLoop("tones", source, sink)
     short_done_while_long_open = False
-    while (buf := source.pull()) is not EOF:
-        demux.push(buf)
-        if "tone-0" in demux.finished and "tone-1" in demux.inner:
+    while loop.step() is not EOF:
+        if "tone-0" in sink.ended and "tone-1" in sink.nodes:
             short_done_while_long_open = True
             assert len(decode(tmp_path / "out" / "tone-0.wav")) == 1600
-    demux.push(None)
-    assert demux.pull() is EOF
+    loop.close()
     assert short_done_while_long_open
-    assert demux.finished == ["tone-0", "tone-1"]
+    assert sink.ended == {"tone-0", "tone-1"} and not sink.nodes
     assert len(decode(tmp_path / "out" / "tone-1.wav")) == 8000
 
 

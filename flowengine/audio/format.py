@@ -96,6 +96,18 @@ class AudioFormat:
         return f"{self.sample_rate} Hz {self.channels} ch {self.sample_type} {layout}"
 
 
+# FFmpeg's default channel layout for each channel count (av_channel_layout_default).
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
+                   8: "7.1"}
+
+
+def channel_layout(channels: int) -> str:
+    """FFmpeg's default layout name for a channel count (1 -> "mono", 2 -> "stereo", ...)."""
+    if channels not in DEFAULT_LAYOUTS:
+        raise FormatError(f"{channels} channels have no standard layout (expected 1..8)")
+    return DEFAULT_LAYOUTS[channels]
+
+
 FORMAT_KEYS = ("sample_rate", "channels", "sample_type", "planar")
 # How a format may be written in a run config (and --set), for messages and the docs.
 FORMAT_FORMS = ("a mapping {sample_rate: 48000, channels: 2, sample_type: f32, planar: true} "

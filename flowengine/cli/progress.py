@@ -9,12 +9,10 @@ per update.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import Callable, TextIO
 
 from flowengine.core.audit import audit_summary
-
-if TYPE_CHECKING:     # the engine (zmq) is not loaded for a run in one process
-    from flowengine.engine.control.coordinator import RunReport, StageReport
+from flowengine.core.report import RunReport, StageReport
 
 __all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines"]
 

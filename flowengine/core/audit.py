@@ -529,6 +529,12 @@ def stages_from_plan(plan: Any) -> list[AuditStage]:
     stages = []
     for stage in plan.stages:
         first = stage.workers[0]
+        inputs = tuple(stage.inputs)
+        for part in stage.parts:        # a whole-streams group: each of its stages as itself
+            stages.append(AuditStage(part.name, part.op, part.kind, part.params, inputs))
+            inputs = (part.name,)
+        if stage.parts:
+            continue
         members = tuple((m.op, m.params) for m in first.fused)
         stages.append(AuditStage(stage.name, stage.op, stage.kind, first.params,
                                  tuple(stage.inputs), members, first.multi_input))

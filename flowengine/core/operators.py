@@ -39,6 +39,7 @@ class OperatorInfo:
     output_kind: str | None    # "pcm" | "packet" | None (a sink)
     stateful: bool = True
     multi_input: bool = False  # one node takes every input of the stage (a mixer)
+    shares_streams: bool = False   # a multi-stream source that can read a share of its streams
 
 
 def kind_of(input_kind: str | None, output_kind: str | None) -> str:
@@ -87,7 +88,7 @@ def resolve_operator(op: str, params: dict[str, Any] | None = None) -> OperatorI
     spec = registry.get(op)
     input_kind, output_kind = spec.io_kinds(params)
     return OperatorInfo(op, spec.kind, input_kind, output_kind, spec.stateful,
-                        is_multi_input(spec.factory))
+                        is_multi_input(spec.factory), spec.shares_streams)
 
 
 def create_node(op: str, params: dict[str, Any]) -> Node:

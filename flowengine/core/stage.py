@@ -11,7 +11,7 @@ through; codecs re-block to their frame size), so the source sets the size on
 every PCM edge up to the first re-blocking stage.
 
 Fusion: several consecutive stages may run inside one worker as a
-`flowengine.local.pipeline.Pipeline` per stream (`FusedMember`s in the plan);
+`flowengine.ops.pipeline.Pipeline` per stream (`FusedMember`s in the plan);
 the output is the same as with one worker per stage, without the hops.
 
 Used by the workers and by the in-process runner, so both build the same
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowengine.ops.node import Node
+from flowengine.ops.pipeline import Pipeline
 from flowengine.core.operators import create_node
 
 __all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
-           "block_samples_for", "create_stage_node"]
+           "block_samples_for", "create_stage_node", "create_chain_node"]
 
 OFFLINE_BLOCK_SAMPLES = 4096
 LIVE_BLOCK_SAMPLES = 1024
@@ -72,13 +73,17 @@ def create_stage_node(op: str, kind: str, params: dict[str, Any], *,
                       block_samples: int | None = None, fused: list[FusedMember] | None = None,
                       name: str | None = None) -> Node:
     """A fresh node for one stream of a stage (or the source node of a source stage)."""
-    if not fused:
-        return create_node(op, source_params(op, kind, params, block_samples))
-    from flowengine.local.pipeline import Pipeline
+    if fused:
+        return create_chain_node(fused, name)
+    return create_node(op, source_params(op, kind, params, block_samples))
 
+
+def create_chain_node(members: list[FusedMember], name: str | None = None) -> Node:
+    """The members of a fused group as one node for one stream: a Pipeline, which runs a
+    buffer through them with one call per member."""
     nodes = []
-    for member in fused:
+    for member in members:
         node = create_node(member.op, dict(member.params))
         node.name = member.name
         nodes.append(node)
-    return Pipeline(nodes, name=name or "+".join(m.name for m in fused))
+    return Pipeline(nodes, name=name or "+".join(m.name for m in members))

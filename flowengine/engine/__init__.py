@@ -7,7 +7,8 @@ traceback of the worker that failed.
 """
 
 from flowengine.engine.build import build_plan
-from flowengine.engine.control.coordinator import Engine, RunInterrupted, RunReport, StageReport, WorkerReport, run_plan
+from flowengine.core.report import RunInterrupted, RunReport, StageReport, WorkerReport
+from flowengine.engine.control.coordinator import Engine, run_plan
 
 __all__ = ["build_plan", "run_plan", "Engine", "RunReport", "StageReport", "WorkerReport",
            "RunInterrupted"]

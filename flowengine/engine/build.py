@@ -40,7 +40,8 @@ from flowengine.config.model import RunConfig
 from flowengine.config.restart import restart_problem
 from flowengine.errors import ConfigError
 from flowengine.core.operators import OperatorInfo, kind_of, resolve_operator
-from flowengine.engine.plan import OutputEdge, Plan, StagePlan, WorkerSpec, auto_replicas, sender_id
+from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, WorkerSpec, auto_replicas, \
+    sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
 from flowengine.engine.security import CurveKeys, load_keys
 from flowengine.core.stage import FusedMember
@@ -63,6 +64,62 @@ class _Stage:
     @property
     def op(self) -> str:
         return self.info.name if self.members else self.config.op
+
+
+def _whole_streams(stages: list[_Stage], config: RunConfig) -> tuple[list[_Stage], list[str]]:
+    """The cheap layout for many streams (DESIGN §4): a source that can share out its streams
+    (`files`, `tones`) followed by a plain chain of stages, replicated, ending in a sink, runs
+    as N copies of the whole chain: each replica reads its share of the streams, processes
+    and writes them in one process, and no audio crosses between processes. Moving PCM
+    between processes costs more than most of the chain (~35 us per 1024-sample block).
+    A stage the user fused (`fuse:`, `fuse_with`) keeps the user's layout. Returns the stages
+    and a note per choice, for `flowengine plan`."""
+    user_fused = {name for group in config.fuse or [] for name in group} | \
+        {s.name for s in stages if s.config.fuse_with == "previous"} | \
+        {s.config.inputs[0] for s in stages if s.config.fuse_with == "previous" and s.config.inputs}
+    by_name = {s.name: s for s in stages}
+    consumers = {s.name: [c for c in stages if s.name in c.inputs] for s in stages}
+    notes: list[str] = []
+    for source in [s for s in stages if s.info.shares_streams and s.name not in user_fused]:
+        chain = _chain_after(source, consumers, user_fused)
+        if not chain:
+            continue
+        replicas = max(stage.replicas for stage in chain)
+        if replicas < 2 or any((s.config.on_error, s.config.max_errors) !=
+                               (chain[0].config.on_error, chain[0].config.max_errors)
+                               for s in chain):
+            continue
+        names = [stage.name for stage in chain]
+        info = OperatorInfo("streams:" + "+".join([source.name] + names), "source", None,
+                            chain[-1].info.output_kind)
+        group = _Stage(chain[-1].name, info, chain[0].config, [], replicas, [source] + chain)
+        position = stages.index(source)
+        stages = [s for s in stages if s is not source and s not in chain]
+        stages.insert(position, group)
+        by_name[group.name] = group
+        notes.append(f"whole streams per replica: {source.name!r} ({source.config.op}) gives "
+                     f"many streams and {', '.join(map(repr, names))} run with {replicas} "
+                     f"replicas, so each of {replicas} workers reads its share of the streams "
+                     f"and runs {' -> '.join([source.name] + names)} on them: no audio crosses "
+                     f"between processes (to lay it out yourself, fuse the stages with `fuse:`)")
+    return stages, notes
+
+
+def _chain_after(source: _Stage, consumers: dict[str, list[_Stage]],
+                 user_fused: set[str]) -> list[_Stage]:
+    """The stages after `source` when they are one plain chain ending in a sink: each reads
+    only the one before and feeds only the next, with one node per stream (no mixer, no
+    ordered stage) and no restart policy. Else []."""
+    chain, stage = [], source
+    while consumers[stage.name]:
+        if len(consumers[stage.name]) != 1:
+            return []
+        stage = consumers[stage.name][0]
+        if len(stage.inputs) != 1 or stage.info.multi_input or stage.config.ordered \
+                or stage.config.restart != "never" or stage.name in user_fused:
+            return []
+        chain.append(stage)
+    return chain if chain and chain[-1].info.output_kind is None else []
 
 
 def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
@@ -256,7 +313,8 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
             and math.isfinite(stats_interval) and stats_interval > 0):
         raise ConfigError(f"build_plan: stats_interval must be a positive number of seconds, "
                           f"got {stats_interval!r}")
-    stages = _fuse(_stages(config), config)
+    stages, notes = _whole_streams(_stages(config), config)
+    stages = _fuse(stages, config)
     by_name = {stage.name: stage for stage in stages}
     consumers: dict[str, list[str]] = {stage.name: [] for stage in stages}
     for stage in stages:
@@ -290,10 +348,17 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         merge_senders = [sender_id(s.name, r) for s in ordered_inputs for r in range(s.replicas)]
         window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM, hwm)
                       for s in ordered_inputs), default=0)
-        fused = [FusedMember(m.name, m.config.op, dict(m.config.params)) for m in stage.members]
-        workers = [WorkerSpec(stage=stage.name, replica=r, op=stage.op,
-                              params={} if fused else dict(stage.config.params),
-                              kind=stage.info.kind, fused=fused,
+        members = [FusedMember(m.name, m.config.op, dict(m.config.params))
+                   for m in stage.members]
+        whole = bool(members) and stage.members[0].info.input_kind is None
+        # Whole streams per replica: the source, then the chain after it per stream.
+        fused, chain = ([], members) if whole else (members, [])
+        head = stage.members[0] if whole else stage
+        workers = [WorkerSpec(stage=stage.name, replica=r,
+                              op=head.config.op if whole else stage.op,
+                              params={} if fused else dict(head.config.params),
+                              kind=stage.info.kind, fused=fused, chain=chain,
+                              share=_share(head, r, stage.replicas, run_dir) if whole else None,
                               control_endpoint=control, inbox_endpoint=inboxes[stage.name][r],
                               inbox_hwm=hwm, outputs=outputs, upstream=upstream,
                               on_error=stage.config.on_error, max_errors=stage.config.max_errors,
@@ -312,6 +377,20 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                                output_kind=stage.info.output_kind, replicas=stage.replicas,
                                hwm=hwm, inputs=stage.inputs, outputs=consumers[stage.name],
                                workers=workers, ordered=stage.config.ordered,
-                               fused=[m.name for m in stage.members]))
+                               fused=[m.name for m in stage.members],
+                               parts=[StagePart(m.name, m.config.op, m.info.kind,
+                                                dict(m.config.params))
+                                      for m in stage.members] if whole else []))
     return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir,
-                curve=curve)
+                curve=curve, notes=notes)
+
+
+def _share(source: _Stage, replica: int, replicas: int, run_dir: str) -> dict:
+    """How replica `replica` of a whole-streams group takes its share of the source's
+    streams: offline, each claims the next unread stream when it is ready for one (files of
+    any lengths spread evenly; claims are files made exclusively in the run directory); a
+    paced source (all its streams at once, in real time) splits them by position."""
+    if source.config.params.get("realtime") is True:
+        return {"replica": replica, "replicas": replicas}
+    return {"replica": replica, "replicas": replicas,
+            "claims": os.path.join(run_dir, f"claims-{source.name}")}

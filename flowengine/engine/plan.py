@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flowengine.engine.security import CurveKeys
 
-__all__ = ["OutputEdge", "WorkerSpec", "StagePlan", "Plan", "sender_id", "auto_replicas",
+__all__ = ["OutputEdge", "WorkerSpec", "StagePart", "StagePlan", "Plan", "sender_id", "auto_replicas",
            "generation_id", "split_generation"]
 
 
@@ -77,6 +77,12 @@ class WorkerSpec:
     reorder_window: int = 0         # per stream, for merging what merge_senders send
     multi_input: bool = False       # one node takes every input (a mixer), keyed by stage
     fused: list[Any] = field(default_factory=list)   # FusedMembers when stages are fused
+    # A source that runs the stages after it too (whole streams per replica): the source
+    # (op and params as above), then the stages after it, as FusedMembers.
+    chain: list[Any] = field(default_factory=list)
+    # Its share of the source's streams, then ({"replica", "replicas"} and, for claims made
+    # as each stream is needed, "claims": a directory): see engine/worker/shares.py.
+    share: dict[str, Any] | None = None
     curve: CurveKeys | None = None  # CURVE keys (server secret only if it binds an inbox)
     restart: str = "never"          # "on-failure": the coordinator replaces a dead replica
     max_restarts: int = 3
@@ -101,6 +107,17 @@ class WorkerSpec:
 
 
 @dataclass
+class StagePart:
+    """One stage of a whole-streams group (its source, then the chain after it): the group's
+    workers run it, and the report and the audit show it as itself."""
+
+    name: str
+    op: str
+    kind: str
+    params: dict[str, Any]
+
+
+@dataclass
 class StagePlan:
     name: str
     op: str
@@ -115,6 +132,7 @@ class StagePlan:
     formats: dict[str, str] = field(default_factory=dict)   # "in"/"out" -> human-readable format
     fused: list[str] = field(default_factory=list)   # member stages when this is a fused group
     ordered: bool = False
+    parts: list[StagePart] = field(default_factory=list)   # a whole-streams group's stages
 
 
 @dataclass
@@ -124,6 +142,7 @@ class Plan:
     control_endpoint: str
     run_dir: str
     curve: CurveKeys | None = None  # the coordinator's keys when security.curve is on
+    notes: list[str] = field(default_factory=list)   # the planner's choices, said why
 
     @property
     def workers(self) -> list[WorkerSpec]:

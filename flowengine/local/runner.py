@@ -33,7 +33,7 @@ from flowengine.errors import ConfigError, FlowError
 from flowengine.ops.node import AGAIN, EOF, Node
 from flowengine.ops.adapters import make_sink_node, make_source_node
 from flowengine.ops.flownode import NodeStats, SinkHandle, check_buffer
-from flowengine.local.pipeline import Pipeline, check_chain, describe_buffer
+from flowengine.ops.pipeline import Pipeline, check_chain, describe_buffer
 
 __all__ = ["Runner", "AsyncRunner", "RunStats", "StageStats"]
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from flowengine.audio.buffers import DEFAULT_STREAM, AudioFrame, Packet
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.codecs.decoder import Decoder
-from flowengine.ops.codecs.encoder import Encoder
+from flowengine.ops.codecs.encoder import Encoder, FrameEncoder
 from flowengine.errors import ConfigError
 from flowengine.audio.format import AudioFormat
 from flowengine.ops.node import AGAIN, KINDS, PACKET, PCM, Node
@@ -85,6 +85,23 @@ class EncoderNode(FlowNode):
     def extradata(self) -> bytes | None:
         return self.encoder.extradata
 
+    _frames: FrameEncoder | None | bool = None   # decided at the first frame
+
+    def process(self, buf: AudioFrame) -> list:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = self.encoder.frame_encoder(buf.format, buf.stream) or False
+        if frames:
+            return frames.encode(buf)
+        self.encoder.put_frame(buf)
+        return self._produced()
+
+    def finish(self) -> list:
+        self._ended = True
+        if self._frames:
+            return self._frames.encode(None)
+        return self._produced()
+
     def _accept(self, buf: AudioFrame) -> None:
         self.encoder.put_frame(buf)
 
@@ -93,6 +110,7 @@ class EncoderNode(FlowNode):
 
     def _restart(self) -> None:
         self.encoder.reset()
+        self._frames = None
 
 
 class DecoderNode(FlowNode):
@@ -112,7 +130,7 @@ class DecoderNode(FlowNode):
         return None if fmt is None else fmt.with_(planar=True)
 
     def _accept(self, buf: Packet) -> None:
-        if self._stats.buffers_in == 1 and self.decoder.bytes_in == 0:
+        if self.decoder.bytes_in == 0:
             self.decoder.stream = buf.stream     # output frames carry the input's stream id
         self.decoder.put_packet(buf)
 
@@ -206,11 +224,17 @@ class SinkNode(FlowNode):
                          kind, None)
         self.sink = sink
         self._handle = SinkHandle(sink, self.name)
+        # An object sink takes each buffer with one call; a Node sink is driven as a node.
+        self._write = self._handle.deliver if self._handle.is_node else sink.push
 
     @property
     def input_format(self) -> AudioFormat | None:
         fmt = getattr(self.sink, "input_format", None)
         return fmt if isinstance(fmt, AudioFormat) else None
+
+    def process(self, buf: AudioFrame | Packet) -> list:
+        self._write(buf)
+        return []
 
     def _accept(self, buf: AudioFrame | Packet) -> None:
         self._handle.deliver(buf)

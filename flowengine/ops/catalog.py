@@ -19,12 +19,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BeforeValidator
 
-from flowengine.audio.buffers import AudioFrame
 from flowengine.errors import ConfigError
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
-from flowengine.audio.format import AudioFormat
 from flowengine.ops.node import PACKET, PCM, Node
 from flowengine.ops.processors import Processor
+from flowengine.ops.processors.resample import ResampleNode
 from flowengine.ops.registry import FormatParam, PartialFormatParam, operator
 from flowengine.ops.adapters import (
     ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
@@ -295,44 +294,6 @@ def gain(gain: float = 1.0, gain_db: float | None = None,
     return _processor(Processor.gain(format, gain=gain, gain_db=gain_db))
 
 
-class _ResampleToInput:
-    """A Resampler whose output keeps the input's rate or channel count (whichever is None),
-    built at the first frame."""
-
-    name = "resample"
-
-    def __init__(self, sample_rate: int | None, channels: int | None, sample_type: str,
-                 planar: bool, out_chunk_samples: int | None) -> None:
-        self._args = (sample_rate, channels, sample_type, planar, out_chunk_samples)
-        self._inner = None
-
-    @property
-    def input_format(self) -> AudioFormat | None:
-        return None if self._inner is None else self._inner.input_format
-
-    @property
-    def output_format(self) -> AudioFormat | None:
-        return None if self._inner is None else self._inner.output_format
-
-    def put_frame(self, frame: AudioFrame) -> None:
-        if self._inner is None:
-            rate, channels, sample_type, planar, chunk = self._args
-            out = AudioFormat(rate or frame.format.sample_rate, channels or frame.format.channels,
-                              sample_type, planar)
-            self._inner = Processor.resample(None, out, out_chunk_samples=chunk)
-        self._inner.put_frame(frame)
-
-    def get_audio_frame(self) -> AudioFrame | None:
-        return None if self._inner is None else self._inner.get_audio_frame()
-
-    def flush(self) -> None:
-        if self._inner is not None:
-            self._inner.flush()
-
-    def reset(self) -> None:
-        self._inner = None
-
-
 @operator("resample", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           summary="Change sample rate, channels and sample type (libswresample)",
           example={"sample_rate": 48000})
@@ -347,12 +308,7 @@ def resample(sample_rate: int | None = None, channels: int | None = None,
     in_format: the input's format (None: the first frame's)
     out_chunk_samples: re-block the output into chunks of this size
     """
-    if in_format is None and (sample_rate is None or channels is None):
-        return _processor(_ResampleToInput(sample_rate, channels, sample_type, planar,
-                                           out_chunk_samples))
-    out = AudioFormat(sample_rate or in_format.sample_rate, channels or in_format.channels,
-                      sample_type, planar)
-    return _processor(Processor.resample(in_format, out, out_chunk_samples=out_chunk_samples))
+    return ResampleNode(sample_rate, channels, sample_type, planar, in_format, out_chunk_samples)
 
 
 @operator("channel_map", kind="processor", inputs=PCM, outputs=PCM, stateful=False,

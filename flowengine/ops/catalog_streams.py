@@ -31,7 +31,7 @@ Paths = Annotated[str | list[str], BeforeValidator(_one_or_list)]
 Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
 
 
-@operator("files", kind="source", inputs=None, outputs=PCM, stateful=True,
+@operator("files", kind="source", inputs=None, outputs=PCM, stateful=True, shares_streams=True,
           summary="Many audio files, one stream per file (named after it): a glob, a directory "
                   "or a list",
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
@@ -53,7 +53,7 @@ def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: i
     return MultiStreamSourceNode(source, PACKET if mode == "packet" else PCM, name="files")
 
 
-@operator("tones", kind="source", inputs=None, outputs=PCM, stateful=True,
+@operator("tones", kind="source", inputs=None, outputs=PCM, stateful=True, shares_streams=True,
           summary="N generated streams tone-0..tone-{N-1}, each at its own frequency, "
                   "interleaved chunk by chunk",
           example={"streams": 4, "seconds": 10})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ from flowengine.ops.node import AGAIN, EOF, KINDS, PACKET, PCM, Node
 
 __all__ = [
     "ANY", "NodeStats", "FlowNode", "IdentityNode", "PythonNode", "TapNode", "SinkHandle",
-    "check_kind", "check_buffer", "buffer_samples", "is_buffer", "pull_outputs", "MAX_IDLE_PULLS",
+    "check_kind", "check_buffer", "buffer_samples", "is_buffer",
     "make_identity_node", "make_python_node", "make_tap_node",
 ]
 
@@ -38,12 +37,8 @@ __all__ = [
 ANY = "any"
 
 _BUFFER_TYPES = {PCM: AudioFrame, PACKET: Packet}
-# Above this a packet time base is a container clock, not a sample rate.
-_MAX_SAMPLE_RATE = 768000
 # How many pulls a sink may answer AGAIN after push(None) before it counts as stuck.
 _MAX_SINK_IDLE_PULLS = 1000
-# How many pulls a flushed node may answer AGAIN before it counts as stuck.
-MAX_IDLE_PULLS = 10000
 
 
 def check_kind(kind: str | None, what: str, allow: tuple = KINDS) -> str | None:
@@ -72,35 +67,12 @@ def check_buffer(buf: Any, kind: str | None, where: str) -> None:
 
 
 def buffer_samples(buf: AudioFrame | Packet) -> int:
-    """Samples per channel of a PCM frame. For a packet: its duration when its time base is a
-    sample clock (1/rate, as flowengine's encoders stamp them), else 0 (a container's time
-    base such as 1/14112000 says nothing about samples without the rate)."""
-    if isinstance(buf, AudioFrame):
-        return buf.samples
-    if buf.time_base_num == 1 and buf.time_base_den <= _MAX_SAMPLE_RATE:
-        return int(buf.duration or 0)
-    return 0
+    """Samples per channel of a PCM frame; a packet's duration when its time base is a sample
+    clock, else 0 (see Packet.samples)."""
+    return buf.samples
 
 
 
-def pull_outputs(node: Node, flushing: bool, where: str) -> Iterator[AudioFrame | Packet]:
-    """What `node` gives now: its buffers until AGAIN, or, once flushing, until EOF.
-
-    A flushed node that keeps answering AGAIN is stuck: a FlowError naming `where`
-    and the node, never a hang."""
-    idle = 0
-    while True:
-        out = node.pull()
-        if out is EOF:
-            return
-        if out is AGAIN:
-            if not flushing:
-                return
-            idle += 1
-            if idle > MAX_IDLE_PULLS:
-                raise FlowError(f"{where}: node {node!r} did not reach EOF after its input ended")
-            continue
-        yield out
 
 @dataclass
 class NodeStats:
@@ -125,12 +97,22 @@ class NodeStats:
         self.samples_out += buffer_samples(buf)
         self.bytes_out += _nbytes(buf)
 
+    def count_batch_in(self, bufs: list) -> None:
+        self.buffers_in += len(bufs)
+        self.samples_in += sum(buf.samples for buf in bufs)
+        self.bytes_in += sum(buf.nbytes for buf in bufs)
+
+    def count_batch_out(self, bufs: list) -> None:
+        self.buffers_out += len(bufs)
+        self.samples_out += sum(buf.samples for buf in bufs)
+        self.bytes_out += sum(buf.nbytes for buf in bufs)
+
     def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
 
 def _nbytes(buf: AudioFrame | Packet) -> int:
-    return int(buf.data.nbytes) if isinstance(buf, AudioFrame) else len(buf.data)
+    return buf.nbytes
 
 
 class FlowNode(Node):
@@ -188,6 +170,31 @@ class FlowNode(Node):
             self._eof = True
             return EOF
         return AGAIN
+
+    def process(self, buf: AudioFrame | Packet) -> list:
+        """The stage loop's way in: no per-buffer kind check or counting (the loop counts per
+        batch, and checks kinds where buffers enter a stage)."""
+        if self._ended:
+            raise FlowError(f"node {self.name!r}: process after end of input (finish() was "
+                            f"called); call reset() to start a new stream")
+        self._accept(buf)
+        return self._produced()
+
+    def finish(self) -> list:
+        if self._ended:
+            raise FlowError(f"node {self.name!r}: finish() called twice; call reset() to start "
+                            f"a new stream")
+        self._ended = True
+        self._finish()
+        outs = self._produced()
+        self._eof = True
+        return outs
+
+    def _produced(self) -> list:
+        outs = []
+        while (out := self._produce()) is not None:
+            outs.append(out)
+        return outs
 
     def reset(self) -> None:
         self._restart()

@@ -36,7 +36,7 @@ from flowengine.errors import ConfigError, FlowError, FormatError
 from flowengine.audio.fifo import SampleFifo
 from flowengine.audio.format import AudioFormat, from_float, to_float
 from flowengine.ops.node import AGAIN, EOF, PCM, Node
-from flowengine.local.pipeline import Pipeline
+from flowengine.ops.pipeline import Pipeline
 from flowengine.ops.flownode import FlowNode
 
 __all__ = ["ForkJoinNode", "REDUCES", "make_fork_join_node"]

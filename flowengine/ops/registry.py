@@ -138,6 +138,9 @@ class OperatorSpec:
     # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
     expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
         default=None, repr=False, compare=False)
+    # A multi-stream source whose node can read a share of its streams (`share(claim)`): the
+    # planner may run whole streams per replica, each replica reading its own.
+    shares_streams: bool = False
     # Parameters of a typical use, for the reference docs (docs/config.md): a stage's params.
     example: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -207,6 +210,7 @@ class Registry:
                  summary: str, stateful: bool,
                  kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
                  expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None,
+                 shares_streams: bool = False,
                  example: dict[str, Any] | None = None,
                  param_docs: dict[str, str] | None = None):
         """Decorator: register a factory function as operator `name` (see module doc).
@@ -223,7 +227,7 @@ class Registry:
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
                                 _params_of(name, factory, param_docs or {}), factory, kinds,
-                                expected_out, dict(example or {}))
+                                expected_out, shares_streams, dict(example or {}))
             self.register(spec)
             return factory
         return register

@@ -1,36 +1,24 @@
-"""Nodes for runs that carry many streams: multi-stream sources and a per-stream demultiplexer.
+"""Sources that carry many streams (many files, N tones) and say when each one ends.
 
-A multi-stream source (many files, N tones) says when each of its streams
-ends: `take_ended_streams(node)` returns the `StreamEnd`s found since the
-last call (an empty list for a source that does not tell). The engine's
-source worker sends each stream's end downstream at once, so every node of
-that stream is flushed and its sink finalised while other streams go on.
-
-In one process a Runner drives a single chain of nodes, but codecs and
-per-stream file sinks need one instance per stream. `StreamDemux` is that
-chain: it keeps one inner node (usually a Pipeline) per stream id, made by a
-factory at the stream's first buffer, ends a stream's inner node when the
-source reports the stream ended (`ends_from=`) or at the end of input, and
-gives the outputs of all of them in the order they come. A stream the source
-reports ended with an error is aborted instead: its inner node is closed
-without a flush, so nothing finalizes it (a file sink keeps ``NAME.part``).
+`take_ended_streams(node)` returns the `StreamEnd`s such a source found since
+the last call (an empty list for a source that does not tell). The stage
+loop (flowengine.core.loop.SourceLoop) passes each end downstream at once, so
+every node of that stream is flushed and its sink finalised while other
+streams go on; a stream that ended with an error goes on *aborted*, closed
+unflushed everywhere (a file sink keeps ``NAME.part``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from flowengine.audio.buffers import AudioFrame, Packet
-from flowengine.errors import FlowError
-from flowengine.ops.io.multistream import StreamEnd
-from flowengine.ops.node import AGAIN, Node
 from flowengine.ops.adapters import SourceNode
-from flowengine.ops.flownode import FlowNode, pull_outputs
+from flowengine.ops.io.multistream import StreamEnd
+from flowengine.ops.node import AGAIN
 
-__all__ = ["MultiStreamSourceNode", "StreamDemux", "StreamEnd", "take_ended_streams",
-           "is_multi_stream"]
+__all__ = ["MultiStreamSourceNode", "StreamEnd", "take_ended_streams", "is_multi_stream"]
 
 
 def take_ended_streams(node: Any) -> list[StreamEnd]:
@@ -50,6 +38,11 @@ class MultiStreamSourceNode(SourceNode):
 
     def take_ended_streams(self) -> list[StreamEnd]:
         return self.source.take_ended()
+
+    def share(self, claim: Callable[[int, str], bool], *, one_at_a_time: bool) -> None:
+        """Read only the streams `claim(index, stream)` gives this replica (see
+        flowengine.ops.io.multistream)."""
+        self.source.share(claim, one_at_a_time=one_at_a_time)
 
     _ready: Callable[[str], bool] | None = None
 
@@ -76,81 +69,3 @@ class MultiStreamSourceNode(SourceNode):
     def stats(self) -> dict[str, int | float]:
         self._stats.errors = len(self.failed)
         return super().stats()
-
-
-class StreamDemux(FlowNode):
-    """One inner node per stream id, built by `factory(stream)` (see module doc).
-
-    input_kind / output_kind: those of the inner nodes (output None when they end in a sink).
-    ends_from: a multi-stream source node; the streams it reports ended are flushed at the
-    next push, so their outputs (files) are complete before the run ends; one that ended
-    with an error is aborted (closed unflushed) and its id listed in `aborted`.
-    """
-
-    def __init__(self, factory: Callable[[str], Node], input_kind: str,
-                 output_kind: str | None, *, ends_from: Any = None,
-                 name: str = "stream_demux") -> None:
-        super().__init__(name, input_kind, output_kind)
-        self.factory = factory
-        self.ends_from = ends_from
-        self.inner: dict[str, Node] = {}
-        self.finished: list[str] = []          # streams flushed and closed, in order
-        self.aborted: list[str] = []           # streams closed unflushed after an error
-        self._out: deque[AudioFrame | Packet] = deque()
-
-    def _accept(self, buf: AudioFrame | Packet) -> None:
-        self.end_reported()
-        node = self.inner.get(buf.stream)
-        if node is None:
-            if buf.stream in self.finished:
-                raise FlowError(f"{self.name}: a buffer of stream {buf.stream!r} came after that "
-                                f"stream ended")
-            node = self.inner[buf.stream] = self.factory(buf.stream)
-        node.push(buf)
-        self._collect(buf.stream, node, flushing=False)
-
-    def _finish(self) -> None:
-        self.end_reported()
-        for stream in list(self.inner):
-            self.end_stream(stream)
-
-    def _produce(self) -> AudioFrame | Packet | None:
-        return self._out.popleft() if self._out else None
-
-    def end_reported(self) -> None:
-        """End the streams `ends_from` reported ended since the last look (done at every
-        push and at the end; a caller that pulled the source itself may look sooner)."""
-        for end in take_ended_streams(self.ends_from):
-            if end.stream in self.inner:
-                self.end_stream(end.stream, aborted=end.error is not None)
-
-    def end_stream(self, stream: str, aborted: bool = False) -> None:
-        """Flush `stream`'s inner node to EOF, keep its outputs, close and drop it; `aborted`
-        (cut short after an error): close it without the flush, nothing is finalized."""
-        node = self.inner.pop(stream)
-        try:
-            if not aborted:
-                node.push(None)
-                self._collect(stream, node, flushing=True)
-        finally:
-            node.close()
-        self.finished.append(stream)
-        if aborted:
-            self.aborted.append(stream)
-
-    def _collect(self, stream: str, node: Node, flushing: bool) -> None:
-        for out in pull_outputs(node, flushing, f"{self.name} stream {stream!r}"):
-            if out.stream != stream:
-                out.stream = stream      # an inner node may not know its stream id
-            self._out.append(out)
-
-    def _restart(self) -> None:
-        self.close()
-        self.finished.clear()
-        self.aborted.clear()
-        self._out.clear()
-
-    def close(self) -> None:
-        while self.inner:
-            _, node = self.inner.popitem()
-            node.close()

@@ -48,14 +48,15 @@ from typing import Any
 import zmq
 
 from flowengine.errors import ConfigError, WireError, WorkerFailed
-from flowengine.core.audit import Finding, audit_report, check_audit, stages_from_plan
+from flowengine.core.audit import audit_report, check_audit, stages_from_plan
+from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, StageReport, WorkerReport
 from flowengine.engine.control.messages import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.preload import modules_for
 from flowengine.engine.recovery.replay import AckRelay
 from flowengine.core.signals import SignalCount
-from flowengine.engine.recovery.restart import RestartEvent, StreamGap, account_restarts, can_restart, note_replayed, \
+from flowengine.engine.recovery.restart import account_restarts, can_restart, note_replayed, \
     relay_acks, replace_worker
 from flowengine.engine.security import curve_server, log_listener, start_authenticator
 from flowengine.engine.worker.main import run_worker
@@ -75,91 +76,6 @@ log = logging.getLogger("flowengine.engine")
 _STOP_SLICE_S = 0.02   # how often a shutdown that waits is handed over again while stopping
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """A second Ctrl-C / SIGTERM stopped the run at once."""
-
-    exit_code = 130
-
-
-@dataclass
-class WorkerReport:
-    """Counts of one stage replica: final ones from its ``done``, or the latest ``stats``."""
-
-    stage: str
-    replica: int
-    pid: int | None = None
-    messages_in: int = 0
-    samples_in: int = 0
-    bytes_in: int = 0
-    seconds_in: float = 0.0
-    messages_out: int = 0
-    samples_out: int = 0
-    bytes_out: int = 0
-    seconds_out: float = 0.0
-    busy_seconds: float = 0.0
-    blocked_seconds: float = 0.0
-    busy_percent: float = 0.0
-    cpu_seconds: float = 0.0      # CPU time of the worker process (all its threads) in the run
-    errors_skipped: int = 0
-    streams_open: int = 0
-    queue_depth: int = 0          # upstream sent - received, at the latest stats
-    max_queue: int = 0
-    done: bool = False
-    restarts: int = 0             # replacements of this replica (restart: on-failure)
-    stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # Per stream: sample rates (and packet time bases) in and out, for the audit.
-    stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)
-    # At its done: what its lossless-restart bookkeeping held (``Worker.lossless_sizes``).
-    lossless: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageReport:
-    name: str
-    op: str
-    kind: str
-    workers: list[WorkerReport]
-
-    def total(self, key: str) -> float:
-        """Sum of one WorkerReport field over the replicas."""
-        return sum(getattr(w, key) for w in self.workers)
-
-    @property
-    def max_queue(self) -> int:
-        return max((w.max_queue for w in self.workers), default=0)
-
-
-@dataclass
-class RunReport:
-    name: str
-    stages: list[StageReport]
-    wall_seconds: float
-    audio_seconds: float      # seconds of audio the sinks received (the largest sink stage)
-    interrupted: bool = False
-    complete: bool = False
-    # The end-of-run sample audit (flowengine.core.audit): one Finding per check.
-    audit: list[Finding] = field(default_factory=list)
-    # restart: on-failure (flowengine.engine.recovery.restart): each replacement, and per stream the
-    # samples lost to them.
-    restarts: list[RestartEvent] = field(default_factory=list)
-    gaps: list[StreamGap] = field(default_factory=list)
-
-    @property
-    def audit_ok(self) -> bool:
-        """No audit check found samples lost or invented."""
-        return all(finding.ok for finding in self.audit)
-
-    def stage(self, name: str) -> StageReport:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise KeyError(name)
-
-    @property
-    def realtime_factor(self) -> float:
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
-
-
 @dataclass
 class _Tracked:
     """The coordinator's view of one worker process."""
@@ -173,6 +89,8 @@ class _Tracked:
     received: int = 0
     error: dict | None = None
     replaced: bool = False        # a replacement took over (restart.py): ignore its failures
+    # A whole-streams worker's report per stage it runs (its own `report` is the last one's).
+    parts: dict[str, WorkerReport] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
 
 
@@ -189,10 +107,19 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
     report.bytes_in, report.seconds_in = counts_in["bytes"], counts_in["seconds"]
     report.messages_out, report.samples_out = counts_out["messages"], counts_out["samples"]
     report.bytes_out, report.seconds_out = counts_out["bytes"], counts_out["seconds"]
-    report.busy_seconds, report.blocked_seconds = message["busy"], message["blocked"]
+    report.busy_seconds, report.blocked_seconds = message["busy"], message.get("blocked", 0.0)
     report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
-    report.cpu_seconds = message.get("cpu", 0.0)
+    if "cpu" in message:        # a process's: on one report only (a whole-streams worker's
+        report.cpu_seconds = message["cpu"]     # other stages get theirs without it)
     report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+
+
+def _apply_done(report: WorkerReport, message: dict) -> None:
+    """A replica's final per-stream counts (for the audit): it is done."""
+    report.done = True
+    report.stream_counts = message["stream_counts"]
+    report.stream_clocks = message.get("stream_clocks", {})
+    report.queue_depth = 0
 
 
 class Engine:
@@ -293,10 +220,15 @@ class Engine:
         wall = time.monotonic() - self._started_at if self._started_at else 0.0
         stages = []
         for stage in self.plan.stages:
-            workers = [self._workers[w.id].report for w in stage.workers if w.id in self._workers]
-            for report in workers:
-                report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
-            stages.append(StageReport(stage.name, stage.op, stage.kind, workers))
+            tracked = [self._workers[w.id] for w in stage.workers if w.id in self._workers]
+            # A whole-streams group: each of its stages as itself, with the group's replicas.
+            rows = [(part.name, part.op, part.kind, [t.parts[part.name] for t in tracked])
+                    for part in stage.parts] or \
+                [(stage.name, stage.op, stage.kind, [t.report for t in tracked])]
+            for name, op, kind, workers in rows:
+                for report in workers:
+                    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+                stages.append(StageReport(name, op, kind, workers))
         sinks = {s.name for s in self.plan.sinks}
         audio = max((s.total("seconds_in") for s in stages if s.name in sinks), default=0.0)
         return RunReport(self.plan.name, stages, wall, audio,
@@ -310,10 +242,14 @@ class Engine:
             [m.op for w in self.plan.workers for m in w.fused]
         # Only the first run of this process starts the forkserver; workers warm() the rest.
         mp.set_forkserver_preload(list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES)))
+        parts = {stage.name: stage.parts for stage in self.plan.stages}
         for spec in self.plan.workers:
             process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
                                  daemon=True)
-            self._workers[spec.id] = _Tracked(spec, process, WorkerReport(spec.stage, spec.replica))
+            reports = {part.name: WorkerReport(part.name, spec.replica)
+                       for part in parts[spec.stage]}
+            self._workers[spec.id] = _Tracked(spec, process, reports.get(
+                spec.stage, WorkerReport(spec.stage, spec.replica)), parts=reports)
         for tracked in self._workers.values():
             try:
                 tracked.process.start()
@@ -428,13 +364,14 @@ class Engine:
         else:
             wall = time.monotonic() - self._started_at
             _apply_counts(tracked.report, message, wall)
+            for name, counts in message.get("members", {}).items():
+                _apply_counts(tracked.parts[name], counts, wall)
             tracked.sent_to, tracked.received = message["sent_to"], message["received"]
             if kind == "done":
-                tracked.report.done = True
-                tracked.report.stream_counts = message["stream_counts"]
-                tracked.report.stream_clocks = message.get("stream_clocks", {})
+                _apply_done(tracked.report, message)
+                for name, counts in message.get("member_counts", {}).items():
+                    _apply_done(tracked.parts[name], counts)
                 tracked.report.lossless = message.get("lossless", {})
-                tracked.report.queue_depth = 0
             else:
                 self._update_queue_depth(tracked)
 

@@ -33,10 +33,10 @@ import logging
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
+from flowengine.core.report import RestartEvent, StreamGap
 from flowengine.engine.worker.main import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
@@ -46,36 +46,6 @@ log = logging.getLogger("flowengine.engine")
 
 GAP = "gap"   # a Finding status: samples lost to a restart, reported (not a mismatch)
 HOLD_TIMEOUT_S = 5.0   # for the upstreams of a lossless stage to hold its dead replica
-
-
-@dataclass
-class RestartEvent:
-    """One replacement of a stage replica."""
-
-    stage: str
-    replica: int
-    generation: int          # 1 for the first replacement of this replica
-    reason: str              # what happened to the worker it replaced
-    old_pid: int | None
-    new_pid: int | None
-    seconds: float           # from the failure seen to the replacement ready
-    replayed: int = 0        # messages its upstreams re-sent to it (lossless restart)
-
-
-@dataclass
-class StreamGap:
-    """Samples of one stream lost to the restart(s) of `stage`, as `consumer` received it."""
-
-    stage: str
-    stream: str
-    consumer: str
-    expected: tuple[int, int]   # the stage's rule applied to what its inputs sent
-    got: int                    # what the consumer received from the stage
-
-    @property
-    def samples(self) -> int:
-        """Samples missing (0 when what arrived is within the rule)."""
-        return max(0, self.expected[0] - self.got)
 
 
 def restarts_of(events: list[RestartEvent], stage: str, replica: int) -> int:

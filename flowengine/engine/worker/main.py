@@ -57,9 +57,9 @@ from flowengine.errors import FlowError
 from flowengine.logs import show_messages_as_lines
 from flowengine.ops.node import Node
 from flowengine.engine.control.messages import encode_control, decode_control, COORDINATOR_MESSAGES
-from flowengine.engine.worker.counters import Counts, StreamTally
+from flowengine.core.loop import MixLoop, NullOutlet, SourceLoop, StageLoop
 from flowengine.engine.worker.origins import MultiInputFeed, StreamOrigins
-from flowengine.engine.worker.inbox import IDLE_WAIT_S, run_inbox
+from flowengine.engine.worker.loop import IDLE_WAIT_S, WireOutlet, run_inbox, run_source
 from flowengine.engine.worker.outbox import batching
 from flowengine.engine.plan import WorkerSpec, sender_id
 from flowengine.engine.worker.preload import warm
@@ -70,7 +70,8 @@ from flowengine.engine.recovery.resume import ReplaySender, resume_downstream
 from flowengine.engine.worker.routing import BALANCED, OrderedMerge, OrderStamp
 from flowengine.engine.security import curve_client, curve_server, start_authenticator
 from flowengine.engine.worker.sendpath import SendPath
-from flowengine.engine.worker.source import run_source
+from flowengine.engine.worker.shares import share_claim
+from flowengine.core.operators import create_node
 from flowengine.core.stage import create_stage_node
 
 __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS", "PROFILE_ENV"]
@@ -124,10 +125,8 @@ class Worker:
         self.resume_to: list[tuple[str, int]] = []
         self.stamp = OrderStamp(spec.stage) if spec.ordered else \
             ReplayStamp(spec.stage) if spec.replay else None
-        self.tally = StreamTally()
-        self.count = self.tally.count    # per buffer, by the loops and the send path
         self.send = SendPath(spec.outputs, self.edges, self.id, self.sender, self.stamp,
-                             self.count, self._wait_for_room)
+                             self._wait_for_room)
         # The send path as resume.py (the restart glue) reaches it, through the worker.
         self.outboxes, self.routers, self.out_caps = \
             self.send.outboxes, self.send.routers, self.send.out_caps
@@ -145,15 +144,31 @@ class Worker:
         self.send.replay = self.replay
         self.acks = AckReporter(self.inbox_state, spec.indexed_senders, spec.ack_every) \
             if spec.indexed_senders else None
+        # The stage itself: the stage loop the in-process runner runs too (core/loop.py),
+        # its outlet the wire (or nothing, when no stage reads this one).
+        outlet = WireOutlet(self.send) if self.edges else NullOutlet()
+        self.stage: StageLoop | None = None
+        self.mix: MixLoop | None = None
+        self.source: SourceLoop | None = None       # made at start (loop.run_source)
         # Fan-in: a stream id from one upstream stage only; a mixer's one node takes them all.
         self.origins = StreamOrigins(spec.stage, spec.upstream)
-        self.multi = MultiInputFeed(self.new_node(), spec.upstream) if spec.multi_input \
-            else None
-        self.nodes: dict[str, Node] = {}         # per open stream (inboxloop.py)
-        self.counts_in = Counts()
+        if spec.multi_input:
+            self.mix_feed = MultiInputFeed(spec.upstream)
+            self.mix = MixLoop(spec.stage, self.new_node(), outlet, self.mix_feed.groups)
+        elif spec.inbox_endpoint is not None:
+            self.stage = StageLoop(spec.stage, self.new_node, outlet, on_error=spec.on_error,
+                                   max_errors=spec.max_errors)
+        # Whole streams per replica: the stages after the source run here too, each its own
+        # stage loop (as in one process), so each is counted (and reported) as itself.
+        self.chain: list[StageLoop] = []
+        for member in reversed(spec.chain[1:]):
+            outlet = StageLoop(member.name, self._member_node(member), outlet,
+                               on_error=spec.on_error, max_errors=spec.max_errors)
+            self.chain.insert(0, outlet)
+        self.source_outlet = self.chain[0] if self.chain else outlet
         self.received = 0                       # inbox messages of any kind
-        self.busy = self.blocked = 0.0
-        self.errors_skipped = 0
+        self.bytes_in = 0
+        self.blocked = 0.0
         self.started = self.draining = False
         self._next_stats = self.next_control = 0.0
         self._cpu_start = time.process_time()   # CPU of the run, not of the start-up imports
@@ -177,12 +192,45 @@ class Worker:
         return push
 
     def new_node(self) -> Node:
-        """A node of this stage's operator (one per stream, or the multi-input one)."""
+        """A node of this stage's operator for one stream (or the multi-input one)."""
         spec = self.spec
         return create_stage_node(spec.op, spec.kind, spec.params, block_samples=spec.block_samples,
                                  fused=spec.fused, name=spec.stage)
 
-    # ----------------------------------------------------------------- control
+    @staticmethod
+    def _member_node(member: Any) -> Any:
+        """The node factory of one stage of a whole-streams chain."""
+        def make() -> Node:
+            node = create_node(member.op, dict(member.params))
+            node.name = member.name
+            return node
+        return make
+
+    def new_source(self) -> Node:
+        """The source node of a source stage (its share of the streams, when the plan splits
+        them over replicas)."""
+        spec = self.spec
+        node = create_stage_node(spec.op, "source", spec.params, block_samples=spec.block_samples,
+                                 name=spec.stage)
+        if spec.share is not None:
+            claim, one_at_a_time = share_claim(spec.share)
+            node.share(claim, one_at_a_time=one_at_a_time)
+        return node
+
+    @property
+    def loops(self) -> list[Any]:
+        """Every stage loop of this worker, the first one first."""
+        return [loop for loop in (self.source, self.stage, self.mix) if loop is not None] + \
+            self.chain
+
+    @property
+    def counted(self) -> Any:
+        """The loop whose counts are the stage's (a whole-streams chain: its last stage)."""
+        return self.loops[-1] if self.loops else None
+
+    @property
+    def busy(self) -> float:
+        return sum(loop.busy for loop in self.loops)
 
     def _tell(self, kind: str, **fields: Any) -> None:
         self.control.send(encode_control(kind, **fields))
@@ -222,11 +270,27 @@ class Worker:
                 raise FlowError(f"worker {self.id}: the coordinator process went away")
 
     def statistics(self) -> dict[str, Any]:
-        return {"in": self.counts_in.as_dict(), "out": self.send.counts_out.as_dict(),
-                "received": self.received, "sent_to": dict(self.send.sent_to),
-                "busy": self.busy, "blocked": self.blocked, "streams": len(self.nodes),
+        counted = self.counted
+        stats = _loop_stats(counted, self.bytes_in, self.send.bytes_out,
+                            took=self.inbox is not None)
+        if self.chain:              # whole streams: every stage of the chain as itself
+            stats["members"] = {loop.name: _loop_stats(loop, 0, 0, took=loop is not self.source)
+                                for loop in self.loops}
+        return {**stats, "received": self.received, "sent_to": dict(self.send.sent_to),
+                "busy": self.busy, "blocked": self.blocked,
                 "cpu": time.process_time() - self._cpu_start,
-                "errors_skipped": self.errors_skipped}
+                "errors_skipped": sum(loop.errors_skipped for loop in self.loops)}
+
+    def stream_counts(self) -> dict[str, Any]:
+        """Per stream, the audit's counts and clocks (rates) of the stage (and of each stage
+        of a whole-streams chain)."""
+        counted = self.counted
+        result = {"stream_counts": _counts_of(counted), "stream_clocks": _clocks_of(counted)}
+        if self.chain:
+            result["member_counts"] = {loop.name: {"stream_counts": _counts_of(loop),
+                                                   "stream_clocks": _clocks_of(loop)}
+                                       for loop in self.loops}
+        return result
 
     def lossless_sizes(self) -> dict[str, Any]:
         """What the bookkeeping of lossless restarts (replay.py) holds now: a long run of many
@@ -326,8 +390,9 @@ class Worker:
     def run(self) -> int:
         """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""
         # Heavy imports now, in every worker at once, not on the first buffer down the chain.
-        warm([(member.op, member.params) for member in self.spec.fused] if self.spec.fused
-             else [(self.spec.op, self.spec.params)])
+        spec = self.spec
+        warm([(member.op, member.params) for member in spec.fused] if spec.fused
+             else [(spec.op, spec.params)] + [(member.op, member.params) for member in spec.chain[1:]])
         # What the imports made lives as long as the process: out of the collector's sight,
         # so a full collection during the run does not walk it (tens of ms per pass here).
         gc.freeze()
@@ -338,9 +403,8 @@ class Worker:
         else:
             run_inbox(self)
         self.send.send_eof()   # the run's end goes to every downstream replica
-        self._tell("done", **self.statistics(),
-                   stream_counts={s: c for s, c in self.tally.stream_counts.items()},
-                   stream_clocks=self.tally.stream_clocks, lossless=self.lossless_sizes())
+        self._tell("done", **self.statistics(), **self.stream_counts(),
+                   lossless=self.lossless_sizes())
         try:
             # Every data socket stays open until the coordinator says the end is acknowledged.
             self.started = False  # now waits for shutdown alone (start came long ago)
@@ -354,6 +418,35 @@ class Worker:
     def close(self, linger_ms: int) -> None:
         for sock in self.sockets:
             sock.close(linger=linger_ms)
+
+
+def _loop_stats(loop: Any, bytes_in: int, bytes_out: int, took: bool) -> dict[str, Any]:
+    """What one loop took in and gave out (messages, samples, bytes, seconds of audio), from
+    its per-stream counts; `took` False: a source, which takes nothing in."""
+    counts = loop.counts.values() if loop is not None else ()
+    took_in = {"messages": 0, "samples": 0, "bytes": bytes_in, "seconds": 0.0}
+    gave = {"messages": 0, "samples": 0, "bytes": bytes_out, "seconds": 0.0}
+    for stream in counts:
+        if took:
+            took_in["messages"] += stream.in_messages
+            took_in["samples"] += stream.in_samples
+            if stream.in_rate:
+                took_in["seconds"] += stream.in_samples / stream.in_rate
+        gave["messages"] += stream.out_messages
+        gave["samples"] += stream.out_samples
+        if stream.out_rate:
+            gave["seconds"] += stream.out_samples / stream.out_rate
+    return {"in": took_in, "out": gave, "streams": len(getattr(loop, "nodes", ())),
+            "busy": getattr(loop, "busy", 0.0),
+            "errors_skipped": getattr(loop, "errors_skipped", 0)}
+
+
+def _counts_of(loop: Any) -> dict[str, dict[str, int]]:
+    return {stream: c.counts() for stream, c in loop.counts.items()} if loop is not None else {}
+
+
+def _clocks_of(loop: Any) -> dict[str, dict[str, int]]:
+    return {stream: c.clocks() for stream, c in loop.counts.items()} if loop is not None else {}
 
 
 def _socket(context: zmq.Context, kind: int) -> zmq.Socket:

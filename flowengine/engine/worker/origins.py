@@ -8,15 +8,14 @@ replica, so the replicas of one stage count as one input):
   pushed into one node. `StreamOrigins.check` makes that a clear error.
 - a multi-input stage (a mixer; see `flowengine.ops.multiinput`): every
   input goes into the one node under the key ``(upstream stage, stream id)``;
-  `MultiInputFeed` turns inbox events into the node's calls. The node is told
-  the upstream stages in the order of the stage's ``inputs`` first (gains by
-  position; no output before every one of them opened an input or ended),
-  and a stage ends as an input group once every replica of it sent its eof.
+  `MultiInputFeed` says which group each sender feeds: the upstream stages,
+  in the order of the stage's ``inputs`` (gains by position; no output before
+  every one of them opened an input or ended), each ending as an input group
+  once every replica of it sent its eof.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 from flowengine.errors import FlowError
 
@@ -50,33 +49,28 @@ class StreamOrigins:
 
 
 class MultiInputFeed:
-    """Inbox events -> calls of one multi-input node."""
+    """Which input group (upstream stage) each sender of a multi-input stage feeds, and when
+    a group ends: once every replica of that stage sent its eof."""
 
-    def __init__(self, node: Any, upstream: list[str]) -> None:
-        self.node = node
+    def __init__(self, upstream: list[str]) -> None:
         self.senders: dict[str, set[str]] = {}
         for sender in upstream:
             self.senders.setdefault(stage_of(sender), set()).add(sender)
-        for stage in self.senders:              # dicts keep the order of `inputs`
-            node.expect(stage)
 
     @property
-    def stream(self) -> str:
-        """The stream id of the node's output."""
-        return self.node.stream
+    def groups(self) -> list[str]:
+        """The upstream stages, in the order of the stage's inputs."""
+        return list(self.senders)
 
-    def data(self, sender: str, stream: str, buf: Any) -> None:
-        self.node.push_input((stage_of(sender), stream), buf)
+    @staticmethod
+    def group(sender: str) -> str:
+        return stage_of(sender)
 
-    def end(self, sender: str, stream: str) -> None:
-        self.node.end_input((stage_of(sender), stream))
-
-    def sender_ended(self, sender: str) -> None:
-        """One replica sent its eof; the whole stage is an ended group once all of them did."""
+    def sender_ended(self, sender: str) -> str | None:
+        """One replica sent its eof: its group, when it was the last of the group."""
         stage = stage_of(sender)
         waiting = self.senders.get(stage)
-        if waiting is None:
-            return
+        if waiting is None or sender not in waiting:
+            return None
         waiting.discard(sender)
-        if not waiting:
-            self.node.end_group(stage)
+        return None if waiting else stage

@@ -30,8 +30,6 @@ from typing import Any
 import zmq
 
 from flowengine.audio.buffers import AudioFrame, Packet
-from flowengine.ops.node import Node
-from flowengine.engine.worker.counters import Counts, rate_of
 from flowengine.engine.worker.outbox import Outbox, batching
 from flowengine.engine.wire.protocol import StreamSender
 from flowengine.engine.worker.routing import BALANCED, BalancedRouter, StickyRouter, router_for
@@ -53,17 +51,16 @@ def writable(sock: zmq.Socket) -> bool:
 class SendPath:
     """The output edges of one worker: their routers, outboxes and what they sent.
 
-    `count(stream, "out", buf, rate)` counts an output for the audit; `wait(sockets)` is the
-    worker's one bounded slice of waiting for room on `sockets`, awake to control.
+    `wait(sockets)` is the worker's one bounded slice of waiting for room on `sockets`,
+    awake to control. (What a stage gives is counted by its loop, per batch.)
     """
 
     def __init__(self, outputs: list[Any], edges: list[Edge], worker_id: str,
-                 sender: StreamSender, stamp: Any, count: Callable[..., None],
+                 sender: StreamSender, stamp: Any,
                  wait: Callable[[list[zmq.Socket]], None]) -> None:
         self.edges = edges
         self.sender = sender
         self.stamp = stamp          # routing.OrderStamp / replay.ReplayStamp, or None
-        self._count = count
         self._wait = wait
         self.replay: Any = None     # resume.ReplaySender, set once the worker has one
         # Per downstream replica, what waits to go out as one batch. Into an ordered stage
@@ -79,7 +76,7 @@ class SendPath:
         self.balanced = any(isinstance(router, BalancedRouter) for router in self.routers)
         self.out_caps: dict[str, Caps] = {}
         self.sent_to: dict[str, int] = {}       # messages handed to ZeroMQ per downstream replica
-        self.counts_out = Counts()
+        self.bytes_out = 0                      # data messages' bytes, for the stats
 
     # ------------------------------------------------------------------ sending
 
@@ -171,10 +168,8 @@ class SendPath:
 
     # ------------------------------------------------------------------ streams
 
-    def emit(self, stream: str, buf: Any, node: Node) -> None:
+    def emit(self, stream: str, buf: Any) -> None:
         """Send one output buffer of `stream`, preceded by caps when they are new or changed."""
-        if buf.stream != stream:
-            buf.stream = stream  # a node may not know the stream id; the stream keeps its path
         caps = self.out_caps.get(stream)
         if type(buf) is AudioFrame:
             # Identity first: a stream's frames usually share one format object.
@@ -185,7 +180,7 @@ class SendPath:
         else:
             changed = caps is None or caps.codec != buf.codec
             if changed:
-                caps = Caps.for_packet(buf, node.output_format)
+                caps = Caps.for_packet(buf)
         if changed:
             self.out_caps[stream] = caps
             self.send_stream(stream, self.sender.caps(stream, caps))
@@ -197,14 +192,7 @@ class SendPath:
         self.send_stream(stream, frames, nbytes)
         if self.balanced:
             self._send_balanced_data(buf)
-        self.counts_out.add(buf, nbytes)
-        self._count(stream, "out", buf, rate_of(node))
-
-    def count_unsent(self, stream: str, buf: Any, node: Node) -> None:
-        """Count an output no stage reads (a stage without consumers): in the audit and in
-        the report's messages and samples out, as the in-process run counts it."""
-        self._count(stream, "out", buf, rate_of(node))
-        self.counts_out.add(buf, 0)
+        self.bytes_out += nbytes
 
     def end_stream(self, stream: str, aborted: bool = False) -> None:
         """Eos of `stream` wherever its caps went; its sticky replicas are free again.

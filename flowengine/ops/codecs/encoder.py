@@ -39,7 +39,7 @@ from flowengine.audio.avframes import FrameFiller
 from flowengine.ops.codecs.configs import ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.codecs.lame import LAME_AVAILABLE, LameMp3Encoder, check_mp3_params
 
-__all__ = ["Encoder", "OPUS_SAMPLE_RATES", "MP3_BACKENDS", "interleave"]
+__all__ = ["Encoder", "FrameEncoder", "OPUS_SAMPLE_RATES", "MP3_BACKENDS", "interleave"]
 
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_BACKENDS = ("auto", "lame", "pyav")
@@ -223,6 +223,52 @@ def _open_backend(codec: str, fmt: AudioFormat, config) -> "_PyAVBackend | LameM
     return _PyAVBackend(codec, fmt, sample_type, False, None, options)
 
 
+class FrameEncoder:
+    """Encodes `AudioFrame`s through a PyAV codec context without leaving FFmpeg: the frame's
+    own av.AudioFrame goes to `encode`, and PyAV re-blocks it to the codec's frame size (and
+    interleaves it for Opus) in C. Packets and bytes are those of Encoder (tested); packets
+    keep the codec's av.Packet (a muxer takes it as it is) and make their bytes only when
+    asked (ADTS-framed for AAC)."""
+
+    def __init__(self, backend: "_PyAVBackend", codec: str, fmt: AudioFormat, stream: str) -> None:
+        self._cc = backend._cc
+        self._codec = codec
+        self._format = fmt
+        self._rate = fmt.sample_rate
+        self._time_base = backend._time_base
+        self._framer = backend._framer
+        # What a decoder or muxer needs beside the packets: the OpusHead, AAC's
+        # AudioSpecificConfig.
+        self._extradata = self._cc.extradata if codec in ("opus", "aac") else None
+        self._stream = stream
+        self.samples_in = 0
+
+    def encode(self, frame: AudioFrame | None) -> list[Packet]:
+        """The packets `frame` completes; None: the end of the stream (the short last frame
+        and what the codec held)."""
+        if frame is None:
+            av_frame = None
+        else:
+            if frame.format is not self._format and frame.format != self._format:
+                raise FormatError(f"{self._codec} encoder, stream {self._stream!r}: input format "
+                                  f"changed at sample {self.samples_in}: expected "
+                                  f"{self._format}, got {frame.format} (use a new Encoder, or "
+                                  f"reset() first)")
+            av_frame = frame.av
+            av_frame.time_base = self._time_base
+            self.samples_in += frame.samples
+        try:
+            packets = self._cc.encode(av_frame)
+        except (av.FFmpegError, ValueError) as exc:
+            where = "at end of stream" if frame is None else f"at sample pts {frame.pts}"
+            raise CodecError(f"{self._codec} ({self._cc.name}): encoding failed {where}: "
+                             f"{exc}") from None
+        codec, stream, rate = self._codec, self._stream, self._rate
+        framer, extradata = self._framer, self._extradata
+        return [Packet.from_av(packet, codec, stream, rate, framer=framer, extradata=extradata)
+                for packet in packets if packet.size]
+
+
 class Encoder:
     """Streaming encoder with the original library's API: put PCM, get packets.
 
@@ -371,6 +417,19 @@ class Encoder:
         self._convert = None if fmt.sample_type in accepted \
             else (planar_in, planar_in.with_(sample_type=accepted[0]))
         self._fed = False
+
+    def frame_encoder(self, fmt: AudioFormat, stream: str) -> FrameEncoder | None:
+        """A FrameEncoder for a stream of `fmt`, when this codec's FFmpeg encoder takes f32
+        (aac, opus, mp3 through PyAV) and nothing is buffered yet; None otherwise (the LAME,
+        FLAC and wav backends take numpy). Opens the codec for `fmt`."""
+        if self._samples_in or fmt.sample_type != "f32" or self._codec not in _AV_INPUT:
+            return None
+        if self._format != fmt or self._backend is None:
+            self._open(fmt)
+        if not isinstance(self._backend, _PyAVBackend):
+            return None
+        self._stream = stream
+        return FrameEncoder(self._backend, self._codec, fmt, stream)
 
     # --- output ------------------------------------------------------------------------
 

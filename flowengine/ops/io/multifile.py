@@ -167,6 +167,10 @@ class MultiFileSource:
         """Streams skipped under on_error="skip", with their errors."""
         return self._interleaver.failed
 
+    def share(self, claim: Any, *, one_at_a_time: bool) -> None:
+        """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
+        self._interleaver.share(claim, one_at_a_time=one_at_a_time)
+
     def take_ended(self) -> list[StreamEnd]:
         return self._interleaver.take_ended()
 

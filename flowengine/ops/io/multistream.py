@@ -10,6 +10,10 @@ as a `StreamEnd` and a waiting entry takes its place; whoever drives the
 source collects the ends with `take_ended()` to end those streams downstream
 at once (a per-stream sink finalises its file while the others go on).
 
+Shared out: `share(claim)` makes the source read only the streams it claims,
+so several replicas of one source each read their own (the planner's whole
+streams per replica).
+
 Room downstream: `next_ready(ready)` takes the next buffer only from a
 stream for which `ready(stream)` says its consumer has room (the engine's
 source worker asks whether the stream's replica can take a message), so one
@@ -74,7 +78,9 @@ class StreamInterleaver:
         self.max_open = max_open if interleave else 1
         self.interleave = interleave
         self.failed: list[StreamEnd] = []
-        self._waiting: deque[tuple[str, Opener]] = deque(entries)
+        self._waiting: deque[tuple[int, str, Opener]] = deque(
+            (index, stream, opener) for index, (stream, opener) in enumerate(entries))
+        self._claim: Callable[[int, str], bool] | None = None
         self._open: deque[_Open] = deque()
         self._ended: list[StreamEnd] = []
 
@@ -138,9 +144,20 @@ class StreamInterleaver:
             self._open.appendleft(entry)
         return buf
 
+    def share(self, claim: Callable[[int, str], bool], *, one_at_a_time: bool) -> None:
+        """Read only the streams this reader gets: `claim(index, stream)` is asked for each
+        stream, in order, when it is next to open (replicas sharing a source claim the next
+        one when they have room). `one_at_a_time`: read each stream to its end before the
+        next (whole streams, one after another: each claim is made when it is needed)."""
+        self._claim = claim
+        if one_at_a_time:
+            self.interleave, self.max_open = False, 1
+
     def _fill(self) -> None:
         while self._waiting and len(self._open) < self.max_open:
-            stream, opener = self._waiting.popleft()
+            index, stream, opener = self._waiting.popleft()
+            if self._claim is not None and not self._claim(index, stream):
+                continue                    # another reader has it
             try:
                 buffers, close = opener()
             except _STREAM_ERRORS as exc:

@@ -56,6 +56,10 @@ class MultiToneSource:
     def frequencies(self) -> list[float]:
         return [source.frequency for source in self.sources]
 
+    def share(self, claim: Any, *, one_at_a_time: bool) -> None:
+        """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
+        self._interleaver.share(claim, one_at_a_time=one_at_a_time)
+
     def take_ended(self) -> list[StreamEnd]:
         return self._interleaver.take_ended()
 

@@ -37,23 +37,18 @@ from pathlib import Path
 import av
 import numpy as np
 
-from flowengine.audio.avframes import planar_array
-from flowengine.audio.buffers import PACKET_FLAG_KEY, AudioFrame, Packet, time_base_fraction
+from flowengine.audio.buffers import PACKET_FLAG_KEY, AudioFrame, Packet, round_ratio
 from flowengine.ops.codecs.adts import AdtsFramer, parse_adts_header
 from flowengine.ops.codecs.mp3frames import announced_frame_length
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
-from flowengine.audio.fifo import SampleFifo
-from flowengine.audio.format import AudioFormat, as_format
+from flowengine.audio.format import AudioFormat, as_format, channel_layout
 
-__all__ = ["AudioFileReader", "READER_MODES", "flowengine_codec_name", "channel_layout"]
+__all__ = ["AudioFileReader", "READER_MODES", "flowengine_codec_name"]
 
 READER_MODES = ("pcm", "packet")
 
 # FFmpeg codec names (canonical) -> flowengine's; anything else keeps FFmpeg's name.
 _CODEC_NAMES = {"mp3": "mp3", "aac": "aac", "opus": "opus", "flac": "flac"}
-# FFmpeg's default layout per channel count (av_channel_layout_default).
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
-                    8: "7.1"}
 # Extension -> FFmpeg demuxer, tried when probing the content finds no audio stream.
 _EXTENSION_DEMUXERS = {".mp3": "mp3", ".aac": "aac", ".flac": "flac", ".wav": "wav",
                        ".ogg": "ogg", ".opus": "ogg", ".oga": "ogg", ".m4a": "mov"}
@@ -67,12 +62,6 @@ def flowengine_codec_name(ffmpeg_name: str) -> str:
         return "wav"
     return _CODEC_NAMES.get(ffmpeg_name, ffmpeg_name)
 
-
-def channel_layout(channels: int) -> str:
-    """FFmpeg's default layout name for a channel count (1 -> "mono", 2 -> "stereo", ...)."""
-    if channels not in _DEFAULT_LAYOUTS:
-        raise FormatError(f"{channels} channels have no standard layout (expected 1..8)")
-    return _DEFAULT_LAYOUTS[channels]
 
 
 def _open_container(path: str) -> av.container.InputContainer:
@@ -124,6 +113,10 @@ def _open_probed(path: str, format: str | None) -> av.container.InputContainer:
     except av.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise FormatError(f"'{path}' is not an audio file PyAV can read: {reason}") from None
+
+
+def _format_of(frame: av.AudioFrame) -> tuple[str, str, int]:
+    return frame.format.name, frame.layout.name, frame.sample_rate
 
 
 class AudioFileReader:
@@ -243,64 +236,47 @@ class AudioFileReader:
     # --- pcm mode ----------------------------------------------------------------------
 
     def _pcm_frames(self) -> Iterator[AudioFrame]:
-        fmt = self.format
-        planar_fmt = fmt.with_(planar=True)
-        fifo = SampleFifo(fmt.channels, fmt.dtype)
-        fifo.push(np.empty((fmt.channels, 0), fmt.dtype), pts=0)
-        time_base = time_base_fraction(1, fmt.sample_rate)
-        chunk = self.chunk_samples
-
-        def frame(pcm: np.ndarray, pts: int) -> AudioFrame:
-            # The FIFO's arrays have fmt's dtype and channel count: nothing to check again.
-            data = pcm if fmt.planar else np.ascontiguousarray(pcm.T)
-            return AudioFrame.from_checked(data, fmt, pts, time_base, self.stream)
-
+        """Decoded frames, converted to the output format and cut into chunks of exactly
+        `chunk_samples` (the last one shorter) by one libswresample filter graph: the
+        samples stay in FFmpeg, no Python per sample (DESIGN §1)."""
+        fmt, stream = self.format, self.stream
+        convert = av.AudioResampler(format=fmt.av_format, layout=channel_layout(fmt.channels),
+                                    rate=fmt.sample_rate, frame_size=self.chunk_samples)
+        pts = 0
+        first = None
         error: CodecError | None = None
+        size = self._file_size()
         try:
-            for pcm in self._converted(planar_fmt):
-                fifo.push(pcm)
-                while len(fifo) >= chunk:
-                    yield frame(*fifo.pop(chunk))
+            for packet in self._demuxed():     # ends with an empty packet: drains
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as exc:
+                    if self._is_truncated_tail(packet, size):
+                        break
+                    raise CodecError(f"'{self.path}': {self.codec} stream "
+                                     f"{self._stream.index}: packet at {self._where(packet)} "
+                                     f"does not decode: {exc}") from None
+                for frame in decoded:
+                    try:
+                        converted = convert.resample(frame)
+                    except ValueError:  # PyAV checks each frame against the first's format
+                        raise self._format_changed(first, frame) from None
+                    first = first or frame
+                    for out in converted:
+                        yield AudioFrame.from_av(out, fmt, pts, stream)
+                        pts += out.samples
         except CodecError as exc:
             error = exc         # hand out what was decoded before the bad packet, then raise
-        if len(fifo):
-            yield frame(*fifo.pop_all())
+        for out in convert.resample(None):
+            yield AudioFrame.from_av(out, fmt, pts, stream)
+            pts += out.samples
         if error is not None:
             raise error
 
-    def _converted(self, planar_fmt: AudioFormat) -> Iterator[np.ndarray]:
-        """Planar arrays in `planar_fmt`, decoded and converted packet by packet."""
-        resampler = av.AudioResampler(format=planar_fmt.av_format,
-                                      layout=channel_layout(planar_fmt.channels),
-                                      rate=planar_fmt.sample_rate)
-        dtype = planar_fmt.dtype
-        first = None
-        for decoded in self._decoded():
-            # PyAV's resampler is set up by the first frame (and passes later frames through
-            # unchecked when that one needed no conversion): a change must be caught here.
-            got = (decoded.format.name, decoded.layout.name, decoded.sample_rate)
-            first = first or got
-            if got != first:
-                raise CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: "
-                                 f"decoded audio changed format mid-stream at pts "
-                                 f"{decoded.pts}: {first} then {got}")
-            for out in resampler.resample(decoded):
-                yield planar_array(out, dtype)
-        for out in resampler.resample(None):
-            yield planar_array(out, dtype)
-
-    def _decoded(self) -> Iterator[av.AudioFrame]:
-        stream = self._stream
-        size = self._file_size()
-        for packet in self._demuxed():     # ends with an empty packet: drains
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError as exc:
-                if self._is_truncated_tail(packet, size):
-                    return
-                raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: packet at "
-                                 f"{self._where(packet)} does not decode: {exc}") from None
-            yield from decoded
+    def _format_changed(self, first: av.AudioFrame, frame: av.AudioFrame) -> CodecError:
+        was, got = (_format_of(f) for f in (first, frame))
+        return CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: decoded "
+                          f"audio changed format mid-stream at pts {frame.pts}: {was} then {got}")
 
     def _demuxed(self) -> Iterator[av.Packet]:
         """The audio stream's packets; a container the demuxer cannot go on reading is a
@@ -322,7 +298,9 @@ class AudioFileReader:
                                  f"container cannot be read {after}: {exc}") from None
             if packet.size and self._container.format.name == "flac":
                 next_sample = self._check_flac_frame(packet, next_sample)
-            if packet.size and self.codec == "mp3" and self._is_cut_mp3_frame(packet, size):
+            if packet.size and self.codec == "mp3" and size is not None \
+                    and (packet.pos or 0) + packet.size >= size \
+                    and self._is_cut_mp3_frame(packet, size):
                 continue        # then the demuxer's empty packet: the decoder still drains
             last = packet
             yield packet
@@ -387,22 +365,32 @@ class AudioFileReader:
     # --- packet mode -------------------------------------------------------------------
 
     def _packets(self) -> Iterator[Packet]:
+        """The demuxed packets, timestamps in samples (time base 1/rate, as every packet in
+        flowengine: exact for the containers' clocks, e.g. MP3's 1/14112000)."""
         stream = self._stream
+        rate = self.source_format.sample_rate
         extradata = stream.codec_context.extradata or None
         keep_extradata = extradata if self.codec in _EXTRADATA_CODECS else None
         framer: AdtsFramer | None = None
+        raw_aac: bool | None = None          # AAC without ADTS headers (MP4): framed here
         for packet in self._demuxed():
             if packet.size == 0:        # the demuxer's end-of-stream marker
                 continue
             data = bytes(packet)
-            if self.codec == "aac" and parse_adts_header(data) is None:
-                if framer is None:
-                    framer = self._adts_framer(extradata)
-                data = framer.frame(data)
+            if self.codec == "aac":
+                if raw_aac is None:
+                    raw_aac = parse_adts_header(data) is None
+                    framer = self._adts_framer(extradata) if raw_aac else None
+                if raw_aac:
+                    data = framer.frame(data)
             time_base = packet.time_base or stream.time_base
-            yield Packet(data, time_base.numerator, time_base.denominator, packet.pts, packet.dts,
-                         packet.duration, PACKET_FLAG_KEY if packet.is_keyframe else 0,
-                         self.codec, self.stream, keep_extradata)
+            num, den = time_base.numerator * rate, time_base.denominator
+            pts, dts, duration = packet.pts, packet.dts, packet.duration
+            yield Packet(data, 1, rate, None if pts is None else round_ratio(pts * num, den),
+                         None if dts is None else round_ratio(dts * num, den),
+                         None if duration is None else round_ratio(duration * num, den),
+                         PACKET_FLAG_KEY if packet.is_keyframe else 0, self.codec, self.stream,
+                         keep_extradata)
 
     def _adts_framer(self, extradata: bytes | None) -> AdtsFramer:
         if not extradata:

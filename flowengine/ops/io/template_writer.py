@@ -81,7 +81,7 @@ class TemplateFileWriter:
             raise FlowError(f"file sink {self.template!r}: writes stream {self.stream!r} to "
                             f"'{self.writer.path}' and got a buffer of stream {buf.stream!r}; "
                             f"one sink writes one stream (the engine makes one per stream; in "
-                            f"one process use flowengine.ops.streams.StreamDemux)")
+                            f"one process a stage loop gives each stream a node of its own)")
         self.writer.push(buf)
 
     def finalize(self) -> None:

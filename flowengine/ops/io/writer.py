@@ -41,22 +41,21 @@ PATH, as overwriting it would. A PATH that exists and is not a regular file
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
 import av
 import numpy as np
 
-from flowengine.audio.buffers import AudioFrame, Packet
-from flowengine.ops.codecs.adts import parse_adts_header
+from flowengine.audio.buffers import AudioFrame, Packet, time_base_fraction
+from flowengine.ops.codecs.adts import parse_adts_header, parse_audio_specific_config
 from flowengine.ops.codecs.mp3frames import mp3_samples_per_frame, parse_frame_header
 from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecError
-from flowengine.audio.format import AudioFormat, as_format, check_pcm
+from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
 from flowengine.ops.io.partial import part_path
-from flowengine.ops.io.reader import channel_layout, flowengine_codec_name
+from flowengine.ops.io.reader import flowengine_codec_name
 
 __all__ = ["AudioFileWriter", "WRITER_EXTENSIONS", "OPUS_SAMPLE_RATES"]
 
@@ -152,6 +151,10 @@ class AudioFileWriter:
         self._packet_rate: int | None = None
         self._gapless: SkipSamplesMarker | None = None    # mp3 packets: see gapless
         self.complete = False                  # finalize() completed and renamed the file
+        # push()'s shortcut for packets like the first (set once one was written).
+        self._kind: type | None = None
+        self._codec_seen: str | None = None
+        self._write = self._write_packet
         self._file, self.part_path = _open_part_file(self.path)
 
     # --- public ------------------------------------------------------------------------
@@ -178,6 +181,12 @@ class AudioFileWriter:
 
     def push(self, buf: AudioFrame | Packet | None) -> None:
         """Write one buffer; None finalizes the file."""
+        if type(buf) is self._kind and buf.codec == self._codec_seen and not self._finalized:
+            self._write(buf)            # the usual case: one more of what came first
+            return
+        self._push_checked(buf)
+
+    def _push_checked(self, buf: AudioFrame | Packet | None) -> None:
         if buf is None:
             self.finalize()
             return
@@ -193,6 +202,7 @@ class AudioFileWriter:
                 self._write_frame(self._wav_packet_to_frame(buf))
             else:
                 self._write_packet(buf)
+                self._kind, self._codec_seen, self._write = Packet, buf.codec, self._write_packet
         elif isinstance(buf, AudioFrame):
             self._write_frame(buf)
         else:
@@ -265,13 +275,9 @@ class AudioFileWriter:
                               f"{self.samples_written}: expected {first}, got {fmt}")
         if frame.samples == 0:
             return
-        planar_fmt = fmt.with_(planar=True)
-        av_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame.planar()),
-                                              format=planar_fmt.av_format,
-                                              layout=channel_layout(fmt.channels))
-        av_frame.sample_rate = fmt.sample_rate
+        av_frame = frame.av         # PyAV's own frame when a PyAV operator made it
         av_frame.pts = self.samples_written
-        av_frame.time_base = Fraction(1, fmt.sample_rate)
+        av_frame.time_base = time_base_fraction(1, fmt.sample_rate)
         self._encode(av_frame)
         self.samples_written += frame.samples
 
@@ -369,25 +375,40 @@ class AudioFileWriter:
             self.samples_written += self._flac.write(packet.data)
             self.packets_written += 1
             return
-        data = packet.data
-        header = parse_adts_header(data) if self.container_codec == "aac" else None
-        if self.container_codec == "aac" and header is None:
-            raise FormatError(f"'{self.path}': aac packet {index} is not ADTS-framed (starts with "
-                              f"{data[:4].hex()}); flowengine's AAC packets carry ADTS headers")
-        if self._container is None:         # .aac: ADTS frames are the file
-            self._file.write(data)
-            self.samples_written += 1024 * header.raw_data_blocks
-            self.packets_written += 1
-            return
-        if header is not None:              # MP4 stores the raw frame; the header became extradata
-            data = data[header.header_length:header.frame_length]
-        av_packet = self._av_packet(packet, data, index)
+        av_packet = packet.av     # the codec's own packet (from a PyAV encoder): muxed as is
+        if av_packet is None:
+            data = packet.data
+            header = parse_adts_header(data) if self.container_codec == "aac" else None
+            if self.container_codec == "aac" and header is None:
+                raise FormatError(f"'{self.path}': aac packet {index} is not ADTS-framed (starts "
+                                  f"with {data[:4].hex()}); flowengine's AAC packets carry ADTS "
+                                  f"headers")
+            if self._container is None:         # .aac: ADTS frames are the file
+                self._file.write(data)
+                self.samples_written += 1024 * header.raw_data_blocks
+                self.packets_written += 1
+                return
+            if header is not None:      # MP4 stores the raw frame; the header became extradata
+                data = data[header.header_length:header.frame_length]
+            av_packet = av.Packet(data)
+        av_packet = self._stamped(packet, av_packet, index)
         if self._gapless is not None:       # muxed one packet later, so the last can be marked
             av_packet = self._gapless.hold(av_packet)
         if av_packet is not None:
             self._mux(av_packet)
 
-    def _av_packet(self, packet: Packet, data: bytes, index: int) -> av.Packet:
+    def _stamped(self, packet: Packet, av_packet: av.Packet, index: int) -> av.Packet:
+        """`av_packet` with the flowengine packet's timestamps (they are the truth: a restart
+        may have moved them) and this writer's stream."""
+        pts, duration = packet.pts, packet.duration
+        if pts is not None and pts == av_packet.pts and duration == av_packet.duration and \
+                packet.dts == av_packet.dts and packet.time_base_num == 1 and \
+                packet.time_base_den == self._packet_rate:
+            # A PyAV encoder's packet, as it made it (1/rate, the stream's clock).
+            self._next_pts = pts + duration
+            self.samples_written += duration
+            av_packet.stream = self._stream
+            return av_packet
         time_base = packet.time_base
         pts = packet.pts if packet.pts is not None else self._next_pts
         if pts is None:
@@ -396,12 +417,13 @@ class AudioFileWriter:
         duration = packet.duration
         self._next_pts = pts + duration if duration is not None else None
         if duration is not None:
-            self.samples_written += int(round(duration * time_base * self._packet_rate))
-        av_packet = av.Packet(data)
+            if time_base.denominator == self._packet_rate and time_base.numerator == 1:
+                self.samples_written += duration
+            else:
+                self.samples_written += int(round(duration * time_base * self._packet_rate))
+            av_packet.duration = duration
         av_packet.pts = pts
         av_packet.dts = packet.dts if packet.dts is not None else pts
-        if duration is not None:
-            av_packet.duration = duration
         av_packet.time_base = time_base
         av_packet.stream = self._stream
         av_packet.is_keyframe = True        # every audio packet here starts a decodable unit
@@ -415,7 +437,7 @@ class AudioFileWriter:
             self._out_format = AudioFormat(self._flac.sample_rate, self._flac.channels,
                                            "s16" if self._flac.bits_per_sample <= 16 else "s32")
             return
-        if codec == "aac" and self._muxer == "adts":
+        if codec == "aac" and self._muxer == "adts" and first.av is None:
             header = parse_adts_header(first.data)
             if header is not None:
                 self._out_format = AudioFormat(header.sample_rate,
@@ -449,6 +471,9 @@ class AudioFileWriter:
                 raise FormatError(f"'{self.path}': the first mp3 packet does not start with an MPEG "
                                   f"audio frame header ({first.data[:4].hex()})")
             return header.sample_rate, header.channels, None
+        if codec == "aac" and first.av is not None and first.extradata:
+            asc = parse_audio_specific_config(first.extradata)    # a PyAV encoder's packets
+            return asc.sample_rate, _ADTS_CHANNELS.get(asc.channel_config, 2), first.extradata
         if codec == "aac":
             header = parse_adts_header(first.data)
             if header is None:

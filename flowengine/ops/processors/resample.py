@@ -37,21 +37,22 @@ the total length is exactly the promise above. Without `out_chunk_samples`,
 
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 
 import av
 import numpy as np
 
 from flowengine.audio.avframes import FrameFiller, planar_array
+from flowengine.audio.buffers import AudioFrame, round_ratio
 from flowengine.errors import ConfigError, FormatError
-from flowengine.audio.format import AudioFormat, as_format
+from flowengine.audio.format import DEFAULT_LAYOUTS, AudioFormat, as_format
+from flowengine.ops.flownode import FlowNode
+from flowengine.ops.node import PCM
 from flowengine.ops.processors.base import BaseProcessor
 
-__all__ = ["Resampler", "expected_output_samples"]
+__all__ = ["Resampler", "ResampleNode", "expected_output_samples"]
 
-# FFmpeg's default channel layout for each channel count (av_channel_layout_default).
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
-                    8: "7.1"}
 # Filter half-length of libswresample's default filter (filter_size=32) in output samples,
 # with a wide margin: how many zeros past the end make the last output samples complete.
 _TAIL_MARGIN = 256
@@ -63,10 +64,10 @@ def expected_output_samples(samples_in: int, in_rate: int, out_rate: int) -> int
 
 
 def _layout(channels: int) -> str:
-    if channels not in _DEFAULT_LAYOUTS:
+    if channels not in DEFAULT_LAYOUTS:
         raise FormatError(f"resample: {channels} channels have no standard layout to convert "
                           f"from or to (supported: 1 to 8); use a channel-mix processor first")
-    return _DEFAULT_LAYOUTS[channels]
+    return DEFAULT_LAYOUTS[channels]
 
 
 def _check_options(options: dict[str, str]) -> None:
@@ -200,3 +201,182 @@ class Resampler(BaseProcessor):
         if not arrays:
             return self._held[:, :0]
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+
+
+class ResampleNode(FlowNode):
+    """The `resample` operator as a node. Between f32 planar ends with the channel count
+    kept (the usual case: a rate change) the frames stay `av.AudioFrame`s from end to end:
+    libswresample re-blocks them too (`out_chunk_samples`), and the only Python per block is
+    the length bookkeeping; the samples are those of `Resampler` (the same filter, fltp). Any
+    other conversion (channels, sample types) runs through `Resampler`'s numpy path.
+
+    `sample_rate` and `channels` None keep the input's (known at the first frame).
+    """
+
+    def __init__(self, sample_rate: int | None, channels: int | None = None, sample_type: str = "f32",
+                 planar: bool = True, in_format: AudioFormat | None = None,
+                 out_chunk_samples: int | None = None, pad_final: bool = True,
+                 options: dict | None = None) -> None:
+        super().__init__("resample", PCM, PCM)
+        self._args = (sample_rate, channels, sample_type, planar, out_chunk_samples, pad_final,
+                      options)
+        self._in_format = as_format(in_format)
+        self._path: _AvResample | Resampler | None = None
+        self._queue: deque[AudioFrame] = deque()
+        if self._in_format is not None:
+            self._path = self._choose(self._in_format)
+
+    @property
+    def input_format(self) -> AudioFormat | None:
+        return self._in_format
+
+    @property
+    def output_format(self) -> AudioFormat | None:
+        if self._path is None:
+            return None
+        return self._path.target if isinstance(self._path, _AvResample) \
+            else self._path.output_format
+
+    def _choose(self, in_fmt: AudioFormat) -> "_AvResample | Resampler":
+        rate, channels, sample_type, planar, chunk, pad_final, options = self._args
+        out = AudioFormat(rate or in_fmt.sample_rate, channels or in_fmt.channels, sample_type,
+                          planar)
+        if out.channels == in_fmt.channels and in_fmt.sample_type == out.sample_type == "f32" \
+                and in_fmt.planar and out.planar:
+            return _AvResample(in_fmt, out, chunk, pad_final, options)
+        return Resampler(in_fmt, out, out_chunk_samples=chunk, pad_final=pad_final,
+                         options=options)
+
+    def process(self, buf: AudioFrame) -> list:
+        path = self._path
+        if path is None:
+            path = self._path = self._choose(buf.format)
+            self._in_format = buf.format
+        if type(path) is _AvResample:
+            return path.process(buf)
+        path.put_frame(buf)
+        return self._numpy_outputs()
+
+    def finish(self) -> list:
+        path = self._path
+        if path is None:
+            return []
+        if type(path) is _AvResample:
+            return path.finish()
+        path.flush()
+        return self._numpy_outputs()
+
+    def _numpy_outputs(self) -> list:
+        outs = []
+        while (out := self._path.get_audio_frame()) is not None:
+            outs.append(out)
+        return outs
+
+    # push / pull (the library protocol) over process / finish
+    def _accept(self, buf: AudioFrame) -> None:
+        self._queue.extend(self.process(buf))
+
+    def _finish(self) -> None:
+        self._queue.extend(self.finish())
+
+    def _produce(self) -> AudioFrame | None:
+        return self._queue.popleft() if self._queue else None
+
+    def _restart(self) -> None:
+        self._queue.clear()
+        self._path = None if self._args[1] is None and self._in_format is None \
+            else self._choose(self._in_format) if self._in_format is not None else None
+
+
+class _AvResample:
+    """libswresample on av.AudioFrames (fltp in and out, the channel count kept), with
+    Resampler's exact length promise: never more out than round(n_in * ratio) so far, and at
+    the end exactly that (zeros fed past the end, then cut)."""
+
+    def __init__(self, in_fmt: AudioFormat, out: AudioFormat, chunk: int | None,
+                 pad_final: bool, options: dict | None) -> None:
+        options = {str(k): str(v) for k, v in (options or {}).items()}
+        if options:
+            _check_options(options)
+        self.target = out
+        self._in_rate, self._out_rate = in_fmt.sample_rate, out.sample_rate
+        self._layout = _layout(out.channels)
+        self._chunk = chunk
+        self._pad_final = pad_final
+        self._swr = av.AudioResampler(format="fltp", layout=self._layout, rate=self._out_rate,
+                                      frame_size=chunk, options=options or None)
+        self._tick = Fraction(1, self._in_rate)
+        self._fed = 0           # input samples given to libswresample
+        self._emitted = 0       # output samples handed out
+        self._start: int | None = None      # output pts of the first sample
+        self._held: list[np.ndarray] = []   # produced beyond what may go out yet
+        self._stream = ""
+
+    def process(self, buf: AudioFrame) -> list:
+        if self._start is None:
+            self._stream = buf.stream
+            first = buf.pts if buf.pts is not None else 0
+            self._start = first if self._in_rate == self._out_rate \
+                else round_ratio(first * self._out_rate, self._in_rate)
+        frame = buf.av
+        frame.pts = self._fed
+        frame.time_base = self._tick
+        self._fed += buf.samples
+        try:
+            produced = self._swr.resample(frame)
+        except ValueError as exc:   # PyAV: "Frame does not match AudioResampler setup."
+            raise FormatError(f"resample: the input format changed mid-stream at input sample "
+                              f"{self._fed - buf.samples}: now {buf.format}") from exc
+        return self._emit(produced, expected_output_samples(self._fed, self._in_rate,
+                                                            self._out_rate), buf.stream)
+
+    def _emit(self, produced: list, allowed: int, stream: str) -> list:
+        outs = []
+        for frame in produced:
+            if self._held or self._emitted + frame.samples > allowed:
+                self._held.append(planar_array(frame, np.float32))
+                continue
+            outs.append(AudioFrame.from_av(frame, self.target, self._start + self._emitted,
+                                           stream))
+            self._emitted += frame.samples
+        if self._held:       # rare: libswresample ran ahead of the length promise
+            count = allowed - self._emitted
+            if self._chunk:     # whole chunks only, until the end
+                count -= count % self._chunk
+            outs += self._release(count, stream)
+        return outs
+
+    def _release(self, count: int, stream: str, pad_to: int = 0) -> list:
+        """Up to `count` held samples as numpy frames (chunked as configured); the rest stays
+        held. `pad_to`: zero-pad the released samples to this many."""
+        held = np.concatenate(self._held, axis=1) if self._held else \
+            np.zeros((self.target.channels, 0), np.float32)
+        out, rest = held[:, :max(0, count)], held[:, max(0, count):]
+        self._held = [rest] if rest.shape[1] else []
+        if out.shape[1] < pad_to:
+            out = np.concatenate([out, np.zeros((out.shape[0], pad_to - out.shape[1]),
+                                                np.float32)], axis=1)
+        chunk = self._chunk or out.shape[1] or 1
+        frames = []
+        for start in range(0, out.shape[1], chunk):
+            block = np.ascontiguousarray(out[:, start:start + chunk])
+            frames.append(AudioFrame(block, self.target, self._start + self._emitted, None,
+                                     stream))
+            self._emitted += block.shape[1]
+        return frames
+
+    def finish(self) -> list:
+        if self._start is None:     # no input at all: no output
+            return []
+        total = expected_output_samples(self._fed, self._in_rate, self._out_rate)
+        ratio_up = -(-self._in_rate // self._out_rate)
+        zeros = av.AudioFrame.from_ndarray(
+            np.zeros((self.target.channels, _TAIL_MARGIN * max(1, ratio_up)), np.float32),
+            format="fltp", layout=self._layout)
+        zeros.sample_rate, zeros.pts, zeros.time_base = self._in_rate, self._fed, self._tick
+        tail = self._swr.resample(zeros) + self._swr.resample(None)
+        self._held += [planar_array(frame, np.float32) for frame in tail]
+        need = total - self._emitted
+        if self._pad_final and self._chunk is not None:
+            need += (-total) % self._chunk       # the last chunk padded to a whole one
+        return self._release(total - self._emitted, self._stream, pad_to=need)

@@ -111,6 +111,61 @@ class Pipeline(Node):
                 return AGAIN
         return self._out.popleft()
 
+    # ---- a buffer in, its outputs out (the stage loop's way) --------------------------------
+
+    def process(self, buf: Any) -> list:
+        """Run `buf` through every node in turn: one `process` call per buffer and node, and
+        the counting per batch, not per buffer."""
+        if self._flushed[0]:
+            raise FlowError(f"pipeline {self.name!r}: process after end of input (finish() "
+                            f"was called); call reset() to start a new stream")
+        return self._run_from(0, [buf])
+
+    def finish(self) -> list:
+        """End every node in order; what one gives at its end runs through the nodes after it
+        before they end in turn."""
+        outs: list = []
+        last = len(self.nodes) - 1
+        for i, node in enumerate(self.nodes):
+            if self._flushed[i]:
+                continue
+            self._flushed[i] = True
+            stats = self._stats[i]
+            start = time.perf_counter()
+            try:
+                flushed = node.finish()
+            except Exception as exc:
+                self._add_note(exc, i, "ending its input")
+                raise
+            finally:
+                stats.seconds += time.perf_counter() - start
+            self._eof[i] = True
+            stats.count_batch_out(flushed)
+            if flushed:
+                outs += flushed if i == last else self._run_from(i + 1, flushed)
+        return outs
+
+    def _run_from(self, first: int, bufs: list) -> list:
+        nodes, all_stats = self.nodes, self._stats
+        for i in range(first, len(nodes)):
+            node, stats = nodes[i], all_stats[i]
+            stats.count_batch_in(bufs)
+            outs: list = []
+            start = time.perf_counter()
+            try:
+                for buf in bufs:
+                    outs += node.process(buf)
+            except Exception as exc:
+                self._add_note(exc, i, f"processing the {describe_buffer(buf)}")
+                raise
+            finally:
+                stats.seconds += time.perf_counter() - start
+            stats.count_batch_out(outs)
+            if not outs:
+                return outs
+            bufs = outs
+        return bufs
+
     def reset(self) -> None:
         for node in self.nodes:
             node.reset()
