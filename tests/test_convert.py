@@ -134,7 +134,7 @@ def test_print_config_is_a_run_config_that_makes_the_same_bytes(music, tmp_path)
          "replicas": 2},
         {"name": "output", "op": "file_sink", "params": {"path": "out/{stem}.m4a",
                                                          "bitrate": 96000},
-         "replicas": 2, "fuse_with": "previous"}]}
+         "replicas": 2}]}
     (tmp_path / "convert.yaml").write_text(printed.stdout)
     assert flowengine("validate", "convert.yaml", cwd=tmp_path).returncode == 0
     ran = flowengine("run", "convert.yaml", "--quiet", "--set", "output.path=ran/{stem}.m4a",
@@ -153,8 +153,12 @@ def test_plan_prints_the_plan(music, tmp_path):
                       cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "run 'convert': 2 stages, 2 workers, transport ipc"
-    assert "stage output (fused:output.join+output, sink, pcm -> -): replicas=1 hwm=64" in lines
+    assert lines[0] == "run 'convert': 3 stages, 3 workers, transport ipc"
+    assert "stage output.join (resample, processor, pcm -> pcm): replicas=1 hwm=64" in lines
+    assert "    joined by output.join (resample sample_rate: 48000): sample rate mismatch: " \
+           "stage 'input' (files) gives 44100 Hz, 2 ch, f32 planar (read from " \
+           f"{music / 'music' / 'song.mp3'}), but file_sink takes 8/12/16/24/48 kHz, ? ch (a " \
+           ".opus file holds opus, at the rates it supports)" in lines
     assert not (tmp_path / "out.opus").exists()
 
 

@@ -111,8 +111,7 @@ def test_plan_shows_a_join_on_its_edge(tmp_path):
         "(tone) gives 44100 Hz, 2 ch, f32 planar (tone sample_rate=44100, channels=2 "
         "(default)), but file_sink takes 8/12/16/24/48 kHz, ? ch (a .opus file holds opus, at "
         "the rates it supports)"]
-    # the join runs in the sink's worker
-    assert "stage sink (fused:sink.join+sink, sink, pcm -> -): replicas=1 hwm=64" in done.stdout
+    assert "stage sink.join (resample, processor, pcm -> pcm): replicas=1 hwm=64" in done.stdout
     assert "  inserted: sink.join joins a -> sink (sample rate mismatch: stage 'a' (tone) gives " \
            "44100 Hz, 2 ch, f32 planar (tone sample_rate=44100, channels=2 (default)), but " \
            "file_sink takes 8/12/16/24/48 kHz, ? ch (a .opus file holds opus, at the rates it " \

@@ -12,10 +12,10 @@ plan). The config is
 
     files (the inputs, decoded) -> [resample] -> [loudness] -> [gain] -> file_sink
 
-where the file sink encodes by its extension, the stages after the source
-run as one worker per replica (`fuse_with: previous`, no hop between them),
-and replicas split the input files between them (`--replicas`; by default
-every core for several files, one for one file). Formats are joined by the
+where the file sink encodes by its extension and replicas split the input
+files between them (`--replicas`; by default every core for several files,
+one for one file): the planner runs such a chain as one process per replica,
+each reading, converting and writing its own files. Formats are joined by the
 validation as in any run (a 44.1 kHz input to .opus gets a resample). One
 input through one replica runs in this process (`run --in-process`: worker
 processes would only add their start-up); more in worker processes
@@ -213,11 +213,9 @@ def convert_config(args: argparse.Namespace) -> tuple[dict, int]:
         sink["bitrate"] = args.bitrate
     stages.append({"name": "output", "op": "file_sink", "params": sink})
     replicas = _replica_count(args.replicas, len(files))
-    for index, stage in enumerate(stages):
-        if replicas != 1:
+    if replicas != 1:
+        for stage in stages:
             stage["replicas"] = replicas
-        if index > 0:
-            stage["fuse_with"] = "previous"       # one worker per replica: no hop between them
     return {"name": "convert", "stages": [{"name": "input", "op": "files", "params": source},
                                           *stages]}, len(files)
 

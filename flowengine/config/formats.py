@@ -189,7 +189,23 @@ def _source_format(op: str, values: dict[str, Any], given: set[str]) -> StaticFo
     path = values.get("path")
     if isinstance(path, str):
         return probe_file(path)
+    single = _single_file(values.get("paths"))
+    if single is not None:          # a files source of one file: that file's format
+        return probe_file(single)
     return StaticFormat(why="each file's own", sample_type="f32", planar=True)
+
+
+def _single_file(paths: Any) -> str | None:
+    """The one file a `files` source's paths name, or None (several, or none)."""
+    from flowengine.errors import ConfigError
+    from flowengine.ops.io.multifile import expand_inputs
+    if paths is None:
+        return None
+    try:
+        files = expand_inputs(paths)
+    except ConfigError:
+        return None                 # reported by the source's own check
+    return str(files[0]) if len(files) == 1 else None
 
 
 def _resample_format(op: str, values: dict[str, Any], given: set[str],

@@ -13,10 +13,9 @@ A join is named `<downstream>.join` (`<downstream>.join.<upstream>` when the
 stage has several joined inputs, a number appended if the name is taken),
 reads from the upstream stage and feeds the downstream one, and runs as many
 replicas as the stage it feeds (its streams are the same ones), with its
-error policy. When the stage it feeds has it as its only input (not a mixer,
-not `ordered`, not restarted on failure, not in a `fuse` group), the join
-runs in that stage's worker (`fuse_with: previous`): a conversion costs no
-hop and no process.
+error policy and fusion (`fuse_with`). Where its worker runs is the planner's
+choice, as for any stage: a chain that shares out whole streams (a `files`
+source to a replicated sink) runs in one process per replica, join included.
 """
 
 from __future__ import annotations
@@ -99,10 +98,8 @@ def insert_joins(config: RunConfig, source: ConfigSource, inputs: dict[str, list
                 fuse_with=stage.fuse_with))
         if mine:
             replaced = {join.upstream: join.stage for join in mine}
-            new_inputs = [replaced.get(name, name) for name in inputs.get(stage.label, [])]
-            fuse_with = "previous" if _runs_with_its_join(stage, new_inputs, config) \
-                else stage.fuse_with
-            stage = stage.model_copy(update={"inputs": new_inputs, "fuse_with": fuse_with})
+            stage = stage.model_copy(update={
+                "inputs": [replaced.get(name, name) for name in inputs.get(stage.label, [])]})
         moved[index] = len(stages)
         stages.append(stage)
     fuse = config.fuse
@@ -110,16 +107,6 @@ def insert_joins(config: RunConfig, source: ConfigSource, inputs: dict[str, list
         fuse = [_fuse_group(group, joins) for group in fuse]
     joined = config.model_copy(update={"stages": stages, "fuse": fuse})
     return joined, _moved_source(source, moved), joins
-
-
-def _runs_with_its_join(stage: StageConfig, new_inputs: list[str], config: RunConfig) -> bool:
-    """Whether `stage` can take the join before it into its worker (see the module doc)."""
-    from flowengine.ops.registry import registry
-    multi = stage.op in registry and getattr(registry.get(stage.op).factory, "multi_input",
-                                             False)
-    grouped = any(stage.label in group for group in config.fuse or [])
-    return len(new_inputs) == 1 and not multi and not stage.ordered and not grouped \
-        and stage.restart == "never"
 
 
 def _fuse_group(group: list[str], joins: list[Join]) -> list[str]:
