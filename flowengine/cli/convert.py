@@ -182,10 +182,10 @@ def _replica_count(option: int | str | None, files: int) -> int | str:
     than the files: a replica without a file would idle)."""
     if isinstance(option, int):
         return option
-    from flowengine.engine.plan import auto_replicas
-    cores = auto_replicas()
     if option is None and files == 1:
         return 1
+    from flowengine.engine.plan import auto_replicas     # the engine is loaded only here
+    cores = auto_replicas()
     return "auto" if files >= cores else min(cores, files)
 
 
