@@ -209,10 +209,10 @@ class ResampleNode(BatchNode):
     the length bookkeeping; the samples are those of `Resampler` (the same filter, fltp). Any
     other conversion (channels, sample types) runs through `Resampler`'s numpy path.
 
-    `channels` None keeps the input's channel count (known at the first frame).
+    `sample_rate` and `channels` None keep the input's (known at the first frame).
     """
 
-    def __init__(self, sample_rate: int, channels: int | None = None, sample_type: str = "f32",
+    def __init__(self, sample_rate: int | None, channels: int | None = None, sample_type: str = "f32",
                  planar: bool = True, in_format: AudioFormat | None = None,
                  out_chunk_samples: int | None = None, pad_final: bool = True,
                  options: dict | None = None) -> None:
@@ -237,7 +237,8 @@ class ResampleNode(BatchNode):
 
     def _choose(self, in_fmt: AudioFormat) -> "_AvResample | Resampler":
         rate, channels, sample_type, planar, chunk, pad_final, options = self._args
-        out = AudioFormat(rate, channels or in_fmt.channels, sample_type, planar)
+        out = AudioFormat(rate or in_fmt.sample_rate, channels or in_fmt.channels, sample_type,
+                          planar)
         if out.channels == in_fmt.channels and in_fmt.sample_type == out.sample_type == "f32" \
                 and in_fmt.planar and out.planar:
             return _AvResample(in_fmt, out, chunk, pad_final, options)
