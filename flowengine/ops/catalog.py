@@ -23,7 +23,9 @@ from flowengine.errors import ConfigError
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.node import PACKET, PCM, Node
 from flowengine.ops.processors import Processor
-from flowengine.ops.processors.resample import ResampleNode
+from flowengine.ops.processors.resample import ResampleNode, resample_rule
+from flowengine.ops.rules import delay_rule, fir_rule, same_length
+from flowengine.ops.codecs.timing import decoder_out_rate, decoder_rule, encoder_rule
 from flowengine.ops.registry import FormatParam, PartialFormatParam, operator
 from flowengine.ops.adapters import (
     ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
@@ -129,6 +131,7 @@ def _decoder(codec: str, on_error: str, **fields: Any) -> Node:
 
 
 @operator("mp3_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("mp3"),
           summary="Encode MP3 (fast bundled LAME when installed, else FFmpeg's libmp3lame)",
           example={"bitrate": 192000}, param_docs=_ENCODER_DOCS)
 def mp3_encoder(bitrate: int = 128000, quality: int = 3, chunk_samples: int = 1152,
@@ -144,6 +147,7 @@ def mp3_encoder(bitrate: int = 128000, quality: int = 3, chunk_samples: int = 11
 
 
 @operator("aac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("aac"),
           summary="Encode AAC-LC as ADTS frames", example={"bitrate": 128000},
           param_docs=_ENCODER_DOCS)
 def aac_encoder(bitrate: int | None = None, chunk_samples: int = 1024,
@@ -155,6 +159,7 @@ def aac_encoder(bitrate: int | None = None, chunk_samples: int = 1024,
 
 
 @operator("opus_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("opus"),
           summary="Encode Opus (input at 8/12/16/24/48 kHz; other rates are resampled to 48 kHz "
                   "by a join the plan shows)",
           example={"bitrate": 96000}, param_docs=_ENCODER_DOCS)
@@ -168,6 +173,7 @@ def opus_encoder(bitrate: int = 96000, chunk_samples: int = 960,
 
 
 @operator("flac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("flac"),
           summary="Encode FLAC (lossless)", example={"compression_level": 8},
           param_docs=_ENCODER_DOCS)
 def flac_encoder(compression_level: int | None = None, chunk_samples: int = 4608,
@@ -180,12 +186,14 @@ def flac_encoder(compression_level: int | None = None, chunk_samples: int = 4608
 
 
 @operator("wav_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("wav"),
           summary="Raw interleaved PCM packets (the wav/pcm codec)", param_docs=_ENCODER_DOCS)
 def wav_encoder(chunk_samples: int = 1024, input_format: FormatParam | None = None) -> Node:
     return _encoder("wav", chunk_samples=chunk_samples, input_format=input_format)
 
 
 @operator("encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
+          expected_out=encoder_rule("mp3"),
           summary="Encode with any codec: mp3, aac, opus, flac, wav",
           example={"codec": "aac", "bitrate": 128000}, param_docs=_ENCODER_DOCS)
 def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = None,
@@ -206,6 +214,7 @@ def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = 
 
 
 @operator("mp3_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("mp3"), out_rate=decoder_out_rate("mp3"),
           summary="Decode MP3 to planar f32",
           param_docs=_DECODER_DOCS)
 def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
@@ -217,6 +226,7 @@ def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 
 
 @operator("aac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("aac"), out_rate=decoder_out_rate("aac"),
           summary="Decode ADTS AAC to planar f32",
           param_docs=_DECODER_DOCS)
 def aac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
@@ -226,6 +236,7 @@ def aac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 
 
 @operator("opus_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("opus"), out_rate=decoder_out_rate("opus"),
           summary="Decode Opus packets to planar f32",
           param_docs=_DECODER_DOCS)
 def opus_decoder(chunk_samples: int = 960, packet_time_base_den: int = 48000,
@@ -238,6 +249,7 @@ def opus_decoder(chunk_samples: int = 960, packet_time_base_den: int = 48000,
 
 
 @operator("flac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("flac"), out_rate=decoder_out_rate("flac"),
           summary="Decode FLAC frames to planar f32",
           param_docs=_DECODER_DOCS)
 def flac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
@@ -247,6 +259,7 @@ def flac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 
 
 @operator("wav_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("wav"), out_rate=decoder_out_rate("wav"),
           summary="Raw interleaved PCM packets to planar frames",
           example={"output_format": "44100/2/s16/interleaved"}, param_docs=_DECODER_DOCS)
 def wav_decoder(output_format: FormatParam, chunk_samples: int = 1024,
@@ -258,6 +271,7 @@ def wav_decoder(output_format: FormatParam, chunk_samples: int = 1024,
 
 
 @operator("decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
+          expected_out=decoder_rule("mp3"), out_rate=decoder_out_rate("mp3"),
           summary="Decode any codec: mp3, aac, opus, flac, wav", example={"codec": "mp3"},
           param_docs=_DECODER_DOCS)
 def decoder(codec: str, chunk_samples: int | None = None, output_format: FormatParam | None = None,
@@ -277,12 +291,14 @@ def decoder(codec: str, chunk_samples: int | None = None, output_format: FormatP
 # ---- processors ----------------------------------------------------------------------------
 
 @operator("identity", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          expected_out=same_length,
           summary="Pass PCM through unchanged")
 def identity() -> Node:
     return make_identity_node(PCM)
 
 
 @operator("gain", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          expected_out=same_length,
           summary="Multiply every sample by a linear gain or a gain in dB",
           example={"gain_db": -6}, param_docs=_PROCESSOR_DOCS)
 def gain(gain: float = 1.0, gain_db: float | None = None,
@@ -295,6 +311,8 @@ def gain(gain: float = 1.0, gain_db: float | None = None,
 
 
 @operator("resample", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=resample_rule,
+          out_rate=lambda params, rate: int(params["sample_rate"]),
           summary="Change sample rate, channels and sample type (libswresample)",
           example={"sample_rate": 48000})
 def resample(sample_rate: int | None = None, channels: int | None = None,
@@ -312,6 +330,7 @@ def resample(sample_rate: int | None = None, channels: int | None = None,
 
 
 @operator("channel_map", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
+          expected_out=same_length,
           summary="Pick, reorder or mix channels (mono<->stereo, a mixing matrix)",
           example={"out_channels": 1}, param_docs=_PROCESSOR_DOCS)
 def channel_map(matrix: FloatRows | None = None, channels: Ints | None = None,
@@ -326,6 +345,7 @@ def channel_map(matrix: FloatRows | None = None, channels: Ints | None = None,
 
 
 @operator("delay", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=delay_rule,
           summary="Delay by delay_ms (zeros in front; the tail comes out at the end)",
           example={"delay_ms": 20}, param_docs=_PROCESSOR_DOCS)
 def delay(delay_ms: float, format: FormatParam | None = None) -> Node:
@@ -335,7 +355,7 @@ def delay(delay_ms: float, format: FormatParam | None = None) -> Node:
     return _processor(Processor.delay(delay_ms, format))
 
 
-@operator("fir", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+@operator("fir", kind="processor", inputs=PCM, outputs=PCM, stateful=True, expected_out=fir_rule,
           summary="FIR filter (equals np.convolve(x, taps)[:n])",
           example={"taps": [0.25, 0.5, 0.25]}, param_docs=_PROCESSOR_DOCS)
 def fir(taps: Floats, full_tail: bool = False, format: FormatParam | None = None) -> Node:
@@ -347,6 +367,7 @@ def fir(taps: Floats, full_tail: bool = False, format: FormatParam | None = None
 
 
 @operator("iir", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=same_length,
           summary="IIR filter from b/a or second-order sections (equals scipy lfilter)",
           example={"b": [0.5, 0.5], "a": [1.0]}, param_docs=_PROCESSOR_DOCS)
 def iir(b: Floats | None = None, a: Floats | None = None, sos: FloatRows | None = None,
@@ -363,6 +384,7 @@ _FILTER_DOCS = {"order": "filter order (steepness: 6 dB per octave per order)", 
 
 
 @operator("lowpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=same_length,
           summary="Butterworth low-pass filter", example={"cutoff_hz": 4000},
           param_docs={"cutoff_hz": "frequencies above this (Hz) are attenuated", **_FILTER_DOCS})
 def lowpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
@@ -370,6 +392,7 @@ def lowpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None)
 
 
 @operator("highpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=same_length,
           summary="Butterworth high-pass filter", example={"cutoff_hz": 80},
           param_docs={"cutoff_hz": "frequencies below this (Hz) are attenuated", **_FILTER_DOCS})
 def highpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
@@ -377,6 +400,7 @@ def highpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None
 
 
 @operator("compressor", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=same_length,
           summary="Compressor / expander with soft knee, attack/release and makeup gain",
           example={"threshold_db": -18, "ratio": 3}, param_docs=_PROCESSOR_DOCS)
 def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: float = 4.0,
@@ -400,6 +424,7 @@ def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: f
 
 
 @operator("loudness", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
+          expected_out=same_length,
           summary="Normalise loudness to a target LUFS (BS.1770 / EBU R128, look-ahead window)",
           example={"target_lufs": -16}, param_docs=_PROCESSOR_DOCS)
 def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: float = 20.0,

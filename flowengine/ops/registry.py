@@ -24,9 +24,9 @@ operator itself refuses.
 
 `stateful` tells the engine's router whether one stream must always reach
 the same replica (codecs, filters, resampler, dynamics, delay) or may be
-spread (identity, gain, channel_map). `expected_out` (optional) states how many
-samples the operator gives for what it takes, for the end-of-run sample audit
-(flowengine/core/audit.py, which also holds the rules of the built-ins).
+spread (identity, gain, channel_map). `expected_out` states how many samples
+the operator gives for what it takes (flowengine/ops/rules.py), for the
+end-of-run sample audit, and `out_rate` the rate it gives when it changes it.
 
 Built-in operators live in flowengine/ops/catalog.py and are loaded at
 the first lookup; plugins are modules or callables published in the
@@ -134,10 +134,13 @@ class OperatorSpec:
     factory: Callable[..., Node] = field(repr=False, compare=False)
     kinds: Callable[[dict], tuple[str | None, str | None]] | None = field(
         default=None, repr=False, compare=False)
-    # Sample rule for the end-of-run audit (flowengine.core.audit): samples_in, params,
-    # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
+    # Sample rule for the end-of-run audit (flowengine.ops.rules): samples_in, params,
+    # in_rate, out_rate -> (low, high) samples out. None: the audit cannot check the stage.
     expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
         default=None, repr=False, compare=False)
+    # The rate it gives for input at in_rate (params, in_rate -> rate); None: the same rate.
+    out_rate: Callable[[dict, int], int] | None = field(default=None, repr=False,
+                                                        compare=False)
     # A multi-stream source whose node can read a share of its streams (`share(claim)`): the
     # planner may run whole streams per replica, each replica reading its own.
     shares_streams: bool = False
@@ -210,6 +213,7 @@ class Registry:
                  summary: str, stateful: bool,
                  kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
                  expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None,
+                 out_rate: Callable[[dict, int], int] | None = None,
                  shares_streams: bool = False,
                  example: dict[str, Any] | None = None,
                  param_docs: dict[str, str] | None = None):
@@ -227,7 +231,7 @@ class Registry:
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
                                 _params_of(name, factory, param_docs or {}), factory, kinds,
-                                expected_out, shares_streams, dict(example or {}))
+                                expected_out, out_rate, shares_streams, dict(example or {}))
             self.register(spec)
             return factory
         return register

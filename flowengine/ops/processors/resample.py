@@ -37,7 +37,9 @@ the total length is exactly the promise above. Without `out_chunk_samples`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -50,7 +52,7 @@ from flowengine.ops.flownode import BatchNode
 from flowengine.ops.node import PCM
 from flowengine.ops.processors.base import BaseProcessor
 
-__all__ = ["Resampler", "ResampleNode", "expected_output_samples"]
+__all__ = ["Resampler", "ResampleNode", "expected_output_samples", "resample_rule"]
 
 # Filter half-length of libswresample's default filter (filter_size=32) in output samples,
 # with a wide margin: how many zeros past the end make the last output samples complete.
@@ -60,6 +62,18 @@ _TAIL_MARGIN = 256
 def expected_output_samples(samples_in: int, in_rate: int, out_rate: int) -> int:
     """round(samples_in * out_rate / in_rate), halves rounded up, in exact arithmetic."""
     return (2 * samples_in * out_rate + in_rate) // (2 * in_rate)     # floor(x + 1/2)
+
+
+def resample_rule(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int
+                  ) -> tuple[int, int]:
+    """The `resample` operator's sample rule: the exact length promise; re-blocked with
+    `out_chunk_samples` and `pad_final` (the default), the last chunk is zero-padded to a
+    whole chunk."""
+    expected = expected_output_samples(n, in_rate, out_rate) if in_rate else n
+    chunk = params.get("out_chunk_samples")
+    if chunk and params.get("pad_final", True):
+        expected = -(-expected // int(chunk)) * int(chunk)
+    return expected, expected
 
 
 def _layout(channels: int) -> str:
