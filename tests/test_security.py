@@ -24,8 +24,9 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.control.channel import decode_control
-from flowengine.engine.security import (CurveKeys, curve_client, curve_server, describe_listener,
-                                        generate_keys, load_keys, start_authenticator)
+from flowengine.config.keys import CurveKeys, generate_keys, load_keys
+from flowengine.engine.security import (curve_client, curve_server, describe_listener,
+                                        start_authenticator)
 from flowengine.errors import ConfigError, WireError, WorkerFailed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flowengine"
@@ -369,6 +370,7 @@ ALLOWED_IMPORT_MODULE = {
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
     "__init__.py": "the public names, each from its own module, imported when first used",
     "engine/__init__.py": "the engine's public names, imported when first used (not in workers)",
+    "config/__init__.py": "the config's public names, imported when first used (not in workers)",
     "cli/bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 

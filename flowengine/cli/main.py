@@ -355,7 +355,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
-    from flowengine.engine.security import generate_keys
+    from flowengine.config.keys import generate_keys
 
     try:
         paths = generate_keys(args.dir, overwrite=args.force)

@@ -729,7 +729,7 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
         out.add(("security", "curve"), None, "security.curve",
                 "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
         return
-    from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
+    from flowengine.config.keys import load_keys   # imported late: zmq, only for CURVE runs
     try:
         load_keys(security.keys)
     except ConfigError as exc:
