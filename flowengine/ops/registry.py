@@ -255,6 +255,13 @@ class Registry:
     def specs(self) -> list[OperatorSpec]:
         return [self._specs[n] for n in self.names()]
 
+    def build_models(self) -> None:
+        """Build every operator's parameter model now (~50 ms for all of them, most of it
+        pydantic loading its own machinery the first time): a forkserver does, so that the
+        workers it forks validate without paying for that each (~0.25 s a worker)."""
+        for spec in self.specs():
+            self._model(spec)
+
     def get(self, name: str) -> OperatorSpec:
         self._ensure_loaded()
         spec = self._specs.get(name)
