@@ -19,7 +19,8 @@
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
-  whose keys load, secret files not readable by others.
+  whose keys load, secret files not readable by others;
+- ``cluster: {engine: ray}`` has Ray installed and tcp:// (``cluster.py``).
 
 Every problem names the stage, the key and file:line; all of them are
 collected and raised together as one `ConfigValidationError`. On success the
@@ -42,6 +43,7 @@ import pydantic
 from flowengine.errors import ConfigError
 from flowengine.config.formats import StaticFormat, codec_of, infer_output_format, input_requirement
 from flowengine.core.fusion import FusionStage, fusion_groups
+from flowengine.config.cluster import check_cluster
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.config.source import ConfigSource
@@ -573,8 +575,10 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
                 f"CURVE protects tcp:// edges, but transport is {config.transport!r} (ipc:// "
                 f"sockets live in the run's private directory); set transport: tcp")
     if security.keys is None:
+        implied = " (cluster.engine: ray turns CURVE on; on a trusted network only, " \
+                  "security.curve: false turns it off)" if config.cluster.engine == "ray" else ""
         out.add(("security", "curve"), None, "security.curve",
-                "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
+                "CURVE needs 'keys': a directory made by `flowengine keys DIR`" + implied)
         return
     from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
     try:
@@ -592,6 +596,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     edges = _check_edges(stages, out)
     _check_fusion(config, stages, out)
     _check_security(config, out)
+    check_cluster(config, source, out.add)
     _check_restart(stages, out)
     _check_file_sinks(stages, out)
     if check_paths:

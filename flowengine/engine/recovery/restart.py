@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
 import time
 from typing import Any
 
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
 from flowengine.core.report import RestartEvent, StreamGap
-from flowengine.engine.worker.process import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
            "account_restarts", "note_replayed", "relay_acks", "HOLD_TIMEOUT_S"]
@@ -84,18 +82,18 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if spec.replay:
         _hold_upstreams(engine, spec.id, spec.generation, spec.upstream)
     _remove_stale_socket(spec.inbox_endpoint)
-    process = multiprocessing.get_context("forkserver").Process(
-        target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
+    # On the same host as the old one (the launcher's choice: launcher.py).
+    process = engine.launcher.replace(old, spec)
     report = type(tracked.report)(spec.stage, spec.replica)
     report.restarts = tracked.report.restarts + 1
+    report.pid, report.host = process.pid, getattr(process, "host", None)
     new = type(tracked)(spec, process, report)
     engine._workers[spec.id] = new
-    process.start()
-    report.pid = process.pid
     engine.pids.append(process.pid)
-    log.warning("stage %r replica %d (pid %s) %s: restarting it (restart %d of %d), new pid %d",
-                spec.stage, spec.replica, old.pid, reason.splitlines()[0], spec.generation,
-                spec.max_restarts, process.pid)
+    where = f" on {report.host}" if report.host else ""
+    log.warning("stage %r replica %d (pid %s%s) %s: restarting it (restart %d of %d), new pid %d",
+                spec.stage, spec.replica, old.pid, where, reason.splitlines()[0],
+                spec.generation, spec.max_restarts, process.pid)
     deadline = time.monotonic() + engine.ready_timeout
     while not new.ready:
         if engine._workers.get(spec.id) is not new:
