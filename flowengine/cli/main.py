@@ -37,7 +37,7 @@ import yaml
 from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, WorkerFailed
 from flowengine.core.audit import AuditError
-from flowengine.cli.progress import ProgressDisplay, audit_lines, stage_table
+from flowengine.cli.progress import ProgressDisplay, audit_lines, host_lines, stage_table
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -263,6 +263,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
               f"transport {run.config.transport}", file=out)
         print(f"control: {plan.control_endpoint}", file=out)
+        if plan.cluster:
+            print(_cluster_text(plan.cluster), file=out)
         for note in plan.notes:
             print(f"layout: {note}", file=out)
         for stage in plan.stages:
@@ -277,15 +279,38 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  inputs: {', '.join(stage.inputs)}", file=out)
             if info.output_kind == "pcm":
                 print(f"  gives: {info.output_format.explain()}", file=out)
+            if plan.cluster and stage.placement:
+                print(f"  replicas ask Ray for: {_placement_text(stage.placement)}", file=out)
             for worker in stage.workers:
                 inbox = worker.inbox_endpoint or "(source: no inbox)"
                 print(f"  replica {worker.replica}: inbox {inbox}", file=out)
+                if plan.cluster:
+                    print(f"  replica {worker.replica}: "
+                          f"{_host_text(stage, worker.replica)}", file=out)
         print("edges:", file=out)
         for line in _edges_text(run):
             print(line, file=out)
     finally:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
     return EXIT_OK
+
+
+def _cluster_text(cluster: dict) -> str:
+    return (f"cluster: {cluster['engine']} at {cluster['address']} (placement waits up to "
+            f"{cluster['placement_timeout_s']:g} s; inbox ports are chosen on each host at "
+            f"start)")
+
+
+def _placement_text(placement: dict) -> str:
+    from flowengine.engine.cluster.placement import describe
+    return describe(placement)
+
+
+def _host_text(stage, replica: int) -> str:
+    """Where a replica runs: its host once placed, else what decides it."""
+    if stage.hosts and stage.hosts[replica]:
+        return f"on {stage.hosts[replica]}"
+    return "placed by Ray at start" if stage.placement else "on the coordinator's host"
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
@@ -343,12 +368,15 @@ def _note_incomplete_outputs(exc: BaseException, run: ResolvedRun, since: float)
                      f"{', '.join(parts)}")
 
 
-def _ops_named_in(path: str) -> list[str]:
+def _ops_named_in(path: str) -> list[str] | None:
     """The operators a config file names, read without validating it (for what the
-    forkserver preloads; a file that does not parse is reported by the validation after)."""
+    forkserver preloads; a file that does not parse is reported by the validation after).
+    None for a run on a cluster: its hosts' agents fork its workers, not this process."""
     try:
         with open(path, encoding="utf-8") as file:
             data = yaml.safe_load(file)
+        if (data.get("cluster") or {}).get("engine", "local") != "local":
+            return None
         return [str(stage.get("op")) for stage in data.get("stages", [])]
     except Exception:   # noqa: BLE001 - only a hint: validation says what is wrong
         return []
@@ -360,9 +388,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
                             stream=sys.stderr)
-    if not args.in_process:     # the forkserver imports the worker code while we validate
+    ops = _ops_named_in(args.config)
+    if not args.in_process and ops is not None:   # it imports the worker code while we validate
         from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver(_ops_named_in(args.config))
+        start_forkserver(ops)
     run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
     display = ProgressDisplay(out, enabled=not args.quiet)
@@ -379,6 +408,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         raise
     display.close()
     print(stage_table(report), file=out)
+    if host_lines(report):
+        print(host_lines(report), file=out)
     print(audit_lines(report), file=out)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "

@@ -19,6 +19,9 @@ this module imports no ray, so the agent is plain Python a test can drive too.
   call waiting per agent, so an exit reaches the coordinator in milliseconds.
 - **Ports are chosen here**: ``free_ports`` binds on this host's address, so
   an inbox endpoint ``tcp://<host ip>:<port>`` is free where it will be bound.
+- **Relative paths mean what they mean to the coordinator**: the agent works in
+  the coordinator's working directory when this host has it (workers start in
+  their parent's), so ``out/x.mp3`` is the same path on every host.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ class HostAgent:
     """Forks, signals and watches the workers of one run on this host."""
 
     def __init__(self, host: str, ip: str, ops: list[str], keys_dir: str | None = None,
-                 public_keys: tuple[str, str] | None = None) -> None:
+                 public_keys: tuple[str, str] | None = None, cwd: str | None = None) -> None:
         self.host, self.ip = host, ip
+        if cwd is not None and os.path.isdir(cwd):
+            os.chdir(cwd)
         self.keys = None
         if keys_dir is not None:
             try:

@@ -57,11 +57,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from flowengine.engine.cluster.agent import HostAgent
 from flowengine.engine.cluster.claims import ClaimService
+from flowengine.engine.cluster.placement import bundle_of, describe, format_labels, \
+    format_resources
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.errors import FlowError
 
-__all__ = ["RayLauncher", "RayWorker", "PlacementError", "ClusterError", "host_label",
-           "bundle_of"]
+__all__ = ["RayLauncher", "RayWorker", "PlacementError", "ClusterError", "host_label"]
 
 log = logging.getLogger("flowengine.engine")
 
@@ -83,28 +84,6 @@ def host_label(node: dict) -> str:
     """How reports name a Ray node: its IP and the start of its node id (several nodes of a
     test cluster share one IP): '10.0.0.7/3f2a9c1e'."""
     return f"{node['NodeManagerAddress']}/{node['NodeID'][:8]}"
-
-
-def bundle_of(placement: dict) -> dict[str, float]:
-    """What each replica reserves: CPU 1 unless `resources` names CPU, zeros left out."""
-    bundle = {"CPU": 1.0, **placement.get("resources", {})}
-    return {name: float(amount) for name, amount in bundle.items() if amount > 0}
-
-
-def _format(resources: dict[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
-
-
-def _ask(placement: dict) -> str:
-    """What a stage asks Ray for, as `flowengine plan` and errors say it."""
-    text = f"resources {_format(bundle_of(placement))} per replica"
-    if placement.get("labels"):
-        text += f", on hosts labelled {_format_labels(placement['labels'])}"
-    return text + (", spread over hosts" if placement.get("spread") else "")
-
-
-def _format_labels(labels: dict[str, str]) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())) + "}"
 
 
 class RayWorker:
@@ -274,25 +253,25 @@ class RayLauncher:
         labels = stage.placement.get("labels") or {}
         timeout = (plan.cluster or {}).get("placement_timeout_s", 30.0)
         where = f"stage {stage.name!r}: placement: "
-        have = "; ".join(f"{host_label(n)} has {_format(_custom(n['Resources']))}"
-                         + (f" labels {_format_labels(_user_labels(n))}"
+        have = "; ".join(f"{host_label(n)} has {format_resources(_custom(n['Resources']))}"
+                         + (f" labels {format_labels(_user_labels(n))}"
                             if _user_labels(n) else "")
                          for n in nodes.values())
         missing = [name for name in bundle if not any(name in n["Resources"]
                                                        for n in nodes.values())]
         if missing:
             return (f"{where}no host of the Ray cluster has the resource {missing[0]!r} "
-                    f"(each of its {stage.replicas} replica(s) asks for {_format(bundle)}); "
+                    f"(each of its {stage.replicas} replica(s) asks for {format_resources(bundle)}); "
                     f"waited {timeout:g} s (cluster.placement_timeout_s). Give a host that "
                     f"resource (`ray start --resources`) or fix the name. Hosts: {have}")
         plain = {k: v for k, v in labels.items() if not any(c in v for c in "!(),")}
         if plain and not any(all(_user_labels(n).get(k) == v for k, v in plain.items())
                              for n in nodes.values()):
             return (f"{where}no host of the Ray cluster has the labels "
-                    f"{_format_labels(plain)}; waited {timeout:g} s "
+                    f"{format_labels(plain)}; waited {timeout:g} s "
                     f"(cluster.placement_timeout_s). Hosts: {have}")
         return (f"{where}the Ray cluster found no room for {stage.replicas} replica(s) of "
-                f"{_ask(stage.placement)} within {timeout:g} s (cluster.placement_timeout_s): "
+                f"{describe(stage.placement)} within {timeout:g} s (cluster.placement_timeout_s): "
                 f"other work holds the resources, or too few hosts for spread: true. "
                 f"Hosts: {have}")
 
@@ -310,7 +289,8 @@ class RayLauncher:
                 name=None, num_cpus=0, max_restarts=0, max_task_retries=0,
                 max_concurrency=8,   # a waiting wait_exits must not hold up start or signal
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(host_label(node), node["NodeManagerAddress"], ops, keys_dir, public)
+            ).remote(host_label(node), node["NodeManagerAddress"], ops, keys_dir, public,
+                     os.getcwd())
             self._agents[node_id] = _Agent(node_id, host_label(node), actor)
         calls = {agent.actor.info.remote(): agent for agent in self._agents.values()}
         ready, _ = ray.wait(list(calls), num_returns=len(calls),
