@@ -335,3 +335,31 @@ def test_a_run_on_the_cluster_through_the_cli_names_its_hosts(cluster, tmp_path)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert f"gain 0 on {cluster.host('b')}" in out
+
+
+def test_a_folder_transcode_runs_whole_files_per_replica_on_two_nodes(cluster, tmp_path):
+    """The planner's whole-streams layout across hosts: each replica claims its next file
+    through the coordinator (no shared directory), the bytes those of one machine."""
+    from test_layout import natural, write_inputs
+    from flowengine.config import resolve_run
+
+    lengths = write_inputs(tmp_path / "in")
+    local = resolve_run(natural(tmp_path, "local")).config
+    Engine(build_plan(local)).run()
+    config = local.model_dump(exclude_unset=True)
+    spread = {"placement": {"resources": {"CPU": 1}, "spread": True}}
+    for stage in config["stages"][1:]:
+        stage.update(spread, params={**stage["params"], "path": stage["params"]["path"]
+                                     .replace("local", "ray")} if "path" in stage["params"]
+                     else stage["params"])
+    plan = build_plan(on_cluster(cluster, config))
+    assert [s.name for s in plan.stages] == ["sink"] and plan.stages[0].placement == \
+        {"resources": {"CPU": 1.0}, "labels": {}, "spread": True}
+    engine = Engine(plan)
+    report = engine.run()
+    assert len(set(hosts(report)["encode"])) == 2
+    per_replica = [set(w.stream_counts) for w in report.stage("encode").workers]
+    assert per_replica[0].isdisjoint(per_replica[1]) and per_replica[0] | per_replica[1] == \
+        set(lengths)
+    for file in sorted((tmp_path / "local").iterdir()):
+        assert (tmp_path / "ray" / file.name).read_bytes() == file.read_bytes(), file.name

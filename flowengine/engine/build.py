@@ -89,8 +89,12 @@ def _whole_streams(stages: list[_Stage], config: RunConfig) -> tuple[list[_Stage
                                (chain[0].config.on_error, chain[0].config.max_errors)
                                for s in chain):
             continue
-        if config.cluster.engine == "ray" and \
-                len({repr(_placement(s.config)) for s in [source] + chain}) > 1:
+        # On a cluster each replica of the group runs where the chain asks (the source runs
+        # in every replica: it may ask for nothing or the same).
+        placements = {repr(_placement(s.config)) for s in chain}
+        if config.cluster.engine == "ray" and (len(placements) > 1 or (
+                source.config.placement is not None and
+                repr(_placement(source.config)) not in placements)):
             notes.append(f"whole streams per replica: not for {source.name!r} and the chain "
                          f"after it: their stages ask for different placements, so each "
                          f"runs where it asks")
@@ -400,7 +404,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                                                 dict(m.config.params))
                                       for m in stage.members] if whole else [],
                                placement=next(filter(None, map(_placement, (
-                                   m.config for m in stage.members or [stage]))), None)
+                                   m.config for m in (stage.members or [stage])[::-1]))), None)
                                if cluster else None))
     return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir,
                 curve=curve, notes=notes, cluster=cluster)
