@@ -144,3 +144,17 @@ def test_imports_load_only_what_they_use(module):
     else:
         assert not [m for m in loaded if m.startswith(("flowengine.config", "flowengine.cli",
                                                         "flowengine.engine.build", "scipy"))]
+
+
+@pytest.mark.parametrize("module", ["flowengine", "flowengine.engine.worker.process",
+                                    "flowengine.engine.control.coordinator",
+                                    "flowengine.engine.cluster.agent",
+                                    "flowengine.engine.cluster.orphans", "flowengine.cli.main"])
+def test_only_the_ray_launcher_imports_ray(module):
+    """ray costs ~0.7 s and ~80 MB to import: no worker, and no run on one machine, loads it
+    (engine/cluster/ray_launcher.py is imported only for cluster: {engine: ray})."""
+    code = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules "
+            f"if m.split('.')[0] == 'ray' or m.endswith('ray_launcher'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    assert loaded == []

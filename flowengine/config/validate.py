@@ -575,10 +575,12 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
                 f"CURVE protects tcp:// edges, but transport is {config.transport!r} (ipc:// "
                 f"sockets live in the run's private directory); set transport: tcp")
     if security.keys is None:
-        implied = " (cluster.engine: ray turns CURVE on; on a trusted network only, " \
-                  "security.curve: false turns it off)" if config.cluster.engine == "ray" else ""
-        out.add(("security", "curve"), None, "security.curve",
-                "CURVE needs 'keys': a directory made by `flowengine keys DIR`" + implied)
+        given = out.source.data.get("security") if isinstance(out.source.data, dict) else None
+        implied = config.cluster.engine == "ray" and "curve" not in (given or {})
+        out.add(("cluster", "engine") if implied else ("security", "curve"), None,
+                "security.curve", "CURVE needs 'keys': a directory made by `flowengine keys DIR`"
+                + (" (cluster.engine: ray turns CURVE on; on a trusted network only, "
+                   "security.curve: false turns it off)" if implied else ""))
         return
     from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
     try:
