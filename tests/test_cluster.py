@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    started = TestCluster().start()
+    # Node a also has the "encoder" slots of docs/cluster.md's worked example.
+    started = TestCluster(workers={"a": {"node_a": 8, "encoder": 2},
+                                   "b": {"node_b": 8}}).start()
     keys = tmp_path_factory.mktemp("keys") / "keys"
     generate_keys(keys)
     started.keys = str(keys)
@@ -277,8 +279,9 @@ def test_restart_on_failure_replaces_the_worker_on_the_same_node_losing_nothing(
     assert _pids_gone(engine) == []
 
 
-def _cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, **LOOPBACK_ENV,
+def _cli(args: list[str], cwd: Path, extra_env: dict | None = None,
+         **popen) -> subprocess.Popen:
+    env = {**os.environ, **LOOPBACK_ENV, **(extra_env or {}),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "flowengine", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -363,3 +366,23 @@ def test_a_folder_transcode_runs_whole_files_per_replica_on_two_nodes(cluster, t
         set(lengths)
     for file in sorted((tmp_path / "local").iterdir()):
         assert (tmp_path / "ray" / file.name).read_bytes() == file.read_bytes(), file.name
+
+
+def test_the_docs_worked_example_runs_as_written(cluster, tmp_path):
+    """docs/cluster.md's two-host YAML and commands, on the test cluster (address: auto finds
+    it through $RAY_ADDRESS, as on a host of the cluster)."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    example = text.split("# two-hosts.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "two-hosts.yaml").write_text(example)
+    for command in (["keys", "keys"], ["plan", "two-hosts.yaml"], ["run", "two-hosts.yaml"]):
+        process = _cli(command, tmp_path, extra_env={"RAY_ADDRESS": cluster.address})
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (command, err)
+    assert "replicas ask Ray for: resources {CPU: 1, encoder: 1} per replica" in \
+        _cli(["plan", "two-hosts.yaml"], tmp_path).communicate(timeout=120)[0]
+    for line in ("tones 0 on " + cluster.host("head"), "encode 0 on " + cluster.host("a"),
+                 "encode 1 on " + cluster.host("a"), "sink 0 on " + cluster.host("head"),
+                 "audit: 4 stream(s), all balanced"):
+        assert line in out, out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        [f"show{i}.mp3" for i in range(4)]
