@@ -306,7 +306,11 @@ def test_ctrl_c_drains_a_cluster_run_and_finalises_the_output(cluster, tmp_path)
         for line in process.stderr:
             if "stage 'sink' replica 0 inbox listening" in line:
                 break
-        time.sleep(0.5)                     # let some audio through the pipeline
+        partial = tmp_path / "out.mp3.part"     # audio reached the sink: the run is under way
+        deadline = time.monotonic() + 30
+        while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert partial.exists(), "no audio reached the sink within 30 s"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
@@ -369,20 +373,37 @@ def test_a_folder_transcode_runs_whole_files_per_replica_on_two_nodes(cluster, t
 
 
 def test_the_docs_worked_example_runs_as_written(cluster, tmp_path):
-    """docs/cluster.md's two-host YAML and commands, on the test cluster (address: auto finds
-    it through $RAY_ADDRESS, as on a host of the cluster)."""
+    """docs/cluster.md's two-host YAML and its "Try it on one machine" commands, as written:
+    the test cluster command in one process group, the flowengine commands in a shell."""
     text = (ROOT / "docs" / "cluster.md").read_text()
-    example = text.split("# two-hosts.yaml\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "two-hosts.yaml").write_text(example)
-    for command in (["keys", "keys"], ["plan", "two-hosts.yaml"], ["run", "two-hosts.yaml"]):
-        process = _cli(command, tmp_path, extra_env={"RAY_ADDRESS": cluster.address})
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, (command, err)
-    assert "replicas ask Ray for: resources {CPU: 1, encoder: 1} per replica" in \
-        _cli(["plan", "two-hosts.yaml"], tmp_path).communicate(timeout=120)[0]
-    for line in ("tones 0 on " + cluster.host("head"), "encode 0 on " + cluster.host("a"),
-                 "encode 1 on " + cluster.host("a"), "sink 0 on " + cluster.host("head"),
-                 "audit: 4 stream(s), all balanced"):
-        assert line in out, out
+    (tmp_path / "two-hosts.yaml").write_text(
+        text.split("# two-hosts.yaml\n", 1)[1].split("```", 1)[0])
+    recipe = text.split("### Try it on one machine", 1)[1]
+    start_cluster, commands = [block.split("```", 1)[0].strip()
+                               for block in recipe.split("```bash\n")[1:3]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    for name in ("RAY_ADDRESS", *LOOPBACK_ENV):
+        env.pop(name, None)            # as in a fresh shell: what the page sets, nothing more
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    holder = subprocess.Popen(["bash", "-c", start_cluster], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        export = next(line for line in holder.stdout if "export RAY_ADDRESS=" in line)
+        script = commands.replace(commands.splitlines()[0], export.split(":  ", 1)[1].strip())
+        done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        holder.send_signal(signal.SIGINT)
+        assert holder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+    assert "replicas ask Ray for: resources {CPU: 1, encoder: 1} per replica" in done.stdout
+    hosts_of = dict(line.strip().rsplit(" on ", 1) for line in done.stdout.splitlines()
+                    if " on 127.0.0.1/" in line and line.startswith("  "))
+    assert hosts_of["tones 0"] == hosts_of["sink 0"] != hosts_of["encode 0"] == \
+        hosts_of["encode 1"]
+    assert "audit: 4 stream(s), all balanced" in done.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        [f"show{i}.mp3" for i in range(4)]
+        [f"show-{i}.mp3" for i in range(4)]

@@ -120,3 +120,46 @@ def leftovers(wait_s: float = 10.0) -> list[str]:
         if not found or time.monotonic() >= deadline:
             return [f"{pid}: {table[pid][1][:100]}" for pid in found if pid in table]
         time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flowengine.engine.cluster.testing [--node NAME=RESOURCES ...]`: a test
+    cluster on 127.0.0.1 until Ctrl-C (docs/cluster.md, "Try it on one machine")."""
+    import argparse
+    import json
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m flowengine.engine.cluster.testing",
+        description="A Ray test cluster on 127.0.0.1 (a head and worker nodes) until Ctrl-C.")
+    parser.add_argument("--node", action="append", default=[], metavar="NAME=RESOURCES",
+                        help="a worker node and its Ray resources as JSON, e.g. "
+                             "b='{\"encoder\": 2}' (repeatable; default: a and b)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs each node offers (2)")
+    args = parser.parse_args(argv)
+    workers = {}
+    for node in args.node:
+        name, _, resources = node.partition("=")
+        try:
+            workers[name] = json.loads(resources or "{}")
+        except json.JSONDecodeError as exc:
+            parser.error(f"--node {node}: resources must be JSON ({exc})")
+    cluster = TestCluster(cpus=args.cpus, **({"workers": workers} if workers else {}))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        cluster.start()
+        print(f"test cluster at {cluster.address}: nodes {', '.join(cluster.nodes)}\n"
+              f"in another shell:  export RAY_ADDRESS={cluster.address} "
+              f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\nCtrl-C stops it", flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.shutdown()
+    print("test cluster stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
