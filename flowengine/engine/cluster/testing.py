@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError as exc:
             parser.error(f"--node {node}: resources must be JSON ({exc})")
     cluster = TestCluster(cpus=args.cpus, **({"workers": workers} if workers else {}))
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):     # even where a shell left them ignored
+        signal.signal(signum, signal.default_int_handler)
     try:
         cluster.start()
         print(f"test cluster at {cluster.address}: nodes {', '.join(cluster.nodes)}\n"
