@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -407,3 +408,17 @@ def test_the_docs_worked_example_runs_as_written(cluster, tmp_path):
     assert "audit: 4 stream(s), all balanced" in done.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
         [f"show-{i}.mp3" for i in range(4)]
+
+
+def test_no_cluster_at_the_address_fails_at_once_saying_so(cluster, tmp_path):
+    with socket.socket() as probe:          # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps({**tone_run(tmp_path / "out.mp3"),
+                                "security": {"keys": cluster.keys},
+                                "cluster": {"engine": "ray", "address": address}}))
+    process = _cli(["run", str(path)], tmp_path)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"run failed: cluster.address '{address}': nothing answers at {address}" in err

@@ -205,6 +205,7 @@ class RayLauncher:
     def _connect(self, address: str) -> None:
         if ray.is_initialized():
             return                      # a program (or a test) connected this process itself
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
                      configure_logging=False)
@@ -411,6 +412,26 @@ class RayLauncher:
             if spec.share and spec.share.get("claims"):
                 spec.share = {**spec.share, "claims": self._claims.endpoint,
                               "claims_key": os.path.basename(spec.share["claims"])}
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at the cluster's address: ray.init would retry for
+    minutes. ('auto' is what Ray makes of it: $RAY_ADDRESS, else this host's cluster.)"""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        resolved = canonicalize_bootstrap_address(address)
+    except Exception:   # noqa: BLE001 - Ray's own error (or a changed private API): ray.init says
+        return
+    if resolved is None:
+        return
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5.0).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cluster.address {address!r}: nothing answers at {resolved} ({exc}): is the Ray "
+            f"cluster's head running there? (`ray status` on the head says; docs/cluster.md)"
+        ) from None
 
 
 def _free_port(ip: str, taken: set[str]) -> int:
