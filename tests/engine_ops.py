@@ -26,7 +26,8 @@ from flowengine.ops.streams import MultiStreamSourceNode
 
 __all__ = ["RampSource", "PassThrough", "CheckingSink", "CrashingPass", "ExitingPass",
            "HangingPass", "SignalPass", "op", "replica_index", "StatelessPass", "SlowReplicaPass",
-           "KillReplicaPass", "ToneStreams", "PacketFileSink", "DropOnePass", "RampStreams"]
+           "KillReplicaPass", "ToneStreams", "PacketFileSink", "DropOnePass", "RampStreams",
+           "SlowFlushPass"]
 
 RATE = 8000
 
@@ -111,6 +112,23 @@ class PassThrough(Node):
         if self.queue:
             return self.queue.popleft()
         return EOF if self.ended else AGAIN
+
+
+class SlowFlushPass(PassThrough):
+    """A pass-through whose flush (a stream's end, e.g. after a drain) writes `marker` +
+    ".flushing", takes `seconds`, then writes `marker` + ".flushed" and lets the end go on:
+    a point a test can see (the drain reached it) and a flush a stop must cut short."""
+
+    def __init__(self, marker: str, seconds: float = 1.0) -> None:
+        super().__init__()
+        self.marker, self.seconds = marker, seconds
+
+    def push(self, buf: object) -> None:
+        if buf is None:
+            Path(self.marker + ".flushing").write_text(str(os.getpid()))
+            time.sleep(self.seconds)
+            Path(self.marker + ".flushed").write_text(str(os.getpid()))
+        super().push(buf)
 
 
 class CheckingSink(Node):

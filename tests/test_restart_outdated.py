@@ -91,9 +91,11 @@ def test_an_outdated_resume_does_not_unhold_a_replica_a_newer_restart_holds(tmp_
             worker.control.poll(50)
             worker.service()
         worker.resume_replicas()
-        [replayed] = told(router)
+        # 'replayed', then 'resumed' (what had gone to it before: the base of its queue depth)
+        [replayed, resumed] = told(router)
         assert {k: replayed[k] for k in ("t", "to", "generation", "messages", "names")} == \
             {"t": "replayed", "to": "mid:0", "generation": 2, "messages": 2, "names": ["s0"]}
+        assert resumed == {"t": "resumed", "to": "mid:0", "generation": 2, "sent": 0}
         replay = [m for frames in receive_all(inbox) for m in decode_batch(frames)]
         assert [(m.kind, m.stream) for m in replay] == [("caps", "s0"), ("pcm", "s0")]  # once
         assert worker.replay.held == set()

@@ -22,6 +22,7 @@ from flowengine.cli.main import main
 from flowengine.config import load_source, resolve_source
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
+from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.control.channel import decode_control
 from flowengine.engine.security import (CurveKeys, curve_client, curve_server, describe_listener,
                                         generate_keys, load_keys, start_authenticator)
@@ -229,10 +230,11 @@ def test_a_bound_curve_socket_without_zap_handler_refuses_even_the_run_key(keys_
 
 # ---- engine runs over tcp loopback ------------------------------------------------------
 
-def _config(out: Path, keys: Path | None, delay: float = 0.0) -> RunConfig:
+def _config(out: Path, keys: Path | None, delay: float = 0.0,
+            samples: int = SAMPLES) -> RunConfig:
     out.mkdir(exist_ok=True)
     run: dict = {"transport": "tcp", "stages": [
-        {"name": "src", "op": op("RampSource"), "params": {"streams": 2, "samples": SAMPLES}},
+        {"name": "src", "op": op("RampSource"), "params": {"streams": 2, "samples": samples}},
         {"name": "mid", "op": op("PassThrough")},
         {"name": "sink", "op": op("CheckingSink"), "params": {"out_dir": str(out),
                                                              "delay": delay}}]}
@@ -287,9 +289,13 @@ def _inject_during_run(plan, setup) -> tuple[object, list[tuple[str, int]]]:
     return result, events
 
 
+@pytest.mark.timeout(120)
 def test_without_curve_an_injected_message_reaches_the_worker(tmp_path):
-    """The control experiment: the same intrusion on a plain tcp run fails the sink."""
-    plan = build_plan(_config(tmp_path / "out", None, delay=0.02))
+    """The control experiment: the same intrusion on a plain tcp run fails the sink. The run
+    is far longer than the test (10**7 samples, 20 ms per message in the sink), so it cannot
+    end before the injected message arrives, however late a loaded machine runs the
+    progress callback that sends it; the injection ends it."""
+    plan = build_plan(_config(tmp_path / "out", None, delay=0.02, samples=10**7))
     result, events = _inject_during_run(plan, lambda sock: None)
     assert events == [("HANDSHAKE_SUCCEEDED", 0)]
     assert isinstance(result, WorkerFailed)
@@ -332,7 +338,7 @@ def test_tcp_plan_binds_loopback_only(tmp_path):
         assert len(endpoints) == 3
         assert all(e.startswith("tcp://127.0.0.1:") for e in endpoints)
     finally:
-        os.rmdir(plan.run_dir)
+        remove_run_dir(plan.run_dir)     # empty but for its owner file (rundirs.py)
 
 
 def _literal_hosts(tree: ast.AST) -> list[str]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from flowengine.config.model import RunConfig, StageConfig, json_schema, parse_run_config
-from flowengine.config.source import ConfigSource, apply_override, load_file, load_source
+from flowengine.config.overrides import apply_override
+from flowengine.config.source import ConfigSource, load_file, load_source
 from flowengine.config.validate import ConfigValidationError, Problem, ResolvedRun, StageInfo, validate_run
 
 __all__ = [

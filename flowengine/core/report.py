@@ -78,6 +78,9 @@ class WorkerReport:
     max_queue: int = 0
     done: bool = False
     restarts: int = 0             # replacements of this replica (restart: on-failure)
+    # The counts its replaced generations had reported (added to this one's): the table
+    # counts the replica's whole run, not only its replacement's.
+    earlier: dict[str, float] = field(default_factory=dict)
     stream_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per stream: sample rates (and packet time bases) in and out, for the audit.
     stream_clocks: dict[str, dict[str, int]] = field(default_factory=dict)

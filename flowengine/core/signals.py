@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SignalCount"]
@@ -17,11 +18,14 @@ __all__ = ["SignalCount"]
 
 class SignalCount:
     """Counts SIGINT/SIGTERM while installed; `second`, when given, is raised from the
-    handler at the second signal (for a runner with no loop of its own to look)."""
+    handler at the second signal (for a runner with no loop of its own to look), and
+    `on_second` is called there first (to stop what must stop at once, not at the next look)."""
 
-    def __init__(self, second: BaseException | None = None) -> None:
+    def __init__(self, second: BaseException | None = None,
+                 on_second: Callable[[], None] | None = None) -> None:
         self.count = 0
         self._second = second
+        self._on_second = on_second
         self._previous: dict = {}
 
     def install(self) -> None:
@@ -44,5 +48,7 @@ class SignalCount:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.count += 1
+        if self.count == 2 and self._on_second is not None:
+            self._on_second()
         if self.count >= 2 and self._second is not None:
             raise self._second

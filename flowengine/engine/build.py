@@ -22,7 +22,9 @@
   merges the parts back in order.
 - Endpoints: ``ipc://`` sockets in a private directory made with
   ``tempfile.mkdtemp`` (``Plan.run_dir``; the engine removes it at the end of
-  the run, whatever the outcome), or ``tcp://127.0.0.1:<free port>``.
+  the run, whatever the outcome, and the next plan removes those of runs
+  whose coordinator died: ``control/rundirs.py``), or
+  ``tcp://127.0.0.1:<free port>``.
 - ``security.curve``: the keys of ``security.keys`` go into the plan as
   plain strings; only replicas that bind an inbox get the server secret.
 """
@@ -32,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import tempfile
 from dataclasses import dataclass, field
 
 from flowengine.core.fusion import FusionStage, fusion_groups
@@ -40,6 +41,7 @@ from flowengine.config.model import RunConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.errors import ConfigError
 from flowengine.core.lookup import OperatorInfo, kind_of, resolve_operator
+from flowengine.engine.control.rundirs import make_run_dir
 from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, WorkerSpec, auto_replicas, \
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
@@ -339,7 +341,9 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
             consumers[upstream].append(stage.name)
     curve = _curve_keys(config)
 
-    run_dir = run_dir or tempfile.mkdtemp(prefix="flowengine-")
+    # A fresh one is locked by this process until the run removes it, and what dead runs
+    # left beside it goes first (rundirs.py).
+    run_dir = run_dir or make_run_dir()
     os.makedirs(run_dir, exist_ok=True)
     # With a cluster, these tcp:// endpoints are placeholders: the launcher gives each the
     # address of the host that binds it (engine/cluster/ray_launcher.py).

@@ -1,7 +1,7 @@
 """Workers on the hosts of a cluster: the Ray launcher and the host agent it places per host.
 
 Ray only places processes; the data plane stays ZeroMQ (tcp://, CURVE) and
-the coordinator's rules stay in charge (docs/cluster.md, DESIGN §7):
+the coordinator's rules stay in charge (docs/cluster.md):
 
 - ``ray_launcher.py``: the launcher for ``cluster: {engine: ray}``, the only
   module that imports ray (lazily: ``launcher.launcher_for``);

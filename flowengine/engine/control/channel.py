@@ -13,6 +13,8 @@ the message type. Worker → coordinator::
     held    ``to``: this worker holds everything for that dead replica (answer to hold)
     replayed  ``to``, ``generation``, ``messages``, ``streams`` (a count), ``names``: what it
               re-sent to that generation of a replacement
+    resumed   ``to``, ``generation``, ``sent``: this upstream resumed that replacement, having
+              sent ``sent`` messages to its replica before (the base of its queue depth)
 
 Coordinator → worker::
 
@@ -48,7 +50,7 @@ from flowengine.errors import WireError
 __all__ = ["WORKER_MESSAGES", "COORDINATOR_MESSAGES", "encode_control", "decode_control",
            "MAX_CONTROL_BYTES"]
 
-WORKER_MESSAGES = ("ready", "stats", "done", "error", "ack", "held", "replayed")
+WORKER_MESSAGES = ("ready", "stats", "done", "error", "ack", "held", "replayed", "resumed")
 COORDINATOR_MESSAGES = ("start", "drain", "shutdown", "resume", "hold", "ack", "forget")
 # A done message carries per-stream counts and an error carries a traceback: both small.
 MAX_CONTROL_BYTES = 4 * 1024 * 1024

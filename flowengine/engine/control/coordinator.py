@@ -26,8 +26,9 @@ Theory of operation
 
 Signals: the first SIGINT/SIGTERM asks the sources to ``drain`` (they end
 their streams; EOF flows; sinks finalise their files) and the run completes
-normally with ``RunReport.interrupted`` set; a second one stops at once and
-raises ``RunInterrupted`` (exit code 130).
+normally with ``RunReport.interrupted`` set; a second one stops at once (every
+worker is SIGKILLed from the signal handler, so no output is finalised after
+it) and raises ``RunInterrupted`` (exit code 130).
 
 As with any "spawn"/"forkserver" program, a script that runs an Engine must
 guard its entry point with ``if __name__ == "__main__":`` (worker processes
@@ -37,7 +38,7 @@ import the main module); the CLI and ``python -c`` need nothing.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -52,7 +53,9 @@ from flowengine.core.audit import audit_report, check_audit, stages_from_plan
 from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, StageReport, WorkerReport
 from flowengine.engine.control.channel import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
-from flowengine.engine.control.launcher import Launcher, launcher_for
+from flowengine.engine.control.helpers import HelperWatch, pidfd_of, quiet_tracker_relaunch
+from flowengine.engine.control.launcher import Launcher, LocalLauncher, launcher_for
+from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.recovery.replay import AckRelay
 from flowengine.core.signals import SignalCount
@@ -85,10 +88,14 @@ class _Tracked:
     # A whole-streams worker's report per stage it runs (its own `report` is the last one's).
     parts: dict[str, WorkerReport] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)   # dead replicas it holds for (replay.py)
+    pidfd: int | None = None      # to kill it by pid even once its forkserver is gone
+    # A replacement: per upstream, what it had sent to this replica before resuming it (its
+    # "resumed"); only what came after counts in this replica's queue depth.
+    sent_base: dict[str, int] = field(default_factory=dict)
 
 
 def _where(process: Any) -> str:
-    """'pid 123', or 'pid 123 on 10.0.0.7 (node 3f2a9c1e)' for a worker on a cluster host."""
+    """'pid 123', or 'pid 123 on 10.0.0.7/3f2a9c1e' for a worker on a cluster host."""
     host = getattr(process, "host", None)
     return f"pid {process.pid}" + (f" on {host}" if host else "")
 
@@ -111,6 +118,10 @@ def _apply_counts(report: WorkerReport, message: dict, wall: float) -> None:
     if "cpu" in message:        # a process's: on one report only (a whole-streams worker's
         report.cpu_seconds = message["cpu"]     # other stages get theirs without it)
     report.errors_skipped, report.streams_open = message["errors_skipped"], message["streams"]
+    for key, value in report.earlier.items():
+        setattr(report, key, getattr(report, key) + value)
+    report.busy_percent = 100.0 * report.busy_seconds / wall if wall > 0 else 0.0
+
 
 
 def _apply_done(report: WorkerReport, message: dict) -> None:
@@ -153,9 +164,15 @@ class Engine:
         self.stop_timeout = stop_timeout
         self.handle_signals = handle_signals
         self.launcher = launcher if launcher is not None else launcher_for(plan)
+        # Workers forked by this process's forkserver: it and the resource tracker are
+        # watched (helpers.py), and each worker has a pidfd. Not so for other hosts' workers.
+        self._local = isinstance(self.launcher, LocalLauncher)
         self.pids: list[int] = []
         self._workers: dict[str, _Tracked] = {}
-        self._signals = SignalCount()
+        # The second Ctrl-C/SIGTERM kills the workers from the handler itself (see
+        # _kill_workers_now); the loop then raises RunInterrupted at its next look.
+        self._signals = SignalCount(on_second=self._kill_workers_now)
+        self._helpers = HelperWatch()   # the forkserver and the resource tracker (helpers.py)
         self._drain_sent = False
         self._started_at = 0.0
         self.restarts: list[RestartEvent] = []
@@ -183,8 +200,7 @@ class Engine:
         if self.handle_signals:
             self._signals.install()
         try:
-            # Before the bind: a cluster launcher gives the endpoints their hosts' addresses.
-            self.launcher.prepare(self.plan)
+            self._prepare_launcher()
             router.bind(self.plan.control_endpoint)
             log_listener("control", self.plan.control_endpoint, curve is not None)
             self._router = router
@@ -218,7 +234,7 @@ class Engine:
                 if auth is not None:
                     auth.stop()
                 context.term()
-                shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+                remove_run_dir(self.plan.run_dir)
                 self._signals.restore()
 
     def snapshot(self, final: bool = False) -> RunReport:
@@ -242,6 +258,25 @@ class Engine:
 
     # --------------------------------------------------------------- processes
 
+    def _prepare_launcher(self) -> None:
+        """Before the control socket binds: a cluster launcher places the workers and gives
+        the endpoints their hosts' addresses; the local one starts the forkserver, watched
+        with the resource tracker (helpers.py)."""
+        if not self._local:
+            self.launcher.prepare(self.plan)
+            return
+        # The helpers may run already (the CLI starts the forkserver while it validates): one
+        # that died meanwhile is this run's failure, before ensure_running relaunches it unseen.
+        self._helpers.refresh()
+        self._check_helpers()
+        # Only the first run of this process starts the forkserver; workers warm() the rest.
+        try:
+            with quiet_tracker_relaunch():
+                self.launcher.prepare(self.plan)
+            self._helpers.start()
+        except (EOFError, OSError) as exc:
+            self._start_failed(None, exc)
+
     def _start_processes(self) -> None:
         parts = {stage.name: stage.parts for stage in self.plan.stages}
         for spec in self.plan.workers:
@@ -250,19 +285,54 @@ class Engine:
             self._workers[spec.id] = _Tracked(spec, None, reports.get(
                 spec.stage, WorkerReport(spec.stage, spec.replica)), parts=reports)
         for tracked in self._workers.values():
+            self._check_helpers()     # a dead one would be relaunched by the start, unseen
             try:
-                tracked.process = self.launcher.start(tracked.spec)
-            except (EOFError, OSError):
-                # A Ctrl-C to the process group while the forkserver imports kills it (it
-                # ignores SIGINT only after its imports): the start reads EOF from it.
-                if self._signals.count:
-                    raise RunInterrupted("interrupted while the workers started") from None
-                raise
-            tracked.report.pid = tracked.process.pid
-            tracked.report.host = getattr(tracked.process, "host", None)
-            for report in tracked.parts.values():
-                report.host = tracked.report.host
-            self.pids.append(tracked.process.pid)
+                with quiet_tracker_relaunch():
+                    tracked.process = self.launcher.start(tracked.spec)
+            except (EOFError, OSError) as exc:
+                self._start_failed(tracked, exc)
+            self._started_process(tracked)
+
+    def _started_process(self, tracked: _Tracked) -> None:
+        """Note a worker process just started (first or replacement)."""
+        tracked.report.pid = tracked.process.pid
+        tracked.report.host = getattr(tracked.process, "host", None)
+        for report in tracked.parts.values():
+            report.host = tracked.report.host
+        # A pid of another host means nothing here: only this machine's workers get a pidfd.
+        tracked.pidfd = pidfd_of(tracked.process.pid) if self._local else None
+        self.pids.append(tracked.process.pid)
+        if self._local:
+            self._helpers.refresh()
+
+    def _start_failed(self, tracked: _Tracked | None, exc: BaseException) -> None:
+        """A start that read EOF or an error from the forkserver: name what happened."""
+        # A Ctrl-C to the process group while the forkserver imports kills it (it ignores
+        # SIGINT only after its imports): the start reads EOF from it.
+        if self._signals.count:
+            raise RunInterrupted("interrupted while the workers started") from None
+        self._check_helpers(wait=0.5)
+        what = "the worker processes" if tracked is None else \
+            f"stage {tracked.spec.stage!r} replica {tracked.spec.replica}"
+        error = WorkerFailed(f"{what} could not be started: {type(exc).__name__}: {exc}")
+        error.stage = None if tracked is None else tracked.spec.stage
+        error.replica = None if tracked is None else tracked.spec.replica
+        raise error from None
+
+    def _check_helpers(self, wait: float = 0.0) -> None:
+        """Fail the run when the forkserver or the resource tracker has died: its workers
+        cannot be started or followed any more."""
+        what = self._helpers.failure(wait)
+        if what is None:
+            return
+        if self._signals.count >= 2:
+            raise RunInterrupted("interrupted twice: run stopped at once")
+        if self._sinks_done:
+            log.warning("%s after every sink had finished: the output is complete", what)
+            return
+        error = WorkerFailed(what)
+        error.stage = error.replica = None
+        raise error
 
     def _stop_all(self) -> None:
         """Shutdown to every worker, then join with a deadline, terminate, kill."""
@@ -288,6 +358,19 @@ class Engine:
                 getattr(tracked.process, escalate)()
             for tracked in alive:
                 tracked.process.join(1.0)
+        # A worker whose forkserver died reads as ended (exit code 255) but may still run:
+        # no orphan is left behind.
+        for tracked in self._workers.values():
+            if tracked.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(tracked.pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass       # ended (a zombie its forkserver reaps, or gone)
+                except OSError as exc:
+                    log.warning("worker %r not killed by pidfd: %s", tracked.spec.id, exc)
+                os.close(tracked.pidfd)
+                tracked.pidfd = None
+        self._helpers.close()
 
     # ---------------------------------------------------------------- messages
 
@@ -364,6 +447,10 @@ class Engine:
             tracked.held.add(message["to"])
         elif kind == "replayed":
             note_replayed(self, tracked, message)
+        elif kind == "resumed":
+            target = self._workers.get(message["to"])
+            if target is not None and target.spec.generation == message["generation"]:
+                target.sent_base[tracked.spec.id] = message["sent"]
         else:
             wall = time.monotonic() - self._started_at
             _apply_counts(tracked.report, message, wall)
@@ -385,8 +472,16 @@ class Engine:
         (older) reports, so it never counts messages sent after it read: a
         lower bound, exact for a blocked upstream, and 0 once it is done.
         """
-        sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0)
-                   for u in tracked.spec.upstream if u in self._workers)
+        upstream = [u for u in tracked.spec.upstream if u in self._workers]
+        if tracked.spec.generation:
+            # A replacement has received only what was sent after its resume: the upstreams'
+            # counts since then (without a base yet, the depth is not known: left as it was).
+            if any(u not in tracked.sent_base for u in upstream):
+                return
+            sent = sum(max(0, self._workers[u].sent_to.get(tracked.spec.id, 0)
+                           - tracked.sent_base[u]) for u in upstream)
+        else:
+            sent = sum(self._workers[u].sent_to.get(tracked.spec.id, 0) for u in upstream)
         report = tracked.report
         report.queue_depth = max(0, sent - tracked.received)
         report.max_queue = max(report.max_queue, report.queue_depth)
@@ -435,9 +530,14 @@ class Engine:
     def _check_processes(self) -> None:
         """A worker process that ended before shutdown failed the run."""
         sentinels = {t.process.sentinel: t for t in self._workers.values() if not t.replaced}
-        ended = wait_for_sentinels(list(sentinels), timeout=0)
+        ended = wait_for_sentinels(list(sentinels) + list(self._helpers.fds), timeout=0)
         if not ended:
             return
+        if any(fd in self._helpers.fds for fd in ended):
+            self._check_helpers()
+            ended = [e for e in ended if e in sentinels]
+            if not ended:
+                return
         tracked = sentinels[ended[0]]
         tracked.process.join(0.5)
         # Its error report may still be on the way: give it a moment to arrive.
@@ -446,6 +546,9 @@ class Engine:
             self._receive(0.05)
         code = tracked.process.exitcode
         lost = getattr(tracked.process, "lost", None)
+        if code == 255:
+            # multiprocessing's code for "its forkserver is gone": say so, if it is.
+            self._check_helpers(wait=0.5)
         if lost:                    # its host went away: no exit code will come
             what = lost
         elif code is None:
@@ -466,6 +569,10 @@ class Engine:
 
     def _fail(self, tracked: _Tracked, what: str) -> None:
         """Replace the worker (restart: on-failure, restarts left), else raise WorkerFailed."""
+        if self._signals.count >= 2:
+            # Stopped at once: the workers die of our own SIGKILL, which is neither a failure
+            # nor something to restart.
+            raise RunInterrupted("interrupted twice: run stopped at once")
         if tracked.replaced or self._workers.get(tracked.spec.id) is not tracked:
             return                # a replacement took over already
         spec = tracked.spec
@@ -491,6 +598,24 @@ class Engine:
         raise error
 
     # ----------------------------------------------------------------- signals
+
+    def _kill_workers_now(self) -> None:
+        """Called from the signal handler at the second Ctrl-C/SIGTERM: SIGKILL every worker
+        at once, so nothing is written or renamed after it. A graceful shutdown came too late:
+        a sink that was between its stream's eos and the shutdown still finalised its file
+        under its final name after "stopped at once", and a stage busy in a flush went on
+        for the whole stop_timeout. Only os.kill here: the main thread may be inside a
+        Process method the handler interrupted."""
+        for tracked in list(self._workers.values()):
+            # Only this machine's processes (a Ray launcher's workers are stopped by _stop_all
+            # and the launcher's close, through their hosts' agents).
+            popen = getattr(tracked.process, "_popen", None)
+            if popen is None or popen.returncode is not None:
+                continue      # not started, or its end already seen (its pid may be reused)
+            try:
+                os.kill(popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _check_signals(self) -> None:
         signals = self._signals.count

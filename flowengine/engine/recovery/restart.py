@@ -36,11 +36,17 @@ from typing import Any
 
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
 from flowengine.core.report import RestartEvent, StreamGap
+from flowengine.engine.control.helpers import quiet_tracker_relaunch
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
            "account_restarts", "note_replayed", "relay_acks", "HOLD_TIMEOUT_S"]
 
 log = logging.getLogger("flowengine.engine")
+
+# The WorkerReport totals a replacement carries on from the generations it replaced.
+CARRIED_COUNTS = ("messages_in", "samples_in", "bytes_in", "seconds_in", "messages_out",
+                  "samples_out", "bytes_out", "seconds_out", "busy_seconds", "blocked_seconds",
+                  "cpu_seconds", "errors_skipped")
 
 GAP = "gap"   # a Finding status: samples lost to a restart, reported (not a mismatch)
 HOLD_TIMEOUT_S = 5.0   # for the upstreams of a lossless stage to hold its dead replica
@@ -74,6 +80,9 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if old.is_alive():
         old.kill()
     old.join(2.0)
+    if tracked.pidfd is not None:   # dead now: the replacement gets its own
+        os.close(tracked.pidfd)
+        tracked.pidfd = None
     engine._receive(0.05)          # late messages of the old process go to the old record
     engine._control.drop(tracked.spec.id)   # what waited for it means nothing to the new one
     engine._acks.upstream_replaced(tracked.spec.id)
@@ -82,14 +91,19 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if spec.replay:
         _hold_upstreams(engine, spec.id, spec.generation, spec.upstream)
     _remove_stale_socket(spec.inbox_endpoint)
-    # On the same host as the old one (the launcher's choice: launcher.py).
-    process = engine.launcher.replace(old, spec)
     report = type(tracked.report)(spec.stage, spec.replica)
     report.restarts = tracked.report.restarts + 1
-    report.pid, report.host = process.pid, getattr(process, "host", None)
+    # The table counts the replica's whole run: the dead generations' last reported counts
+    # go on under the replacement's (what the dead one did after its last stats is unknown).
+    report.earlier = {key: getattr(tracked.report, key) for key in CARRIED_COUNTS}
+    report.max_queue = tracked.report.max_queue
+    engine._check_helpers()
+    with quiet_tracker_relaunch():
+        # On the same host as the old one (the launcher's choice: launcher.py).
+        process = engine.launcher.replace(old, spec)
     new = type(tracked)(spec, process, report)
     engine._workers[spec.id] = new
-    engine.pids.append(process.pid)
+    engine._started_process(new)
     where = f" on {report.host}" if report.host else ""
     log.warning("stage %r replica %d (pid %s%s) %s: restarting it (restart %d of %d), new pid %d",
                 spec.stage, spec.replica, old.pid, where, reason.splitlines()[0],

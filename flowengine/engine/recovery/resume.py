@@ -33,10 +33,13 @@ _SLICE_MS = 100
 
 def resume_downstream(worker: Any, target: str, generation: int) -> None:
     """Caps of `worker`'s open streams routed to replica `target` ("stage:replica"), generation
-    `generation`, then its eof when it was sent before; `worker` is a ``worker.Worker``."""
+    `generation`, then its eof when it was sent before; `worker` is a ``worker.Worker``.
+    Then ``resumed`` tells the coordinator how many messages had gone to that replica
+    before: only later ones can be in the replacement's queue."""
     if worker.replay is not None and target in worker.replay.buffers:
         worker.replay.resume(target, generation)
         return
+    sent_before = worker.send.sent_to.get(target, 0)
     streams: list[str] = []
     destination = None
     for sockets, router in zip(worker.edges, worker.routers):
@@ -57,6 +60,7 @@ def resume_downstream(worker: Any, target: str, generation: int) -> None:
     flush = getattr(worker, "_flush_all", None)
     if flush is not None:
         flush()
+    worker._tell("resumed", to=target, generation=generation, sent=sent_before)
 
 
 class ReplaySender:
@@ -126,10 +130,12 @@ class ReplaySender:
 
     def resume(self, dest: str, generation: int) -> None:
         """Send replica `dest` (a replacement, `generation`) everything not acknowledged, then
-        eof if the run's end was sent, and tell the coordinator how much. Nothing for an
-        outdated resume: a newer hold of `dest` came since (its generation died too)."""
+        eof if the run's end was sent, and tell the coordinator how much (``replayed``) and
+        how many messages had gone to `dest` before (``resumed``). Nothing for an outdated
+        resume: a newer hold of `dest` came since (its generation died too)."""
         if generation < self.holds.get(dest, 0):
             return
+        sent_before = self.worker.send.sent_to.get(dest, 0)
         self.held.discard(dest)
         buffer = self.buffers[dest]
         messages, streams = buffer.unacknowledged(), buffer.streams
@@ -146,6 +152,7 @@ class ReplaySender:
         self.worker._flush_all()
         self.worker._tell("replayed", to=dest, generation=generation, messages=len(messages),
                           streams=len(streams), names=streams)
+        self.worker._tell("resumed", to=dest, generation=generation, sent=sent_before)
 
     def _wait_for_room(self, buffer: ReplayBuffer) -> None:
         """Backpressure: wait, awake to control, until acknowledgements make room; a replay

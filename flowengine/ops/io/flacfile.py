@@ -8,6 +8,14 @@ total sample count are taken from the frames written and patched into
 STREAMINFO when the file is closed. Rate, channels and bit depth come from
 the stream's STREAMINFO (Packet.extradata) when there is one, else from the
 first frame's header.
+
+Frames are also renumbered when they need it: a FLAC frame header carries its frame number
+(fixed block size) or first sample number (variable block size), which is where a reader
+takes the frame's timestamp from. Frames from two encoders in one file (an encoder
+restarted by ``restart: on-failure`` starts counting at 0 again) would jump back in time
+(FFmpeg: "sample/frame number mismatch", "non monotonically increasing dts"). A frame whose
+number is not the next one gets it, with its header CRC-8 and frame CRC-16 recomputed; the
+others are written as they are.
 """
 
 from __future__ import annotations
@@ -81,6 +89,59 @@ def _utf8_number_length(first: int) -> int:
     return length
 
 
+def _crc_table(poly: int, width: int) -> list[int]:
+    top, mask = 1 << (width - 1), (1 << width) - 1
+    table = []
+    for byte in range(256):
+        crc = byte << (width - 8)
+        for _ in range(8):
+            crc = ((crc << 1) ^ poly) & mask if crc & top else (crc << 1) & mask
+        table.append(crc)
+    return table
+
+
+_CRC8, _CRC16 = _crc_table(0x07, 8), _crc_table(0x8005, 16)   # FLAC's header and frame CRCs
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    return crc
+
+
+def _coded_number(value: int) -> bytes:
+    """FLAC's UTF-8-style coding of a frame or sample number (up to 36 bits)."""
+    if value < 0x80:
+        return bytes([value])
+    length = next(n for n in range(2, 8) if value < 1 << (5 * n + 1) or n == 7)
+    first = ((0xFF << (8 - length)) & 0xFF) | (value >> (6 * (length - 1)))
+    return bytes([first] + [0x80 | ((value >> (6 * i)) & 0x3F)
+                            for i in reversed(range(length - 1))])
+
+
+def _renumbered(frame: bytes, expected: int) -> bytes:
+    """`frame` with `expected` as its frame (or sample) number; itself when it has it."""
+    length = _utf8_number_length(frame[4])
+    number = frame[4] if length == 1 else frame[4] & ((1 << (7 - length)) - 1)
+    for byte in frame[5:4 + length]:
+        number = (number << 6) | (byte & 0x3F)
+    if number == expected:
+        return frame
+    size_code, rate_code = frame[2] >> 4, frame[2] & 0xF
+    end = 4 + length + {6: 1, 7: 2}.get(size_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    header = bytes(frame[:4]) + _coded_number(expected) + bytes(frame[4 + length:end])
+    body = header + bytes([_crc8(header)]) + bytes(frame[end + 1:-2])
+    return body + _crc16(body).to_bytes(2, "big")
+
+
 def parse_frame_info(frame: bytes) -> FlacFrameInfo:
     """Block size, rate, channels and bit depth from a FLAC frame's header."""
     try:
@@ -137,6 +198,7 @@ class FlacFileWriter:
             rate, channels, bits = info.sample_rate, info.channels, info.bits_per_sample
         self.sample_rate, self.channels, self.bits_per_sample = rate, channels, bits
         self.total_samples = 0
+        self.frames = 0
         self._blocks: tuple[int, int] | None = None     # (min, max) block size, last excluded
         self._last_block: int | None = None
         self._frames: tuple[int, int] | None = None     # (min, max) frame bytes
@@ -145,8 +207,12 @@ class FlacFileWriter:
         file.write(_MAGIC + _LAST_BLOCK_STREAMINFO + self._streaminfo().pack())
 
     def write(self, frame: bytes) -> int:
-        """Append one frame; returns its block size in samples."""
+        """Append one frame (renumbered when it does not follow on); returns its block size
+        in samples."""
         block = parse_frame_info(frame).block_size
+        variable = frame[1] & 0x01          # numbered by sample, not by frame
+        frame = _renumbered(frame, self.total_samples if variable else self.frames)
+        self.frames += 1
         if self._last_block is not None:        # STREAMINFO's minimum excludes the last block
             self._blocks = _widen(self._blocks, self._last_block)
         self._last_block = block

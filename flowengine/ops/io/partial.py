@@ -11,7 +11,8 @@ writer removes an old file of the final name, as writing it over would, so a
 stale output of an earlier run cannot pass for this run's.
 
 `incomplete_outputs` finds the `.part` files a failed run left, for its
-error message.
+error message; a `.part` another process holds locked (`outputlock`: a writer
+still at work on it, e.g. another run of the same path) is not this run's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable
+
+from flowengine.ops.io.outputlock import held_by_another_process
 
 __all__ = ["PART_SUFFIX", "part_path", "incomplete_outputs"]
 
@@ -32,7 +35,8 @@ def part_path(path: str | os.PathLike) -> str:
 
 def incomplete_outputs(paths: Iterable[str], since: float | None = None) -> list[str]:
     """The `.part` files of these output paths (a `{stream}` template matches every stream),
-    modified at or after `since` (a time.time() value) when given. Sorted."""
+    modified at or after `since` (a time.time() value) when given, and not locked by
+    another process's writer. Sorted."""
     found: set[str] = set()
     for path in paths:
         pattern = glob.escape(path).replace(glob.escape("{stream}"), "*")
@@ -41,6 +45,6 @@ def incomplete_outputs(paths: Iterable[str], since: float | None = None) -> list
                 modified = os.stat(part).st_mtime
             except OSError:
                 continue        # renamed or removed meanwhile: not left incomplete
-            if since is None or modified >= since:
+            if (since is None or modified >= since) and not held_by_another_process(part):
                 found.add(part)
     return sorted(found)

@@ -36,6 +36,11 @@ PATH (atomically). A writer left without finalize() (its stream failed, the
 process was killed) leaves PATH.part. Building a writer removes an old file at
 PATH, as overwriting it would. A PATH that exists and is not a regular file
 (a FIFO, /dev/null) is written directly: there is nothing to rename.
+
+One writer per path (see `outputlock`): PATH.part is locked from open to
+rename, so a second writer of PATH (another run, another stream into a sink
+without `{stream}`) is refused with `OutputBusyError`; a failure to write it
+(disk full...) is an `OutputError` naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecEr
 from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
+from flowengine.ops.io.outputlock import open_part, rename_part
 from flowengine.ops.io.partial import part_path
 from flowengine.ops.io.reader import flowengine_codec_name
 
@@ -90,11 +96,13 @@ def _open_for_writing(path: str, shown_as: str | None = None) -> BinaryIO:
 
 def _open_part_file(path: str) -> tuple[BinaryIO, str | None]:
     """Open where `path`'s bytes go until it is complete: (file, PATH.part), or (file, None)
-    for a path that exists and is not a regular file (a FIFO, a device), written directly."""
+    for a path that exists and is not a regular file (a FIFO, a device), written directly.
+    PATH.part is locked until it is renamed (`outputlock`): a second writer of PATH is
+    refused with OutputBusyError before it writes a byte."""
     if os.path.exists(path) and not os.path.isfile(path):
         return _open_for_writing(path), None        # a directory fails here, named as such
     part = part_path(path)
-    file = _open_for_writing(part, shown_as=path)
+    file = open_part(part, shown_as=path)
     if os.path.isfile(path) or os.path.islink(path):
         os.remove(path)     # a stale output must not pass for this run's (overwriting removed it too)
     return file, part
@@ -181,10 +189,13 @@ class AudioFileWriter:
 
     def push(self, buf: AudioFrame | Packet | None) -> None:
         """Write one buffer; None finalizes the file."""
-        if type(buf) is self._kind and buf.codec == self._codec_seen and not self._finalized:
-            self._write(buf)            # the usual case: one more of what came first
-            return
-        self._push_checked(buf)
+        try:        # a failed write (disk full...) in any path below: one OutputError
+            if type(buf) is self._kind and buf.codec == self._codec_seen and not self._finalized:
+                self._write(buf)        # the usual case: one more of what came first
+            else:
+                self._push_checked(buf)
+        except OSError as exc:
+            raise self._file.failed(exc) from None
 
     def _push_checked(self, buf: AudioFrame | Packet | None) -> None:
         if buf is None:
@@ -202,7 +213,10 @@ class AudioFileWriter:
                 self._write_frame(self._wav_packet_to_frame(buf))
             else:
                 self._write_packet(buf)
-                self._kind, self._codec_seen, self._write = Packet, buf.codec, self._write_packet
+                self._kind, self._codec_seen = Packet, buf.codec
+                self._write = self._write_encoded if buf.av is not None and \
+                    self._container is not None and self._gapless is None \
+                    else self._write_packet
         elif isinstance(buf, AudioFrame):
             self._write_frame(buf)
         else:
@@ -230,10 +244,12 @@ class AudioFileWriter:
                 self._flac.close()
             if self._container is not None:
                 self._container.close()
+            if self.part_path is not None:   # renamed while still locked: no writer between
+                rename_part(self._file, self.part_path, self.path)
+        except OSError as exc:
+            raise self._file.failed(exc) from None
         finally:
             self._file.close()
-        if self.part_path is not None:
-            os.replace(self.part_path, self.path)
         self.complete = True
 
     @property
@@ -397,18 +413,24 @@ class AudioFileWriter:
         if av_packet is not None:
             self._mux(av_packet)
 
+    def _write_encoded(self, packet: Packet) -> None:
+        """The usual packet of a stream a PyAV encoder made: its av.Packet as the encoder
+        made it (timestamps in 1/rate, the stream's clock), muxed as it is, in a few
+        operations. Any other packet takes `_write_packet`."""
+        av_packet, pts, duration = packet.av, packet.pts, packet.duration
+        if av_packet is None or pts is None or pts != av_packet.pts or \
+                duration != av_packet.duration or packet.dts != av_packet.dts or \
+                packet.time_base_num != 1 or packet.time_base_den != self._packet_rate:
+            self._write_packet(packet)
+            return
+        self._next_pts = pts + duration
+        self.samples_written += duration
+        av_packet.stream = self._stream
+        self._mux(av_packet)
+
     def _stamped(self, packet: Packet, av_packet: av.Packet, index: int) -> av.Packet:
         """`av_packet` with the flowengine packet's timestamps (they are the truth: a restart
         may have moved them) and this writer's stream."""
-        pts, duration = packet.pts, packet.duration
-        if pts is not None and pts == av_packet.pts and duration == av_packet.duration and \
-                packet.dts == av_packet.dts and packet.time_base_num == 1 and \
-                packet.time_base_den == self._packet_rate:
-            # A PyAV encoder's packet, as it made it (1/rate, the stream's clock).
-            self._next_pts = pts + duration
-            self.samples_written += duration
-            av_packet.stream = self._stream
-            return av_packet
         time_base = packet.time_base
         pts = packet.pts if packet.pts is not None else self._next_pts
         if pts is None:
