@@ -45,12 +45,16 @@ def cluster(tmp_path_factory):
     generate_keys(keys)
     started.keys = str(keys)
     # This process drives the runs below: connected once, the launcher uses the connection.
+    # ray.init makes SIGTERM exit the process: later tests fork children that inherit it.
+    kept = signal.getsignal(signal.SIGTERM)
     ray.init(address=started.address, logging_level="WARNING")
+    signal.signal(signal.SIGTERM, kept)
     try:
         yield started
     finally:
         ray.shutdown()
         started.shutdown()
+        assert signal.getsignal(signal.SIGTERM) == kept
 
 
 @pytest.fixture(autouse=True)
@@ -296,7 +300,8 @@ def _write(cluster, tmp_path: Path, config: dict) -> Path:
     return path
 
 
-def test_ctrl_c_drains_a_cluster_run_and_finalises_the_output(cluster, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_drains_a_cluster_run_and_finalises_the_output(cluster, tmp_path, signum):
     config = tone_run(tmp_path / "out.mp3", seconds=30.0, realtime=True,
                       gain={"placement": {"resources": {"node_a": 1}}},
                       encode={"placement": {"resources": {"node_b": 1}}})
@@ -312,7 +317,7 @@ def test_ctrl_c_drains_a_cluster_run_and_finalises_the_output(cluster, tmp_path)
         while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert partial.exists(), "no audio reached the sink within 30 s"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)        # the first drains, SIGTERM as Ctrl-C
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()

@@ -38,6 +38,7 @@ This is the only module that imports ray, and only when a run asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -45,6 +46,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
@@ -207,8 +209,9 @@ class RayLauncher:
             return                      # a program (or a test) connected this process itself
         _check_reachable(address)
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
-                     configure_logging=False)
+            with _signal_handlers_kept():
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                         configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(
                 f"cluster.address {address!r}: no Ray cluster to connect to ({exc}). Start "
@@ -412,6 +415,20 @@ class RayLauncher:
             if spec.share and spec.share.get("claims"):
                 spec.share = {**spec.share, "claims": self._claims.endpoint,
                               "claims_key": os.path.basename(spec.share["claims"])}
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """ray.init makes SIGTERM exit the process at once; the coordinator's own handlers (the
+    first SIGINT/SIGTERM drains the run) must stay."""
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in kept.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
 
 def _check_reachable(address: str) -> None:

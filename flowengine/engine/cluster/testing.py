@@ -9,13 +9,14 @@ can tell them apart. ``leftovers()`` lists the processes a flowengine run could
 have left on any node (host agents, their forkservers and workers).
 
 Ray is imported inside ``TestCluster.start`` only: importing this module costs
-nothing. Start the cluster *after* this process's forkserver (``start``
-does), or every local worker later forked would start slowly.
+nothing. The environment above must be set before anything imports ray (it is
+read at import): ``start`` refuses to go on otherwise, rather than hang.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +42,6 @@ class TestCluster:
     _cluster: Any = None
 
     def start(self) -> "TestCluster":
-        from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver()          # before ray is imported in this process
         os.environ.update(LOOPBACK_ENV)
         from ray._private import ray_constants
         from ray.cluster_utils import Cluster
@@ -54,12 +53,20 @@ class TestCluster:
                                f"the environment before importing ray")
 
         common = {"num_cpus": self.cpus, "node_ip_address": "127.0.0.1"}
-        self._cluster = Cluster(initialize_head=True, head_node_args={
-            **common, "include_dashboard": False, "labels": {"role": "head"}})
-        for name, resources in self.workers.items():
-            self._cluster.add_node(**common, resources=resources, labels={"role": name})
-        self.address = self._cluster.address
-        self.nodes = self._node_ids()     # read back: its labels say which node is which
+        # Ray's nodes and ray.init make SIGTERM exit this process: keep its own handlers (a
+        # test process's later forked children would inherit Ray's).
+        kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._cluster = Cluster(initialize_head=True, head_node_args={
+                **common, "include_dashboard": False, "labels": {"role": "head"}})
+            for name, resources in self.workers.items():
+                self._cluster.add_node(**common, resources=resources, labels={"role": name})
+            self.address = self._cluster.address
+            self.nodes = self._node_ids()     # read back: its labels say which node is which
+        finally:
+            for signum, handler in kept.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
         return self
 
     def _node_ids(self) -> dict[str, str]:
