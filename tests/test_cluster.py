@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -210,7 +209,7 @@ def test_a_killed_worker_is_named_with_its_host_and_signal_within_2_s(cluster, t
 
     engine, error, seconds = _failing_run(cluster, tmp_path, kill_gain)
     print(f"SIGKILL of a worker on node b seen after {seconds:.3f} s")
-    assert str(error).startswith(f"stage 'gain' replica 0 (pid ")
+    assert str(error).startswith("stage 'gain' replica 0 (pid ")
     assert str(error).endswith(f" on {cluster.host('b')}) was killed by SIGKILL")
     assert seconds < 2.0
     assert _pids_gone(engine) == []

@@ -52,7 +52,7 @@ from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayError
 from ray.util.placement_group import placement_group, placement_group_table, \
     remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -72,6 +72,7 @@ _CALL_TIMEOUT_S = 30.0       # one call to an agent (start a worker, find ports)
 _WAIT_EXITS_S = 1.0          # how long one wait_exits call waits on the agent's host
 _POLL_S = 0.25               # how often a waiting exit thread looks whether the run closed
 _STOP_AGENT_S = 5.0
+_PROBE_S = 1.0               # is an agent still there (asked when one of its workers failed)
 
 
 class ClusterError(FlowError):
@@ -179,7 +180,26 @@ class RayLauncher:
 
     def can_replace(self, old: Any) -> bool:
         """A worker lost with its host cannot come back there: the run fails naming it."""
-        return getattr(old, "lost", None) is None and old.agent.dead is None
+        return getattr(old, "lost", None) is None and self._agent_alive(old.agent)
+
+    def explain(self, old: Any, what: str) -> str:
+        """A worker whose host agent died may say so itself first (it finds its parent gone
+        at its next stats, a moment before the agent's death reaches us): name the host."""
+        if getattr(old, "lost", None) is None and not self._agent_alive(old.agent):
+            return f"was lost with its host {old.agent.host}: the flowengine host agent " \
+                   f"there died ({old.agent.dead}); the worker said: {what}"
+        return old.lost or what
+
+    def _agent_alive(self, agent: _Agent) -> bool:
+        """Asked of the agent itself (bounded), on the failure path only."""
+        if agent.dead is None:
+            try:
+                ray.get(agent.actor.info.remote(), timeout=_PROBE_S)
+            except GetTimeoutError:     # (a RayError too) frozen, not dead: heartbeats decide
+                pass
+            except RayError as exc:
+                self._host_lost(agent, _cause(exc))
+        return agent.dead is None
 
     def close(self) -> None:
         """Every agent (with any worker left) and placement group gone; disconnected."""
@@ -369,6 +389,8 @@ class RayLauncher:
                     worker.ended(code)
 
     def _host_lost(self, agent: _Agent, why: str) -> None:
+        if agent.dead is not None:
+            return              # seen already (by the exits thread or a failure's probe)
         agent.dead = why
         log.error("the flowengine host agent on %s died (%s): its workers are lost", agent.host,
                   why)

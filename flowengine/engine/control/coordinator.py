@@ -589,6 +589,7 @@ class Engine:
             return
         if tracked.process.is_alive():
             tracked.process.kill()   # e.g. stopped or hung: declared dead, so it is
+        what = self.launcher.explain(tracked.process, what)   # e.g. its host is gone
         if tracked.report.restarts:
             what += f" (after {tracked.report.restarts} restart(s))"
         error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "

@@ -14,6 +14,7 @@ A launcher is used in this order by one run::
                         give the plan's endpoints the addresses of the hosts that bind them
     start(spec)         one of the run's workers, started: its handle
     replace(old, spec)  a replacement for a dead worker (restart: on-failure), on its host
+    explain(old, what)  what to say of a failed worker (a cluster launcher names a lost host)
     close()             after every worker has ended (or was killed): release the rest
 
 ``LocalLauncher`` forks every worker on this machine from the forkserver
@@ -53,6 +54,7 @@ class Launcher(Protocol):
     def start(self, spec: WorkerSpec) -> WorkerHandle: ...
     def replace(self, old: WorkerHandle, spec: WorkerSpec) -> WorkerHandle: ...
     def can_replace(self, old: WorkerHandle) -> bool: ...
+    def explain(self, old: WorkerHandle, what: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -77,6 +79,9 @@ class LocalLauncher:
 
     def can_replace(self, old: Any) -> bool:
         return True
+
+    def explain(self, old: Any, what: str) -> str:
+        return what
 
     def close(self) -> None:
         pass
