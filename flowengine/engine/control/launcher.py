@@ -24,7 +24,6 @@ is chosen by ``cluster: {engine: ray}`` and is the only code that imports ray.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 from typing import Any, Protocol
 
@@ -94,5 +93,6 @@ def launcher_for(plan: Plan) -> Launcher:
         return LocalLauncher()
     if engine == "ray":
         # Imported here only: ray costs ~0.7 s and ~80 MB, and no worker may load it.
-        return importlib.import_module("flowengine.engine.cluster.ray_launcher").RayLauncher()
+        from flowengine.engine.cluster.ray_launcher import RayLauncher
+        return RayLauncher()
     raise ValueError(f"unknown cluster engine {engine!r}")
