@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     files, seconds = (4, 5.0) if args.quick else (8, 20.0)
     repeat = repetitions(args, quick=2, full=3)
     from flowengine.engine.cluster.testing import TestCluster
-    from flowengine.engine.security import generate_keys
+    from flowengine.config.keys import generate_keys
     from flowengine.engine.worker.forkserver import start_forkserver
 
     # This process's forkserver preloads what the chain needs, as each host agent's does

@@ -29,7 +29,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'flow
 
 from flowengine.config.model import RunConfig  # noqa: E402
 from flowengine.engine import Engine, build_plan  # noqa: E402
-from flowengine.engine.security import generate_keys  # noqa: E402
+from flowengine.config.keys import generate_keys  # noqa: E402
 from flowengine.errors import WorkerFailed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

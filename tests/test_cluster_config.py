@@ -9,7 +9,7 @@ import pytest
 
 from flowengine.config import load_source, resolve_source
 from flowengine.engine import build_plan
-from flowengine.engine.security import generate_keys
+from flowengine.config.keys import generate_keys
 from flowengine.errors import ConfigError
 
 HEAD = """\

@@ -24,8 +24,10 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.control.channel import decode_control
-from flowengine.engine.security import (CurveKeys, curve_client, curve_server, describe_listener,
-                                        generate_keys, load_keys, start_authenticator)
+from flowengine.engine.wire.codec import WIRE_VERSION
+from flowengine.config.keys import CurveKeys, generate_keys, load_keys
+from flowengine.engine.security import (curve_client, curve_server, describe_listener,
+                                        start_authenticator)
 from flowengine.errors import ConfigError, WireError, WorkerFailed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flowengine"
@@ -277,7 +279,7 @@ def _inject_during_run(plan, setup) -> tuple[object, list[tuple[str, int]]]:
     def inject(report) -> None:
         if not events:
             events.append(_handshake(intruder, plan.stage("sink").workers[0].inbox_endpoint))
-            _try_send(intruder, msgpack.packb({"v": 1, "k": "eof", "src": "intruder:0"}))
+            _try_send(intruder, msgpack.packb({"v": WIRE_VERSION, "k": "eof", "src": "intruder:0"}))
 
     try:
         result = run_plan(plan, progress=inject, progress_interval=0.05)
@@ -369,6 +371,7 @@ ALLOWED_IMPORT_MODULE = {
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
     "__init__.py": "the public names, each from its own module, imported when first used",
     "engine/__init__.py": "the engine's public names, imported when first used (not in workers)",
+    "config/__init__.py": "the config's public names, imported when first used (not in workers)",
     "cli/bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 

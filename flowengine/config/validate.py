@@ -735,7 +735,7 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
                 + (" (cluster.engine: ray turns CURVE on; on a trusted network only, "
                    "security.curve: false turns it off)" if implied else ""))
         return
-    from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
+    from flowengine.config.keys import load_keys   # imported late: zmq, only for CURVE runs
     try:
         load_keys(security.keys)
     except ConfigError as exc:

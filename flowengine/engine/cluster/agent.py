@@ -38,7 +38,7 @@ from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
 
 from flowengine.engine.plan import WorkerSpec
-from flowengine.engine.security import load_keys
+from flowengine.config.keys import load_keys
 from flowengine.engine.worker.forkserver import PRELOAD_MODULES, modules_for
 from flowengine.engine.worker.process import run_worker
 from flowengine.errors import ConfigError

@@ -16,8 +16,8 @@ import threading
 
 import zmq
 
-from flowengine.engine.security import CurveKeys, curve_client, curve_server, \
-    start_authenticator
+from flowengine.config.keys import CurveKeys
+from flowengine.engine.security import curve_client, curve_server, start_authenticator
 from flowengine.errors import FlowError
 
 __all__ = ["ClaimService", "RemoteClaims", "CLAIM_TIMEOUT_S"]
