@@ -368,10 +368,8 @@ ALLOWED_IMPORT_MODULE = {
     "core/lookup.py": "`op: module:attribute` in a run config names a Python operator",
     "ops/registry.py": "built-in operator families and installed entry-point plugins",
     "ops/processors/_scipy.py": "scipy submodules imported on first use",
-    "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
-    "__init__.py": "the public names, each from its own module, imported when first used",
-    "engine/__init__.py": "the engine's public names, imported when first used (not in workers)",
-    "config/__init__.py": "the config's public names, imported when first used (not in workers)",
+    "lazy.py": "a package's public names (flowengine, engine, config, live), each from the "
+               "module the package names for it, imported when first used",
     "cli/bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 

@@ -18,7 +18,7 @@ The names below are loaded on first use, so that importing one light module
 
 from __future__ import annotations
 
-import importlib
+from flowengine.lazy import lazy_names
 
 __all__ = [
     "CLOSED", "DEFAULT_MAX_FRAME_BYTES", "END_MARKER", "END_OF_STREAM", "NEED_DATA",
@@ -36,10 +36,6 @@ _HOMES = {
     "sender": ("Pacer", "SenderOptions", "TcpPushSink", "run_sender"),
     "server": ("LiveConfig", "LiveServer", "LiveServerThread", "serve"),
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+_PUBLIC = {name: f"{__name__}.{module}" for module, names in _HOMES.items() for name in names}
 
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _PUBLIC, globals())
