@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "mp3_frame_length", "is_mp3_info_frame", "adts_frame_length", "id3v2_length", "same_stream",
-    "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "FLAC_MAX_HEADER_BYTES",
+    "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "flac_crc_ends",
+    "FLAC_MAX_HEADER_BYTES",
 ]
 
 # Bitrates in kbit/s by (MPEG-1?, layer) and index 1..14 (index 0 is free format).
@@ -210,3 +211,14 @@ def flac_frame_end(data: bytes, header_length: int) -> int | None:
             if first is None:
                 first = i + 1
     return first
+
+
+def flac_crc_ends(data: bytes, header_length: int):
+    """Every position where the FLAC frame at the start of `data` may end: where a running
+    CRC-16 over it (its stored CRC included) is zero, in order. Only after damage: one of
+    them is the frame's end, the others are chance (about one in 64 KiB)."""
+    crc = 0
+    for i, byte in enumerate(data):
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+        if crc == 0 and i + 1 > header_length + 2:
+            yield i + 1
