@@ -327,12 +327,11 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
 
 def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
                      out: _Collector) -> None:
-    """A source has no input for the stage-level `on_error` to act on: when it has an
-    `on_error` parameter of its own (`files`: a file that cannot be read), a stage-level
-    value set in the file or by --set goes there, unless params sets it too."""
-    if spec.kind != "source":
-        return
-    if stage.max_errors is not None:
+    """The stage-level `on_error` is the one policy for damaged input: on an operator with an
+    `on_error` parameter of its own (a file source, `files`, a decoder) a value set in the
+    file or by --set goes there, unless params sets it too. A source has no input buffers,
+    so `max_errors` cannot apply to it."""
+    if spec.kind == "source" and stage.max_errors is not None:
         out.add(("stages", index, "max_errors"), label, "max_errors",
                 "a source has no input buffers to skip, so max_errors would never be checked "
                 "(a files source's skipped files are listed by the audit): remove it")
@@ -345,7 +344,7 @@ def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
     elif own != stage.on_error:
         out.add(("stages", index, "on_error"), label, "on_error",
                 f"{stage.on_error!r} disagrees with params.on_error {own!r} (both set what "
-                f"a file that cannot be read does): set one of them")
+                f"damaged input does): set one of them")
 
 
 def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:

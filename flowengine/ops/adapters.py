@@ -183,6 +183,11 @@ class SourceNode(FlowNode):
         fmt = getattr(self.source, "format", None)
         return fmt if self.output_kind == PCM and isinstance(fmt, AudioFormat) else None
 
+    @property
+    def damage(self):
+        """What the source found damaged (a file reader's DamageReport), or None."""
+        return getattr(self.source, "damage", None)
+
     def _open(self):
         if self.output_kind == PACKET and callable(getattr(self.source, "packets", None)):
             return iter(self.source.packets())

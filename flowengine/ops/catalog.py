@@ -56,17 +56,19 @@ def _processor(processor: Any) -> Node:
           summary="Read an audio file PyAV opens, streaming: decoded PCM or undecoded packets",
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM))
 def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
-                format: FormatParam | None = None, stream: str | None = None) -> Node:
+                format: FormatParam | None = None, stream: str | None = None,
+                on_error: ErrorPolicy = "fail") -> Node:
     """
     path: the file to read
     mode: pcm (decoded frames) or packet (compressed packets, no decoding)
     chunk_samples: samples per PCM frame
     format: convert PCM to this format (default: the file's, as planar f32)
     stream: stream id of the buffers (default: the file's)
+    on_error: damaged frames: fail (stop, naming file, byte and time) or skip (replace them with silence of their duration, count them, go on; packet mode: pass them on for a decoder with on_error skip)
     """
     from flowengine.ops.io import AudioFileReader
     reader = AudioFileReader(path, format=format, chunk_samples=chunk_samples, stream=stream,
-                             mode=mode)
+                             mode=mode, on_error=on_error)
     return SourceNode(reader, PACKET if mode == "packet" else PCM, name="file_source")
 
 
@@ -179,7 +181,7 @@ def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
                 on_error: ErrorPolicy = "fail") -> Node:
     """
     chunk_samples: samples per output frame
-    on_error: fail (raise on a bad packet) or skip (count it and go on)
+    on_error: damaged frames: fail (stop, naming stream and time) or skip (replace them with silence of their duration, count them, go on)
     """
     return _decoder("mp3", on_error, chunk_samples=chunk_samples,
                     packet_time_base_den=packet_time_base_den)

@@ -381,6 +381,10 @@ class Salvage:
                                              f"{resync - pos} bytes that are no frame; {reason}")
                 emitted += frames * frame_samples
             pos = resync
+        if emitted < nominal:     # the packet lasted a frame, whatever its bytes make of it
+            yield from self._lost_frames(ctx, 1, nominal - emitted, byte,
+                                         seconds + emitted / rate, reason)
+            emitted = nominal
         self.extra += emitted - nominal
 
     def _lost_frames(self, ctx: av.CodecContext, frames: int, frame_samples: int,
