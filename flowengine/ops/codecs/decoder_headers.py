@@ -75,12 +75,14 @@ def adts_frame_length(header: bytes) -> int | None:
 
 
 def same_stream(codec: str, first: bytes, second: bytes) -> bool:
-    """Whether two MP3 / ADTS frame headers belong to the same stream (version, layer or profile, rate)."""
-    if codec == "mp3":
+    """Whether two MP3 / ADTS frame headers belong to the same stream (version, layer or
+    profile, rate, channels: MP3 mono or not, ADTS its channel configuration)."""
+    if codec == "mp3":      # ... and mono or not (stereo and joint stereo may alternate)
         return (mp3_frame_length(second) is not None and first[1] == second[1]
-                and first[2] & 0x0C == second[2] & 0x0C)
+                and first[2] & 0x0C == second[2] & 0x0C
+                and (first[3] >> 6 == 3) == (second[3] >> 6 == 3))
     return (adts_frame_length(second) is not None and first[1] & 0xF6 == second[1] & 0xF6
-            and first[2] & 0xFC == second[2] & 0xFC)
+            and first[2] & 0xFD == second[2] & 0xFD and first[3] & 0xC0 == second[3] & 0xC0)
 
 
 def id3v2_length(head: bytes) -> int | None:

@@ -368,9 +368,15 @@ class Salvage:
                                                  f"the decoder rejected it: {_reason(exc)}")
                     emitted += frame_samples
                 else:
-                    for frame in self.decoded(ctx, decoded):
-                        emitted += frame.samples
-                        yield frame
+                    if self._foreign(ctx, decoded):     # junk that decodes, to another format
+                        yield from self._lost_frames(ctx, 1, frame_samples, _plus(byte, pos),
+                                                     seconds + emitted / rate,
+                                                     "it decodes to another format")
+                        emitted += frame_samples
+                    else:
+                        for frame in self.decoded(ctx, decoded):
+                            emitted += frame.samples
+                            yield frame
                 pos += length
                 continue
             resync = _resync(data, pos + 1, length_of, reference, self.codec)
@@ -386,6 +392,12 @@ class Salvage:
                                          seconds + emitted / rate, reason)
             emitted = nominal
         self.extra += emitted - nominal
+
+    def _foreign(self, ctx: av.CodecContext, frames: list) -> bool:
+        """Whether decoded frames are not of the stream's format (known once a frame was)."""
+        fmt = self._decoder_format(ctx)
+        return fmt is not None and any(
+            (f.format.name, f.layout.name, f.sample_rate) != fmt for f in frames)
 
     def _lost_frames(self, ctx: av.CodecContext, frames: int, frame_samples: int,
                      byte: int | None, seconds: float, hint: str) -> Iterator[av.AudioFrame]:

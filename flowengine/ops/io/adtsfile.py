@@ -85,8 +85,9 @@ class AdtsFileFrames:
                     yield self._counted(FRAME, base + pos, bytes(buf[pos:after]))
                     pos = after
                     continue
-            resync = self._resync(buf, pos + 1, key)
+            resync, found = self._resync(buf, pos + 1, key)
             kind = GLUED if key is not None else LEADING
+            key = found or key
             span = bytes(buf[pos:resync])
             yield (self._counted(kind, base + pos, span) if kind == GLUED
                    else (kind, base + pos, span))
@@ -108,9 +109,13 @@ class AdtsFileFrames:
         length = ((buf[pos + 3] & 3) << 11) | (buf[pos + 4] << 3) | (buf[pos + 5] >> 5)
         return length if length >= 7 + (0 if buf[pos + 1] & 1 else 2) else 0
 
-    def _resync(self, buf, start: int, key: tuple[int, int, int] | None) -> int:
+    def _resync(self, buf, start: int, key: tuple[int, int, int] | None
+                ) -> tuple[int, tuple[int, int, int] | None]:
         """The next position from `start` where a frame of the stream starts that a second
-        one follows (or that ends the buffer exactly); the buffer's end if none does."""
+        one follows (or that ends the buffer exactly), or where three frames of another
+        stream follow one another (the stream changed: its frames go on as FRAMEs, for the
+        decoder to say so); the buffer's end if neither. Returns (position, the new stream's
+        header fields or None)."""
         end = len(buf)
         pos = buf.find(b"\xff", start)
         while 0 <= pos < end:
@@ -119,6 +124,18 @@ class AdtsFileFrames:
                 after = pos + length
                 if after == end or (after < end and
                                     self._length(buf, after, key or _header_key(buf, pos))):
-                    return pos
+                    return pos, None
+            elif key is not None and self._chain(buf, pos, 3):
+                return pos, _header_key(buf, pos)
             pos = buf.find(b"\xff", pos + 1)
-        return end
+        return end, None
+
+    def _chain(self, buf, pos: int, count: int) -> bool:
+        """Whether `count` frames of one stream follow one another from `pos`."""
+        found = _header_key(buf, pos) if len(buf) - pos >= 7 else None
+        for _ in range(count):
+            length = self._length(buf, pos, found) if found else 0
+            if not length:
+                return False
+            pos += length
+        return True

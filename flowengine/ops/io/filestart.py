@@ -9,6 +9,8 @@ file's first and last bytes when it is opened, never per packet.
   (FFmpeg's decoder would conceal the missing bytes as silence, without an error).
 - `cut_ogg_page`: the byte of an Ogg file's last page when the file ends inside it
   (FFmpeg's demuxer drops it without an error).
+- `wav_data_frames`: the sample frames a WAV file's data chunk announces (FFmpeg states
+  the length of what the file holds, not of what its header says it should).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 
 from flowengine.ops.codecs.decoder_headers import id3v2_length, mp3_frame_length, same_stream
 
-__all__ = ["audio_start", "cut_mp3_frame", "cut_ogg_page", "SCAN_BYTES"]
+__all__ = ["audio_start", "cut_mp3_frame", "cut_ogg_page", "wav_data_frames", "SCAN_BYTES"]
 
 SCAN_BYTES = 1 << 20        # how far into a file garbage before the audio is looked for
 _TAIL_BYTES = 6000          # four of the longest MP3 frames (1441 bytes)
@@ -65,11 +67,21 @@ def _mp3_start(path: str) -> int:
     at = data.find(b"\xff")
     while at >= 0:
         if _mp3_frames_follow(data, at):
-            return start + at
+            return start + _tag_before(data, at)
         at = data.find(b"\xff", at + 1)
     # garbage, then a tag? (an ID3v2 tag behind garbage: FFmpeg reads it only at byte 0)
     at = data.find(b"ID3")
     return start + at if at > 0 and id3v2_length(data[at:at + 10]) else 0
+
+
+def _tag_before(data: bytes, at: int) -> int:
+    """Where an ID3v2 tag that ends right before `at` starts (it is no garbage), else `at`."""
+    tag = data.rfind(b"ID3", 0, at)
+    while tag >= 0:
+        if tag + (id3v2_length(data[tag:tag + 10]) or 0) == at:
+            return tag
+        tag = data.rfind(b"ID3", 0, tag)
+    return at
 
 
 def _mp3_frames_follow(data: bytes, at: int, count: int = 3) -> bool:
@@ -134,4 +146,25 @@ def cut_ogg_page(path: str) -> int | None:
         if len(data) - at < 27:
             return start + at
         at = data.rfind(b"OggS", 0, at)
+    return None
+
+
+def wav_data_frames(path: str, start: int = 0) -> int | None:
+    """Sample frames the data chunk of the WAV file at `start` announces; None when it does
+    not say (a streaming header's 0 or 0xFFFFFFFF, RF64) or the header cannot be read."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        head = file.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")
+        elif chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
     return None

@@ -56,7 +56,7 @@ from flowengine.ops.codecs.salvage import DECODER_OPTIONS, DamageReport, Salvage
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
 from flowengine.audio.format import AudioFormat, as_format, channel_layout
 from flowengine.ops.io.adtsfile import FRAME, GLUED, LEADING, SHORT, AdtsFileFrames
-from flowengine.ops.io.filestart import audio_start, cut_mp3_frame, cut_ogg_page
+from flowengine.ops.io.filestart import audio_start, cut_mp3_frame, cut_ogg_page, wav_data_frames
 
 __all__ = ["AudioFileReader", "READER_MODES", "flowengine_codec_name"]
 
@@ -194,8 +194,6 @@ class AudioFileReader:
             self._adts = self._container.format.name == "aac"
             if self.codec == "flac":
                 self._salvage.note_flac_streaminfo(self._stream.codec_context.extradata)
-            if self._start and not self._adts:
-                self._salvage.leading_junk(self._start)
         except Exception:
             self._container.close()
             raise
@@ -289,6 +287,8 @@ class AudioFileReader:
         if self._closed:
             raise FlowError(f"AudioFileReader('{self.path}') is closed")
         if self._iterator is None:
+            if self._start and not self._adts:   # garbage before the audio: fail, or count
+                self._salvage.leading_junk(self._start)
             self._iterator = self._pcm_frames() if mode == "pcm" else self._packets()
         return self._iterator
 
@@ -552,13 +552,27 @@ class AudioFileReader:
             if cut is not None:
                 self._salvage.ended("the file is cut short", cut, seconds,
                                     "its last Ogg page is incomplete")
-        elif name in _STATED_LENGTH and stream.duration and expected is not None \
-                and expected < stream.duration:
-            missing = round(Fraction(stream.duration - expected) * time_base
+        elif name in _STATED_LENGTH and expected is not None:
+            stated = self._stated_length()
+            if stated is None or expected >= stated:
+                return
+            missing = round(Fraction(stated - expected) * time_base
                             * stream.codec_context.sample_rate)
             self._salvage.ended("the file ends early", os.path.getsize(self.path), seconds,
                                 f"it holds {missing} samples fewer than its header announces: "
                                 f"cut short, or bytes lost inside it")
+
+    def _stated_length(self) -> int | None:
+        """The stream's length in its time base as the file's header states it: FLAC's
+        STREAMINFO (FFmpeg's duration), WAV's data chunk (read here: FFmpeg's duration is
+        what the file holds)."""
+        stream = self._stream
+        if self._container.format.name != "wav":
+            return stream.duration or None
+        frames = wav_data_frames(self.path, self._start)
+        if frames is None or not stream.time_base:
+            return None
+        return round(Fraction(frames, stream.codec_context.sample_rate) / stream.time_base)
 
     @staticmethod
     def _where(packet: av.Packet) -> str:
