@@ -163,3 +163,50 @@ def ffmpeg_samples(path: Path) -> int | None:
     done = subprocess.run([ffmpeg, "-v", "quiet", "-i", str(path), "-f", "f32le", "-ac", "2",
                            "-"], capture_output=True, timeout=60)
     return len(done.stdout) // 8
+
+
+def lame_library():
+    """libmp3lame through ctypes (the system's, or the one PyAV's wheel bundles), or None."""
+    import ctypes
+    import ctypes.util
+    import glob
+    import os
+
+    candidates = [ctypes.util.find_library("mp3lame")]
+    candidates += glob.glob(os.path.join(os.path.dirname(av.__file__), "..", "av.libs",
+                                         "libmp3lame*"))
+    for candidate in candidates:
+        if candidate:
+            try:
+                return ctypes.CDLL(candidate)
+            except OSError:
+                continue
+    return None
+
+
+def mp3_with_crc(lame, pcm: np.ndarray, rate: int = RATE) -> bytes:
+    """An MP3 stream whose frames carry a CRC (LAME's error protection; FFmpeg's libmp3lame
+    wrapper cannot ask for it): header, CRC-16, side info, main data."""
+    import ctypes
+
+    lame.lame_init.restype = ctypes.c_void_p
+    flags = ctypes.c_void_p(lame.lame_init())
+    try:
+        lame.lame_set_num_channels(flags, pcm.shape[0])
+        lame.lame_set_in_samplerate(flags, rate)
+        lame.lame_set_out_samplerate(flags, rate)
+        lame.lame_set_brate(flags, 128)
+        lame.lame_set_error_protection(flags, 1)
+        lame.lame_set_bWriteVbrTag(flags, 0)
+        if lame.lame_init_params(flags) != 0:
+            raise RuntimeError("lame_init_params failed")
+        interleaved = np.ascontiguousarray(np.round(pcm.T * 32767).astype(np.int16))
+        out = ctypes.create_string_buffer(interleaved.shape[0] * 2 + 7200)
+        size = lame.lame_encode_buffer_interleaved(
+            flags, interleaved.ctypes.data_as(ctypes.c_void_p), interleaved.shape[0], out,
+            len(out))
+        data = out.raw[:size]
+        size = lame.lame_encode_flush(flags, out, len(out))
+        return data + out.raw[:size]
+    finally:
+        lame.lame_close(flags)

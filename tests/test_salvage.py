@@ -30,10 +30,11 @@ import pytest
 
 from audio_checks import aligned_correlation
 from damaged_media import (CODECS, DAMAGES, DECODED_RATE, FRAME_SAMPLES, PACKET_MODE_OFFSET,
-                           damage, damaged_samples, ffmpeg_samples, frame_table, read_packets,
-                           read_pcm, write_clean)
+                           damage, damaged_samples, ffmpeg_samples, frame_table, lame_library,
+                           mp3_with_crc, read_packets, read_pcm, signal, write_clean)
 from flowengine.cli.main import main
 from flowengine.errors import CodecError
+from flowengine.ops.codecs.decoder_headers import mp3_frame_length
 
 LOSSLESS = ("flac", "wav")
 TIMESTAMPED = ("flac", "opus")          # containers that say where every frame belongs
@@ -321,3 +322,33 @@ def test_the_account_reaches_the_audit_the_table_and_the_report(media, tmp_path,
     pcm, _ = read_pcm(path, on_error="skip")
     offset = PACKET_MODE_OFFSET["mp3"] if mode == "packet" else 0
     assert np.allclose(written[:, offset:offset + pcm.shape[1]], pcm, atol=1 / 32768)
+
+
+@pytest.mark.parametrize("mode", ["pcm", "packet"])
+def test_an_mp3_frame_failing_its_crc_is_found(tmp_path, mode):
+    """MP3 frames may carry a CRC over their header and side info; FFmpeg checks it when
+    asked (err_detect=crccheck+explode): a frame whose side info was damaged is found, not
+    decoded to wrong audio. (Without a CRC the same damage decodes without a word.)"""
+    lame = lame_library()
+    if lame is None:
+        pytest.skip("no libmp3lame to encode an MP3 with CRCs")
+    data = bytearray(mp3_with_crc(lame, signal(2.0)))
+    assert data[1] & 1 == 0                             # protection bit: CRC present
+    positions = [0]
+    while (length := mp3_frame_length(bytes(data[positions[-1]:positions[-1] + 4]))) and \
+            positions[-1] + length < len(data):
+        positions.append(positions[-1] + length)
+    target = positions[40]
+    data[target + 6 + 5] ^= 0x01                        # a bit of its side info
+    path = tmp_path / "crc.mp3"
+    path.write_bytes(bytes(data))
+    read = read_pcm if mode == "pcm" else read_packets
+    with pytest.raises(CodecError, match=r"damaged frame at (byte|byte of the stream's "
+                                         r"packets) (\d+) \((1\.04\d) s\)") as failed:
+        read(path)
+    if mode == "pcm":
+        assert f"at byte {target} (" in str(failed.value)
+    got, report = read(path, on_error="skip")
+    assert (report.frames, report.samples) == (1, 1152)
+    assert got.shape[1] == len(positions) * 1152
+    assert not got[:, 40 * 1152:41 * 1152].any()
