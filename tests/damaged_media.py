@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from flowengine.audio.format import AudioFormat
+from flowengine.audio.format import AudioFormat, to_float
 from flowengine.ops.codecs.configs import WavDecoderConfig
 from flowengine.ops.codecs.decoder import Decoder
 from flowengine.ops.io.adtsfile import FRAME, AdtsFileFrames
@@ -126,17 +126,19 @@ def damaged_samples(frames: list[Frame], hurt: Damage) -> tuple[int, int]:
 
 
 def read_pcm(path: Path, on_error: str = "fail", chunk: int = 1024):
-    """(planar float32 samples, DamageReport) of the reader in pcm mode."""
+    """(planar float32 samples, DamageReport) of the reader in pcm mode (the report gets an
+    `output_rate`: the rate of the samples)."""
     with AudioFileReader(path, chunk_samples=chunk, on_error=on_error) as reader:
         blocks = [frame.planar() for frame in reader]
         report = reader.damage
+        report.output_rate = reader.format.sample_rate
     pcm = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.float32)
     return pcm.astype(np.float32, copy=False), report
 
 
 def read_packets(path: Path, on_error: str = "fail", chunk: int = 1024):
-    """(planar float32 samples, the Decoder's DamageReport) of the reader in packet mode
-    feeding a Decoder with the same policy."""
+    """(planar float32 samples, the Decoder's DamageReport, with `output_rate`) of the reader
+    in packet mode feeding a Decoder with the same policy."""
     with AudioFileReader(path, mode="packet", on_error=on_error) as reader:
         packets = list(reader)
         codec, source = reader.codec, reader.source_format
@@ -150,9 +152,12 @@ def read_packets(path: Path, on_error: str = "fail", chunk: int = 1024):
     while (block := decoder.get_frame(force=True)) is not None:
         blocks.append(block)
     pcm = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.float32)
-    if codec == "wav":      # raw s16 in the decoder's own type: as the reader gives it
-        pcm = pcm.astype(np.float32) / 32768.0
-    return pcm, decoder.damage
+    if pcm.dtype != np.float32:     # raw PCM comes in its own sample type: as float, as the
+        pcm = to_float(pcm, source.sample_type).astype(np.float32)    # reader gives it
+    report = decoder.damage
+    fmt = decoder.output_format()
+    report.output_rate = fmt.sample_rate if fmt is not None else None
+    return pcm, report
 
 
 def ffmpeg_samples(path: Path) -> int | None:

@@ -25,7 +25,7 @@ from fuzz_targets import (SELF_TESTS, TARGETS, FuzzWorker, decode_case, encode_c
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 # Cases per target in CI: enough to cross every mutation kind, within a few seconds each.
-_CI_CASES = {"wire": 200, "framing": 150, "config": 100, "reader": 60}
+_CI_CASES = {"wire": 200, "framing": 150, "config": 100, "reader": 60, "salvage": 60}
 
 
 def _cases(name: str) -> int:

@@ -262,7 +262,8 @@ class Decoder:
                                                   pkt.time_base_den)), ctx)
             self._push_all(salvage.gap(ctx, self._samples_of(pts - previous, pkt), offset,
                                        seconds, frame_samples=self._samples_of(pkt.duration,
-                                                                               pkt) or None))
+                                                                               pkt) or None,
+                                       rate=pkt.time_base_den if pkt.time_base_num == 1 else 0))
         return False
 
     def _damaged_packet(self, pkt: Packet, offset: int, exc: av.error.FFmpegError) -> None:
@@ -276,7 +277,8 @@ class Decoder:
             rate = salvage.rate(ctx) or pkt.time_base_den
             first = self._samples_of(pkt.pts, pkt) if pkt.pts is not None else None
             holder = [first]
-            self._push_all(salvage.flac_frames(ctx, pkt.data, offset, first, rate, holder))
+            self._push_all(salvage.flac_frames(ctx, pkt.data, offset, first, rate, holder,
+                                               None if first is None else first + nominal))
             if first is not None and holder[0] < first + nominal:
                 self._push_all(salvage.gap(ctx, first + nominal - holder[0], offset,
                                            holder[0] / rate, "damaged frame(s)"))
@@ -455,6 +457,9 @@ class Decoder:
             return
         if frames and self._junk is not None and not self._decoded_any:
             self._report_junk()   # bytes before the first good frame: counted, not an error
+        salvage = self._salvage
+        if salvage is not None and salvage.owed:    # silence found before the first frame
+            frames = list(salvage.decoded(self._ctx, frames))
         for frame in frames:
             self._push(frame)
 

@@ -281,6 +281,13 @@ class Salvage:
             return
         yield from silence_frames(*fmt, samples)
 
+    @property
+    def owed(self) -> int:
+        """Samples of silence due before the decoder's next frame (found before it had a
+        format to make them in): a caller decoding on its own passes its frames through
+        `decoded` while this is not 0."""
+        return self._owed
+
     def decoded(self, ctx: av.CodecContext, frames: list) -> Iterator[av.AudioFrame]:
         """Frames the decoder gave, after any silence owed from before it had a format."""
         if self._owed:
@@ -289,14 +296,15 @@ class Salvage:
         yield from frames
 
     def gap(self, ctx: av.CodecContext, samples: int, byte: int | None, seconds: float,
-            what: str = "frames missing", frame_samples: int | None = None
-            ) -> Iterator[av.AudioFrame]:
+            what: str = "frames missing", frame_samples: int | None = None,
+            rate: int = 0) -> Iterator[av.AudioFrame]:
         """`samples` missing before a packet (a timestamp gap): silence, or CodecError.
-        `frame_samples`: the stream's packet duration, when it has no fixed frame size."""
+        `frame_samples`: the stream's packet duration, when it has no fixed frame size;
+        `rate`: the samples' rate when the decoder has not said yet (the packets' clock)."""
         if self._damage_at is not None:     # a damaged FLAC frame: where the gap really is
             byte, self._damage_at = self._damage_at, None
             what = "damaged frame(s)"
-        rate = self.rate(ctx)
+        rate = self.rate(ctx) or rate
         if rate and samples > MAX_GAP_SECONDS * rate:
             if not self.skip:
                 raise self.error(f"the timestamps jump forward by {samples / rate:.3f} s",
@@ -409,21 +417,24 @@ class Salvage:
     # ---- FLAC: packets cut again at their (numbered) frame headers --------------------------
 
     def flac_frames(self, ctx: av.CodecContext, data: bytes, byte: int | None,
-                    next_sample: int | None, rate: int, holder: list
-                    ) -> Iterator[av.AudioFrame]:
+                    next_sample: int | None, rate: int, holder: list,
+                    end: int | None = None) -> Iterator[av.AudioFrame]:
         """A FLAC packet without a timestamp, or that the decoder rejected, cut at its frame
         headers: each frame that decodes (CRC-16 checked) after silence for the samples its
-        number says are missing (module doc). Sets holder[0] to the sample number the next
-        frame must start at."""
+        number says are missing (module doc). `end`: the sample the packet's timestamps say
+        it ends at, when it has them (a frame numbered past it is a false header in the
+        damage). Sets holder[0] to the sample number the next frame must start at."""
         headers = _flac_headers(data)
         for index, (at, header) in enumerate(headers):
+            first = self._flac_first_sample(header)
+            if end is not None and first >= end:
+                continue
             stop = headers[index + 1][0] if index + 1 < len(headers) else len(data)
             decoded = _decode_flac_frame(ctx, data[at:stop], header.length)
             if decoded is None:     # damaged: the next good frame's number says how long
                 if self._damage_at is None:
                     self._damage_at = _plus(byte, at)
                 continue
-            first = self._flac_first_sample(header)
             if next_sample is not None and first > next_sample:
                 yield from self.gap(ctx, first - next_sample, _plus(byte, at),
                                     next_sample / rate)

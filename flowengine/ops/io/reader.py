@@ -414,7 +414,8 @@ class AudioFileReader:
         time_base = packet.time_base or self._stream.time_base
         first = round(Fraction(packet.pts) * time_base * rate)
         holder = [first]
-        yield from salvage.flac_frames(ctx, bytes(packet), packet.pos, first, rate, holder)
+        yield from salvage.flac_frames(ctx, bytes(packet), packet.pos, first, rate, holder,
+                                       first + nominal)
         if holder[0] < first + nominal:
             yield from salvage.gap(ctx, first + nominal - holder[0], packet.pos,
                                    holder[0] / rate, "damaged frame(s)")
