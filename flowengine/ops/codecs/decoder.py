@@ -21,31 +21,42 @@ FIFO, then None. Raw PCM ("wav"/"pcm") is interleaved bytes in the config's
 Errors
 ------
 Bad data becomes a `CodecError` naming codec, stream and byte offset in the
-input (counting every byte fed). With `on_error="raise"` it is raised; with
-`"skip"` it is only recorded; `errors` lists both. Either way decoding goes
-on with the next good frame, and samples decoded before the bad data stay
-in the FIFO. Errors found while draining at `force=True` are raised after
-the last samples have been returned. Bytes before the first decodable frame
-(a stream joined mid-frame) are skipped and counted in `skipped_leading_bytes`;
-if nothing at all decodes, draining raises "no <codec> frame was found".
+input (counting every byte fed). With `on_error="fail"` (or its old name
+"raise") it is raised; with `"skip"` it is only recorded; `errors` lists both.
+
+Packets (`put_packet`) go through the same damage handling as the file
+reader's pcm mode (flowengine.ops.codecs.salvage), so a file gives the same
+samples in both modes: under "skip" a damaged frame, or a gap in the packets'
+timestamps (frames lost before them), is replaced by silence of its
+duration, and `damage` reports what was replaced; the errors name the time
+too. FLAC frames' CRC-16 and MP3 frames' optional CRC are checked by FFmpeg
+(`err_detect=crccheck+explode`: `crccheck` alone only logs). An MP3 packet
+shorter than its header announces, or an ADTS packet of another length than
+its header's, is cut again at its frame headers: what decodes is kept.
+
+Byte streams (`put_frame`) are cut by the splitter; a damaged stretch is
+recorded and skipped (no silence: a byte stream has no timeline to keep), and
+decoding goes on with the next good frame; samples decoded before the bad
+data stay in the FIFO. Errors found while draining at `force=True` are
+raised after the last samples have been returned. Bytes before the first
+decodable frame (a stream joined mid-frame) are skipped and counted in
+`skipped_leading_bytes`; if nothing at all decodes, draining raises "no
+<codec> frame was found".
 
 What FFmpeg does with damage (measured with PyAV 18 / FFmpeg 8): MP3 and
 AAC reject a frame whose header or side information is broken
 (InvalidDataError), but conceal damage inside MP3 main data: such a frame
-decodes to wrong audio with no error, and nothing can detect it (LAME writes
-no CRC). FFmpeg's parsers glue a damaged frame onto a neighbour, and the
-decoder then either rejects the good frame too or silently skips the bad
-bytes (a zeroed MP3 frame vanished without a word); the splitter cuts
-frames by their header lengths instead, so exactly the damaged bytes are
-reported, at their offset. `put_packet` skips the splitter but still checks
-an MP3 packet against the length its header announces (FFmpeg conceals a
-truncated MP3 frame as silence, without an error). FLAC frames carry a
-CRC-16, checked here (err_detect=crccheck). Random bytes never sync: after
-junk a frame is only accepted when the next frame header of the same stream
-follows it. Opus has no checksum and FFmpeg's decoder accepts almost any
-bytes: a damaged Opus packet decodes to noise or silence, not to an error.
-MP3 output is not gapless-trimmed: the encoder delay (and the decoder's
-529 samples) stay at the start, the padding at the end.
+decodes to wrong audio with no error, and nothing can detect it without the
+optional CRC (LAME writes none by default). FFmpeg's parsers glue a damaged
+frame onto a neighbour, and the decoder then either rejects the good frame
+too or silently skips the bad bytes; the splitter cuts frames by their
+header lengths instead, so exactly the damaged bytes are reported, at their
+offset. Random bytes never sync: after junk a frame is only accepted when
+the next frame header of the same stream follows it. Opus has no checksum
+and FFmpeg's decoder accepts almost any bytes: a damaged Opus packet decodes
+to noise or silence, not to an error. MP3 output is not gapless-trimmed: the
+encoder delay (and the decoder's 529 samples) stay at the start, the padding
+at the end.
 
 Opus without extradata (OpusHead): FFmpeg's decoder assumes 48 kHz stereo
 (mono packets are upmixed), and applies no pre-skip. With extradata it
