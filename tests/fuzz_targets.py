@@ -25,7 +25,6 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -533,7 +532,8 @@ def _consistent_clock(path: Path) -> bool:
         with av.open(str(path), format="flac", metadata_errors="replace") as container:
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
-            return stream.time_base is None or stream.time_base.denominator % rate == 0
+            return not rate or stream.time_base is None \
+                or stream.time_base.denominator % rate == 0
     except (av.FFmpegError, IndexError):    # opened behind garbage by the reader only
         return True
 

@@ -549,6 +549,10 @@ class Decoder:
                         self._push(frame)
                 except av.error.FFmpegError as exc:
                     self._fail(f"draining the codec failed: {exc}", self.bytes_in, 0)
+                if self._salvage is not None and self._salvage.owed:
+                    # silence for damage after which nothing decoded (made now if the codec
+                    # has told its format by now)
+                    self._push_all(self._salvage.decoded(self._ctx, []))
             if self.codec != "wav" and self._stream_bytes and not self._decoded_any and not self._reported:
                 self._junk = None
                 self._fail(f"no {self.codec} frame was found in {self._stream_bytes} bytes of input"

@@ -202,6 +202,7 @@ class AudioFileReader:
             self._stream.codec_context.options = dict(options)
         self._iterator: Iterator | None = None
         self._closed = False
+        self._first: tuple[int | None, int] | None = None     # position, pts of packet one
 
     def _audio_stream(self) -> av.audio.stream.AudioStream:
         streams = self._container.streams
@@ -376,7 +377,7 @@ class AudioFileReader:
             return expected, None
         end = pts + packet.duration if packet.duration else None
         if expected is None:
-            if not hasattr(self, "_first"):
+            if self._first is None:
                 self._first = (packet.pos, pts)
             return end, None
         if pts > expected:
@@ -439,9 +440,10 @@ class AudioFileReader:
     def _mean_mp3_packet(self, packet: av.Packet) -> float:
         """Bytes per packet before this one (the MP3 demuxer's packets are contiguous and
         one frame long: from positions and timestamps, without a count per packet)."""
-        first_pos, first_pts = getattr(self, "_first", (None, None))
-        if first_pos is None or not packet.duration or packet.pts is None:
+        if self._first is None or self._first[0] is None or not packet.duration \
+                or packet.pts is None:
             return 0.0
+        first_pos, first_pts = self._first
         packets = (packet.pts - first_pts) // packet.duration
         return (packet.pos - first_pos) / packets if packets > 0 else 0.0
 
