@@ -1,13 +1,17 @@
-"""Chaos: SIGKILL a random worker of a real `flowengine run` at a random moment, and check what
-the user is left with.
+"""Chaos: SIGKILL a random worker of a real `flowengine run` at a random point of it, and check
+what the user is left with.
 
 Each trial runs the CLI (``python -m flowengine run configs/NAME.yaml --quiet``)
 as its own process in a fresh directory, with TMPDIR pointing inside it so
 the run directory (socket files) and multiprocessing's own temp files land
 there. The worker processes are found in /proc (children of the forkserver
-the coordinator started); once all of them exist, the trial waits a random
-delay (so some kills land during start-up, most while audio flows) and
-SIGKILLs one of them at random. It then checks that:
+the coordinator started); once all of them exist, the trial waits until the
+run's outputs hold a random number of bytes (0: at once, so some kills land
+during start-up; most while audio flows) and SIGKILLs one of them at random.
+The kill point is one the trial observes, never a timer: on a loaded machine
+a timer can outrun a short run, while bytes written mean the run is under way,
+and the few kilobytes waited for are a small part of the run's output, so the
+run is still going when the kill lands. It then checks that:
 
 - the coordinator exits non-zero within ``--deadline`` (5 s) of the kill;
 - its message names the dead stage: ``stage 'X' replica R (pid <killed pid>)
@@ -20,13 +24,13 @@ SIGKILLs one of them at random. It then checks that:
   never both, never a short file under the final name.
 
 Detection time is kill -> coordinator exit (it includes stopping the other
-workers and the interpreter's exit). The audio is long (the run would last
-far longer than the kill delay), so every kill lands inside the run.
+workers and the interpreter's exit).
 
     python benchmarks/chaos.py --trials 30 [--seed 1] [--configs tone,transcode,fanout,mix]
 
 Writes benchmarks/results/chaos.json (per trial: config, killed stage and
-pid, delay, detection time, outcome and any problem) and prints p50/p99.
+pid, the output bytes waited for, the delay that took, detection time,
+outcome and any problem) and prints p50/p99.
 """
 
 from __future__ import annotations
@@ -53,11 +57,13 @@ CONFIGS_DIR = REPO / "configs"
 
 __all__ = ["ChaosCase", "TrialResult", "CASES", "TRIALS", "make_input", "run_cli_trial",
            "run_engine_trial", "run_trials", "worker_pids", "alive_pids", "decoded_seconds",
-           "percentile", "main"]
+           "output_bytes", "wait_for_output", "draw_kill_point", "percentile", "main"]
 
 DEADLINE_S = 5.0            # the kill must end the run within this
 ORPHAN_GRACE_S = 2.0        # helpers (forkserver, resource tracker) exit when the coordinator does
 START_TIMEOUT_S = 60.0      # for every worker to exist (a loaded machine starts slowly)
+OUTPUT_TIMEOUT_S = 60.0     # for the outputs to reach the trial's size
+MAX_KILL_BYTES = 64 * 1024  # kill once the outputs hold up to this (a 60 s run writes ~1 MB)
 _POLL_S = 0.005
 
 
@@ -97,7 +103,8 @@ class TrialResult:
     trial: int
     config: str
     mode: str                           # "cli": a flowengine run process; "engine": Engine.run()
-    delay_s: float                      # from "every worker exists" to the kill
+    kill_at_bytes: int                  # kill once the outputs hold this many bytes (0: at once)
+    delay_s: float | None = None        # from "every worker exists" to the kill (measured)
     startup_s: float | None = None      # from the command's start to every worker existing
     killed_pid: int = 0
     killed_stage: str | None = None     # as the coordinator's message names it
@@ -172,6 +179,34 @@ def make_input(directory: Path, seconds: float) -> Path:
     return path
 
 
+def output_bytes(run_dir: Path, case: ChaosCase) -> int:
+    """Bytes the trial's outputs hold so far, under their final name or as NAME.part."""
+    total = 0
+    for name in case.outputs.values():
+        for path in (run_dir / name, run_dir / (name + ".part")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def wait_for_output(run_dir: Path, case: ChaosCase, size: int, ended) -> bool:
+    """Wait until the outputs hold `size` bytes: True, or False when `ended()` says the run
+    is over (or OUTPUT_TIMEOUT_S passed) first."""
+    deadline = time.monotonic() + OUTPUT_TIMEOUT_S
+    while output_bytes(run_dir, case) < size:
+        if ended() or time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def draw_kill_point(rng: random.Random, max_bytes: int) -> int:
+    """Output bytes to wait for before the kill: 0 (start-up) one time in four, else 1..max."""
+    return 0 if rng.random() < 0.25 else rng.randint(1, max_bytes)
+
+
 def decoded_seconds(path: Path) -> float:
     """Seconds of audio a file decodes to (every frame decoded: a truncated file shows)."""
     with av.open(str(path)) as container:
@@ -205,13 +240,14 @@ def _check_outputs(result: TrialResult, run_dir: Path, case: ChaosCase, seconds:
 # ---- one trial -----------------------------------------------------------------------------
 
 def run_cli_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random, *, seconds: float,
-              input_path: str, max_delay: float, deadline: float = DEADLINE_S) -> TrialResult:
-    """`flowengine run` as its own process; SIGKILL one random worker after a random delay;
-    check what is left."""
+                  input_path: str, max_bytes: int = MAX_KILL_BYTES,
+                  deadline: float = DEADLINE_S) -> TrialResult:
+    """`flowengine run` as its own process; SIGKILL one random worker once the outputs hold a
+    random number of bytes; check what is left."""
     run_dir = work / f"trial{trial:03d}-{case.config}"
     tmp = run_dir / "tmp"
     tmp.mkdir(parents=True)
-    result = TrialResult(trial, case.config, "cli", round(rng.uniform(0.0, max_delay), 3))
+    result = TrialResult(trial, case.config, "cli", draw_kill_point(rng, max_bytes))
     sets = case.overrides(seconds, input_path, run_dir)
     command = [sys.executable, "-m", "flowengine", "run", str(CONFIGS_DIR / f"{case.config}.yaml"),
                "--quiet", *[arg for value in sets for arg in ("--set", value)]]
@@ -219,7 +255,7 @@ def run_cli_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random, *
     process = subprocess.Popen(command, cwd=run_dir, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:
-        seen = _kill_one_worker(process, case, rng, result)
+        seen = _kill_one_worker(process, case, rng, result, run_dir)
         if result.killed_pid:
             killed_at = time.monotonic()
             try:
@@ -249,10 +285,11 @@ def run_cli_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random, *
 
 
 def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random, *,
-                     seconds: float, input_path: str, max_delay: float,
+                     seconds: float, input_path: str, max_bytes: int = MAX_KILL_BYTES,
                      deadline: float = DEADLINE_S) -> TrialResult:
     """The coordinator in this process (`Engine.run()`); a thread SIGKILLs one random worker
-    after a random delay. Detection: kill -> WorkerFailed (the run already cleaned up)."""
+    once the outputs hold a random number of bytes. Detection: kill -> WorkerFailed (the run
+    already cleaned up)."""
     from flowengine.config import resolve_run
     from flowengine.engine import Engine, build_plan
     from flowengine.errors import WorkerFailed
@@ -261,7 +298,7 @@ def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random
     run_dir = work / f"trial{trial:03d}-{case.config}"
     tmp = run_dir / "tmp"
     tmp.mkdir(parents=True)
-    result = TrialResult(trial, case.config, "engine", round(rng.uniform(0.0, max_delay), 3))
+    result = TrialResult(trial, case.config, "engine", draw_kill_point(rng, max_bytes))
     run = resolve_run(CONFIGS_DIR / f"{case.config}.yaml",
                       case.overrides(seconds, input_path, run_dir))
     make_output_dirs(run)
@@ -276,11 +313,13 @@ def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random
             if finished.is_set() or time.monotonic() - started > START_TIMEOUT_S:
                 return
             time.sleep(_POLL_S)
-        result.startup_s = round(time.monotonic() - started, 3)
-        if finished.wait(result.delay_s):
+        running = time.monotonic()
+        result.startup_s = round(running - started, 3)
+        if not wait_for_output(run_dir, case, result.kill_at_bytes, finished.is_set):
             return
         os.kill(engine.pids[victim], signal.SIGKILL)
         killed["at"] = time.monotonic()
+        result.delay_s = round(killed["at"] - running, 3)
 
     thread = threading.Thread(target=kill_one_worker, name="chaos killer", daemon=True)
     thread.start()
@@ -296,7 +335,9 @@ def run_engine_trial(trial: int, case: ChaosCase, work: Path, rng: random.Random
         finished.set()
         thread.join()
     if "at" not in killed:
-        result.problems.append(f"the run ended (exit {result.exit_code}) before the kill")
+        result.problems.append(f"the run ended (exit {result.exit_code}) before its outputs "
+                               f"held {result.kill_at_bytes} bytes (they hold "
+                               f"{output_bytes(run_dir, case)})")
         return result
     result.killed_pid = engine.pids[victim]
     _check_message(result)
@@ -320,8 +361,9 @@ TRIALS = {"cli": run_cli_trial, "engine": run_engine_trial}
 
 
 def _kill_one_worker(process: subprocess.Popen, case: ChaosCase, rng: random.Random,
-                     result: TrialResult) -> tuple[set[int], set[int]]:
-    """Wait for every worker, then the trial's delay, then SIGKILL one. (workers, all seen)."""
+                     result: TrialResult, run_dir: Path) -> tuple[set[int], set[int]]:
+    """Wait for every worker, then for the trial's output bytes, then SIGKILL one.
+    (workers, all seen)."""
     started = time.monotonic()
     workers: set[int] = set()
     everything: set[int] = set()
@@ -338,13 +380,16 @@ def _kill_one_worker(process: subprocess.Popen, case: ChaosCase, rng: random.Ran
         workers |= found
         everything |= descendants
         time.sleep(_POLL_S)
-    result.startup_s = round(time.monotonic() - started, 3)
-    time.sleep(result.delay_s)
-    if process.poll() is not None:
-        result.problems.append(f"the run ended (exit {process.returncode}) before the kill")
+    running = time.monotonic()
+    result.startup_s = round(running - started, 3)
+    if not wait_for_output(run_dir, case, result.kill_at_bytes,
+                           lambda: process.poll() is not None) or process.poll() is not None:
+        result.problems.append(f"the run ended (exit {process.returncode}) before its outputs "
+                               f"held {result.kill_at_bytes} bytes")
         return workers, everything
     victim = rng.choice(sorted(workers))
     os.kill(victim, signal.SIGKILL)
+    result.delay_s = round(time.monotonic() - running, 3)
     result.killed_pid = victim
     return workers, everything
 
@@ -381,7 +426,7 @@ def _check_message(result: TrialResult) -> None:
 # ---- many trials ---------------------------------------------------------------------------
 
 def run_trials(trials: int, seed: int, configs: list[str], work: Path, *, seconds: float,
-               max_delay: float, mode: str = "cli", deadline: float = DEADLINE_S
+               max_bytes: int = MAX_KILL_BYTES, mode: str = "cli", deadline: float = DEADLINE_S
                ) -> list[TrialResult]:
     """`trials` trials cycling over `configs`, with one shared input MP3 when one needs it."""
     rng = random.Random(seed)
@@ -391,7 +436,7 @@ def run_trials(trials: int, seed: int, configs: list[str], work: Path, *, second
         input_path = str(make_input(work / "input", seconds))
     trial = TRIALS[mode]
     return [trial(n, cases[n % len(cases)], work, rng, seconds=seconds, input_path=input_path,
-                  max_delay=max_delay, deadline=deadline)
+                  max_bytes=max_bytes, deadline=deadline)
             for n in range(trials)]
 
 
@@ -415,8 +460,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=300.0,
                         help="audio length of every run, long enough that the kill lands inside "
                              "it (60 s of tone now encodes in < 2 s)")
-    parser.add_argument("--max-delay", type=float, default=2.0,
-                        help="kill up to this long after every worker exists")
+    parser.add_argument("--max-bytes", type=int, default=MAX_KILL_BYTES,
+                        help="kill once the outputs hold up to this many bytes (drawn per trial; "
+                             "0 one time in four: at start-up)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent
                         / "results" / "chaos.json")
     parser.add_argument("--mode", choices=sorted(TRIALS), default="cli",
@@ -435,19 +481,20 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="flowengine-chaos-"))
     try:
         results = run_trials(args.trials, args.seed, configs, work, seconds=args.seconds,
-                             max_delay=args.max_delay, mode=args.mode)
+                             max_bytes=args.max_bytes, mode=args.mode)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     for r in results:
         status = "ok" if r.ok else "FAILED: " + "; ".join(r.problems)
-        print(f"trial {r.trial:3d} {r.config:9s} killed {r.killed_stage or '?':9s} after "
-              f"{r.delay_s:5.2f} s, detected in {r.detection_s or 0:.3f} s, exit {r.exit_code}, "
+        print(f"trial {r.trial:3d} {r.config:9s} killed {r.killed_stage or '?':9s} at "
+              f"{r.kill_at_bytes:6d} output bytes ({r.delay_s or 0:5.2f} s), detected in "
+              f"{r.detection_s or 0:.3f} s, exit {r.exit_code}, "
               f"outputs {r.outputs}: {status}")
     times = [r.detection_s for r in results if r.detection_s is not None]
     summary = {"trials": len(results), "ok": sum(r.ok for r in results), "seed": args.seed,
                "mode": args.mode,
-               "configs": configs, "seconds": args.seconds, "max_delay": args.max_delay,
+               "configs": configs, "seconds": args.seconds, "max_bytes": args.max_bytes,
                "deadline_s": DEADLINE_S}
     if times:
         summary.update(detection_p50_s=round(percentile(times, 50), 4),

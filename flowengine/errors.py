@@ -27,6 +27,10 @@ class ConfigError(FlowError, ValueError):
     """A run description (YAML, parameters, pipeline wiring) is invalid."""
 
 
+class UsageError(ConfigError):
+    """A command line that cannot work (an unknown name, a missing input): exit code 2."""
+
+
 class WorkerFailed(FlowError, RuntimeError):
     """A worker process of a multiprocess run died or reported an error."""
 

@@ -1,4 +1,7 @@
-"""Chaos, CI size: SIGKILL a random worker of the `configs/` examples at a random moment (seeded).
+"""Chaos, CI size: SIGKILL a random worker of the `configs/` examples at a random point (seeded).
+
+The point is one the test observes (every worker exists, and the outputs hold a drawn number
+of bytes), never a timer, so a short run on a loaded machine cannot end before the kill.
 
 Every trial must end with WorkerFailed (or the CLI's exit 1) naming the killed
 stage and pid, no worker left, no socket file left, and outputs that are
@@ -43,11 +46,11 @@ def input_mp3(tmp_path_factory) -> Path:
 def test_random_sigkill_of_a_worker_across_the_configs(tmp_path, input_mp3):
     rng = random.Random(SEED)
     results = [chaos.run_engine_trial(n, chaos.CASES[CONFIGS[n % 4]], tmp_path, rng,
-                                      seconds=60.0, input_path=str(input_mp3), max_delay=1.0,
+                                      seconds=60.0, input_path=str(input_mp3),
                                       deadline=HANG_LIMIT_S)
                for n in range(6)]
     for r in results:
-        print(f"{r.config}: killed {r.killed_stage} after {r.delay_s:.2f} s, WorkerFailed "
+        print(f"{r.config}: killed {r.killed_stage} at {r.kill_at_bytes} output bytes, WorkerFailed "
               f"{r.detection_s} s later, outputs {r.outputs}")
     assert [r.problems for r in results] == [[]] * 6
     assert all(r.exit_code == 1 and r.killed_stage for r in results)

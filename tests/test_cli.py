@@ -89,9 +89,10 @@ def test_ops_lists_every_operator_and_one(capsys, monkeypatch, tmp_path):
     done = call(capsys, monkeypatch, tmp_path, "ops")
     assert done.returncode == 0
     assert "mp3_encoder  [encoder, pcm -> packet, stateful]" in done.stdout
-    assert "    bitrate: int (default 128000)  bit/s" in done.stdout
-    one = call(capsys, monkeypatch, tmp_path, "ops", "resample")
-    assert one.stdout.splitlines()[1] == "    sample_rate: int (required)  output rate in Hz"
+    assert "    bitrate: int (default 128000)  bit/s (a rate MP3 has at the input's sample " \
+           "rate, e.g. 128000 at 44.1/48 kHz)" in done.stdout
+    one = call(capsys, monkeypatch, tmp_path, "ops", "fir")
+    assert one.stdout.splitlines()[1] == "    taps: list[float] (required)  filter coefficients"
     bad = call(capsys, monkeypatch, tmp_path, "ops", "resampel")
     assert (bad.returncode, bad.stderr) == (
         2, "flowengine: error: unknown operator 'resampel'; did you mean 'resample'?\n")

@@ -65,15 +65,15 @@ def test_unknown_missing_and_wrong_typed_parameters_each_on_their_line():
       bitrat: 128000
       quality: high
   - name: r
-    op: resample
+    op: fir
     inputs: [tone]
 """
     assert problems(text) == [
         "run.yaml:12: stage 'enc' (mp3_encoder): params.bitrat: unknown parameter for "
         "mp3_encoder; did you mean 'bitrate'?",
         "run.yaml:13: stage 'enc' (mp3_encoder): params.quality: expected int, got 'high' (str)",
-        "run.yaml:15: stage 'r' (resample): params.sample_rate: missing required parameter of "
-        "resample (int)",
+        "run.yaml:15: stage 'r' (fir): params.taps: missing required parameter of "
+        "fir (list[float])",
     ]
 
 
@@ -161,18 +161,25 @@ def test_pcm_wired_into_a_packet_input_names_the_input_line():
         "but stage 'tone' (tone) gives pcm"]
 
 
-def test_opus_needs_one_of_its_rates_with_the_inferred_format_explained():
+def test_opus_rates_are_joined_by_a_resample_and_strict_refuses_naming_the_edge():
     text = HEAD + TONE + "  - name: opus\n    op: opus_encoder\n"
-    assert problems(text) == [
-        "run.yaml:10: stage 'opus' (opus_encoder): inputs: sample rate mismatch: stage 'tone' "
-        "(tone) gives 44100 Hz, 2 ch (tone sample_rate=44100, channels=2), but opus_encoder "
-        "takes 8/12/16/24/48 kHz, ? ch (the rates Opus supports; resample first)"]
-    # resampled to 48 kHz it is fine
-    resolve(HEAD + TONE + "  - op: resample\n    params: {sample_rate: 48000}\n"
-            "  - op: opus_encoder\n")
+    run = resolve(text)
+    assert [(j.upstream, j.downstream, j.stage, j.params) for j in run.joins] == [
+        ("tone", "opus", "opus.join", {"sample_rate": 48000})]
+    assert [s.name for s in run.stages] == ["tone", "opus.join", "opus"]
+    assert run.stage("opus").inputs == ["opus.join"]
+    assert problems(text.replace("name: t\n", "name: t\nstrict: true\n")) == [
+        "run.yaml:11: stage 'opus' (opus_encoder): inputs: edge 'tone' -> 'opus': sample rate "
+        "mismatch: stage 'tone' (tone) gives 44100 Hz, 2 ch, f32 planar (tone "
+        "sample_rate=44100, channels=2), but opus_encoder takes 8/12/16/24/48 kHz, ? ch (the "
+        "rates opus supports) (strict: true inserts no conversion): put a resample stage with "
+        "{sample_rate: 48000} on this edge, or remove strict: true"]
+    # resampled to 48 kHz by hand: no join
+    assert resolve(HEAD + TONE + "  - op: resample\n    params: {sample_rate: 48000}\n"
+                   "  - op: opus_encoder\n").joins == []
 
 
-def test_channel_count_against_a_declared_input_format_points_at_the_parameter():
+def test_channel_count_against_a_declared_input_format_is_joined_on_that_edge():
     text = HEAD + TONE + """\
   - name: mono
     op: channel_map
@@ -182,14 +189,21 @@ def test_channel_count_against_a_declared_input_format_points_at_the_parameter()
     params:
       input_format: {sample_rate: 44100, channels: 2}
 """
-    assert problems(text) == [
-        "run.yaml:15: stage 'enc' (mp3_encoder): params.input_format: channel count mismatch: "
-        "stage 'mono' (channel_map) gives 44100 Hz, 1 ch (tone sample_rate=44100, channels=2; "
-        "channel_map out_channels gives 1 ch), but mp3_encoder takes 44100 Hz, 2 ch "
-        "(mp3_encoder input_format)"]
+    run = resolve(text)
+    assert [(j.upstream, j.downstream, j.stage, j.params, j.reason) for j in run.joins] == [
+        ("mono", "enc", "enc.join", {"channels": 2},
+         "channel count mismatch: stage 'mono' (channel_map) gives 44100 Hz, 1 ch, f32 planar "
+         "(tone sample_rate=44100, channels=2; channel_map out_channels gives 1 ch), but "
+         "mp3_encoder takes 44100 Hz, 2 ch (mp3_encoder input_format)")]
+    assert problems(text.replace("name: t\n", "name: t\nstrict: true\n")) == [
+        "run.yaml:14: stage 'enc' (mp3_encoder): inputs: edge 'mono' -> 'enc': channel count "
+        "mismatch: stage 'mono' (channel_map) gives 44100 Hz, 1 ch, f32 planar (tone "
+        "sample_rate=44100, channels=2; channel_map out_channels gives 1 ch), but mp3_encoder "
+        "takes 44100 Hz, 2 ch (mp3_encoder input_format) (strict: true inserts no conversion): "
+        "put a resample stage with {channels: 2} on this edge, or remove strict: true"]
 
 
-def test_a_decoder_output_is_unknown_so_nothing_is_claimed(in_tmp):
+def test_a_decoder_output_is_unknown_so_only_opus_gets_a_join_to_48k(in_tmp):
     _write_mp3(in_tmp / "in.mp3")
     run = resolve(HEAD + """\
   - name: src
@@ -202,8 +216,19 @@ def test_a_decoder_output_is_unknown_so_nothing_is_claimed(in_tmp):
   - op: null_sink
 """)
     explained = {(e.upstream, e.downstream): e.format.explain() for e in run.edges}
-    assert explained[("dec", "opus")] == \
+    assert explained[("dec", "opus.join")] == \
         "an unknown format (decoded by mp3_decoder: known only at run time)"
+    assert [(j.stage, j.params) for j in run.joins] == [("opus.join", {"sample_rate": 48000})]
+    # an MP3 or AAC encoder takes most rates: nothing is inserted for a rate not known yet
+    assert resolve(HEAD + """\
+  - name: src
+    op: file_source
+    params: {path: in.mp3, mode: packet}
+  - name: dec
+    op: mp3_decoder
+  - op: aac_encoder
+  - op: null_sink
+""").joins == []
 
 
 def test_formats_are_inferred_and_explained_on_every_edge():
@@ -388,7 +413,7 @@ def test_committed_json_schema_is_current():
     assert committed == json_schema(), "regenerate: flowengine schema > docs/config.schema.json"
 
 
-@pytest.mark.parametrize("name", ["tone", "transcode", "fanout", "mix"])
+@pytest.mark.parametrize("name", ["tone", "transcode", "fanout", "mix", "album"])
 def test_example_configs_are_valid(name):
     source = load_source((ROOT / "configs" / f"{name}.yaml").read_text(), f"{name}.yaml")
     run = resolve_source(source, check_paths=False)   # inputs come from running tone.yaml first

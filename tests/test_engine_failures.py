@@ -107,7 +107,9 @@ config = RunConfig.model_validate({"stages": [
     {"name": "src", "op": op("RampSource"), "params": {"streams": 2, "samples": 10**7}},
     {"name": "sink", "op": op("CheckingSink"), "params": {"out_dir": out, "delay": delay}},
 ]})
-engine = Engine(build_plan(config), progress=lambda r: print("progress", flush=True))
+engine = Engine(build_plan(config), progress_interval=0.1,
+                progress=lambda r: print("progress interrupted" if r.interrupted else "progress",
+                                         flush=True))
 try:
     report = engine.run()
 except RunInterrupted:
@@ -146,7 +148,10 @@ def test_sigint_drains_the_run_and_finalises_the_output(tmp_path):
 def test_second_sigint_stops_at_once(tmp_path):
     process = start_coordinator(tmp_path, sink_delay=0.05)  # draining would take seconds
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    # The second signal only once the coordinator shows it took the first (two signals sent
+    # before it runs its handler would be one); a fixed sleep could be too short when loaded.
+    while (line := process.stdout.readline().strip()) != "progress interrupted":
+        assert line == "progress", line
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 130

@@ -82,15 +82,21 @@ def test_waiting_with_restores_the_previous_waiter_even_after_an_error():
 
 
 def test_media_clock_is_scheduled_from_its_first_wait():
+    # The waiter notes the deadlines instead of sleeping: what is checked is the schedule,
+    # not how promptly a loaded machine wakes a thread.
+    deadlines: list[float] = []
     clock = MediaClock()
     assert clock.start is None
-    clock.wait(0.0)
-    start = clock.start
-    assert start is not None and abs(start - time.monotonic()) < 0.05
-    time.sleep(0.03)                 # late by 30 ms: the next due time does not move
-    clock.wait(0.06)
-    assert time.monotonic() >= start + 0.06
-    assert time.monotonic() - start < 0.06 + 0.03
+    with waiting_with(lambda deadline, fd: deadlines.append(deadline)):
+        before = time.monotonic()
+        clock.wait(0.0)              # media time 0 is now: nothing to wait for
+        after = time.monotonic()
+        start = clock.start
+        time.sleep(0.03)             # late by 30 ms: the next due times do not move
+        clock.wait(30.0)
+        clock.wait(60.0)
+    assert start is not None and before <= start <= after
+    assert deadlines == [start + 30.0, start + 60.0]
 
 
 def test_realtime_tone_waits_through_the_installed_waiter_once_per_chunk():
@@ -122,7 +128,7 @@ def test_streams_that_start_together_wait_once_per_tick_and_hand_out_a_whole_tic
         (f"tone-{i}", k * CHUNK) for k in range(4) for i in range(3)]
     # One wait per tick, each after the previous tick's three chunks were handed out.
     assert [count for _, count in waiter.waits] == [0, 3, 6, 9]
-    assert 0.2 <= elapsed < 0.2 + 0.15
+    assert elapsed >= 0.2            # paced (how much later a loaded machine ends: not checked)
 
 
 def test_an_in_process_run_does_not_count_a_paced_sources_waits_as_busy():

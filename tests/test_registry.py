@@ -74,7 +74,7 @@ def test_specs_come_from_the_signature():
     bitrate = spec.param("bitrate")
     assert (bitrate.type, bitrate.default, bitrate.required) == (int, 128000, False)
     assert spec.param("backend").type_name == "'auto' | 'lame' | 'pyav'"
-    assert spec.param("input_format").type_name == "AudioFormat | None"
+    assert spec.param("input_format").type_name == "format | None"
     assert registry.get("wav_decoder").param("output_format").required
     file_source = registry.get("file_source")
     assert file_source.io_kinds({"mode": "packet"}) == (None, PACKET)
@@ -131,7 +131,7 @@ def test_missing_required_parameter():
                                             "'fail' | 'skip', got 'ignore' (str): Input should be "
                                             "'fail' or 'skip'"),
     ("gain", {"format": {"sample_rate": 0, "channels": 2}},
-     "operator 'gain': parameter 'format' expects AudioFormat | None, got {'sample_rate': 0, "
+     "operator 'gain': parameter 'format' expects format | None, got {'sample_rate': 0, "
      "'channels': 2} (dict): sample_rate must be a positive integer, got 0"),
 ])
 def test_wrong_type_says_expected_and_got(op, params, message):

@@ -24,8 +24,9 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.control.channel import decode_control
-from flowengine.engine.security import (CurveKeys, curve_client, curve_server, describe_listener,
-                                        generate_keys, load_keys, start_authenticator)
+from flowengine.config.keys import CurveKeys, generate_keys, load_keys
+from flowengine.engine.security import (curve_client, curve_server, describe_listener,
+                                        start_authenticator)
 from flowengine.errors import ConfigError, WireError, WorkerFailed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flowengine"
@@ -230,10 +231,11 @@ def test_a_bound_curve_socket_without_zap_handler_refuses_even_the_run_key(keys_
 
 # ---- engine runs over tcp loopback ------------------------------------------------------
 
-def _config(out: Path, keys: Path | None, delay: float = 0.0) -> RunConfig:
+def _config(out: Path, keys: Path | None, delay: float = 0.0,
+            samples: int = SAMPLES) -> RunConfig:
     out.mkdir(exist_ok=True)
     run: dict = {"transport": "tcp", "stages": [
-        {"name": "src", "op": op("RampSource"), "params": {"streams": 2, "samples": SAMPLES}},
+        {"name": "src", "op": op("RampSource"), "params": {"streams": 2, "samples": samples}},
         {"name": "mid", "op": op("PassThrough")},
         {"name": "sink", "op": op("CheckingSink"), "params": {"out_dir": str(out),
                                                              "delay": delay}}]}
@@ -288,9 +290,13 @@ def _inject_during_run(plan, setup) -> tuple[object, list[tuple[str, int]]]:
     return result, events
 
 
+@pytest.mark.timeout(120)
 def test_without_curve_an_injected_message_reaches_the_worker(tmp_path):
-    """The control experiment: the same intrusion on a plain tcp run fails the sink."""
-    plan = build_plan(_config(tmp_path / "out", None, delay=0.02))
+    """The control experiment: the same intrusion on a plain tcp run fails the sink. The run
+    is far longer than the test (10**7 samples, 20 ms per message in the sink), so it cannot
+    end before the injected message arrives, however late a loaded machine runs the
+    progress callback that sends it; the injection ends it."""
+    plan = build_plan(_config(tmp_path / "out", None, delay=0.02, samples=10**7))
     result, events = _inject_during_run(plan, lambda sock: None)
     assert events == [("HANDSHAKE_SUCCEEDED", 0)]
     assert isinstance(result, WorkerFailed)
@@ -364,6 +370,7 @@ ALLOWED_IMPORT_MODULE = {
     "live/__init__.py": "lazy import of the live modules (aiohttp only when used)",
     "__init__.py": "the public names, each from its own module, imported when first used",
     "engine/__init__.py": "the engine's public names, imported when first used (not in workers)",
+    "config/__init__.py": "the config's public names, imported when first used (not in workers)",
     "cli/bench.py": "`flowengine bench` runs the repository's own benchmarks/ scripts",
 }
 

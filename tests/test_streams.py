@@ -109,13 +109,13 @@ def test_a_bad_output_template_is_a_validation_error(tmp_path):
     assert str(caught.value) == (
         f"invalid run config (1 problem):\n  {config}:1: stage 'out' (file_sink): params.path: "
         f"cannot write 'out/{{stream}}-{{take}}.mp3': path template 'out/{{stream}}-{{take}}.mp3': "
-        f"unknown placeholder {{take}}: expected one of {{stream}}")
+        f"unknown placeholder {{take}}: expected one of {{stream}}, {{stem}}, {{ext}}, {{index}}")
 
 
-def test_templates_take_only_a_plain_stream_placeholder(tmp_path):
+def test_templates_take_only_plain_fields(tmp_path):
     check_path_template("out/{stream}/{stream}.mp3")
     with pytest.raises(PathTemplateError, match=r"unknown placeholder \{name\}: expected one of "
-                                                r"\{stream\}"):
+                                                r"\{stream\}, \{stem\}, \{ext\}, \{index\}"):
         check_path_template("out/{name}.mp3")
     with pytest.raises(PathTemplateError, match=r"\{stream\} takes no conversion or format spec"):
         check_path_template("out/{stream!r}.mp3")
@@ -438,7 +438,7 @@ def test_stage_level_and_source_on_error_that_disagree_are_a_config_error(tmp_pa
     config = write_yaml(tmp_path / "run.yaml", stages)
     with pytest.raises(ConfigError, match=re.escape(
             "stage 'src' (files): on_error: 'skip' disagrees with params.on_error 'fail' (both "
-            "set what damaged input does): set one of them")):
+            "say what damaged input does): keep one of them, e.g. remove params.on_error")):
         resolve_run(config)
 
 

@@ -108,13 +108,87 @@ def channel_layout(channels: int) -> str:
     return DEFAULT_LAYOUTS[channels]
 
 
-def as_format(fmt: "AudioFormat | dict | None") -> "AudioFormat | None":
-    """Accept an AudioFormat, a dict of its fields, or None."""
+FORMAT_KEYS = ("sample_rate", "channels", "sample_type", "planar")
+# How a format may be written in a run config (and --set), for messages and the docs.
+FORMAT_FORMS = ("a mapping {sample_rate: 48000, channels: 2, sample_type: f32, planar: true} "
+                "(omitted keys: as the stage's input), a string '48000/2/f32' (rate/channels/"
+                "sample type[/planar or /interleaved]; a shorter one, e.g. '48000/2', leaves "
+                "the rest as the input), or a rate alone (48000)")
+_LAYOUT_WORDS = {"planar": True, "interleaved": False}
+
+
+def format_mapping(value: object) -> dict | None:
+    """The keys a format value gives, or None when `value` is no way of writing a format:
+    an AudioFormat -> all four; a mapping -> itself (keys not checked here); '48000/2/f32' ->
+    {'sample_rate': 48000, 'channels': 2, 'sample_type': 'f32'}; 48000 -> {'sample_rate':
+    48000}. Values are checked when the format is built (as_format)."""
+    if isinstance(value, AudioFormat):
+        return {key: getattr(value, key) for key in FORMAT_KEYS}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return {"sample_rate": int(value)}
+    if not isinstance(value, str) or not value.strip():
+        return None
+    parts = [part.strip() for part in value.strip().split("/")]
+    if len(parts) > 4 or not all(parts):
+        return None
+    mapping: dict = {}
+    for key, part in zip(FORMAT_KEYS, parts):
+        if key in ("sample_rate", "channels"):
+            if not part.isdigit():
+                return None
+            mapping[key] = int(part)
+        elif key == "planar":
+            if part.lower() not in _LAYOUT_WORDS:
+                return None
+            mapping[key] = _LAYOUT_WORDS[part.lower()]
+        else:
+            mapping[key] = part
+    return mapping
+
+
+def format_problem(value: object) -> str | None:
+    """Why `value` is not a way of writing a (possibly partial) format, or None."""
+    mapping = format_mapping(value)
+    if mapping is None:
+        return f"expected a format, got {value!r}: write it as {FORMAT_FORMS}"
+    unknown = [key for key in mapping if key not in FORMAT_KEYS]
+    if unknown:
+        return (f"unknown format key(s) {', '.join(map(repr, unknown))}: a format has "
+                f"{', '.join(FORMAT_KEYS)}")
+    try:
+        AudioFormat(**{"sample_rate": 48000, "channels": 2, **mapping})
+    except (FormatError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def is_complete_format(value: object) -> bool:
+    """Whether `value` gives every key of a format itself (nothing left to inherit)."""
+    mapping = format_mapping(value)
+    return mapping is not None and all(key in mapping for key in FORMAT_KEYS)
+
+
+def as_format(fmt: "AudioFormat | dict | str | int | None",
+              like: "AudioFormat | None" = None) -> "AudioFormat | None":
+    """An AudioFormat from any way of writing one (see FORMAT_FORMS), or None for None.
+    Keys it leaves out come from `like` when given; without `like`, a rate and a channel
+    count are needed (sample_type defaults to f32, planar to True)."""
     if fmt is None or isinstance(fmt, AudioFormat):
         return fmt
-    if isinstance(fmt, dict):
-        return AudioFormat(**fmt)
-    raise FormatError(f"expected an AudioFormat, got {type(fmt).__name__}")
+    problem = format_problem(fmt)
+    if problem is not None:
+        raise FormatError(problem)
+    mapping = format_mapping(fmt)
+    if like is not None:
+        mapping = {**{key: getattr(like, key) for key in FORMAT_KEYS}, **mapping}
+    missing = [key for key in ("sample_rate", "channels") if key not in mapping]
+    if missing:
+        raise FormatError(f"the format {fmt!r} does not give {' or '.join(missing)}, and "
+                          f"there is no input format here to take it from: write it as "
+                          f"{FORMAT_FORMS}")
+    return AudioFormat(**mapping)
 
 
 def check_pcm(pcm: object, fmt: AudioFormat, where: str = "") -> np.ndarray:

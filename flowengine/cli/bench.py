@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flowengine.cli.bench_report import append_ledger, figure, figures_table, markdown_summary, plot_memory
-from flowengine.errors import FlowError
+from flowengine.errors import FlowError, UsageError
 
 __all__ = ["BenchError", "STEPS", "QUICK_SKIPS", "find_benchmarks_dir", "run_bench"]
 
@@ -46,6 +46,10 @@ _WORKER_LIBS = "import av, msgpack, numpy, zmq"
 
 class BenchError(FlowError):
     """The suite cannot run (no benchmarks/ directory, an unknown step name)."""
+
+
+class BenchUsageError(BenchError, UsageError):
+    """`--only` names a step the suite does not have (exit code 2, as any usage error)."""
 
 
 def find_benchmarks_dir(cwd: Path | None = None) -> Path:
@@ -405,7 +409,8 @@ def run_bench(quick: bool = False, only: list[str] | None = None, out_dir: Path 
     """Run the suite (or the `only` steps); write the JSON and Markdown; the result document."""
     unknown = sorted(set(only or ()) - set(STEPS))
     if unknown:
-        raise BenchError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+        raise BenchUsageError(f"unknown benchmark(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(STEPS)}")
     bench_dir = find_benchmarks_dir()
     out_dir = Path(out_dir) if out_dir else bench_dir / "results"
     now = datetime.datetime.now()

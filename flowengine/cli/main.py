@@ -1,10 +1,13 @@
 """The `flowengine` command: run, validate and plan YAML runs; list operators; print the schema.
 
-    flowengine run CONFIG [--set STAGE.PARAM=VALUE ...] [--in-process] [--report FILE]
+    flowengine run CONFIG [--set STAGE.KEY=VALUE ...] [--in-process] [--report FILE]
+    flowengine convert INPUT... [-o] OUTPUT [--bitrate 128k] [--rate HZ] [--channels N]
+                       [--loudness LUFS] [--gain-db DB] [--on-error fail|skip]
+                       [--replicas N|auto] [--print-config] [--plan]
     flowengine validate CONFIG [--set ...]
     flowengine plan CONFIG [--set ...]
     flowengine ops [NAME]
-    flowengine schema
+    flowengine schema [--markdown]
     flowengine keys DIR [--force]
     flowengine serve [--host H] [--http-port P] [--ingest-port P] [--token T] [--viewer-token V]
     flowengine send --codec mp3|aac (--wav FILE | --tone) [--seconds N] [--host H] [--port P]
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import logging
 import os
 import select
 import signal
@@ -35,7 +37,8 @@ from typing import Sequence, TextIO
 import yaml
 
 from flowengine.config import ResolvedRun, json_schema, resolve_run
-from flowengine.errors import ConfigError, FlowError, WorkerFailed
+from flowengine.errors import ConfigError, FlowError, UsageError, WorkerFailed
+from flowengine.logs import show_messages_as_lines
 from flowengine.core.audit import AuditError
 from flowengine.cli.progress import ProgressDisplay, audit_lines, report_json, stage_table
 from flowengine.core.signals import SignalCount
@@ -49,8 +52,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the run's YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="STAGE.KEY=VALUE",
-                        help="override a parameter (or replicas/hwm/on_error) of a stage; "
-                             "repeatable, e.g. --set gain.gain_db=-12")
+                        help="set a key of a stage (a parameter, or replicas, hwm, on_error...) "
+                             "or of the run; repeatable: --set gain.gain_db=-12, --set "
+                             "src.format.sample_rate=48000, --set enc.bitrate=null (removes "
+                             "it), --set strict=true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true",
                      help="log engine events to stderr (every listening endpoint, CURVE refusals)")
 
+    from flowengine.cli.convert import add_convert_parser
+    add_convert_parser(commands)
+
     validate = commands.add_parser("validate", help="check a config; print its edges' formats")
     _add_config_args(validate)
 
@@ -83,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops = commands.add_parser("ops", help="list operators with their parameters")
     ops.add_argument("name", nargs="?", help="one operator")
 
-    commands.add_parser("schema", help="print the JSON Schema of the config format")
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config format "
+                                                "(--markdown: the reference, docs/config.md)")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the config reference in Markdown (every key and operator)")
     keys = commands.add_parser("keys", help="make the CURVE keys of a run (security: "
                                             "{curve: true, keys: DIR}): files 0600 in a 0700 DIR")
     keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
@@ -170,10 +181,6 @@ def _add_live_commands(commands) -> None:
     _add_sender_args(demo, source_required=False)
 
 
-def _live_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s", stream=sys.stderr)
-
-
 def _live_config(args: argparse.Namespace):
     from flowengine.live.server import LiveConfig
 
@@ -201,7 +208,6 @@ def _sender_options(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.server import serve
 
-    _live_logging()
     config = _live_config(args)
     try:
         serve(config, lambda server: print(f"flowengine serve: open {server.page_hint}; senders "
@@ -215,7 +221,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.sender import run_sender
 
-    _live_logging()
     options = _sender_options(args)
     options.host, options.port, options.token = args.host, args.port, args.token
     options.realtime = not args.no_pace
@@ -235,7 +240,6 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from flowengine.live.demo import run_demo
 
-    _live_logging()
     config = _live_config(args)
     try:
         run_demo(config, _sender_options(args), out)
@@ -247,8 +251,20 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # ---- commands ----------------------------------------------------------------------------
 
 def _edges_text(run: ResolvedRun) -> list[str]:
-    return [f"  {e.upstream} -> {e.downstream}: {e.kind}"
-            + (f", {e.format.explain()}" if e.kind == "pcm" else "") for e in run.edges]
+    """One line per edge with its format; an edge joined by a conversion is shown as the
+    user wrote it, with the conversion and why on the line below."""
+    joins = {join.stage: join for join in run.joins}
+    lines = []
+    for edge in run.edges:
+        if edge.upstream in joins:
+            continue                                  # shown with the edge into the join
+        join = joins.get(edge.downstream)
+        downstream = join.downstream if join else edge.downstream
+        lines.append(f"  {edge.upstream} -> {downstream}: {edge.kind}"
+                     + (f", {edge.format.explain()}" if edge.kind == "pcm" else ""))
+        if join:
+            lines.append(f"    joined by {join.describe()}")
+    return lines
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -260,11 +276,17 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    print_plan(resolve_run(args.config, args.overrides, check_paths=False), out)
+    return EXIT_OK
+
+
+def print_plan(run: ResolvedRun, out: TextIO) -> None:
+    """The plan of a validated run: stages, replicas, formats, endpoints, joins, edges."""
     from flowengine.engine import build_plan
     from flowengine.engine.control.rundirs import remove_run_dir
 
-    run = resolve_run(args.config, args.overrides, check_paths=False)
     plan = build_plan(run.config)
+    notes = _idle_notes(run, plan)
     try:
         print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
               f"transport {run.config.transport}", file=out)
@@ -283,15 +305,30 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  inputs: {', '.join(stage.inputs)}", file=out)
             if info.output_kind == "pcm":
                 print(f"  gives: {info.output_format.explain()}", file=out)
+            for join in run.joins:
+                if join.stage == stage.name or join.stage in stage.fused:
+                    print(f"  inserted: {join.stage} joins {join.upstream} -> "
+                          f"{join.downstream} ({join.reason})", file=out)
             for worker in stage.workers:
                 inbox = worker.inbox_endpoint or "(source: no inbox)"
                 print(f"  replica {worker.replica}: inbox {inbox}", file=out)
+            for note in notes.get(stage.name, ()):
+                print(f"  note: {note}", file=out)
         print("edges:", file=out)
         for line in _edges_text(run):
             print(line, file=out)
     finally:
         remove_run_dir(plan.run_dir)
-    return EXIT_OK
+
+
+def _idle_notes(run: ResolvedRun, plan) -> dict[str, list[str]]:
+    """Stage name -> its notes about replicas that get no stream."""
+    from flowengine.config.stream_counts import idle_replica_notes
+    replicas = {stage.name: stage.replicas for stage in plan.stages}
+    notes: dict[str, list[str]] = {}
+    for name, note in idle_replica_notes(run.stages, replicas):
+        notes.setdefault(name, []).append(note)
+    return notes
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
@@ -310,12 +347,16 @@ def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    if args.markdown:
+        from flowengine.config.reference import config_reference
+        print(config_reference(), file=out, end="")
+        return EXIT_OK
     print(json.dumps(json_schema(), indent=2), file=out)
     return EXIT_OK
 
 
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
-    from flowengine.engine.security import generate_keys
+    from flowengine.config.keys import generate_keys
 
     try:
         paths = generate_keys(args.dir, overwrite=args.force)
@@ -376,18 +417,17 @@ def _ops_named_in(path: str) -> list[str]:
         return []
 
 
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+def execute_run(run: ResolvedRun, out: TextIO, *, in_process: bool = False,
+                quiet: bool = False, line=None, process_entry: bool = False):
+    """Run a validated run with the progress display (`line`: its text, default
+    progress_line) in one process or in workers; the RunReport (interrupted also when a
+    signal came just after the run). A run that fails or is interrupted names the outputs
+    it left as .part. `process_entry`: this is the command line's own process (see below)."""
     from flowengine.local.run import make_output_dirs, run_in_process
 
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="flowengine: %(message)s",
-                            stream=sys.stderr)
-    if not args.in_process:     # the forkserver imports the worker code while we validate
-        from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver(_ops_named_in(args.config))
-    run = resolve_run(args.config, args.overrides)
     make_output_dirs(run)
-    display = ProgressDisplay(out, enabled=not args.quiet)
+    display = ProgressDisplay(out, enabled=not quiet,
+                              **({"line": line} if line is not None else {}))
     started = time.time()
     # Ctrl-C/SIGTERM outside the run itself: the runners install their own handlers for the
     # run and hand back to this one, so a signal just after the run is counted (exit 130),
@@ -397,21 +437,36 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     after_run = SignalCount()
     after_run.install()
     try:
-        if args.in_process:
+        if in_process:
             report = run_in_process(run, progress=display.update)
         else:
             from flowengine.engine import Engine, build_plan
-            report = Engine(build_plan(run.config), progress=display.update).run()
+            plan = build_plan(run.config)
+            for notes in _idle_notes(run, plan).values():
+                for note in notes:
+                    print(f"flowengine: note: {note}", file=sys.stderr)
+            report = Engine(plan, progress=display.update).run()
     except (FlowError, KeyboardInterrupt) as exc:
         display.close()
         _note_incomplete_outputs(exc, run, started)
         raise
     finally:
         after_run.restore()
-        if args.process_entry:
+        if process_entry:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
     display.close()
+    report.interrupted = report.interrupted or after_run.count > 0
+    return report
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.in_process:     # the forkserver imports the worker code while we validate
+        from flowengine.engine.worker.forkserver import start_forkserver
+        start_forkserver(_ops_named_in(args.config))
+    run = resolve_run(args.config, args.overrides)
+    report = execute_run(run, out, in_process=args.in_process, quiet=args.quiet,
+                         process_entry=args.process_entry)
     _write_report(args, report, out)
     shown = sys.stderr if args.report == "-" else out    # stdout is the JSON alone then
     print(stage_table(report), file=shown)
@@ -419,15 +474,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "
           f"({report.realtime_factor:.1f}x real time) {mode}", file=shown)
-    if report.interrupted or after_run.count:
+    if report.interrupted:
         print("interrupted: the run was drained and its outputs finalised", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
 
-_COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "ops": cmd_ops,
-             "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send, "demo": cmd_demo,
-             "keys": cmd_keys, "bench": cmd_bench}
+def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from flowengine.cli.convert import convert
+    return convert(args, out)
+
+
+_COMMANDS = {"run": cmd_run, "convert": cmd_convert, "validate": cmd_validate, "plan": cmd_plan,
+             "ops": cmd_ops, "schema": cmd_schema, "serve": cmd_serve, "send": cmd_send,
+             "demo": cmd_demo, "keys": cmd_keys, "bench": cmd_bench}
 
 
 def _message(exc: BaseException) -> str:
@@ -441,8 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module doc)."""
     args = build_parser().parse_args(argv)
     args.process_entry = argv is None     # the command line itself, not a caller's main([...])
+    show_messages_as_lines(verbose=getattr(args, "verbose", False)
+                           or args.command in ("serve", "send", "demo"))
     try:
         return _COMMANDS[args.command](args, sys.stdout)
+    except UsageError as exc:
+        _report(args, exc, "error")
+        return EXIT_USAGE
     except ConfigError as exc:
         _report(args, exc, "error" if args.command in ("ops", "keys") else "invalid configuration")
         return EXIT_USAGE

@@ -11,7 +11,7 @@ per update.
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Callable, TextIO
 
 from flowengine.core.audit import DAMAGE_KEYS, audit_summary, sum_stream_counts
 from flowengine.ops.codecs.salvage import describe_damage
@@ -30,18 +30,21 @@ def progress_line(report: RunReport) -> str:
 
 
 class ProgressDisplay:
-    """Call `update(report)` as often as the run reports; `close()` before printing more."""
+    """Call `update(report)` as often as the run reports; `close()` before printing more.
+    `line` makes the text from a report (default: progress_line)."""
 
-    def __init__(self, out: TextIO, enabled: bool = True) -> None:
+    def __init__(self, out: TextIO, enabled: bool = True,
+                 line: Callable[[RunReport], str] = progress_line) -> None:
         self.out = out
         self.enabled = enabled
         self.live = enabled and hasattr(out, "isatty") and out.isatty()
+        self._line = line
         self._shown = False
 
     def update(self, report: RunReport) -> None:
         if not self.enabled:
             return
-        line = progress_line(report)
+        line = self._line(report)
         if self.live:
             self.out.write("\r\x1b[K" + line)     # rewrite the line in place
         else:
@@ -56,25 +59,72 @@ class ProgressDisplay:
         self._shown = False
 
 
-def stage_counts(stage: StageReport) -> tuple[int, int, float]:
+def _fan_in(op: str) -> bool:
+    """Whether the operator mixes several inputs into one stream (its inputs play at once)."""
+    from flowengine.ops.registry import registry
+    if op not in registry:
+        return False
+    return bool(getattr(registry.get(op).factory, "multi_input", False))
+
+
+def _stream_rate(report: RunReport | None, stream: str) -> int:
+    """The sample rate of a stream's packets: what the stage decoding them gives (0: none
+    decodes them in this run, so their samples are not known)."""
+    for stage in report.stages if report is not None else ():
+        if stage.kind != "decoder":
+            continue
+        for worker in stage.workers:
+            rate = worker.stream_clocks.get(stream, {}).get("out_rate", 0)
+            if rate:
+                return rate
+    return 0
+
+
+def _packet_samples(stage: StageReport, side: str, report: RunReport | None) -> int | None:
+    """Samples the stage's packets on `side` carry, counted at their stream's rate when their
+    time base is a container's (MP3's 1/14112000): None when a stream's rate is unknown."""
+    total = 0
+    for worker in stage.workers:
+        for stream, counts in worker.stream_counts.items():
+            clocks = worker.stream_clocks.get(stream, {})
+            total += counts.get(f"{side}_samples", 0)
+            if not clocks.get(f"{side}_unclocked"):
+                continue
+            num, den = clocks.get(f"{side}_tb_num", 0), clocks.get(f"{side}_tb_den", 0)
+            rate = _stream_rate(report, stream)
+            if not (num and den and rate):
+                return None
+            total += round(clocks.get(f"{side}_ticks", 0) * num * rate / den)
+    return total
+
+
+def stage_counts(stage: StageReport, report: RunReport | None = None
+                 ) -> tuple[int, int | None, float]:
     """(messages, samples, seconds of audio) through a stage: what it took in, or for a
-    source what it gave."""
-    side = "out" if stage.kind == "source" else "in"
-    return (int(stage.total(f"messages_{side}")), int(stage.total(f"samples_{side}")),
-            stage.total(f"seconds_{side}"))
+    source what it gave; for a mixer what it gave too (its inputs play at the same time, so
+    their lengths do not add up). Packets count the samples they carry (None: unknown, they
+    are not decoded in this run)."""
+    side = "out" if stage.kind == "source" or _fan_in(stage.op) else "in"
+    messages = int(stage.total(f"messages_{'out' if stage.kind == 'source' else 'in'}"))
+    samples: int | None = int(stage.total(f"samples_{side}"))
+    if any(w.stream_clocks.get(s, {}).get(f"{side}_unclocked")
+           for w in stage.workers for s in w.stream_clocks):
+        samples = _packet_samples(stage, side, report)
+    return messages, samples, stage.total(f"seconds_{side}")
 
 
 def stage_table(report: RunReport) -> str:
-    """One row per stage: messages, samples, seconds of audio, busy %, max queue, errors
-    skipped, and samples of silence put in for damaged frames (on_error: skip)."""
+    """One row per stage: messages, samples, seconds of audio (see stage_counts), busy %, max
+    queue, errors skipped, and samples of silence put in for damaged frames (on_error: skip)."""
     head = (f"{'stage':<16} {'op':<14} {'repl':>4} {'messages':>9} {'samples':>11} "
             f"{'audio s':>8} {'busy %':>7} {'max q':>6} {'skipped':>7} {'replaced':>9}")
     rows = [head, "-" * len(head)]
     for stage in report.stages:
-        messages, samples, seconds = stage_counts(stage)
+        messages, samples, seconds = stage_counts(stage, report)
         busy = max((w.busy_percent for w in stage.workers), default=0.0)
+        shown = "-" if samples is None else str(samples)
         rows.append(f"{stage.name:<16} {stage.op:<14} {len(stage.workers):>4} {messages:>9} "
-                    f"{samples:>11} {seconds:>8.2f} {busy:>7.1f} {stage.max_queue:>6} "
+                    f"{shown:>11} {seconds:>8.2f} {busy:>7.1f} {stage.max_queue:>6} "
                     f"{int(stage.total('errors_skipped')):>7} {replaced_samples(stage):>9}")
     return "\n".join(rows)
 

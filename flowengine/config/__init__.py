@@ -1,46 +1,33 @@
-"""Run descriptions: YAML with line numbers, the pydantic run model, validation against the registry.
+"""Run descriptions: YAML with line numbers, the pydantic run model, validation against the
+registry (`resolve_run` in resolve.py), the CURVE key files (keys.py).
 
-    config, source = load_run_config("configs/tone.yaml", ["gain.gain_db=-12"])
-    run = resolve_run("configs/tone.yaml")      # the validated graph, formats on every edge
-
-Both validate completely (shape, operators, parameters, wiring, formats,
-paths) and raise one ConfigError listing every problem with its file:line.
+The names are imported when first used (PEP 562): a worker process reads the key files
+(keys.py) and must not load the config model or the validator on the way.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable
+import importlib
+from typing import Any
 
-from flowengine.config.model import RunConfig, StageConfig, json_schema, parse_run_config
-from flowengine.config.source import ConfigSource, apply_override, load_file, load_source
-from flowengine.config.validate import ConfigValidationError, Problem, ResolvedRun, StageInfo, validate_run
+_PUBLIC = {
+    **dict.fromkeys(["load_run_config", "resolve_run", "resolve_source"],
+                    "flowengine.config.resolve"),
+    **dict.fromkeys(["RunConfig", "StageConfig", "json_schema", "parse_run_config"],
+                    "flowengine.config.model"),
+    **dict.fromkeys(["ConfigSource", "load_file", "load_source"], "flowengine.config.source"),
+    "apply_override": "flowengine.config.overrides",
+    **dict.fromkeys(["ConfigValidationError", "Problem", "ResolvedRun", "StageInfo",
+                     "validate_run"], "flowengine.config.validate"),
+}
 
-__all__ = [
-    "load_run_config", "resolve_run", "resolve_source",
-    "RunConfig", "StageConfig", "ConfigSource", "ResolvedRun", "StageInfo", "Problem",
-    "ConfigValidationError", "json_schema", "parse_run_config", "validate_run",
-    "load_source", "load_file", "apply_override",
-]
-
-
-def resolve_source(source: ConfigSource, overrides: Iterable[str] = (), *,
-                   check_paths: bool = True) -> ResolvedRun:
-    """Apply --set overrides to parsed YAML, then check its shape and everything else."""
-    for override in overrides:
-        apply_override(source, override)
-    config = parse_run_config(source)
-    return validate_run(config, source, check_paths=check_paths)
+__all__ = list(_PUBLIC)
 
 
-def resolve_run(path: str | Path, overrides: Iterable[str] = (), *,
-                check_paths: bool = True) -> ResolvedRun:
-    """Load, override and validate a run config file: the graph with its inferred formats."""
-    return resolve_source(load_file(path), overrides, check_paths=check_paths)
-
-
-def load_run_config(path: str | Path, overrides: Iterable[str] = ()
-                    ) -> tuple[RunConfig, ConfigSource]:
-    """Load, override and validate a run config file (ConfigError listing every problem)."""
-    run = resolve_run(path, overrides)
-    return run.config, run.source
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowengine.config' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

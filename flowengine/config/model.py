@@ -26,7 +26,10 @@ class StageConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Operator parameters.")
     inputs: list[str] | None = Field(
         None, description="Stages this one reads from; default: the stage before it.")
-    replicas: int | Literal["auto"] = Field(1, description="Worker processes for this stage.")
+    replicas: int | Literal["auto"] = Field(
+        1, description="Worker processes for this stage ('auto': one per core). Replicas share "
+                       "out the streams (a files source's files): one stream always goes "
+                       "through one replica, so more replicas than streams idle.")
     ordered: bool = Field(
         False, description="Spread each stream's messages over the replicas (stateless operators "
                            "only) and restore their order after the stage; default: each stream "
@@ -36,8 +39,9 @@ class StageConfig(BaseModel):
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="What damaged input does: fail (stop, naming file or stream, byte "
                             "and time) or skip (damaged frames replaced by silence of their "
-                            "duration and counted, a file that cannot be read skipped). Sets "
-                            "the on_error parameter of a reader or decoder operator.")
+                            "duration and counted; on a files source, a file that cannot be "
+                            "read skipped). The same setting as the on_error parameter of a "
+                            "reader or decoder operator.")
     max_errors: int | None = Field(
         None, ge=0, description="With on_error: skip, fail once more than this many were skipped.")
     restart: Literal["never", "on-failure"] = Field(
@@ -95,12 +99,18 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("run", description="Name of the run, shown in logs and reports.")
-    description: str | None = None
-    stages: list[StageConfig] = Field(..., min_length=1)
+    description: str | None = Field(None, description="What the run does, for people.")
+    stages: list[StageConfig] = Field(
+        ..., min_length=1, description="The stages, in order: a stage reads from stages above "
+                                       "it (by default the one just before).")
     block_samples: int | None = Field(
         None, ge=16, le=1 << 20,
         description="Samples per message on PCM edges (larger = cheaper; smaller = lower latency).")
     transport: Literal["ipc", "tcp"] = Field("ipc", description="Data-plane transport between workers.")
+    strict: bool = Field(
+        False, description="Refuse an edge whose formats disagree (sample rate, channels, sample "
+                           "type) instead of inserting the conversion that joins them (a "
+                           "`resample` stage named `<stage>.join`, shown by `flowengine plan`).")
     fuse: list[list[str]] | None = Field(
         None, description="Groups of consecutive stages that run inside one worker each "
                           "(`[a, b, c]` for one group, or a list of groups).")

@@ -11,7 +11,7 @@ import yaml
 
 from flowengine.errors import ConfigError
 
-__all__ = ["ConfigSource", "load_source", "load_file", "parse_override", "apply_override"]
+__all__ = ["ConfigSource", "load_source", "load_file", "safe_load"]
 
 KeyPath = tuple  # a key path into the document: ("stages", 2, "params", "gain_db")
 
@@ -27,16 +27,13 @@ _Loader.add_implicit_resolver(
     list("-+.0123456789"))
 
 
-def _safe_load(text: str) -> Any:
+def safe_load(text: str) -> Any:
     """yaml.safe_load with _Loader's floats."""
     loader = _Loader(text)
     try:
         return loader.get_single_data()
     finally:
         loader.dispose()
-
-# Keys of a stage itself; any other --set key is an operator parameter.
-_STAGE_KEYS = {"replicas", "hwm", "on_error", "max_errors", "inputs", "op", "ordered"}
 
 
 @dataclass
@@ -46,7 +43,8 @@ class ConfigSource:
     data: Any
     filename: str = "<config>"
     lines: dict[KeyPath, int] = field(default_factory=dict)
-    # Keys set on the command line: path -> "--set gain.gain_db=-6", shown instead of a line.
+    # Keys set on the command line (config/overrides.py): path -> "--set gain.gain_db=-6",
+    # shown instead of a line.
     overrides: dict[KeyPath, str] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int | None:
@@ -119,7 +117,7 @@ def load_source(text: str, filename: str = "<config>") -> ConfigSource:
         lines: dict[KeyPath, int] = {}
         if root is not None:
             _record_lines(root, (), lines, filename, set(), [MAX_EXPANDED_NODES])
-        data = _safe_load(text)
+        data = safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -143,39 +141,3 @@ def load_file(path: str | Path) -> ConfigSource:
         raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
                           f"at byte offset {exc.start} ({exc.reason})") from None
     return load_source(text, str(path))
-
-
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """'stage.param=value' -> (stage, param, value parsed as YAML: 3 -> int, -3.5 -> float)."""
-    target, sep, raw = text.partition("=")
-    stage, dot, param = target.strip().partition(".")
-    if not sep or not dot or not stage or not param:
-        raise ConfigError(f"--set {text!r}: expected STAGE.PARAM=VALUE, e.g. --set gain.gain_db=-6")
-    try:
-        value = _safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    return stage, param.strip(), value
-
-
-def apply_override(source: ConfigSource, override: str) -> None:
-    """Apply one --set override in place. Stage-level keys (replicas, hwm, on_error) are set on
-    the stage; anything else goes into its params."""
-    stage_name, key, value = parse_override(override)
-    stages = source.data.get("stages") if isinstance(source.data, dict) else None
-    for index, stage in enumerate(stages or []):
-        if isinstance(stage, dict) and stage_name in (stage.get("name"), stage.get("op")):
-            if key in _STAGE_KEYS:
-                stage[key] = value
-                path: KeyPath = ("stages", index, key)
-            else:
-                params = stage.setdefault("params", {})
-                if not isinstance(params, dict):
-                    raise ConfigError(f"--set {override!r}: stage {stage_name!r} has params "
-                                      f"that are not a mapping ({source.where(('stages', index, 'params'))})")
-                params[key] = value
-                path = ("stages", index, "params", key)
-            source.overrides[path] = f"--set {override.strip()}"
-            return
-    raise ConfigError(f"--set {override!r}: no stage named {stage_name!r}")
-

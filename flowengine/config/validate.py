@@ -9,14 +9,20 @@
   graph has no cycle), a source has no inputs, a sink feeds nothing;
 - buffer kinds agree on every edge (PCM into a PCM input, packets into a
   packet input);
-- sample rate and channel count agree wherever they are known statically
-  (see `formats.py`);
+- a format parameter is written in one of the accepted forms, and the keys
+  it leaves out are filled in from the stage's input (a file source: the
+  file's own) where that is known before the run;
+- sample rate, channel count and sample type agree wherever they are known
+  statically (see `formats.py`); where they do not and a conversion can join
+  them, a `resample` stage is inserted on that edge (`joins.py`), unless the
+  run says `strict: true`, which makes each such edge a problem;
 - input files exist (a `files` source's globs match something: checked when
   the source is built) and output directories are writable; a per-stream
-  output path (`out/{stream}.mp3`) is a valid template; a ``file_sink``'s
-  extension names a container it writes, which holds the codec of an encoder
-  before it; no two file sinks write the same path, and no sink writes a
-  file a ``file_source`` of the run reads;
+  output path (`out/{stem}.mp3`) is a valid template that gives every input
+  file its own output (names.py: two inputs on one name are a problem naming
+  both); a ``file_sink``'s extension names a container it writes, which
+  holds the codec of an encoder before it; no two file sinks write the same
+  path, and no sink writes a file a ``file_source`` of the run reads;
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
@@ -24,9 +30,9 @@
 
 Every problem names the stage, the key and file:line; all of them are
 collected and raised together as one `ConfigValidationError`. On success the
-result is a `ResolvedRun`: the graph with defaults filled in and the format
-inferred on every edge, which `flowengine plan` prints and the in-process
-runner follows.
+result is a `ResolvedRun`: the graph with defaults filled in, the joins
+inserted and the format inferred on every edge, which `flowengine plan`
+prints and both runners follow.
 """
 
 from __future__ import annotations
@@ -40,8 +46,12 @@ from typing import Any
 
 import pydantic
 
+from flowengine.audio.format import FORMAT_FORMS, format_mapping, format_problem, is_complete_format
 from flowengine.errors import ConfigError
-from flowengine.config.formats import StaticFormat, codec_of, infer_output_format, input_requirement
+from flowengine.config.formats import (StaticFormat, codec_of, infer_output_format,
+                                       input_requirement, join_target, probe_file)
+from flowengine.config.joins import Join, JoinNeed, insert_joins
+from flowengine.config.names import check_output_names
 from flowengine.core.fusion import FusionStage, fusion_groups
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart_rules import restart_problem
@@ -101,6 +111,8 @@ class StageInfo:
     values: dict[str, Any] = field(default_factory=dict)   # parameters with defaults filled in
     output_format: StaticFormat = field(default_factory=StaticFormat.unknown)
     params_ok: bool = False           # its parameters passed every check (and it built)
+    # Format parameters that leave keys to the stage's input: filled in once it is known.
+    pending_formats: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -127,6 +139,7 @@ class ResolvedRun:
     source: ConfigSource
     stages: list[StageInfo]
     edges: list[Edge]
+    joins: list[Join] = field(default_factory=list)   # conversions inserted on edges
 
     def stage(self, name: str) -> StageInfo:
         for stage in self.stages:
@@ -169,14 +182,22 @@ def _check_params(stage: StageConfig, index: int, spec: Any, label: str,
     base = ("stages", index, "params")
     known = {p.name: p for p in spec.params}
     before = len(out.problems)
+    op_from_option = ("stages", index, "op") in out.source.overrides
     for key, value in stage.params.items():
         param = known.get(key)
         if param is None:
             close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
                 f"; {spec.name} takes: {', '.join(known) or 'no parameters'}"
+            if op_from_option:      # left over from the operator the file names
+                hint += f" (remove it: --set {stage.label}.{key}=null)"
             out.add(base + (key,), label, f"params.{key}",
                     f"unknown parameter for {spec.name}{hint}")
+            continue
+        if _is_format_param(param):
+            problem = format_problem(value) if value is not None else None
+            if problem is not None:
+                out.add(base + (key,), label, f"params.{key}", problem)
             continue
         reason = _type_problem(param, value)
         if reason is not None:
@@ -188,6 +209,18 @@ def _check_params(stage: StageConfig, index: int, spec: Any, label: str,
             out.add(missing_at, label, f"params.{name}",
                     f"missing required parameter of {spec.name} ({param.type_name})")
     return len(out.problems) == before
+
+
+def _is_format_param(param: Any) -> bool:
+    """Whether a parameter takes an audio format (written in any of FORMAT_FORMS)."""
+    return "format" in param.type_name.split(" | ")
+
+
+def _partial_formats(stage: StageConfig, spec: Any) -> list[str]:
+    """The format parameters of `stage` that leave keys to its input."""
+    return [p.name for p in getattr(spec, "params", ()) if _is_format_param(p)
+            and stage.params.get(p.name) is not None
+            and not is_complete_format(stage.params[p.name])]
 
 
 @functools.lru_cache(maxsize=None)
@@ -319,10 +352,44 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
         info = StageInfo(index, name, stage, spec, input_kind, output_kind,
                          values=dict(stage.params))
         if params_ok and not isinstance(spec, _ImportedSpec):
-            info.values = _registry().validate(stage.op, stage.params)
-            info.params_ok = _try_build(info, out)
+            info.pending_formats = _partial_formats(stage, spec)
+            if not info.pending_formats:     # else: once its input's format is known
+                _build_checked(info, out)
         stages.append(info)
     return stages
+
+
+def _build_checked(info: StageInfo, out: _Collector) -> None:
+    """The registry's values (defaults filled in) and one build of the node."""
+    info.values = _registry().validate(info.op, info.params)
+    info.params_ok = _try_build(info, out)
+
+
+def _complete_formats(info: StageInfo, reference: StaticFormat | None, out: _Collector) -> None:
+    """Fill in the keys the stage's format parameters leave out from `reference` (its input's
+    format; a file source's: the file's), then check and build it as any other stage. A
+    `files` source keeps what it cannot know yet: each file's own, at run time."""
+    if reference is None and info.op == "file_source" and isinstance(info.params.get("path"),
+                                                                       str):
+        reference = probe_file(info.params["path"])
+    ok = True
+    for key in info.pending_formats:
+        value = info.params[key]
+        mapping = {**(reference.as_mapping() if reference is not None else {}),
+                   **format_mapping(value)}
+        missing = [k for k in ("sample_rate", "channels") if k not in mapping]
+        if missing and info.op != "files":
+            ok = False
+            source = f"stage {info.inputs[0]!r} gives {reference.explain()}" \
+                if reference is not None and info.inputs else \
+                "nothing here gives them before the run"
+            out.add(("stages", info.index, "params", key), info.label, f"params.{key}",
+                    f"{value!r} leaves {' and '.join(missing)} to the input, and {source}: "
+                    f"write them too, e.g. '48000/2/f32' (a format is {FORMAT_FORMS})")
+            continue
+        info.params[key] = mapping
+    if ok:
+        _build_checked(info, out)
 
 
 def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
@@ -335,16 +402,24 @@ def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
         out.add(("stages", index, "max_errors"), label, "max_errors",
                 "a source has no input buffers to skip, so max_errors would never be checked "
                 "(a files source's skipped files are listed by the audit): remove it")
-    if "on_error" not in stage.model_fields_set \
-            or not any(p.name == "on_error" for p in getattr(spec, "params", ())):
+    if "on_error" not in stage.model_fields_set:
+        return
+    if not any(p.name == "on_error" for p in getattr(spec, "params", ())):
+        if stage.on_error == "skip" and spec.kind == "source":
+            out.add(("stages", index, "on_error"), label, "on_error",
+                    f"{spec.name} has nothing to skip: a source takes no input, and a file it "
+                    f"cannot read ends the run"
+                    + ("; to go on without a file that cannot be read, use op: files "
+                       "(paths: the file) with on_error: skip" if spec.name == "file_source"
+                       else "") + "; or remove on_error")
         return
     own = stage.params.get("on_error")
     if own is None:
         stage.params["on_error"] = stage.on_error
     elif own != stage.on_error:
         out.add(("stages", index, "on_error"), label, "on_error",
-                f"{stage.on_error!r} disagrees with params.on_error {own!r} (both set what "
-                f"damaged input does): set one of them")
+                f"{stage.on_error!r} disagrees with params.on_error {own!r} (both say what "
+                f"damaged input does): keep one of them, e.g. remove params.on_error")
 
 
 def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
@@ -384,8 +459,9 @@ def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
                 info.inputs.append(upstream)
 
 
-def _check_edges(stages: list[StageInfo], out: _Collector) -> list[Edge]:
-    """Kinds on every edge, then formats, stage by stage in order (inputs come first)."""
+def _check_edges(stages: list[StageInfo], out: _Collector, joins: list[JoinNeed]) -> list[Edge]:
+    """Kinds on every edge, then formats, stage by stage in order (inputs come first).
+    Format mismatches a conversion can join are added to `joins`."""
     by_name: dict[str, StageInfo] = {}
     for stage in stages:
         by_name.setdefault(stage.name, stage)     # a duplicate name was reported already
@@ -413,42 +489,81 @@ def _check_edges(stages: list[StageInfo], out: _Collector) -> list[Edge]:
             edges.append(Edge(upstream.name, info.name, upstream.output_kind, fmt))
             if upstream.output_kind == "pcm":
                 in_formats.append((upstream, fmt))
-        _check_formats(info, in_formats, out)
+        if info.pending_formats:
+            _complete_formats(info, in_formats[0][1] if in_formats else None, out)
+        _check_formats(info, in_formats, out, joins)
     return edges
 
 
 def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticFormat]],
-                   out: _Collector) -> None:
-    """The stage's input requirement against each PCM input, several PCM inputs against each
-    other, then the stage's own output format."""
+                   out: _Collector, joins: list[JoinNeed]) -> None:
+    """The stage's input requirement against each PCM input, several PCM inputs of a mixer
+    against each other, then the stage's own output format. A mismatch a conversion can
+    join becomes a JoinNeed (the stage then sees the converted format); any other is a
+    problem."""
     where = ("stages", info.index, "inputs" if info.config.inputs else "op")
     required = input_requirement(info.op, info.kind, info.values)
+    joined: list[tuple[StageInfo, StaticFormat]] = []
     mismatched = False
     for upstream, fmt in in_formats:
         mismatch = required.conflict(fmt)
-        if mismatch:
+        target = join_target(required, fmt)
+        if target is not None:
+            why = f"{mismatch} mismatch" if mismatch else "sample rate known only at run time"
+            joins.append(JoinNeed(upstream.name, info.name, target,
+                                  f"{why}: stage {upstream.label} gives {fmt.explain(True)}, "
+                                  f"but {info.op} takes {required.explain()}",
+                                  _input_path(info, upstream.name), info.label))
+            fmt = _converted(fmt, target)
+        elif mismatch:
             mismatched = True
             key, param_path = required.blame(info.index)
             out.add(param_path or where, info.label, key or "inputs",
                     f"{mismatch} mismatch: stage {upstream.label} gives {fmt.explain()}, "
                     f"but {info.op} takes {required.explain()}")
-    if info.kind == "encoder" and not mismatched and len(in_formats) == 1:
-        _try_encoder_for(info, in_formats[0], where, out)
+        joined.append((upstream, fmt))
+    if info.kind == "encoder" and not mismatched and len(joined) == 1:
+        _try_encoder_for(info, joined[0], where, out)
     merged = required
-    if in_formats:
-        merged = in_formats[0][1]
-        for upstream, fmt in in_formats[1:]:
-            mismatch = merged.conflict(fmt)
+    if joined:
+        merged = joined[0][1]
+        for upstream, fmt in joined[1:]:
+            mismatch = merged.conflict(fmt, types=False)
             if mismatch and info.kind == "processor" and info.op == "mix":
-                first = in_formats[0][0]
-                out.add(where, info.label, "inputs",
-                        f"inputs disagree on {mismatch}: {first.name!r} gives {merged.explain()}, "
-                        f"{upstream.name!r} gives {fmt.explain()}")
+                target = join_target(StaticFormat(merged.sample_rate, merged.channels), fmt)
+                first = joined[0][0]
+                if target is not None:
+                    joins.append(JoinNeed(upstream.name, info.name, target,
+                                          f"a mixer's inputs must agree: {first.name!r} gives "
+                                          f"{merged.explain()}, {upstream.name!r} gives "
+                                          f"{fmt.explain()}", _input_path(info, upstream.name),
+                                          info.label))
+                else:
+                    out.add(where, info.label, "inputs",
+                            f"inputs disagree on {mismatch}: {first.name!r} gives "
+                            f"{merged.explain()}, {upstream.name!r} gives {fmt.explain()}")
             elif mismatch:    # separate streams, one node each: the format is per stream
                 merged = StaticFormat.unknown("inputs differ")
         merged = merged.intersect(required)
     info.output_format = infer_output_format(info.op, info.kind, info.values,
                                              set(info.params), merged)
+
+
+def _input_path(info: StageInfo, upstream: str) -> tuple:
+    """The YAML path of the stage's input `upstream`: its entry in `inputs`, or the stage's
+    op when it reads from the stage before it."""
+    if info.config.inputs and upstream in info.config.inputs:
+        return ("stages", info.index, "inputs", info.config.inputs.index(upstream))
+    return ("stages", info.index, "op")
+
+
+def _converted(fmt: StaticFormat, target: dict[str, Any]) -> StaticFormat:
+    """What a conversion to `target` gives for input `fmt` (the stage after a join sees it)."""
+    from dataclasses import replace
+    return replace(fmt, sample_rate=target.get("sample_rate", fmt.sample_rate),
+                   channels=target.get("channels", fmt.channels),
+                   sample_type=target.get("sample_type", fmt.sample_type or "f32"),
+                   planar=target.get("planar", True), why="converted by a join", key=None)
 
 
 def _multi_input(info: StageInfo) -> bool:
@@ -520,9 +635,11 @@ def _check_file_sinks(stages: list[StageInfo], out: _Collector) -> None:
         where = ("stages", info.index, "params", "path")
         extension = Path(path).suffix.lower()
         if extension not in WRITER_EXTENSIONS:
+            field = " (the extension picks the container before the run, so it is no field: " \
+                "end the path with one, e.g. '{stem}.{ext}.m4a')" if "{" in extension else ""
             out.add(where, info.label, "params.path",
                     f"cannot write {path!r}: unknown extension {extension or '(none)'!r}: "
-                    f"expected one of {' '.join(WRITER_EXTENSIONS)}")
+                    f"expected one of {' '.join(WRITER_EXTENSIONS)}{field}")
             continue
         holds = WRITER_EXTENSIONS[extension][1]
         for upstream in (by_name[name] for name in info.inputs if name in by_name):
@@ -573,8 +690,8 @@ def _check_output_paths(stages: list[StageInfo], out: _Collector) -> None:
 
 def _template_problem(path: str) -> str | None:
     """What is wrong with a per-stream output path ('out/{stream}.mp3'), or None."""
-    from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_stream_field
-    if not has_stream_field(path):
+    from flowengine.ops.io.paths import PathTemplateError, check_path_template, has_template_field
+    if not has_template_field(path):
         return None
     try:
         check_path_template(path)
@@ -610,28 +727,46 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
         out.add(("security", "curve"), None, "security.curve",
                 "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
         return
-    from flowengine.engine.security import load_keys   # imported late: it is the engine's (zmq) side
+    from flowengine.config.keys import load_keys   # imported late: zmq, only for CURVE runs
     try:
         load_keys(security.keys)
     except ConfigError as exc:
         out.add(("security", "keys"), None, "security.keys", str(exc))
 
 
-def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool = True
-                 ) -> ResolvedRun:
-    """Validate `config` completely; raise ConfigValidationError listing every problem."""
+def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool = True,
+                 join: bool = True) -> ResolvedRun:
+    """Validate `config` completely; raise ConfigValidationError listing every problem.
+    Where formats disagree on an edge and a conversion joins them, the result is the run
+    with that conversion inserted (validated again, `join=False`), or with `strict: true` a
+    problem naming the edge."""
     out = _Collector(source)
     stages = _resolve_stages(config, out)
     _wire(config, stages, out)
-    edges = _check_edges(stages, out)
+    needs: list[JoinNeed] = []
+    edges = _check_edges(stages, out, needs)
     _check_fusion(config, stages, out)
     _check_security(config, out)
     _check_restart(stages, out)
     _check_file_sinks(stages, out)
     _check_output_paths(stages, out)
+    check_output_names(stages, out, logged=set() if join else {s.name for s in stages})
     if check_paths:
         _check_paths(stages, out)
+    if needs and (config.strict or not join):
+        for need in needs:
+            out.add(need.where, need.label, "inputs",
+                    f"edge {need.upstream!r} -> {need.downstream!r}: {need.reason}"
+                    + (f" (strict: true inserts no conversion): put a resample stage with "
+                       f"{{{need.describe()}}} on this edge, or remove strict: true"
+                       if config.strict else ""))
     if out.problems:
         out.problems.sort(key=lambda p: p.line)
         raise ConfigValidationError(out.problems)
+    if needs:
+        joined_config, joined_source, joins = insert_joins(
+            config, source, {s.name: list(s.inputs) for s in stages}, needs)
+        run = validate_run(joined_config, joined_source, check_paths=check_paths, join=False)
+        run.joins = joins
+        return run
     return ResolvedRun(config, source, stages, edges)

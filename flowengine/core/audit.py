@@ -2,36 +2,26 @@
 
 Theory of operation
 -------------------
-Every stage counts, per stream, the messages and samples it took in and gave
-out (``count_buffer``; the workers send these as ``stream_counts`` with
-``done``, the in-process runner keeps the same dicts). Samples are counted in
-the stream's own sample clock: a PCM frame's sample count, a packet's
-``duration`` converted to samples at the stream's sample rate (when the packet
-time base is 1/N, N is that rate; a container time base such as MP3's
-1/14112000 needs the rate from the node, and without one the packet is
-counted as *unclocked*; the stage that decodes them counts them at its
-decoder's output rate).
+Every stage loop counts, per stream and per batch, the messages and samples
+it took in and gave out (flowengine.core.loop.StreamCounts; workers send the
+counts with ``done``, the in-process runner reads its loops). A frame counts
+its samples; a packet the samples its duration lasts, when its time base is
+1/rate as flowengine stamps every packet (the file reader turns a container's
+clock into it). A packet in another time base is *unclocked*: its messages
+are counted, and the checks that need its samples are reported unchecked.
 
 ``audit_counts`` then checks two things per stream:
 
 - edges: what the stages feeding a stage sent on a stream (summed over
   their replicas) is what that stage received on it (summed over its
-  replicas): messages always, samples when both sides are clocked. An
-  unclocked input takes its sample count from the upstream's clocked output
-  once the message counts agree.
+  replicas): messages always, samples when both sides are clocked.
 - stages: each operator's *sample rule* ``expected_out(samples_in, params,
-  in_rate, out_rate) -> (low, high)`` bounds what the stage must give out for
-  what it took in. Built-in rules are in ``RULES``; an operator registered
-  with ``@operator(..., expected_out=...)`` or a ``module:attribute`` operator
-  with an ``expected_out`` attribute brings its own. A fused stage composes
-  its members' rules. A stage without a rule is reported ``unchecked``.
-
-Codec timing (measured with flowengine's codecs, see encoder/decoder docs):
-an encoder's packets start at pts -delay and the last one ends at the end
-of the input, so their durations sum to input + delay (mp3 1105, aac 1024,
-opus 312 at 48 kHz, flac/wav 0). A decoder gives whole codec frames: MP3
-and AAC keep the priming and padding, so it gives between the packets'
-duration and one frame more; Opus drops its pre-skip (312 samples at 48 kHz).
+  in_rate, out_rate) -> (low, high)`` (flowengine.ops.rules) bounds what the
+  stage must give out for what it took in. Every operator states its own
+  where it is registered (``@operator(..., expected_out=...)``; a
+  ``module:attribute`` operator as an attribute); a fused stage composes its
+  members' rules, each at the rate the member before gives (``out_rate``). A
+  stage whose operator states no rule is reported ``unchecked``.
 
 Streams a stage skipped after an error (``on_error: skip``, a file the
 ``files`` source could not read) are reported ``skipped``, not mismatched;
@@ -50,129 +40,31 @@ widens the rule's upper bound by as much.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
-from math import gcd
 from typing import Any
 
-from flowengine.audio.buffers import AudioFrame, Packet, round_ratio
-from flowengine.ops.codecs.configs import normalize_codec
 from flowengine.ops.codecs.salvage import MAX_SPOTS, describe_damage
+from flowengine.ops.rules import Bounds, SampleRule, expected_at
 from flowengine.errors import FlowError
 
-__all__ = ["MAX_SAMPLE_RATE", "SampleRule", "Bounds", "RULES", "ENCODER_DELAYS",
-           "DECODER_FRAMES", "PACKET_SAMPLES", "clock_samples", "count_buffer",
-           "new_stream_counts", "sum_stream_counts", "rule_for", "encoder_rule", "decoder_rule",
+__all__ = ["SampleRule", "Bounds", "new_stream_counts", "sum_stream_counts", "rule_for",
            "mix_bounds", "AuditStage", "Finding", "AuditError", "audit_counts", "audit_summary",
            "check_audit", "audit_report", "stages_from_plan", "OK", "MISMATCH", "SKIPPED",
            "UNCHECKED", "SALVAGED", "DAMAGE_KEYS"]
 
-MAX_SAMPLE_RATE = 768_000
 OK, MISMATCH, SKIPPED, UNCHECKED = "ok", "mismatch", "skipped", "unchecked"
 SALVAGED = "salvaged"
 # Per-stream fields of a damage account (DamageReport.counts()): not summed like the others.
 DAMAGE_KEYS = ("replaced_events", "replaced_frames", "replaced_samples", "replaced_rate",
                "replaced_at", "leading_junk_bytes", "ended_at", "unfilled_jumps")
 
-Bounds = tuple[int, int]
-# expected_out(samples_in, params, in_rate, out_rate) -> (low, high), inclusive.
-SampleRule = Callable[[int, Mapping[str, Any], int, int], Bounds]
 
 
 # ------------------------------------------------------------------------------- counting
 
-def _time_base(buf: Any) -> tuple[int, int]:
-    """A packet's time base as a reduced (numerator, denominator > 0), without building a
-    Fraction for a Packet (this runs for every message a worker counts)."""
-    if type(buf) is not Packet:
-        time_base = buf.time_base
-        return time_base.numerator, time_base.denominator
-    num, den = buf.time_base_num, buf.time_base_den
-    if den < 0:
-        num, den = -num, -den
-    divisor = gcd(num, den)
-    return (num // divisor, den // divisor) if divisor > 1 else (num, den)
-
-
-def _clock_rate(buf: Any, rate: int | None) -> int:
-    """The sample rate a buffer's samples are counted at (0: unknown)."""
-    if isinstance(buf, AudioFrame):
-        return buf.format.sample_rate
-    if rate:
-        return rate
-    num, den = _time_base(buf)
-    if num == 1 and den <= MAX_SAMPLE_RATE:
-        return den
-    return 0
-
-
-def _clocked(buf: Any, rate: int | None) -> tuple[int | None, int]:
-    """(samples per channel, the rate they are counted at) of one buffer; see clock_samples."""
-    if isinstance(buf, AudioFrame):
-        return buf.samples, buf.format.sample_rate
-    clock = _clock_rate(buf, rate)
-    if buf.duration is None or not clock:
-        return None, clock
-    num, den = _time_base(buf)
-    return round_ratio(buf.duration * num * clock, den), clock   # in ints, halves to even
-
-
-def clock_samples(buf: Any, rate: int | None = None) -> int | None:
-    """Samples per channel in `buf`: a frame's count, or a packet's duration at `rate` (or at
-    the rate its 1/N time base names). None when a packet has no duration or no known rate."""
-    return _clocked(buf, rate)[0]
-
-
 def new_stream_counts() -> dict[str, int]:
     return {"in_messages": 0, "in_samples": 0, "out_messages": 0, "out_samples": 0}
-
-
-def count_buffer(counts: dict[str, int], clocks: dict[str, int], side: str, buf: Any,
-                 rate: int | None = None) -> int:
-    """Count one buffer on `side` ("in"/"out") of a stream: messages and samples in `counts`,
-    its sample rate (or, for a packet without one, its time base and duration) in `clocks`.
-    Returns its samples."""
-    messages, samples_key, rate_key = _COUNT_KEYS[side]   # per message: no key formatting
-    counts[messages] += 1
-    if type(buf) is AudioFrame:          # the usual case, without the generic path below
-        samples = buf.samples
-        counts[samples_key] += samples
-        clocks[rate_key] = buf.format.sample_rate
-        return samples
-    samples, clock = _clocked(buf, rate)
-    if samples is None:
-        clocks[f"{side}_unclocked"] = clocks.get(f"{side}_unclocked", 0) + 1
-        _count_ticks(clocks, side, buf)
-        return 0
-    counts[samples_key] += samples
-    clocks[rate_key] = clock
-    return samples
-
-
-_COUNT_KEYS = {side: (f"{side}_messages", f"{side}_samples", f"{side}_rate")
-               for side in ("in", "out")}
-
-
-def _count_ticks(counts: dict[str, int], side: str, buf: Any) -> None:
-    """Durations in a container time base, kept so the stage that knows the rate (the
-    decoder, by its output) can turn them into samples; a time base change spoils them."""
-    if buf.duration is None:
-        counts[f"{side}_tb_num"] = counts[f"{side}_tb_den"] = 0
-        return
-    num, den = _time_base(buf)
-    if counts.setdefault(f"{side}_tb_num", num) != num or \
-            counts.setdefault(f"{side}_tb_den", den) != den:
-        counts[f"{side}_tb_num"] = counts[f"{side}_tb_den"] = 0
-    counts[f"{side}_ticks"] = counts.get(f"{side}_ticks", 0) + buf.duration
-
-
-def _ticks_as_samples(counts: Mapping[str, int], side: str, rate: int) -> int | None:
-    """The unclocked packets of `side` in samples at `rate`, when their durations are known."""
-    num, den = counts.get(f"{side}_tb_num", 0), counts.get(f"{side}_tb_den", 0)
-    if not (num and den and rate) or counts.get(f"{side}_unclocked") != counts[f"{side}_messages"]:
-        return None
-    return round(Fraction(counts[f"{side}_ticks"] * num, den) * rate)
 
 
 def sum_stream_counts(per_replica: Iterable[Mapping[str, Mapping[str, int]]]
@@ -187,7 +79,7 @@ def sum_stream_counts(per_replica: Iterable[Mapping[str, Mapping[str, int]]]
                     into[key] = (into.get(key, []) + list(value))[:MAX_SPOTS]
                 elif key == "ended_at":
                     into.setdefault(key, value)
-                elif key.endswith(("_rate", "_tb_num", "_tb_den")):
+                elif key.endswith("_rate"):
                     if into.setdefault(key, value) != value:
                         into[key] = 0          # replicas disagree: no single clock
                 else:
@@ -197,133 +89,34 @@ def sum_stream_counts(per_replica: Iterable[Mapping[str, Mapping[str, int]]]
 
 # ---------------------------------------------------------------------------------- rules
 
-def _same(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-    return n, n
-
-
-def _resample(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-    """The exact length promise; re-blocked with `out_chunk_samples` and `pad_final` (the
-    Resampler's default), the last chunk is zero-padded to a whole chunk."""
-    from flowengine.ops.processors.resample import expected_output_samples
-
-    expected = expected_output_samples(n, in_rate, out_rate) if in_rate else n
-    chunk = params.get("out_chunk_samples")
-    if chunk and params.get("pad_final", True):
-        expected = -(-expected // int(chunk)) * int(chunk)
-    return expected, expected
-
-
-def _delay(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-    extra = int(round(params["delay_ms"] * in_rate / 1000.0))
-    return n + extra, n + extra
-
-
-def _fir(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-    extra = len(params["taps"]) - 1 if params.get("full_tail") else 0
-    return n + extra, n + extra
-
-
-# Samples an encoder's packets add before the input (their first pts is -delay), per codec.
-ENCODER_DELAYS: dict[str, Callable[[int], int]] = {
-    "mp3": lambda rate: 1105, "aac": lambda rate: 1024,
-    "opus": lambda rate: round(312 * rate / 48000), "flac": lambda rate: 0, "wav": lambda rate: 0,
-}
-# (largest frame a decoder may add past the packets' duration, samples it drops at the start),
-# at the decoder's output rate.
-DECODER_FRAMES: dict[str, tuple[int, int]] = {
-    "mp3": (1152, 0), "aac": (2048, 0), "opus": (5760, 312), "flac": (0, 0), "wav": (0, 0),
-}
-# Samples per packet of the codecs whose packets may come in a container time base (MP3's
-# 1/14112000): a fused group's decoder rate is read from their durations.
-PACKET_SAMPLES: dict[str, int] = {"mp3": 1152, "aac": 1024}
-
-
-def encoder_rule(codec: str) -> SampleRule:
-    """Packets' durations = input + the codec's delay (nothing at all for no input)."""
-    def rule(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-        delay = ENCODER_DELAYS[normalize_codec(params.get("codec", codec))](in_rate)
-        return (0, delay) if n == 0 else (n + delay, n + delay)
-    return rule
-
-
-def decoder_rule(codec: str) -> SampleRule:
-    """Whole codec frames of what the packets' durations cover, less a dropped pre-skip."""
-    def rule(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int) -> Bounds:
-        frame, dropped = DECODER_FRAMES[params.get("codec", codec)]
-        covered = expected_at(n, in_rate, out_rate)
-        low = 0 if params.get("on_error") == "skip" else max(0, covered - dropped)
-        return low, covered + frame
-    return rule
-
-
-def expected_at(n: int, in_rate: int, out_rate: int) -> int:
-    """`n` samples at `in_rate` counted at `out_rate`."""
-    if not in_rate or not out_rate or in_rate == out_rate:
-        return n
-    return int(Fraction(n * out_rate, in_rate))
-
-
 def mix_bounds(inputs: list[int], params: Mapping[str, Any]) -> Bounds:
     """A mix is as long as its longest input (inputs aligned at the start) and, with
     gaps between inputs, at most all of them end to end."""
     return (max(inputs, default=0), sum(inputs))
 
 
-RULES: dict[str, SampleRule] = {
-    **{op: _same for op in ("identity", "gain", "channel_map", "compressor", "iir", "lowpass",
-                            "highpass", "loudness")},
-    "resample": _resample, "delay": _delay, "fir": _fir,
-    **{f"{codec}_encoder": encoder_rule(codec) for codec in ENCODER_DELAYS},
-    **{f"{codec}_decoder": decoder_rule(codec) for codec in DECODER_FRAMES},
-    "encoder": encoder_rule("mp3"), "decoder": decoder_rule("mp3"),   # codec from params
-}
-
-
-def rule_for(op: str) -> SampleRule | None:
-    """The sample rule of operator `op`: its own (`expected_out`), else the built-in table."""
+def _spec(op: str) -> Any:
+    """What states operator `op`'s facts: its registry spec, or, for a `module:attribute`
+    operator, that attribute (`expected_out`, `out_rate` on the class or factory)."""
     if ":" in op:
         from flowengine.core.lookup import _import_attribute
 
-        return getattr(_import_attribute(op), "expected_out", None)
+        return _import_attribute(op)
     from flowengine.ops.registry import registry
 
-    spec = registry.get(op)
-    return getattr(spec, "expected_out", None) or RULES.get(op)
+    return registry.get(op)
+
+
+def rule_for(op: str) -> SampleRule | None:
+    """The sample rule operator `op` states (`expected_out`, flowengine.ops.rules), or None."""
+    return getattr(_spec(op), "expected_out", None)
 
 
 def _out_rate_after(op: str, params: Mapping[str, Any], in_rate: int) -> int:
-    """The rate a fused member gives, for the next member's rule."""
-    if op == "resample":
-        return int(params["sample_rate"])
-    if op == "opus_decoder" or (op == "decoder" and params.get("codec") == "opus"):
-        return 48000
-    return in_rate
-
-
-def _packets_rate(op: str, params: Mapping[str, Any], counts: Mapping[str, int]) -> int:
-    """The rate at which a packet of `op`'s codec lasts one frame, from the summed durations of
-    the stage's input packets (0: not known). MPEG-2 MP3 (576-sample frames) comes out at twice
-    its rate: the same durations in seconds, which is all the composed rules depend on."""
-    codec = params.get("codec") or op.removesuffix("_decoder")
-    frame, ticks = PACKET_SAMPLES.get(codec), counts.get("in_ticks", 0)
-    num, den = counts.get("in_tb_num", 0), counts.get("in_tb_den", 0)
-    if not (frame and ticks and num and den):
-        return 0
-    return round(Fraction(frame * counts["in_messages"] * den, ticks * num))
-
-
-def _packet_clock(stage: AuditStage, counts: Mapping[str, int]) -> int:
-    """The rate to count a stage's unclocked input packets at: what its first member (the
-    decoder) gives out. Alone, or with no member after it that changes the rate, that is the
-    stage's output rate; otherwise (decode + resample fused) it is read from the packets."""
-    members = stage.members or ((stage.op, stage.params),)
-    op, params = members[0]
-    fixed = _out_rate_after(op, params, 0)
-    if fixed:
-        return fixed                                  # a decoder with a fixed rate (Opus)
-    if not any(_out_rate_after(o, p, 0) for o, p in members[1:]):
-        return counts.get("out_rate", 0)
-    return _packets_rate(op, params, counts)
+    """The rate a fused member gives, for the next member's rule (the operator's
+    `out_rate`; the same rate when it states none)."""
+    out_rate = getattr(_spec(op), "out_rate", None)
+    return out_rate(params, in_rate) if out_rate is not None else in_rate
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -426,16 +219,7 @@ def _edge_findings(stage: AuditStage, received: dict[str, dict[str, int]],
                                 got["in_messages"], OK if got["in_messages"] == messages
                                 else MISMATCH, unit="messages"))
         if sent.get("out_unclocked") or got.get("in_unclocked"):
-            ticks = sent.get("out_ticks"), got.get("in_ticks")
-            if sent.get("out_unclocked") and got.get("in_unclocked") and None not in ticks:
-                findings.append(Finding(stage.name, stream, "edge", rule, (ticks[0], ticks[0]),
-                                        ticks[1], OK if ticks[0] == ticks[1] else MISMATCH,
-                                        unit="time-base ticks"))
-            if not sent.get("out_unclocked") and got["in_messages"] == messages:
-                got["in_samples"] = sent["out_samples"]   # what came is what was sent
-                got["in_rate"] = sent.get("out_rate", 0)
-                got.pop("in_unclocked")
-            continue
+            continue              # packets without a sample clock: their messages are checked
         samples = sent["out_samples"]
         findings.append(Finding(stage.name, stream, "edge", rule, (samples, samples),
                                 got["in_samples"], OK if got["in_samples"] == samples
@@ -487,12 +271,6 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
                                     SKIPPED, note=note))
             continue
-        if c.get("in_unclocked") and not c.get("out_unclocked"):
-            # Packets in a container time base: counted at the rate their decoder gives out.
-            rate = _packet_clock(stage, c)
-            samples = _ticks_as_samples(c, "in", rate)
-            if samples is not None:
-                c = {**c, "in_samples": samples, "in_rate": rate, "in_unclocked": 0}
         if c.get("in_unclocked") or c.get("out_unclocked"):
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
                                     UNCHECKED, note="packets without a sample clock"))

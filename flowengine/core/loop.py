@@ -83,7 +83,7 @@ class StreamCounts:
 
     def __init__(self) -> None:
         self.in_messages = self.in_samples = self.out_messages = self.out_samples = 0
-        self.in_rate = self.out_rate = None
+        self.in_rate = self.out_rate = None     # 0: packets without a sample clock
         self.errors = self.aborted = 0
         self.damage: dict | None = None
 
@@ -100,9 +100,14 @@ class StreamCounts:
             self.out_rate = clock_rate(bufs[0])
 
     def counts(self) -> dict[str, int]:
-        """The audit's shape: messages and samples in and out, errors and aborted when set."""
+        """The audit's shape: messages and samples in and out, errors and aborted when set;
+        a side whose packets have no sample clock counts as unclocked (its samples unknown)."""
         counts = {"in_messages": self.in_messages, "in_samples": self.in_samples,
                   "out_messages": self.out_messages, "out_samples": self.out_samples}
+        if self.in_rate == 0:
+            counts["in_unclocked"] = self.in_messages
+        if self.out_rate == 0:
+            counts["out_unclocked"] = self.out_messages
         if self.errors:
             counts["errors"] = self.errors
         if self.aborted:
@@ -244,10 +249,17 @@ class StageLoop(_Counted, Outlet):
                 self._skip(stream, counts, exc)
         self.busy += _perf() - start
         if outs:
-            self._emit(stream, counts, outs)
+            if outs[0].stream != stream:    # a node need not know its stream's id
+                for out in outs:
+                    out.stream = stream
+            counts.out_messages += len(outs)    # (add_out, written out: once per batch)
+            counts.out_samples += sum(map(_samples, outs))
+            if counts.out_rate is None:
+                counts.out_rate = clock_rate(outs[0])
+            self.outlet.data(stream, outs)
 
     def _emit(self, stream: str, counts: StreamCounts, outs: list) -> None:
-        if outs[0].stream != stream:    # a node need not know its stream's id
+        if outs[0].stream != stream:
             for out in outs:
                 out.stream = stream
         counts.add_out(outs)

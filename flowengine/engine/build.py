@@ -45,7 +45,7 @@ from flowengine.engine.control.rundirs import make_run_dir
 from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, WorkerSpec, auto_replicas, \
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
-from flowengine.engine.security import CurveKeys, load_keys
+from flowengine.config.keys import CurveKeys, load_keys
 from flowengine.core.stage import FusedMember, with_stage_on_error
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowengine.engine.security import CurveKeys
+    from flowengine.config.keys import CurveKeys
 
 __all__ = ["OutputEdge", "WorkerSpec", "StagePart", "StagePlan", "Plan", "sender_id", "auto_replicas",
            "generation_id", "split_generation"]

@@ -144,17 +144,10 @@ class _RunCore:
     # ---- chain -----------------------------------------------------------------------------
 
     def process(self, buf: Any) -> list:
-        """Push one buffer into the chain; return every output it gives before AGAIN."""
+        """One buffer through the chain (one `process` call per node); what it gives now."""
         if self.chain is None:
             return [buf]
-        self.chain.push(buf)
-        outs = []
-        while (out := self.chain.pull()) is not AGAIN:
-            if out is EOF:
-                raise FlowError(f"the last node {self.nodes[-1].name!r} returned EOF before the "
-                                f"end of input")
-            outs.append(out)
-        return outs
+        return self.chain.process(buf)
 
     def finish_step(self) -> tuple[list, bool]:
         """One step of the end of input: (outputs, done). The first step pushes None."""

@@ -28,7 +28,7 @@ from flowengine.ops.codecs.encoder import Encoder, FrameEncoder
 from flowengine.errors import ConfigError
 from flowengine.audio.format import AudioFormat
 from flowengine.ops.node import AGAIN, KINDS, PACKET, PCM, Node
-from flowengine.ops.flownode import ANY, FlowNode, SinkHandle, check_buffer, check_kind
+from flowengine.ops.flownode import ANY, BatchNode, FlowNode, SinkHandle, check_buffer, check_kind
 
 __all__ = [
     "ProcessorNode", "EncoderNode", "DecoderNode", "SourceNode", "SinkNode", "ERROR_POLICIES",
@@ -67,12 +67,17 @@ class ProcessorNode(FlowNode):
         self.processor.reset()
 
 
-class EncoderNode(FlowNode):
-    """PCM frames in, one Packet per codec frame out; push(None) drains the codec."""
+class EncoderNode(BatchNode):
+    """PCM frames in, one Packet per codec frame out; the end drains the codec.
+
+    Where the codec is an FFmpeg encoder that takes f32 (aac, opus, mp3 through PyAV), the
+    frames go to it as av.AudioFrames (`FrameEncoder`: no numpy, PyAV re-blocks them); the
+    other codecs take them through `Encoder`'s numpy path."""
 
     def __init__(self, encoder: Encoder, name: str | None = None) -> None:
         super().__init__(name or f"{encoder.codec}_encoder", PCM, PACKET)
         self.encoder = encoder
+        self._frames: FrameEncoder | None | bool = None   # decided at the first frame
 
     @property
     def input_format(self) -> AudioFormat | None:
@@ -86,30 +91,27 @@ class EncoderNode(FlowNode):
     def extradata(self) -> bytes | None:
         return self.encoder.extradata
 
-    _frames: FrameEncoder | None | bool = None   # decided at the first frame
-
-    def process(self, buf: AudioFrame) -> list:
+    def _outputs(self, buf: AudioFrame) -> list:
         frames = self._frames
         if frames is None:
             frames = self._frames = self.encoder.frame_encoder(buf.format, buf.stream) or False
         if frames:
             return frames.encode(buf)
         self.encoder.put_frame(buf)
-        return self._produced()
+        return self._packets(force=False)
 
-    def finish(self) -> list:
-        self._ended = True
+    def _flush(self) -> list:
         if self._frames:
             return self._frames.encode(None)
-        return self._produced()
+        return self._packets(force=True)
 
-    def _accept(self, buf: AudioFrame) -> None:
-        self.encoder.put_frame(buf)
+    def _packets(self, force: bool) -> list:
+        packets = []
+        while (packet := self.encoder.get_packet(force=force)) is not None:
+            packets.append(packet)
+        return packets
 
-    def _produce(self) -> Packet | None:
-        return self.encoder.get_packet(force=self._ended)
-
-    def _restart(self) -> None:
+    def _reset(self) -> None:
         self.encoder.reset()
         self._frames = None
 

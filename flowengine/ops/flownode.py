@@ -28,7 +28,7 @@ from flowengine.errors import FlowError, FormatError
 from flowengine.ops.node import AGAIN, EOF, KINDS, PACKET, PCM, Node
 
 __all__ = [
-    "ANY", "NodeStats", "FlowNode", "IdentityNode", "PythonNode", "TapNode", "SinkHandle",
+    "ANY", "NodeStats", "FlowNode", "BatchNode", "IdentityNode", "PythonNode", "TapNode", "SinkHandle",
     "check_kind", "check_buffer", "buffer_samples", "is_buffer",
     "make_identity_node", "make_python_node", "make_tap_node",
 ]
@@ -207,6 +207,54 @@ class FlowNode(Node):
         return self._stats.as_dict()
 
 
+class BatchNode(FlowNode):
+    """A node that knows, for each input, every output it gives (the stage loop's protocol):
+    a subclass writes `_outputs(buf) -> list` and `_flush() -> list` (what is left at the
+    end), and `_reset()`; `process`/`finish` call them directly, and push/pull go through a
+    queue over them, so both ways give the same buffers."""
+
+    def __init__(self, name: str, input_kind: str | None, output_kind: str | None) -> None:
+        super().__init__(name, input_kind, output_kind)
+        self._queue: deque = deque()
+
+    def _outputs(self, buf: AudioFrame | Packet) -> list:
+        raise NotImplementedError
+
+    def _flush(self) -> list:
+        return []
+
+    def _reset(self) -> None:
+        raise NotImplementedError(f"node {self.name!r} ({type(self).__name__}) cannot be reset")
+
+    def process(self, buf: AudioFrame | Packet) -> list:
+        if self._ended:
+            raise FlowError(f"node {self.name!r}: process after end of input (finish() was "
+                            f"called); call reset() to start a new stream")
+        return self._outputs(buf)
+
+    def finish(self) -> list:
+        if self._ended:
+            raise FlowError(f"node {self.name!r}: finish() called twice; call reset() to start "
+                            f"a new stream")
+        self._ended = True
+        outs = self._flush()
+        self._eof = True
+        return outs
+
+    def _accept(self, buf: AudioFrame | Packet) -> None:
+        self._queue.extend(self._outputs(buf))
+
+    def _finish(self) -> None:
+        self._queue.extend(self._flush())
+
+    def _produce(self) -> AudioFrame | Packet | None:
+        return self._queue.popleft() if self._queue else None
+
+    def _restart(self) -> None:
+        self._queue.clear()
+        self._reset()
+
+
 class IdentityNode(FlowNode):
     """Passes every buffer through unchanged (the same object: zero copy)."""
 
@@ -244,6 +292,10 @@ class PythonNode(FlowNode):
             raise TypeError(f"python node {name!r}: {type(obj).__name__} has no push() method")
         super().__init__(name, input_kind, output_kind)
         self.obj = obj
+
+    # The object speaks push/pull: the stage loop's calls go through them.
+    process = Node.process
+    finish = Node.finish
 
     def _accept(self, buf) -> None:
         self.obj.push(buf)

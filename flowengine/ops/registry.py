@@ -24,9 +24,9 @@ operator itself refuses.
 
 `stateful` tells the engine's router whether one stream must always reach
 the same replica (codecs, filters, resampler, dynamics, delay) or may be
-spread (identity, gain, channel_map). `expected_out` (optional) states how many
-samples the operator gives for what it takes, for the end-of-run sample audit
-(flowengine/core/audit.py, which also holds the rules of the built-ins).
+spread (identity, gain, channel_map). `expected_out` states how many samples
+the operator gives for what it takes (flowengine/ops/rules.py), for the
+end-of-run sample audit, and `out_rate` the rate it gives when it changes it.
 
 Built-in operators live in flowengine/ops/catalog.py and are loaded at
 the first lookup; plugins are modules or callables published in the
@@ -49,18 +49,36 @@ import pydantic
 from pydantic import ConfigDict, PlainValidator
 
 from flowengine.errors import ConfigError, FlowError, OutputError
-from flowengine.audio.format import AudioFormat, as_format
+from flowengine.audio.format import AudioFormat, as_format, format_mapping, format_problem
 from flowengine.ops.node import KINDS, Node
 
 __all__ = [
-    "OPERATOR_KINDS", "ENTRY_POINT_GROUP", "FormatParam", "ParamSpec", "OperatorSpec", "Registry",
-    "registry", "operator", "get", "create", "names", "type_name",
+    "OPERATOR_KINDS", "ENTRY_POINT_GROUP", "FormatParam", "PartialFormatParam", "ParamSpec",
+    "OperatorSpec", "Registry", "registry", "operator", "get", "create", "names", "type_name",
 ]
 
 OPERATOR_KINDS = ("source", "processor", "encoder", "decoder", "sink")
 ENTRY_POINT_GROUP = "flowengine.operators"
-# An AudioFormat parameter: an AudioFormat or a dict of its fields (as YAML gives it).
+# An AudioFormat parameter: an AudioFormat, or any way of writing one in YAML (FORMAT_FORMS: a
+# mapping, '48000/2/f32', a rate). A run config fills the keys a stage leaves out from its
+# input's format before the operator sees them (config/validate.py).
 FormatParam = Annotated[AudioFormat, PlainValidator(as_format)]
+
+
+def _format_keys(value: Any) -> AudioFormat | dict:
+    """A whole format as an AudioFormat; some of its keys as a mapping (filled in later)."""
+    if isinstance(value, AudioFormat):
+        return value
+    problem = format_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    mapping = format_mapping(value)
+    return as_format(mapping) if "sample_rate" in mapping and "channels" in mapping else mapping
+
+
+# A format that may leave keys out for the operator to fill in at run time (a file source:
+# from each file's own format).
+PartialFormatParam = Annotated[AudioFormat, PlainValidator(_format_keys)]
 
 # Modules that register the built-in operators: the operator families, and the live ones
 # (which sit above ops, so ops never imports them).
@@ -80,6 +98,8 @@ def type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in args)
     if tp is type(None):
         return "None"
+    if tp is AudioFormat:
+        return "format"
     if origin is not None:
         return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
     return getattr(tp, "__name__", str(tp))
@@ -114,13 +134,18 @@ class OperatorSpec:
     factory: Callable[..., Node] = field(repr=False, compare=False)
     kinds: Callable[[dict], tuple[str | None, str | None]] | None = field(
         default=None, repr=False, compare=False)
-    # Sample rule for the end-of-run audit (flowengine.core.audit): samples_in, params,
-    # in_rate, out_rate -> (low, high) samples out. None: the audit's built-in table, if any.
+    # Sample rule for the end-of-run audit (flowengine.ops.rules): samples_in, params,
+    # in_rate, out_rate -> (low, high) samples out. None: the audit cannot check the stage.
     expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = field(
         default=None, repr=False, compare=False)
+    # The rate it gives for input at in_rate (params, in_rate -> rate); None: the same rate.
+    out_rate: Callable[[dict, int], int] | None = field(default=None, repr=False,
+                                                        compare=False)
     # A multi-stream source whose node can read a share of its streams (`share(claim)`): the
     # planner may run whole streams per replica, each replica reading its own.
     shares_streams: bool = False
+    # Parameters of a typical use, for the reference docs (docs/config.md): a stage's params.
+    example: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -155,9 +180,10 @@ def _param_docs(factory: Callable) -> dict[str, str]:
     return docs
 
 
-def _params_of(name: str, factory: Callable) -> tuple[ParamSpec, ...]:
+def _params_of(name: str, factory: Callable, shared_docs: dict[str, str]
+               ) -> tuple[ParamSpec, ...]:
     hints = typing.get_type_hints(factory, include_extras=True)
-    docs = _param_docs(factory)
+    docs = {**shared_docs, **_param_docs(factory)}
     params = []
     for p in inspect.signature(factory).parameters.values():
         if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
@@ -187,8 +213,13 @@ class Registry:
                  summary: str, stateful: bool,
                  kinds: Callable[[dict], tuple[str | None, str | None]] | None = None,
                  expected_out: Callable[[int, dict, int, int], tuple[int, int]] | None = None,
-                 shares_streams: bool = False):
-        """Decorator: register a factory function as operator `name` (see module doc)."""
+                 out_rate: Callable[[dict, int], int] | None = None,
+                 shares_streams: bool = False,
+                 example: dict[str, Any] | None = None,
+                 param_docs: dict[str, str] | None = None):
+        """Decorator: register a factory function as operator `name` (see module doc).
+        `example`: the params of a typical stage (docs/config.md shows it; a test runs it).
+        `param_docs`: docs of parameters several operators share (the docstring's win)."""
         if kind not in OPERATOR_KINDS:
             raise ConfigError(f"operator {name!r}: kind must be one of "
                               f"{', '.join(OPERATOR_KINDS)}, got {kind!r}")
@@ -199,8 +230,8 @@ class Registry:
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
-                                _params_of(name, factory), factory, kinds, expected_out,
-                                shares_streams)
+                                _params_of(name, factory, param_docs or {}), factory, kinds,
+                                expected_out, out_rate, shares_streams, dict(example or {}))
             self.register(spec)
             return factory
         return register

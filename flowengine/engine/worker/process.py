@@ -54,6 +54,7 @@ from typing import Any
 import zmq
 
 from flowengine.errors import FlowError
+from flowengine.logs import show_messages_as_lines
 from flowengine.ops.node import Node
 from flowengine.engine.control.channel import encode_control, decode_control, COORDINATOR_MESSAGES
 from flowengine.core.loop import MixLoop, NullOutlet, SourceLoop, StageLoop
@@ -471,6 +472,7 @@ def run_worker(spec: WorkerSpec) -> None:
     # worker that ignores its shutdown is still stopped by the coordinator's SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    show_messages_as_lines()      # a warning (a truncated input file) is one line, as in the CLI
     context = zmq.Context()
     # With CURVE, the ZAP handler runs before the inbox binds: no unchecked moment.
     auth = start_authenticator(context, spec.curve) \

@@ -5,10 +5,13 @@
         ...
     source.take_ended()                  # [SourceEnd('intro'), ...]: streams finished so far
 
-`paths` is a glob ("in/**/*.wav", recursive), a directory (its audio files,
-by extension, not recursive), a file, or a list of those. Everything is
-expanded and checked when the source is built, so a glob that matches
-nothing is an error before anything runs. Stream ids are the file stems; two
+`paths` is a glob ("in/**/*.wav", recursive), a directory (not recursive), a
+file, or a list of those. A glob and a directory contribute the same files:
+those with an audio extension (AUDIO_EXTENSIONS); the others they hold are
+skipped, and `skipped` lists them (a run config logs them in one line). A
+file named by itself is read whatever its extension. Everything is expanded
+and checked when the source is built, so a glob that matches no audio file is
+an error before anything runs. Stream ids are the file stems; two
 files with one stem get "-2", "-3", ... in the order of their paths.
 Each file is read by an AudioFileReader (PCM frames or undecoded packets),
 opened only when its turn comes (at most `max_open` at once), with the
@@ -30,29 +33,48 @@ from flowengine.audio.format import AudioFormat, as_format
 from flowengine.ops.io.multistream import SourceEnd, StreamInterleaver
 from flowengine.ops.io.reader import READER_MODES, AudioFileReader
 
-__all__ = ["MultiFileSource", "expand_inputs", "unique_stream_ids", "AUDIO_EXTENSIONS"]
+__all__ = ["MultiFileSource", "expand_inputs", "expand_inputs_skipping", "unique_stream_ids",
+           "AUDIO_EXTENSIONS"]
 
-# What a directory given as input contributes (a glob takes any file it matches).
+# What a directory or a glob given as input contributes (a file named by itself: any).
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".mp3", ".m4a", ".aac", ".flac", ".opus", ".ogg", ".oga", ".mp4", ".webm", ".mka",
     ".aif", ".aiff", ".caf", ".wv", ".ac3", ".amr", ".au", ".w64",
 })
 
 
-def _expand_one(entry: str, name: str) -> list[Path]:
+def _audio_only(found: list[Path], skipped: list[Path]) -> list[Path]:
+    """The files of `found` with an audio extension; the others are added to `skipped`."""
+    audio = [p for p in found if p.suffix.lower() in AUDIO_EXTENSIONS]
+    skipped += [p for p in found if p.suffix.lower() not in AUDIO_EXTENSIONS]
+    return audio
+
+
+def _none_audio(what: str, others: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in others[:3]) + (", ..." if len(others) > 3 else "")
+    also = f" (only {len(others)} other file(s): {shown}; name such a file by itself to read " \
+           f"it anyway)" if others else ""
+    return f"{what} no audio file{also}"
+
+
+def _expand_one(entry: str, name: str, skipped: list[Path]) -> list[Path]:
     if glob.has_magic(entry):
-        matches = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise ConfigError(f"{name}: the glob {entry!r} matches no file (relative paths start "
-                              f"at {os.getcwd()})")
-        return [Path(p) for p in matches]
+        matches = sorted(Path(p) for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
+        before = len(skipped)
+        files = _audio_only(matches, skipped)
+        if not files:
+            what = _none_audio(f"the glob {entry!r} matches", skipped[before:]) if matches \
+                else f"the glob {entry!r} matches no file"
+            raise ConfigError(f"{name}: {what} (relative paths start at {os.getcwd()})")
+        return files
     path = Path(entry)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        before = len(skipped)
+        files = _audio_only(sorted(p for p in path.iterdir() if p.is_file()), skipped)
         if not files:
-            raise ConfigError(f"{name}: directory {entry!r} holds no audio file (looked for "
-                              f"{' '.join(sorted(AUDIO_EXTENSIONS))}; use a glob for others)")
+            raise ConfigError(f"{name}: " + _none_audio(f"directory {entry!r} holds",
+                                                        skipped[before:])
+                              + f" (looked for {' '.join(sorted(AUDIO_EXTENSIONS))})")
         return files
     if path.is_file():
         return [path]
@@ -60,24 +82,33 @@ def _expand_one(entry: str, name: str) -> list[Path]:
                       f"{os.getcwd()})")
 
 
-def expand_inputs(paths: str | os.PathLike | list, name: str = "files") -> list[Path]:
-    """The files named by a glob, a directory, a file, or a list of them, in order, each once.
-    ConfigError names the entry that gives nothing."""
+def expand_inputs_skipping(paths: str | os.PathLike | list, name: str = "files"
+                           ) -> tuple[list[Path], list[Path]]:
+    """(the files named by a glob, a directory, a file, or a list of them, in order, each
+    once; the files a glob or directory held that are not audio, skipped). ConfigError names
+    the entry that gives nothing."""
     entries = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not entries:
         raise ConfigError(f"{name}: paths is an empty list: give a glob, a directory or files")
     files: list[Path] = []
+    skipped: list[Path] = []
     seen: set[Path] = set()
     for entry in entries:
         if not isinstance(entry, (str, os.PathLike)):
             raise ConfigError(f"{name}: each entry of paths must be a path or a glob, got "
                               f"{entry!r} ({type(entry).__name__})")
-        for path in _expand_one(os.fspath(entry), name):
+        for path in _expand_one(os.fspath(entry), name, skipped):
             key = path.resolve()
             if key not in seen:
                 seen.add(key)
                 files.append(path)
-    return files
+    return files, [p for p in dict.fromkeys(skipped) if p.resolve() not in seen]
+
+
+def expand_inputs(paths: str | os.PathLike | list, name: str = "files") -> list[Path]:
+    """The files named by a glob, a directory, a file, or a list of them, in order, each once
+    (see expand_inputs_skipping)."""
+    return expand_inputs_skipping(paths, name)[0]
 
 
 def unique_stream_ids(files: list[Path]) -> list[str]:
@@ -98,7 +129,8 @@ def unique_stream_ids(files: list[Path]) -> list[str]:
 class MultiFileSource:
     """Every file of `paths` as its own stream (see module doc); iterate it once.
 
-    mode: "pcm" (decoded, converted to `format` when given) or "packet".
+    mode: "pcm" (decoded, converted to `format` when given; keys it leaves out: each file's)
+        or "packet".
     on_error: what each file's reader does with damaged frames (AudioFileReader: "fail" or
         "skip").
     on_file_error: what a file that cannot be read, or that stopped on damage, does to the
@@ -122,8 +154,11 @@ class MultiFileSource:
         self.mode = mode
         self.on_error = on_error
         self.chunk_samples = chunk_samples
-        self.format = as_format(format)
-        self.files = expand_inputs(paths, name)
+        # A format that leaves out the rate or channels takes them from each file (the reader
+        # fills in what a mapping leaves out); a whole one is checked now.
+        partial = isinstance(format, dict) and not {"sample_rate", "channels"} <= set(format)
+        self.format = format if partial else as_format(format)
+        self.files, self.skipped = expand_inputs_skipping(paths, name)
         self.streams = unique_stream_ids(self.files)
         entries = [(stream, self._opener(path, stream))
                    for stream, path in zip(self.streams, self.files)]

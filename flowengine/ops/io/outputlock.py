@@ -17,7 +17,8 @@ renamed the other's bytes to `NAME` and reported success, the other died on the 
   name to bytes another process wrote.
 - `PartFile` is the file a writer writes through: an ``OSError`` of a write, flush or seek
   (disk full, quota, I/O error) becomes `OutputError` naming the file and the cause, one
-  line instead of a traceback through PyAV (PyAV re-raises what its write callback raised).
+  line instead of a traceback through PyAV (PyAV re-raises what its write callback raised;
+  the writer converts a write's error with `failed`, its flush, seek and close do).
 - `held_by_another_process(part)` tells the CLI which `.part` files are another writer's,
   still in progress (not this run's leftovers).
 
@@ -43,18 +44,15 @@ class PartFile(io.BufferedWriter):
         super().__init__(raw)
         self.shown_as = shown_as
 
-    def _failed(self, exc: OSError) -> OutputError:
+    def failed(self, exc: OSError) -> OutputError:
+        """`exc`, a failed write of this file, as the one-line error a user reads. (Writes
+        themselves are not wrapped, which would cost a Python call per packet muxed: the
+        writer converts what they raise.)"""
+        if isinstance(exc, OutputError):
+            return exc
         error = OutputError(f"cannot write '{self.shown_as}': {exc.strerror or exc}")
         error.errno = exc.errno
         return error
-
-    def write(self, data) -> int:
-        try:
-            return super().write(data)
-        except OutputError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from None
 
     def flush(self) -> None:
         try:
@@ -62,13 +60,13 @@ class PartFile(io.BufferedWriter):
         except OutputError:
             raise
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise self.failed(exc) from None
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         try:
             return super().seek(offset, whence)     # flushes what is buffered first
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise self.failed(exc) from None
 
     def close(self) -> None:
         """Close (and release the lock); a flush that fails still closes the descriptor."""
@@ -77,7 +75,7 @@ class PartFile(io.BufferedWriter):
         except OutputError:
             raise
         except OSError as exc:
-            raise self._failed(exc) from None
+            raise self.failed(exc) from None
 
 
 def _same_file(stat_a: os.stat_result, stat_b: os.stat_result) -> bool:

@@ -3,9 +3,21 @@
 Stream ids come from outside (file names, live senders), so they are never
 trusted as paths. `safe_stream_name` maps any id to one harmless path
 component; `render_path_template("out/{stream}.mp3", stream)` puts it into a
-template (`{stream}` is the only placeholder) and checks, after resolving
-symlinks and `..`, that the result lies inside the template's own directory
-(the part before the first placeholder).
+template and checks, after resolving symlinks and `..`, that the result lies
+inside the template's own directory (the part before the first placeholder).
+
+The fields of a template (TEMPLATE_FIELDS):
+
+- `{stream}`: the stream id (a `files` source names each stream after its
+  file's stem, with `-2`, `-3`, ... for a stem seen before);
+- `{stem}`: the input file's name without its extension (`song` for
+  `music/song.flac`);
+- `{ext}`: the input file's extension without the dot (`flac`);
+- `{index}`: the input file's position among the source's files, from 1.
+
+`{stem}`, `{ext}` and `{index}` describe an input file, so they are given per
+stream (`fields=`; a run config works them out from its `files` source); a
+stream without them has its id as `{stem}`.
 
     >>> safe_stream_name("song-01")
     'song-01'
@@ -25,9 +37,11 @@ from pathlib import Path
 from flowengine.errors import ConfigError
 
 __all__ = ["PathTemplateError", "safe_stream_name", "render_path_template", "check_path_template",
-           "template_base_dir", "has_stream_field", "TEMPLATE_FIELDS", "MAX_NAME_BYTES"]
+           "template_base_dir", "has_stream_field", "has_template_field", "template_fields",
+           "TEMPLATE_FIELDS", "FILE_FIELDS", "MAX_NAME_BYTES"]
 
-TEMPLATE_FIELDS = ("stream",)
+TEMPLATE_FIELDS = ("stream", "stem", "ext", "index")
+FILE_FIELDS = ("stem", "ext", "index")          # the ones that describe an input file
 # Longest sanitised name in UTF-8 bytes before the hash suffix: far below the usual 255-byte
 # limit of one path component, leaving room for the template's own prefix and extension.
 MAX_NAME_BYTES = 96
@@ -74,7 +88,7 @@ def safe_stream_name(stream_id: object) -> str:
 
 
 def _fields(template: str) -> list[str]:
-    """The placeholders of `template`; PathTemplateError for anything but a plain {stream}."""
+    """The placeholders of `template`; PathTemplateError for anything but plain fields."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -97,14 +111,24 @@ def _fields(template: str) -> list[str]:
 
 
 def check_path_template(template: str) -> None:
-    """Raise PathTemplateError when `template` has placeholders other than {stream}."""
+    """Raise PathTemplateError when `template` has placeholders other than TEMPLATE_FIELDS."""
     _fields(template)
 
 
-def has_stream_field(path: str | os.PathLike) -> bool:
-    """True when `path` contains {stream}: a template giving each stream its own file.
-    (Other braces stay literal in a plain path; in a template they must be doubled.)"""
-    return "{stream}" in os.fspath(path)
+def template_fields(template: str) -> list[str]:
+    """The fields `template` uses, in order (PathTemplateError when it is malformed)."""
+    return _fields(template)
+
+
+def has_template_field(path: str | os.PathLike) -> bool:
+    """True when `path` contains a field ({stream}, {stem}, ...): a template giving each
+    stream its own file. (Other braces stay literal in a plain path; in a template they must
+    be doubled.)"""
+    path = os.fspath(path)
+    return any("{" + name + "}" in path for name in TEMPLATE_FIELDS)
+
+
+has_stream_field = has_template_field       # its name from when {stream} was the only field
 
 
 def template_base_dir(template: str) -> Path:
@@ -120,13 +144,22 @@ def template_base_dir(template: str) -> Path:
 
 
 def render_path_template(template: str | os.PathLike, stream: object,
-                         base_dir: str | os.PathLike | None = None) -> Path:
-    """`template` with {stream} replaced by safe_stream_name(stream), guaranteed to resolve
-    inside `base_dir` (default: template_base_dir(template)); otherwise PathTemplateError
-    naming the stream and the template."""
+                         base_dir: str | os.PathLike | None = None,
+                         fields: dict[str, object] | None = None) -> Path:
+    """`template` with {stream} replaced by safe_stream_name(stream) and the file fields by
+    theirs (`fields`: stem, ext, index; a missing stem is the stream id), guaranteed to
+    resolve inside `base_dir` (default: template_base_dir(template)); otherwise
+    PathTemplateError naming the stream and the template."""
     template = os.fspath(template)
-    _fields(template)
-    rendered = Path(template.format(stream=safe_stream_name(stream)))
+    used = _fields(template)
+    values = {"stream": stream, "stem": stream, **(fields or {})}
+    missing = [name for name in used if name not in values]
+    if missing:
+        raise PathTemplateError(f"stream {str(stream)!r}: path template {template!r} uses "
+                                f"{', '.join('{' + m + '}' for m in missing)}, which name an "
+                                f"input file, and this stream does not come from one",
+                                template=template, stream=str(stream))
+    rendered = Path(template.format(**{name: safe_stream_name(values[name]) for name in used}))
     base = Path(base_dir) if base_dir is not None else template_base_dir(template)
     root = base.resolve()
     target = rendered.resolve()

@@ -185,8 +185,8 @@ class AudioFileReader:
         try:
             self._stream = self._audio_stream()
             self.source_format = self._source_format()
-            self.format = as_format(format) or AudioFormat(self.source_format.sample_rate,
-                                                           self.source_format.channels, "f32")
+            own = AudioFormat(self.source_format.sample_rate, self.source_format.channels, "f32")
+            self.format = as_format(format, like=own) or own    # omitted keys: the file's
             self.codec = flowengine_codec_name(self._stream.codec.canonical_name)
             self._salvage = Salvage(self.codec, self.on_error,
                                     f"'{self.path}': {self.codec} stream {self._stream.index}",

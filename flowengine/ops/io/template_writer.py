@@ -1,8 +1,11 @@
-"""A file sink whose path comes from the stream it writes: `out/{stream}.mp3`.
+"""A file sink whose path comes from the stream it writes: `out/{stream}.mp3`, `out/{stem}.m4a`.
 
-The path is rendered from the stream id of the first buffer, through
+The path is the one `stream_paths` gives for the stream of the first buffer
+(a run config works them out before the run from its `files` source, with
+the file fields {stem}, {ext}, {index}, and checks that no two inputs share
+one), or else it is rendered from the stream id through
 `render_path_template` (a safe name, never outside the template's
-directory), missing directories are made, and an AudioFileWriter takes over.
+directory); missing directories are made, and an AudioFileWriter takes over.
 One writer writes one stream: the engine gives every stream its own sink node
 and finalises it at that stream's end, so each file is complete as soon as
 its stream ends. A writer that never got a buffer writes no file. Like
@@ -27,14 +30,16 @@ class TemplateFileWriter:
     """push(buf) / finalize() like AudioFileWriter, with the path rendered per stream.
 
     base_dir: the directory outputs must stay in (default: the template's own).
+    stream_paths: the path of each stream known before the run (stream id -> path).
     writer_options: AudioFileWriter's keywords (format, bitrate, ...).
     """
 
     def __init__(self, template: str | os.PathLike, base_dir: str | os.PathLike | None = None,
-                 **writer_options: Any) -> None:
+                 stream_paths: dict[str, str] | None = None, **writer_options: Any) -> None:
         self.template = os.fspath(template)
         check_path_template(self.template)
         self.base_dir = base_dir
+        self.stream_paths = dict(stream_paths or {})
         self.writer_options = writer_options
         self.stream: str | None = None
         self.writer: AudioFileWriter | None = None
@@ -66,7 +71,9 @@ class TemplateFileWriter:
         if self._finalized:
             raise FlowError(f"file sink {self.template!r}: a buffer was pushed after finalize()")
         if self.writer is None:
-            path = render_path_template(self.template, buf.stream, self.base_dir)
+            known = self.stream_paths.get(buf.stream)
+            path = Path(known) if known is not None else \
+                render_path_template(self.template, buf.stream, self.base_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.stream = buf.stream
             self.writer = AudioFileWriter(path, **self.writer_options)

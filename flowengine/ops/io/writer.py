@@ -189,10 +189,13 @@ class AudioFileWriter:
 
     def push(self, buf: AudioFrame | Packet | None) -> None:
         """Write one buffer; None finalizes the file."""
-        if type(buf) is self._kind and buf.codec == self._codec_seen and not self._finalized:
-            self._write(buf)            # the usual case: one more of what came first
-            return
-        self._push_checked(buf)
+        try:        # a failed write (disk full...) in any path below: one OutputError
+            if type(buf) is self._kind and buf.codec == self._codec_seen and not self._finalized:
+                self._write(buf)        # the usual case: one more of what came first
+            else:
+                self._push_checked(buf)
+        except OSError as exc:
+            raise self._file.failed(exc) from None
 
     def _push_checked(self, buf: AudioFrame | Packet | None) -> None:
         if buf is None:
@@ -210,7 +213,10 @@ class AudioFileWriter:
                 self._write_frame(self._wav_packet_to_frame(buf))
             else:
                 self._write_packet(buf)
-                self._kind, self._codec_seen, self._write = Packet, buf.codec, self._write_packet
+                self._kind, self._codec_seen = Packet, buf.codec
+                self._write = self._write_encoded if buf.av is not None and \
+                    self._container is not None and self._gapless is None \
+                    else self._write_packet
         elif isinstance(buf, AudioFrame):
             self._write_frame(buf)
         else:
@@ -240,6 +246,8 @@ class AudioFileWriter:
                 self._container.close()
             if self.part_path is not None:   # renamed while still locked: no writer between
                 rename_part(self._file, self.part_path, self.path)
+        except OSError as exc:
+            raise self._file.failed(exc) from None
         finally:
             self._file.close()
         self.complete = True
@@ -405,18 +413,24 @@ class AudioFileWriter:
         if av_packet is not None:
             self._mux(av_packet)
 
+    def _write_encoded(self, packet: Packet) -> None:
+        """The usual packet of a stream a PyAV encoder made: its av.Packet as the encoder
+        made it (timestamps in 1/rate, the stream's clock), muxed as it is, in a few
+        operations. Any other packet takes `_write_packet`."""
+        av_packet, pts, duration = packet.av, packet.pts, packet.duration
+        if av_packet is None or pts is None or pts != av_packet.pts or \
+                duration != av_packet.duration or packet.dts != av_packet.dts or \
+                packet.time_base_num != 1 or packet.time_base_den != self._packet_rate:
+            self._write_packet(packet)
+            return
+        self._next_pts = pts + duration
+        self.samples_written += duration
+        av_packet.stream = self._stream
+        self._mux(av_packet)
+
     def _stamped(self, packet: Packet, av_packet: av.Packet, index: int) -> av.Packet:
         """`av_packet` with the flowengine packet's timestamps (they are the truth: a restart
         may have moved them) and this writer's stream."""
-        pts, duration = packet.pts, packet.duration
-        if pts is not None and pts == av_packet.pts and duration == av_packet.duration and \
-                packet.dts == av_packet.dts and packet.time_base_num == 1 and \
-                packet.time_base_den == self._packet_rate:
-            # A PyAV encoder's packet, as it made it (1/rate, the stream's clock).
-            self._next_pts = pts + duration
-            self.samples_written += duration
-            av_packet.stream = self._stream
-            return av_packet
         time_base = packet.time_base
         pts = packet.pts if packet.pts is not None else self._next_pts
         if pts is None:

@@ -37,8 +37,9 @@ the total length is exactly the promise above. Without `out_chunk_samples`,
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -47,11 +48,11 @@ from flowengine.audio.avframes import FrameFiller, planar_array
 from flowengine.audio.buffers import AudioFrame, round_ratio
 from flowengine.errors import ConfigError, FormatError
 from flowengine.audio.format import DEFAULT_LAYOUTS, AudioFormat, as_format
-from flowengine.ops.flownode import FlowNode
+from flowengine.ops.flownode import BatchNode
 from flowengine.ops.node import PCM
 from flowengine.ops.processors.base import BaseProcessor
 
-__all__ = ["Resampler", "ResampleNode", "expected_output_samples"]
+__all__ = ["Resampler", "ResampleNode", "expected_output_samples", "resample_rule"]
 
 # Filter half-length of libswresample's default filter (filter_size=32) in output samples,
 # with a wide margin: how many zeros past the end make the last output samples complete.
@@ -61,6 +62,18 @@ _TAIL_MARGIN = 256
 def expected_output_samples(samples_in: int, in_rate: int, out_rate: int) -> int:
     """round(samples_in * out_rate / in_rate), halves rounded up, in exact arithmetic."""
     return (2 * samples_in * out_rate + in_rate) // (2 * in_rate)     # floor(x + 1/2)
+
+
+def resample_rule(n: int, params: Mapping[str, Any], in_rate: int, out_rate: int
+                  ) -> tuple[int, int]:
+    """The `resample` operator's sample rule: the exact length promise; re-blocked with
+    `out_chunk_samples` and `pad_final` (the default), the last chunk is zero-padded to a
+    whole chunk."""
+    expected = expected_output_samples(n, in_rate, out_rate) if in_rate else n
+    chunk = params.get("out_chunk_samples")
+    if chunk and params.get("pad_final", True):
+        expected = -(-expected // int(chunk)) * int(chunk)
+    return expected, expected
 
 
 def _layout(channels: int) -> str:
@@ -203,26 +216,25 @@ class Resampler(BaseProcessor):
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
 
 
-class ResampleNode(FlowNode):
+class ResampleNode(BatchNode):
     """The `resample` operator as a node. Between f32 planar ends with the channel count
     kept (the usual case: a rate change) the frames stay `av.AudioFrame`s from end to end:
     libswresample re-blocks them too (`out_chunk_samples`), and the only Python per block is
     the length bookkeeping; the samples are those of `Resampler` (the same filter, fltp). Any
     other conversion (channels, sample types) runs through `Resampler`'s numpy path.
 
-    `channels` None keeps the input's channel count (known at the first frame).
+    `sample_rate` and `channels` None keep the input's (known at the first frame).
     """
 
-    def __init__(self, sample_rate: int, channels: int | None = None, sample_type: str = "f32",
+    def __init__(self, sample_rate: int | None, channels: int | None = None, sample_type: str = "f32",
                  planar: bool = True, in_format: AudioFormat | None = None,
                  out_chunk_samples: int | None = None, pad_final: bool = True,
                  options: dict | None = None) -> None:
         super().__init__("resample", PCM, PCM)
         self._args = (sample_rate, channels, sample_type, planar, out_chunk_samples, pad_final,
                       options)
-        self._in_format = as_format(in_format)
+        self._given_format = self._in_format = as_format(in_format)
         self._path: _AvResample | Resampler | None = None
-        self._queue: deque[AudioFrame] = deque()
         if self._in_format is not None:
             self._path = self._choose(self._in_format)
 
@@ -239,14 +251,15 @@ class ResampleNode(FlowNode):
 
     def _choose(self, in_fmt: AudioFormat) -> "_AvResample | Resampler":
         rate, channels, sample_type, planar, chunk, pad_final, options = self._args
-        out = AudioFormat(rate, channels or in_fmt.channels, sample_type, planar)
+        out = AudioFormat(rate or in_fmt.sample_rate, channels or in_fmt.channels, sample_type,
+                          planar)
         if out.channels == in_fmt.channels and in_fmt.sample_type == out.sample_type == "f32" \
                 and in_fmt.planar and out.planar:
             return _AvResample(in_fmt, out, chunk, pad_final, options)
         return Resampler(in_fmt, out, out_chunk_samples=chunk, pad_final=pad_final,
                          options=options)
 
-    def process(self, buf: AudioFrame) -> list:
+    def _outputs(self, buf: AudioFrame) -> list:
         path = self._path
         if path is None:
             path = self._path = self._choose(buf.format)
@@ -256,7 +269,7 @@ class ResampleNode(FlowNode):
         path.put_frame(buf)
         return self._numpy_outputs()
 
-    def finish(self) -> list:
+    def _flush(self) -> list:
         path = self._path
         if path is None:
             return []
@@ -271,20 +284,9 @@ class ResampleNode(FlowNode):
             outs.append(out)
         return outs
 
-    # push / pull (the library protocol) over process / finish
-    def _accept(self, buf: AudioFrame) -> None:
-        self._queue.extend(self.process(buf))
-
-    def _finish(self) -> None:
-        self._queue.extend(self.finish())
-
-    def _produce(self) -> AudioFrame | None:
-        return self._queue.popleft() if self._queue else None
-
-    def _restart(self) -> None:
-        self._queue.clear()
-        self._path = None if self._args[1] is None and self._in_format is None \
-            else self._choose(self._in_format) if self._in_format is not None else None
+    def _reset(self) -> None:
+        self._in_format = self._given_format
+        self._path = None if self._in_format is None else self._choose(self._in_format)
 
 
 class _AvResample:
