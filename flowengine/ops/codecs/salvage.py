@@ -243,7 +243,7 @@ class Salvage:
         """`size` bytes that are no frame before the first one (no audio lost)."""
         if not self.skip:
             raise self.error(f"{size} bytes of garbage before the first {self.codec} frame",
-                             0, 0.0, f"the audio starts at byte {size}")
+                             0, 0.0, f"the audio starts at byte {size}", "skipped")
         self.report.leading_bytes += size
 
     def ended(self, what: str, byte: int | None, seconds: float, detail: str) -> None:
@@ -305,6 +305,8 @@ class Salvage:
             byte, self._damage_at = self._damage_at, None
             what = "damaged frame(s)"
         rate = self.rate(ctx) or rate
+        if samples <= 0:
+            return
         if rate and samples > MAX_GAP_SECONDS * rate:
             if not self.skip:
                 raise self.error(f"the timestamps jump forward by {samples / rate:.3f} s",
@@ -429,6 +431,8 @@ class Salvage:
             first = self._flac_first_sample(header)
             if end is not None and first >= end:
                 continue
+            if next_sample is not None and first + header.block_size <= next_sample:
+                continue            # a frame given before (a copy in the damage): once is all
             stop = headers[index + 1][0] if index + 1 < len(headers) else len(data)
             decoded = _decode_flac_frame(ctx, data[at:stop], header.length)
             if decoded is None:     # damaged: the next good frame's number says how long
