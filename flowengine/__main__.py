@@ -2,6 +2,6 @@
 
 import sys
 
-from flowengine.cli.main import main
+from flowengine.cli.entry import main
 
 sys.exit(main())

@@ -192,10 +192,11 @@ def config_seeds() -> tuple[str, ...]:
 
 # ------------------------------------------------------------------ targets: wire
 
-def run_wire(frames: list[bytes]) -> str:
-    """decode() gives WireError or a message whose array matches its payload (test_wire)."""
-    decode(frames)              # WireError goes out: the allowed answer
-    _decode_checked(frames)     # accepted: the array matches its payload
+def run_wire(parts: list[bytes]) -> str:
+    """decode() gives WireError or a message whose buffers, built with any caps, match its
+    payload (test_wire)."""
+    decode(parts)              # WireError goes out: the allowed answer
+    _decode_checked(parts)     # accepted: its buffers match its payload
     return "decoded"
 
 

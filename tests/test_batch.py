@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,11 +15,12 @@ from engine_ops import op
 from flowengine.config.model import RunConfig
 from flowengine.engine import Engine, build_plan
 from flowengine.engine.worker.outbox import BATCH_MAX_MESSAGES, Outbox, batching
-from flowengine.engine.wire.codec import MAX_BATCH_MESSAGES, decode, decode_batch, encode_batch, \
-    encode_caps, encode_eof, encode_eos, encode_frame, encode_packet
+from flowengine.engine.wire.codec import MAX_BATCH_MESSAGES, WIRE_VERSION, Caps, buffer_from, decode, \
+    decode_batch, encode_batch, encode_caps, encode_eof, encode_eos, encode_frame, encode_packet
 from flowengine.errors import WireError
 from test_wire import (PAYLOAD_LENGTH_CASES, PROFILE, _valid_messages, audio_frames,
-                       caps_values, packets, payload_length_error, pcm_message, senders)
+                       buffers_consistent, caps_values, packets, payload_length_error,
+                       pcm_message, senders)
 
 NAME = st.text(min_size=1, max_size=20)
 
@@ -40,27 +42,18 @@ def encoded_messages(draw):
     return encode_eof(draw(NAME))
 
 
-def _same(got, frames) -> None:
-    """`got` (from a batch) is what `frames` decode to alone, bit for bit."""
-    alone = decode(frames)
-    assert (got.kind, got.stream, got.seq, got.sender, got.order, got.nbytes) == \
-        (alone.kind, alone.stream, alone.seq, alone.sender, alone.order, alone.nbytes)
-    assert got.info == alone.info
-    if got.kind == "pcm":
-        assert got.buffer.format == alone.buffer.format
-        assert got.buffer.data.tobytes() == alone.buffer.data.tobytes()
-        assert (got.buffer.pts, got.buffer.time_base) == (alone.buffer.pts, alone.buffer.time_base)
-        assert not got.buffer.data.flags.writeable
-    else:
-        assert got.buffer == alone.buffer
+def _same(got, parts) -> None:
+    """`got` (from a batch) is what `parts` decode to alone, bit for bit: every header
+    field, the control content, and the payload's bytes."""
+    assert got == decode(parts)
 
 
 @PROFILE
 @given(st.lists(encoded_messages(), min_size=1, max_size=12))
 def test_any_list_of_messages_round_trips_through_a_batch(messages):
-    frames = encode_batch(messages)
-    assert len(frames) == (2 if len(messages) > 1 else len(messages[0]))
-    decoded = decode_batch(frames)
+    parts = encode_batch(messages)
+    assert len(parts) == (2 if len(messages) > 1 else len(messages[0]))
+    decoded = decode_batch(parts)
     assert len(decoded) == len(messages)
     for got, sent in zip(decoded, messages):
         _same(got, sent)
@@ -72,81 +65,88 @@ def _batch():
 
 @st.composite
 def mutated_batches(draw):
-    """A valid batch with its header or body bytes changed, or frames added or dropped."""
-    frames = _batch()
-    op_ = draw(st.sampled_from(["flip_header", "body_insert", "body_delete", "drop_frame",
-                                "add_frame", "swap"]))
-    if op_ == "drop_frame":
-        del frames[draw(st.integers(0, 1))]
-    elif op_ == "add_frame":
-        frames.insert(draw(st.integers(0, 2)), draw(st.binary(max_size=16)))
+    """A valid batch with its header or body bytes changed, or parts added or dropped."""
+    parts = _batch()
+    op_ = draw(st.sampled_from(["flip_header", "body_insert", "body_delete", "drop_part",
+                                "add_part", "swap"]))
+    if op_ == "drop_part":
+        del parts[draw(st.integers(0, 1))]
+    elif op_ == "add_part":
+        parts.insert(draw(st.integers(0, 2)), draw(st.binary(max_size=16)))
     elif op_ == "swap":
-        frames.reverse()
+        parts.reverse()
     elif op_ == "flip_header":
-        data = bytearray(frames[0])
+        data = bytearray(parts[0])
         at = draw(st.integers(0, len(data) - 1))
         data[at] ^= 1 << draw(st.integers(0, 7))
-        frames[0] = bytes(data)
+        parts[0] = bytes(data)
         # a flip inside a length may still describe a consistent split: then it must decode
         # to messages that are each valid, and never to arrays of the wrong size
     else:
-        body = bytearray(frames[1])
+        body = bytearray(parts[1])
         at = draw(st.integers(0, len(body) - 1))
         if op_ == "body_insert":
             body[at:at] = draw(st.binary(min_size=1, max_size=8))
         else:
             del body[at:at + draw(st.integers(1, 8))]
-        frames[1] = bytes(body)
-    return op_, frames
+        parts[1] = bytes(body)
+    return op_, parts
 
 
 @PROFILE
 @given(mutated_batches())
 def test_mutated_batches_give_wire_error(case):
-    op_, frames = case
+    op_, parts = case
     if op_ == "flip_header":
         try:
-            messages = decode_batch(frames)
+            messages = decode_batch(parts)
         except WireError:
             return
         for message in messages:  # a consistent split: every message checked like decode's
-            if message.kind == "pcm":
-                buf = message.buffer
-                assert buf.data.shape == buf.format.shape(buf.samples)
+            buffers_consistent(message)
         return
     with pytest.raises(WireError):
-        decode_batch(frames)
+        decode_batch(parts)
 
 
-@pytest.mark.parametrize("frames, message", [
-    ([b"\x84\xa1v\x01\xa1k\xa5batch\xa1m\x01\xa1l\x91\x00", b""],
-     r"batch header: bad value for 'm': 1 \(expected 2 to 1024 messages\)"),
-    ([b"\x84\xa1v\x02\xa1k\xa5batch\xa1m\x02\xa1l\x92\x00\x00", b""],
-     r"batch header: unknown wire version 2 \(expected 1\)"),
-    ([b"\x84\xa1v\x01\xa1k\xa5batch\xa1m\x02\xa1l\x92\x01\x01", b"\x00"],
-     r"batch header's frame lengths add up to 2 bytes, the body has 1"),
-    ([b"\x84\xa1v\x01\xa1k\xa5batch\xa1m\x02\xa1l\x92\x01\x01", b"\x00\x00"],
-     r"message 1 of a batch of 2: header is not a map \(got int\)"),
+def _batch_header(*fields) -> bytes:
+    return msgpack.packb(list(fields))
+
+
+@pytest.mark.parametrize("parts, message", [
+    ([_batch_header(WIRE_VERSION, "batch", 1, [0]), b""],
+     r"^batch header: bad value for messages: 1 \(expected 2 to 1024\)$"),
+    ([_batch_header(3, "batch", 2, [0, 0]), b""],
+     r"^batch header: unknown wire version 3 \(expected 2\)$"),
+    ([_batch_header(WIRE_VERSION, "batch", 2), b""],
+     r"^batch header has 3 fields \(expected 4: version, kind, messages, lengths\)$"),
+    ([_batch_header(WIRE_VERSION, "batch", 2, [1, -1]), b""],
+     r"^batch header: bad value for lengths: \[1, -1\] \(expected 2 to 4 part lengths, "
+     r"ints >= 0\)$"),
+    ([_batch_header(WIRE_VERSION, "batch", 2, [1, 1]), b"\x00"],
+     r"^batch header's part lengths add up to 2 bytes, the body has 1$"),
+    ([_batch_header(WIRE_VERSION, "batch", 2, [1, 1]), b"\x00\x00"],
+     r"^message 1 of a batch of 2: header is not an array or a map \(got int\)$"),
+    ([msgpack.packb({"v": 1, "k": "batch", "m": 2, "l": [0, 0]}), b""],
+     r"^unknown wire version 1 \(expected 2\)$"),
 ])
-def test_bad_batch_headers_name_the_problem(frames, message):
+def test_bad_batch_headers_name_the_problem(parts, message):
     with pytest.raises(WireError, match=message):
-        decode_batch(frames)
+        decode_batch(parts)
 
 
 @pytest.mark.parametrize("fmt, samples, length", PAYLOAD_LENGTH_CASES)
 def test_a_pcm_payload_of_the_wrong_length_in_a_batch_is_a_wire_error_naming_it(fmt, samples,
                                                                                length):
-    # The batch header's lengths add up, so only the pcm message's own check can refuse it.
+    # The batch header's lengths add up, so only the buffer's own check can refuse it.
     good = pcm_message(fmt, samples, "a")
     header, payload = pcm_message(fmt, samples, "b")
     wrong = [header, (bytes(payload) + bytes(16))[:length]]
-    frames = encode_batch([good, wrong, encode_eof("gain:1")])
-    expected = payload_length_error(fmt, samples, length, "b")[1:]
-    with pytest.raises(WireError, match=rf"^message 2 of a batch of 3: {expected}") as refused:
-        decode_batch(frames)
-    assert type(refused.value) is WireError
-    with pytest.raises(WireError, match=rf"^{expected}") as refused:   # a message alone
-        decode_batch(wrong)
+    messages = decode_batch(encode_batch([good, wrong, encode_eof("gain:1")]))
+    assert buffer_from(messages[0], Caps("pcm", fmt)).samples == samples
+    with pytest.raises(WireError, match=payload_length_error(fmt, samples, length, "b")) \
+            as refused:
+        buffer_from(messages[1], Caps("pcm", fmt))
     assert type(refused.value) is WireError
 
 
@@ -154,23 +154,23 @@ def test_batch_limits():
     eof = encode_eof("a:0")
     with pytest.raises(WireError, match=r"a batch has 1 to 1024 messages, got 1025"):
         encode_batch([eof] * (MAX_BATCH_MESSAGES + 1))
-    frames = encode_batch([eof] * 10)
-    with pytest.raises(WireError, match=r"bad value for 'm': 10 \(expected 2 to 5 messages\)"):
-        decode_batch(frames, max_messages=5)
+    parts = encode_batch([eof] * 10)
+    with pytest.raises(WireError, match=r"bad value for messages: 10 \(expected 2 to 5\)"):
+        decode_batch(parts, max_messages=5)
     with pytest.raises(WireError, match=r"message of \d+ bytes over the maximum 100"):
-        decode_batch(frames, max_bytes=100)
+        decode_batch(parts, max_bytes=100)
     with pytest.raises(WireError, match=r"unknown kind 'batch'"):
-        decode(frames)  # a receiver of single messages refuses a batch clearly
+        decode(parts)  # a receiver of single messages refuses a batch clearly
 
 
 def test_outbox_fills_by_count_and_bytes_and_keeps_order():
     box = Outbox("x:0", None, max_messages=3, max_bytes=10_000)
-    frames = [encode_eof(f"s:{i}") for i in range(3)]
-    assert [box.add(f, 100) for f in frames] == [False, False, True]
+    messages = [encode_eof(f"s:{i}") for i in range(3)]
+    assert [box.add(m, 100) for m in messages] == [False, False, True]
     batch, copy = box.take()
     assert copy and len(box) == 0 and box.nbytes == 0
     assert [m.sender for m in decode_batch(batch)] == ["s:0", "s:1", "s:2"]
-    assert box.add(frames[0], 10_000)  # the byte limit alone fills it
+    assert box.add(messages[0], 10_000)  # the byte limit alone fills it
     single, _ = box.take()
     assert decode_batch(single)[0].sender == "s:0"
     # a stage's hwm keeps counting messages: batches of at most hwm / 2, HWM in batches

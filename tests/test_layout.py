@@ -145,3 +145,25 @@ def test_imports_load_only_what_they_use(module):
         assert not [m for m in loaded if m.startswith((
             "flowengine.config.model", "flowengine.config.validate", "flowengine.cli",
             "flowengine.engine.build", "scipy"))]
+
+
+def test_the_command_line_entry_reads_its_arguments_before_anything_heavy():
+    """The `flowengine` entry point parses the command line and starts the forkserver of
+    a worker run before numpy, PyAV, pydantic, zmq or the operators are imported."""
+    code = ("import sys, flowengine.cli.entry; print(' '.join(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('numpy', 'av', 'pydantic', 'zmq') or "
+            "m.startswith(('flowengine.ops', 'flowengine.config', 'flowengine.engine')))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    assert loaded == []
+
+
+def test_the_entry_finds_the_operators_a_config_names_without_parsing_it(tmp_path):
+    from flowengine.cli.entry import _ops_named_in
+
+    config = tmp_path / "run.yaml"
+    config.write_text("# op: not_this_one? it is a comment, and a hint may include it\n"
+                      "stages:\n  - name: a\n    op: tone\n  - {name: b, op: 'fir'}\n"
+                      "  - name: c\n    op:   \"plugin.mod:Node\"\n")
+    assert _ops_named_in(str(config))[1:] == ["tone", "fir", "plugin.mod:Node"]
+    assert _ops_named_in(str(tmp_path / "missing.yaml")) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 STEREO = AudioFormat(48000, 2)
 MONO = AudioFormat(48000, 1)
 PCM_CAPS = Caps("pcm", STEREO)
-MP3_CAPS = Caps("packet", STEREO, "mp3", extradata=b"\x01\x02")
+MP3_CAPS = Caps("packet", STEREO, "mp3", Fraction(1, 48000), extradata=b"\x01\x02")
 
 
 def _frame(stream: str, samples: int = 4, fmt: AudioFormat = STEREO, value: float = 0.0):
@@ -107,13 +108,14 @@ RECEIVER_ERRORS = [
     ([("caps", "s", 0), ("pcm", "s", 1), ("eos", "s", 2, 2, 4)],
      r"^sender 'a:0' stream 's': incomplete: eos says 2 message\(s\), 4 sample\(s\); "
      r"received 1, 4$"),
+    # A data header says no format: the payload is read as the caps say, so a mono
+    # frame on a stereo stream is a payload of the wrong length.
     ([("caps", "s", 0), ("pcm", "s", 1, MONO)],
-     r"^sender 'a:0' stream 's': frame format 48000 Hz 1 ch f32 planar differs from the caps' "
-     r"48000 Hz 2 ch f32 planar$"),
+     r"^sender 'a:0': pcm message for stream 's': payload is 16 bytes but its caps and header "
+     r"say 2 ch × 4 "
+     r"samples × 4 bytes = 32$"),
     ([("caps", "s", 0), ("pkt", "s", 1, "mp3")], r"^sender 'a:0' stream 's': packet data on a "
                                                   r"pcm stream$"),
-    ([("caps", "s", 0, MP3_CAPS), ("pkt", "s", 1, "aac")],
-     r"^sender 'a:0' stream 's': packet codec 'aac' differs from the caps' 'mp3'$"),
     ([("caps", "s", 0, {"from": "z:0"})],
      r"^caps from unknown sender 'z:0' \(expected one of 'a:0', 'b:0'\)$"),
     ([("nosender", "s", 0)], r"^pcm message without a sender id \('src'\)$"),
@@ -236,6 +238,13 @@ SENDER_ERRORS = [
      r"48000 Hz 2 ch f32 planar$"),
     ([("caps", "s", MP3_CAPS), ("data", _frame("s"))],
      r"^sender 'a:0' stream 's': pcm data on a packet stream$"),
+    ([("caps", "s", MP3_CAPS), ("data", Packet(b"x", codec="aac", stream="s"))],
+     r"^sender 'a:0' stream 's': packet codec 'aac' differs from the caps' 'mp3'$"),
+    ([("caps", "s", MP3_CAPS), ("data", Packet(b"x", 1, 44100, codec="mp3", stream="s"))],
+     r"^sender 'a:0' stream 's': time base 1/44100 differs from the caps' 1/48000$"),
+    ([("caps", "s"), ("data", AudioFrame(np.zeros((2, 4), np.float32), STEREO, 0,
+                                         Fraction(1, 1000), "s"))],
+     r"^sender 'a:0' stream 's': time base 1/1000 differs from the caps' 1/48000$"),
     ([("caps", "s"), ("eof",)], r"^sender 'a:0': eof while stream\(s\) 's' still open \(no eos\)$"),
     ([("eof",), ("caps", "s")], r"^sender 'a:0': caps after eof$"),
     ([("eof",), ("eof",)], r"^sender 'a:0': eof after eof$"),

@@ -24,6 +24,7 @@ from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan, run_plan
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.control.channel import decode_control
+from flowengine.engine.wire.codec import WIRE_VERSION
 from flowengine.config.keys import CurveKeys, generate_keys, load_keys
 from flowengine.engine.security import (curve_client, curve_server, describe_listener,
                                         start_authenticator)
@@ -278,7 +279,7 @@ def _inject_during_run(plan, setup) -> tuple[object, list[tuple[str, int]]]:
     def inject(report) -> None:
         if not events:
             events.append(_handshake(intruder, plan.stage("sink").workers[0].inbox_endpoint))
-            _try_send(intruder, msgpack.packb({"v": 1, "k": "eof", "src": "intruder:0"}))
+            _try_send(intruder, msgpack.packb({"v": WIRE_VERSION, "k": "eof", "src": "intruder:0"}))
 
     try:
         result = run_plan(plan, progress=inject, progress_interval=0.05)

@@ -34,152 +34,20 @@ import time
 import traceback
 from typing import Sequence, TextIO
 
-import yaml
-
 from flowengine.config import ResolvedRun, json_schema, resolve_run
 from flowengine.errors import ConfigError, FlowError, UsageError, WorkerFailed
 from flowengine.logs import show_messages_as_lines
 from flowengine.core.audit import AuditError
+from flowengine.cli.parser import build_parser
 from flowengine.cli.progress import ProgressDisplay, audit_lines, report_json, stage_table
 from flowengine.core.signals import SignalCount
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["main", "run_command", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="the run's YAML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="STAGE.KEY=VALUE",
-                        help="set a key of a stage (a parameter, or replicas, hwm, on_error...) "
-                             "or of the run; repeatable: --set gain.gain_db=-12, --set "
-                             "src.format.sample_rate=48000, --set enc.bitrate=null (removes "
-                             "it), --set strict=true")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flowengine", description="A streaming audio dataflow engine: run YAML-described "
-                                       "pipelines in worker processes or in one process.")
-    parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks of flowengine's own errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="run a config (one worker process per stage replica)")
-    _add_config_args(run)
-    run.add_argument("--in-process", action="store_true",
-                     help="run every stage in this process with the Runner (no workers)")
-    run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
-    run.add_argument("--report", metavar="FILE",
-                     help="also write the run's report as JSON to FILE ('-': stdout): per "
-                          "stage counts, the audit, restarts and samples lost per stream, "
-                          "damaged frames replaced per stream")
-    run.add_argument("--verbose", action="store_true",
-                     help="log engine events to stderr (every listening endpoint, CURVE refusals)")
-
-    from flowengine.cli.convert import add_convert_parser
-    add_convert_parser(commands)
-
-    validate = commands.add_parser("validate", help="check a config; print its edges' formats")
-    _add_config_args(validate)
-
-    plan = commands.add_parser("plan", help="print the resolved graph: stages, replicas, "
-                                            "formats on every edge, endpoints, HWMs")
-    _add_config_args(plan)
-
-    ops = commands.add_parser("ops", help="list operators with their parameters")
-    ops.add_argument("name", nargs="?", help="one operator")
-
-    schema = commands.add_parser("schema", help="print the JSON Schema of the config format "
-                                                "(--markdown: the reference, docs/config.md)")
-    schema.add_argument("--markdown", action="store_true",
-                        help="print the config reference in Markdown (every key and operator)")
-    keys = commands.add_parser("keys", help="make the CURVE keys of a run (security: "
-                                            "{curve: true, keys: DIR}): files 0600 in a 0700 DIR")
-    keys.add_argument("dir", help="directory to write server.key(_secret), client.key(_secret)")
-    keys.add_argument("--force", action="store_true", help="replace keys already in DIR")
-    _add_live_commands(commands)
-    bench = commands.add_parser("bench", help="run the benchmark suite (a checkout's "
-                                              "benchmarks/): every figure against a baseline "
-                                              "of the same run; JSON + Markdown report")
-    bench.add_argument("--quick", action="store_true",
-                       help="short variants, fewer repetitions, no soak/chaos/fuzz (< 2 min)")
-    bench.add_argument("--only", action="append", metavar="NAME",
-                       help="run only this benchmark (repeatable): encoders, decoders, wire, "
-                            "hop, pipeline, realtime, scaling, latency, memory, ffmpeg, soak, "
-                            "chaos, fuzz")
-    bench.add_argument("--out", default=None, metavar="DIR",
-                       help="where the report goes (default: benchmarks/results)")
-    bench.add_argument("--record", action="store_true",
-                       help="append the headline ratios to the ledger in docs/performance.md")
-    return parser
-
-
 # ---- live streaming ----------------------------------------------------------------------
-
-_TOKEN_ENV = "FLOWENGINE_LIVE_TOKEN"
-_VIEWER_TOKEN_ENV = "FLOWENGINE_VIEWER_TOKEN"
-
-
-def _add_server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--http-port", type=int, default=23456,
-                        help="player page, WebSocket and /stats (default 23456)")
-    parser.add_argument("--ingest-port", type=int, default=23457,
-                        help="TCP ingest for senders (default 23457)")
-    parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
-                        help=f"shared secret senders must send first (default: ${_TOKEN_ENV})")
-    parser.add_argument("--viewer-token", default=os.environ.get(_VIEWER_TOKEN_ENV),
-                        help="secret /ws and /stats require (?token= or Authorization: Bearer; "
-                             f"open the page as /?token=...; default: ${_VIEWER_TOKEN_ENV}; "
-                             "the ingest token never doubles as it)")
-    parser.add_argument("--max-frame-bytes", type=int, default=1 << 16,
-                        help="larger ingest frames close the sender's connection")
-    parser.add_argument("--client-queue-frames", type=int, default=256,
-                        help="frames queued per WebSocket client before it skips ahead")
-
-
-def _add_sender_args(parser: argparse.ArgumentParser, source_required: bool) -> None:
-    parser.add_argument("--codec", choices=("mp3", "aac"), default="mp3", help="default mp3")
-    source = parser.add_mutually_exclusive_group(required=source_required)
-    source.add_argument("--wav", metavar="FILE",
-                        help="send this file (any format PyAV reads; resampled as needed)")
-    source.add_argument("--tone", action="store_true", help="send a generated sine tone")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="stop after N seconds (default: the whole file, an endless tone)")
-    parser.add_argument("--frequency", type=float, default=440.0, help="tone frequency in Hz")
-    parser.add_argument("--sample-rate", type=int, default=48000, help="default 48000")
-    parser.add_argument("--channels", type=int, default=2, help="default 2")
-    parser.add_argument("--bitrate", type=int, default=128000, help="bit/s, default 128000")
-    parser.add_argument("--stream", default=None, help="stream name at the server")
-    parser.add_argument("--clock-every", type=int, default=10,
-                        help="send a clock stamp (for latency) every N frames; 0: never")
-
-
-def _add_live_commands(commands) -> None:
-    serve = commands.add_parser("serve", help="live server: TCP ingest + player page and "
-                                              "WebSocket broadcast")
-    _add_server_args(serve)
-
-    send = commands.add_parser("send", help="encode a file or a tone and push it to a live "
-                                            "server, paced at real time")
-    _add_sender_args(send, source_required=True)
-    send.add_argument("--host", default="127.0.0.1", help="the server's ingest address")
-    send.add_argument("--port", type=int, default=23457, help="the server's ingest port")
-    send.add_argument("--token", default=os.environ.get(_TOKEN_ENV),
-                      help=f"shared secret (default: ${_TOKEN_ENV})")
-    send.add_argument("--no-pace", action="store_true",
-                      help="send as fast as possible instead of in real time")
-    send.add_argument("--retry-seconds", type=float, default=30.0,
-                      help="give up after this long without a connection (default 30)")
-
-    demo = commands.add_parser("demo", help="live server plus a paced sender process; "
-                                            "prints the URL to open")
-    _add_server_args(demo)
-    _add_sender_args(demo, source_required=False)
-
 
 def _live_config(args: argparse.Namespace):
     from flowengine.live.server import LiveConfig
@@ -406,17 +274,6 @@ def _write_report(args: argparse.Namespace, report, out: TextIO) -> None:
             from None
 
 
-def _ops_named_in(path: str) -> list[str]:
-    """The operators a config file names, read without validating it (for what the
-    forkserver preloads; a file that does not parse is reported by the validation after)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
-        return [str(stage.get("op")) for stage in data.get("stages", [])]
-    except Exception:   # noqa: BLE001 - only a hint: validation says what is wrong
-        return []
-
-
 def execute_run(run: ResolvedRun, out: TextIO, *, in_process: bool = False,
                 quiet: bool = False, line=None, process_entry: bool = False):
     """Run a validated run with the progress display (`line`: its text, default
@@ -461,9 +318,6 @@ def execute_run(run: ResolvedRun, out: TextIO, *, in_process: bool = False,
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    if not args.in_process:     # the forkserver imports the worker code while we validate
-        from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver(_ops_named_in(args.config))
     run = resolve_run(args.config, args.overrides)
     report = execute_run(run, out, in_process=args.in_process, quiet=args.quiet,
                          process_entry=args.process_entry)
@@ -498,9 +352,15 @@ def _message(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (see the module doc)."""
-    args = build_parser().parse_args(argv)
-    args.process_entry = argv is None     # the command line itself, not a caller's main([...])
+    """The command line `argv` (default: this process's); returns the exit code (see the
+    module doc)."""
+    return run_command(build_parser().parse_args(argv), process_entry=argv is None)
+
+
+def run_command(args: argparse.Namespace, *, process_entry: bool = False) -> int:
+    """Run parsed command line `args`; the exit code. `process_entry`: this is the command
+    line's own process, not a caller's main([...])."""
+    args.process_entry = process_entry
     show_messages_as_lines(verbose=getattr(args, "verbose", False)
                            or args.command in ("serve", "send", "demo"))
     try:

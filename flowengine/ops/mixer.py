@@ -37,6 +37,7 @@ from flowengine.audio.fifo import SampleFifo
 from flowengine.audio.format import AudioFormat, to_float
 from flowengine.ops.node import AGAIN, EOF, PCM
 from flowengine.ops.registry import operator
+from flowengine.ops.rules import longest_to_sum
 from flowengine.ops.multiinput import InputKey, MultiInputNode
 
 __all__ = ["MixerNode", "mix"]
@@ -300,7 +301,8 @@ def _db_to_gain(value: float) -> float:
 
 
 @operator("mix", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
-          summary="Sum several inputs aligned by pts (fan-in: one stage, several inputs)")
+          summary="Sum several inputs aligned by pts (fan-in: one stage, several inputs)",
+          expected_out=longest_to_sum)
 def mix(gains: list[float] | dict[str, float] | None = None,
         gains_db: list[float] | dict[str, float] | None = None, normalize: bool = False,
         stream: str = "mix", wait_s: float | None = None, inputs: int | None = None,

@@ -57,7 +57,7 @@ class ControlBacklog(FlowError):
 
 
 class ControlOutbox:
-    """Sends control frames through `router` (a ROUTER with ``ROUTER_MANDATORY``), keeping
+    """Sends control messages through `router` (a ROUTER with ``ROUTER_MANDATORY``), keeping
     per worker, in order, what could not be handed over yet."""
 
     def __init__(self, router: zmq.Socket, max_waiting: int = MAX_WAITING) -> None:

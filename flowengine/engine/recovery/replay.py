@@ -23,7 +23,7 @@ per input: gain, identity, channel_map, a ``module:Attr`` node with
   coordinator (``AckRelay``) takes the minimum over the consumer stages and
   forwards it to the stage's upstream workers.
 * **Replay buffers.** Each upstream worker keeps, per replica of the stage, a
-  ``ReplayBuffer``: the frames it sent there (caps, data, eos, copied) that
+  ``ReplayBuffer``: the messages it sent there (caps, data, eos, copied) that
   are not acknowledged yet, and for each stream the caps in effect before the
   first of them. An acknowledgement drops what it covers.
 * **A restart.** The coordinator tells the upstream workers to ``hold`` the
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowengine.errors import FlowError
-from flowengine.engine.wire.codec import Frame
+from flowengine.engine.wire.codec import Part
 
 __all__ = ["ReplayBuffer", "ReplayStamp", "AckReporter", "AckRelay", "Forget", "ACK_INTERVAL_S",
            "REPLAY_WAIT_S", "DEFAULT_REPLAY_MESSAGES", "DEFAULT_REPLAY_BYTES"]
@@ -74,7 +74,7 @@ DEFAULT_REPLAY_BYTES = 64 * 1024 * 1024
 class _Entry:
     kind: str                 # caps | data | eos
     index: int                # data: its index; caps/eos: the index of the next data
-    frames: list[bytes]
+    parts: list[bytes]
     nbytes: int
 
 
@@ -101,7 +101,7 @@ class ReplayBuffer:
     def full(self) -> bool:
         return self.messages >= self.max_messages or self.nbytes >= self.max_bytes
 
-    def record(self, kind: str, stream: str, index: int | None, frames: list[Frame]) -> None:
+    def record(self, kind: str, stream: str, index: int | None, parts: list[Part]) -> None:
         """Keep a copy of one sent message (a node may reuse the array a payload views)."""
         log = self._streams.setdefault(stream, _StreamLog())
         if kind == "data":
@@ -109,7 +109,7 @@ class ReplayBuffer:
             index, log.next_index = log.next_index, log.next_index + 1
         else:
             index = log.next_index
-        copies = [bytes(frame) for frame in frames]
+        copies = [bytes(part) for part in parts]
         entry = _Entry(kind, index, copies, sum(len(c) for c in copies))
         log.entries.append(entry)
         self._count(entry, +1)
@@ -152,10 +152,10 @@ class ReplayBuffer:
         for log in self._streams.values():
             if log.caps is not None and log.last_data is not None and \
                     not any(e.kind == "data" for e in log.entries):
-                out += [log.caps.frames, log.last_data.frames]
+                out += [log.caps.parts, log.last_data.parts]
             elif log.caps is not None and (not log.entries or log.entries[0].kind != "caps"):
-                out.append(log.caps.frames)
-            out += [entry.frames for entry in log.entries]
+                out.append(log.caps.parts)
+            out += [entry.parts for entry in log.entries]
         return out
 
     def _count(self, entry: _Entry, sign: int) -> None:

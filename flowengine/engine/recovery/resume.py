@@ -24,7 +24,7 @@ from typing import Any
 from flowengine.errors import FlowError
 from flowengine.engine.recovery.replay import REPLAY_WAIT_S, ReplayBuffer
 from flowengine.engine.worker.routing import StickyRouter
-from flowengine.engine.wire.codec import Frame, encode_eof
+from flowengine.engine.wire.codec import Part, encode_eof
 
 __all__ = ["resume_downstream", "ReplaySender"]
 
@@ -82,7 +82,7 @@ class ReplaySender:
         self.replayed = 0              # messages sent again, over the run
         self._replaying = False
 
-    def on_send(self, dest: str, frames: list[Frame]) -> bool:
+    def on_send(self, dest: str, parts: list[Part]) -> bool:
         """Keep a message `worker.sender` just built for `dest`, waiting for room in the
         buffer first; False when it must not go out now (`dest` is held)."""
         buffer = self.buffers.get(dest)
@@ -94,7 +94,7 @@ class ReplaySender:
         if kind in ("caps", "data", "eos"):
             if kind == "data" and buffer.full:
                 self._wait_for_room(buffer)
-            buffer.record(kind, stream, index, frames)
+            buffer.record(kind, stream, index, parts)
         return dest not in self.held
 
     def acknowledge(self, message: dict[str, Any]) -> None:
@@ -142,8 +142,8 @@ class ReplaySender:
         sock = self.worker.outboxes[dest].socket
         self._replaying = True
         try:
-            for frames in messages:
-                self.worker._send(dest, sock, frames)
+            for parts in messages:
+                self.worker._send(dest, sock, parts)
             if self.worker.sender.eof_sent:
                 self.worker._send(dest, sock, encode_eof(self.worker.sender.sender))
         finally:

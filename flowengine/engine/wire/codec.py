@@ -1,58 +1,72 @@
-"""The data-plane wire format (DESIGN §5): pure encode/decode, no sockets.
+"""The data-plane wire format: pure encode/decode, no sockets.
 
 Theory of operation
 -------------------
-A message is a list of ZeroMQ frames. Data kinds carry two frames,
+A message is a list of ZeroMQ message parts. Data kinds carry two parts,
 ``[header, payload]``; control kinds carry the header alone::
 
     pcm   [header, raw samples]   one AudioFrame
     pkt   [header, packet bytes]  one Packet (codec frame)
-    caps  [header]                what a stream carries (format, codec, extradata)
+    caps  [header]                what a stream carries (format, time base, codec, extradata)
     eos   [header]                end of one stream, with the counts sent on it
                                   (``ab: true``: the stream was aborted, not whole)
     eof   [header]                end of the run from one sender ("stage:replica")
 
-The header is a msgpack map with short keys (``v`` version, ``k`` kind, ``s``
-stream, ``q`` per-stream sequence number, ``src`` sender id, ...; the tables
-``_SCHEMAS`` below are the complete list). Data messages of a stream spread
-over the replicas of an ordered stage also carry ``oq``, the message's index
-in the whole stream (``q`` counts per sender, and each replica sends only a
-part), and that stream's eos carries ``oe``, how many data messages the whole
-stream had; the receiver after the ordered stage restores order by ``oq``
-(``flowengine.engine.worker.routing``). Samples travel little-endian in
-the frame's declared layout (planar ``(channels, samples)`` or interleaved
-``(samples, channels)``), C-contiguous.
+**A data header is a fixed-shape msgpack array**, checked in one pass of
+type and range comparisons, with nothing in it that its stream's caps
+already said::
 
-``decode`` trusts nothing: the version, kind, frame count, every key and its
-type, value ranges, the payload length against the header and the total size
-are checked, and msgpack itself is run with tight limits, so a hostile header
-cannot allocate more than the bytes it arrived in. Every failure is a
+    pcm   [2, "pcm", stream, seq, sender, order, pts, samples]
+    pkt   [2, "pkt", stream, seq, sender, order, pts, dts, duration, flags]
+
+``seq`` numbers the messages of one (sender, stream) pair (caps and eos
+included); ``sender`` is "stage:replica" (nil outside an engine); ``order``
+is the message's index in a stream spread over the replicas of an ordered
+stage, or in a stream whose consumer restarts losslessly (nil otherwise);
+``pts`` (nil when unknown), ``dts`` and ``duration`` are in the time base
+the caps give; ``flags`` are the packet's (bit 0 a key frame, bit 1 marked
+corrupt). The format, time base, codec
+and extradata travel once per stream in its caps, so the receiver builds a
+data message's buffer from them (`buffer_from`), and checks the payload's
+length against what they say there.
+
+**A control header is a msgpack map** with short keys (``v`` version, ``k``
+kind, ``s`` stream, ``q`` seq, ``src`` sender, ...; the tables ``_SCHEMAS``
+below are the complete list): they are rare (once per stream or per
+sender), and a map says what each value is. A stream spread over an
+ordered stage's replicas ends with an eos carrying ``oe``, how many data
+messages the whole stream had.
+
+``decode`` trusts nothing: the version, kind, part count, every field and
+its type, value ranges, the payload length and the total size are checked,
+and msgpack itself is run with tight limits, so a hostile header cannot
+allocate more than the bytes it arrived in. Every failure is a
 ``WireError`` naming what was wrong; no other exception escapes and no array
 of the wrong size is ever built.
 
-Copies: on receive the PCM array is ``np.frombuffer`` over the received frame
+Copies: on receive the PCM array is ``np.frombuffer`` over the received part
 (no copy) and is handed out **read-only** (``writable=True`` copies instead):
 the nodes downstream treat input as immutable, and a read-only array turns an
 accidental in-place write into an immediate error rather than silent
-corruption of a buffer ZeroMQ owns. On send the payload is a memoryview of
-the contiguous array; ``send_kwargs`` says whether to let ZeroMQ copy it
-(cheaper below ``ZERO_COPY_MIN_BYTES``).
+corruption of a buffer ZeroMQ owns. Samples travel little-endian in the
+caps' layout (planar ``(channels, samples)`` or interleaved ``(samples,
+channels)``). On send the payload is a memoryview of the contiguous array;
+``send_kwargs`` says whether to let ZeroMQ copy it (cheaper below
+``ZERO_COPY_MIN_BYTES``).
 
 Batches: one ZeroMQ message may carry several wire messages back to back,
-as two frames ``[batch header, body]``: the body is the frames of every
+as two parts ``[batch header, body]``: the body is the parts of every
 message concatenated (each header followed by its payload for data kinds)
-and the batch header ``{"v", "k": "batch", "m": messages, "l": [length of
-each frame]}`` says where they split. ZeroMQ's cost is per frame: measured
-here, 28 messages of 1152 stereo samples as 56 frames cost ~19 µs of the
+and the batch header, a fixed-shape array ``[2, "batch", messages, [length
+of each part]]``, says where they split. ZeroMQ's cost is per part: measured
+here, 28 messages of 1152 stereo samples as 56 parts cost ~19 µs of the
 sender's CPU and ~24 µs of the receiver's per message, as one concatenated
-body ~5 and ~5 µs (one memcpy instead of a zmq_msg per frame). So a worker
+body ~5 and ~5 µs (one memcpy instead of a zmq_msg per part). So a worker
 coalesces what it sends to one socket (``encode_batch``). ``decode_batch``
 takes a batch or a single message; it checks the batch header, that the
 lengths add up to the body and split it into whole messages, the count, and
 every message as ``decode`` does, on read-only views of the body (no copy).
-A batch of one is never built (the message goes alone), so a single message
-is exactly what it was before batches and the version stays 1: a receiver
-without batches refuses one with "unknown kind 'batch'".
+A batch of one is never built (the message goes alone).
 """
 
 from __future__ import annotations
@@ -62,27 +76,28 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from operator import index
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from flowengine.audio.buffers import PACKET_FLAG_KEY, AudioFrame, Packet
-from flowengine.errors import WireError
+from flowengine.audio.buffers import AudioFrame, Packet, time_base_fraction
 from flowengine.audio.format import SAMPLE_TYPES, AudioFormat
+from flowengine.errors import WireError
 from flowengine.ops.node import KINDS as BUFFER_KINDS
 from flowengine.ops.node import PACKET, PCM
 
 __all__ = [
     "WIRE_VERSION", "KINDS", "DATA_KINDS", "CONTROL_KINDS", "MAX_MESSAGE_BYTES",
-    "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES",
+    "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES", "Part",
     "Caps", "Message", "encode_frame", "encode_packet", "encode_caps", "encode_eos",
-    "encode_eof", "decode", "send_kwargs", "message_nbytes",
+    "encode_eof", "decode", "buffer_from", "send_kwargs", "message_nbytes",
     "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch", "decode_batch",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 KINDS = ("pcm", "pkt", "caps", "eos", "eof")
 DATA_KINDS = ("pcm", "pkt")
 CONTROL_KINDS = ("caps", "eos", "eof")
@@ -95,13 +110,13 @@ MAX_CAPS_PARAMS = 64
 BATCH_KIND = "batch"
 # Messages in one batch; a worker sends far fewer (its own limits are in outbox.py).
 MAX_BATCH_MESSAGES = 1024
-# Its header lists two frame lengths per message at most, each up to 9 bytes of msgpack.
+# Its header lists two part lengths per message at most, each up to 9 bytes of msgpack.
 MAX_BATCH_HEADER_BYTES = 64 + 2 * MAX_BATCH_MESSAGES * 9
 # pyzmq copies anything smaller itself, and measured here a zero-copy send of
 # 9-32 KB blocks was 35-43 % slower than a copy.
 ZERO_COPY_MIN_BYTES = 65536
 
-Frame = bytes | memoryview
+Part = bytes | memoryview     # one part of a ZeroMQ message
 
 # Little-endian on the wire, so tcp:// edges between hosts agree on samples.
 _WIRE_DTYPES = {t: AudioFormat(1, 1, t).dtype.newbyteorder("<") for t in SAMPLE_TYPES}
@@ -115,9 +130,12 @@ _SCALARS = (int, float, str, bool, type(None))
 class Caps:
     """What a stream carries; sent before its first buffer and again when it changes.
 
-    `kind` is "pcm" or "packet". PCM streams need `format`; packet streams need
-    `codec` (may be "") and may give the coded audio's `format`, the codec's
-    `extradata` (e.g. an Opus header) and scalar codec `params` (bit_rate, ...).
+    `kind` is "pcm" or "packet". PCM streams need `format` (their time base is
+    1/sample rate unless given). Packet streams need `codec` (may be "") and
+    the `time_base` of their timestamps, and may give the coded audio's
+    `format`, the codec's `extradata` (e.g. an Opus header) and scalar codec
+    `params` (bit_rate, ...). Data messages carry none of this: the receiver
+    builds their buffers from the caps in effect.
     """
 
     kind: str
@@ -126,6 +144,9 @@ class Caps:
     time_base: Fraction | None = None
     extradata: bytes | None = field(default=None, repr=False)
     params: Mapping[str, int | float | str | bool | None] = field(default_factory=dict)
+    # PCM: the wire dtype and bytes per sample of `format`, worked out once per stream.
+    wire_layout: tuple[np.dtype, int] | None = field(init=False, default=None, repr=False,
+                                                     compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in BUFFER_KINDS:
@@ -134,12 +155,20 @@ class Caps:
             raise WireError("pcm caps need the format (sr, ch, fmt, planar)")
         if self.kind == PACKET and self.codec is None:
             raise WireError("packet caps need the codec name")
+        if self.kind == PACKET and self.time_base is None:
+            raise WireError("packet caps need the time base of the packets' timestamps")
         if self.codec is not None:
             _check_name("codec", self.codec, allow_empty=True)
-        if self.time_base is not None:
-            object.__setattr__(self, "time_base", Fraction(self.time_base))
-            if self.time_base <= 0:
-                raise WireError(f"caps time_base must be positive, got {self.time_base}")
+        time_base = self.time_base
+        if time_base is None:
+            time_base = time_base_fraction(1, self.format.sample_rate)
+        elif type(time_base) is not Fraction:
+            time_base = Fraction(time_base)
+        if time_base <= 0:
+            raise WireError(f"caps time_base must be positive, got {time_base}")
+        # The shared Fraction buffers use, so a sender compares them by identity first.
+        object.__setattr__(self, "time_base",
+                           time_base_fraction(time_base.numerator, time_base.denominator))
         if self.extradata is not None:
             object.__setattr__(self, "extradata", bytes(self.extradata))
         params = dict(self.params)
@@ -151,6 +180,9 @@ class Caps:
                 raise WireError(f"caps param {key!r} must be int, float, str, bool or None, "
                                 f"got {type(value).__name__}")
         object.__setattr__(self, "params", params)
+        if self.kind == PCM:
+            object.__setattr__(self, "wire_layout", (_WIRE_DTYPES[self.format.sample_type],
+                                                     self.format.bytes_per_sample))
 
     @classmethod
     def for_frame(cls, frame: AudioFrame) -> "Caps":
@@ -162,42 +194,66 @@ class Caps:
         """The caps of a packet stream whose packets look like `packet`."""
         return cls(PACKET, fmt, packet.codec, packet.time_base, packet.extradata)
 
+    def describes(self, buffer: AudioFrame | Packet) -> bool:
+        """True when `buffer` can travel under these caps as it is: its kind, format or
+        codec, and time base are the caps'. A stream's buffers usually share the caps'
+        format and time base objects, so the usual case is two identity checks."""
+        if type(buffer) is AudioFrame:
+            if self.kind != PCM:
+                return False
+            tb = buffer.time_base
+            return ((buffer.format is self.format or buffer.format == self.format)
+                    and (tb is self.time_base or tb == self.time_base))
+        tb = self.time_base
+        return (self.kind == PACKET and buffer.codec == self.codec
+                and buffer.time_base_num == tb.numerator
+                and buffer.time_base_den == tb.denominator)
 
-@dataclass
+
+@dataclass(slots=True)
 class Message:
     """One decoded data-plane message.
 
-    `buffer` is the AudioFrame or Packet of a data kind. `info` holds the
-    control payload: caps -> {"caps": Caps}; eos -> {"messages": int,
-    "samples": int} (+ "order_end" when the header has ``oe``, + "aborted": True
-    when it has ``ab``); eof -> {}.
-    `nbytes` is the size on the wire; `order` is the ``oq`` of a data message.
+    Every kind has `kind`, `sender` (None outside an engine) and `nbytes`
+    (its size on the wire); caps, eos and data also `stream` and `seq`.
+    A data message has its header's fields (`order`: its index in a spread
+    stream, or None; `pts`; pcm: `samples`; pkt: `dts`, `duration`, `flags`)
+    and its `payload`, a read-only view of the received bytes; `buffer_from`
+    turns it into an AudioFrame or Packet with its stream's caps. `info`
+    holds a control message's content: caps -> {"caps": Caps}; eos ->
+    {"messages": int, "samples": int} (+ "order_end" when the header has
+    ``oe``, + "aborted": True when it has ``ab``); eof -> {}.
     """
 
     kind: str
     stream: str | None = None
     seq: int | None = None
-    buffer: AudioFrame | Packet | None = None
-    info: dict[str, Any] = field(default_factory=dict)
     sender: str | None = None
+    order: int | None = None
     nbytes: int = 0
-    order: int | None = None     # "oq": index of a data message in its whole (spread) stream
+    pts: int | None = None
+    samples: int = 0
+    dts: int | None = None
+    duration: int | None = None
+    flags: int = 0
+    payload: memoryview | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    buffer: AudioFrame | Packet | None = None
 
 
 # ---------------------------------------------------------------------- encoding
 
 def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None,
-                 order: int | None = None) -> list[Frame]:
+                 order: int | None = None) -> list[Part]:
     """An AudioFrame as ``[header, payload]``; the payload is a view, not a copy.
 
     `order` is the frame's index in its whole stream when the stream is spread
-    over replicas (the ``oq`` key)."""
-    fmt = frame.format
-    header = _base_header("pcm", frame.stream, seq, sender, order)
-    header.update(pts=_opt_int("pts", frame.pts), tb=_time_base(frame.time_base.numerator, frame.time_base.denominator),
-                  sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type,
-                  planar=fmt.planar, n=frame.samples)
-    return [_pack(header), _pcm_payload(frame.data, fmt.sample_type)]
+    over replicas. The frame's format and time base are its stream's caps'
+    (the caller sends caps first: ``protocol.StreamSender`` does)."""
+    header = [WIRE_VERSION, "pcm", _check_name("stream id", frame.stream), _uint("seq", seq),
+              _opt_name("sender", sender), _opt_uint("order", order),
+              _opt_int("pts", frame.pts), frame.samples]
+    return [_pack(header, "pcm"), _pcm_payload(frame.data, frame.format.sample_type)]
 
 
 def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
@@ -208,42 +264,36 @@ def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
 
 
 def encode_packet(packet: Packet, seq: int, *, sender: str | None = None,
-                  order: int | None = None) -> list[Frame]:
-    """A Packet as ``[header, payload]``. Extradata travels in caps, not per packet.
-    `order` as for `encode_frame`."""
-    header = _base_header("pkt", packet.stream, seq, sender, order)
-    flags = _uint("flags", packet.flags)
-    header.update(pts=_opt_int("pts", packet.pts),
-                  tb=_time_base(packet.time_base_num, packet.time_base_den),
-                  codec=_check_name("codec", packet.codec, allow_empty=True),
-                  dur=_opt_int("duration", packet.duration), dts=_opt_int("dts", packet.dts),
-                  key=bool(flags & PACKET_FLAG_KEY))
-    if flags & ~PACKET_FLAG_KEY:
-        header["fl"] = _uint("flags", flags & ~PACKET_FLAG_KEY)
-    return [_pack(header), memoryview(packet.data)]
+                  order: int | None = None) -> list[Part]:
+    """A Packet as ``[header, payload]``; its codec, time base and extradata travel in
+    its stream's caps. `order` as for `encode_frame`."""
+    header = [WIRE_VERSION, "pkt", _check_name("stream id", packet.stream), _uint("seq", seq),
+              _opt_name("sender", sender), _opt_uint("order", order),
+              _opt_int("pts", packet.pts), _opt_int("dts", packet.dts),
+              _opt_int("duration", packet.duration), _uint("flags", packet.flags)]
+    return [_pack(header, "pkt"), memoryview(packet.data)]
 
 
-def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None) -> list[Frame]:
+def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None) -> list[Part]:
     """The caps of `stream` as ``[header]``."""
-    header = _base_header("caps", stream, seq, sender)
+    header = _control_header("caps", stream, seq, sender)
     header["b"] = caps.kind
     if caps.format is not None:
         fmt = caps.format
         header.update(sr=fmt.sample_rate, ch=fmt.channels, fmt=fmt.sample_type, planar=fmt.planar)
     if caps.codec is not None:
         header["codec"] = caps.codec
-    if caps.time_base is not None:
-        header["tb"] = _time_base(caps.time_base.numerator, caps.time_base.denominator)
+    header["tb"] = [caps.time_base.numerator, caps.time_base.denominator]
     if caps.extradata is not None:
         header["x"] = caps.extradata
     if caps.params:
         header["p"] = dict(caps.params)
-    return [_pack(header)]
+    return [_pack(header, "caps")]
 
 
 def encode_eos(stream: str, seq: int, *, messages: int, samples: int = 0,
                sender: str | None = None, order_end: int | None = None,
-               aborted: bool = False) -> list[Frame]:
+               aborted: bool = False) -> list[Part]:
     """End of `stream`: `messages` data messages and `samples` PCM samples were sent on it.
 
     `order_end` (the ``oe`` key) is how many data messages the whole stream had
@@ -251,54 +301,51 @@ def encode_eos(stream: str, seq: int, *, messages: int, samples: int = 0,
     `aborted` (the ``ab`` key, only sent when true) says the stream was cut short
     after an error: what was sent is all there is, but it is not the whole stream,
     so nothing downstream finalizes it (a file sink keeps ``NAME.part``)."""
-    header = _base_header("eos", stream, seq, sender)
+    header = _control_header("eos", stream, seq, sender)
     header.update(m=_uint("messages", messages), n=_uint("samples", samples))
     if order_end is not None:
         header["oe"] = _uint("order end", order_end)
     if aborted:
         header["ab"] = True
-    return [_pack(header)]
+    return [_pack(header, "eos")]
 
 
-def encode_eof(sender: str) -> list[Frame]:
+def encode_eof(sender: str) -> list[Part]:
     """End of the run from `sender` (e.g. "decode:0")."""
-    return [_pack({"v": WIRE_VERSION, "k": "eof", "src": _check_name("sender", sender)})]
+    return [_pack({"v": WIRE_VERSION, "k": "eof", "src": _check_name("sender", sender)}, "eof")]
 
 
-def send_kwargs(payload: Frame) -> dict[str, bool]:
-    """Keyword arguments for ``socket.send_multipart`` of a message whose last frame is `payload`."""
+def send_kwargs(payload: Part) -> dict[str, bool]:
+    """Keyword arguments for ``socket.send_multipart`` of a message whose last part is `payload`."""
     return {"copy": memoryview(payload).nbytes < ZERO_COPY_MIN_BYTES}
 
 
-def message_nbytes(frames: Sequence[Frame]) -> int:
-    """Total size of a message's frames in bytes."""
+def message_nbytes(parts: Sequence[Part]) -> int:
+    """Total size of a message's parts in bytes."""
     total = 0
-    for frame in frames:   # a plain loop: a generator costs more for the usual 1 or 2 frames
-        total += len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+    for part in parts:   # a plain loop: a generator costs more for the usual 1 or 2 parts
+        total += len(part) if type(part) is bytes else memoryview(part).nbytes
     return total
 
 
-def encode_batch(messages: Sequence[Sequence[Frame]]) -> list[Frame]:
+def encode_batch(messages: Sequence[Sequence[Part]]) -> list[Part]:
     """Several encoded messages as one ``[batch header, body]``; a single one goes as it is."""
     if len(messages) == 1:
         return list(messages[0])
     if not 1 < len(messages) <= MAX_BATCH_MESSAGES:
         raise WireError(f"a batch has 1 to {MAX_BATCH_MESSAGES} messages, got {len(messages)}")
-    frames = [frame for message in messages for frame in message]
-    lengths = [len(f) if type(f) is bytes else memoryview(f).nbytes for f in frames]
-    header = _pack({"v": WIRE_VERSION, "k": BATCH_KIND, "m": len(messages), "l": lengths},
+    parts = [part for message in messages for part in message]
+    lengths = [len(p) if type(p) is bytes else memoryview(p).nbytes for p in parts]
+    header = _pack([WIRE_VERSION, BATCH_KIND, len(messages), lengths], BATCH_KIND,
                    MAX_BATCH_HEADER_BYTES)
-    return [header, b"".join(frames)]
+    return [header, b"".join(parts)]
 
 
-def _base_header(kind: str, stream: str, seq: int, sender: str | None,
-                 order: int | None = None) -> dict[str, Any]:
+def _control_header(kind: str, stream: str, seq: int, sender: str | None) -> dict[str, Any]:
     header = {"v": WIRE_VERSION, "k": kind, "s": _check_name("stream id", stream),
               "q": _uint("seq", seq)}
     if sender is not None:
         header["src"] = _check_name("sender", sender)
-    if order is not None:
-        header["oq"] = _uint("order", order)
     return header
 
 
@@ -307,26 +354,31 @@ def _base_header(kind: str, stream: str, seq: int, sender: str | None,
 _packers = threading.local()
 
 
-def _pack(header: dict[str, Any], limit: int = MAX_HEADER_BYTES) -> bytes:
+def _pack(header: list | dict, kind: str, limit: int = MAX_HEADER_BYTES) -> bytes:
     packer = getattr(_packers, "packer", None)
     if packer is None:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True)
     try:
         packed = packer.pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise WireError(f"cannot encode {header.get('k')} header: {exc}") from None
+        raise WireError(f"cannot encode {kind} header: {exc}") from None
     if len(packed) > limit:
-        raise WireError(f"{header.get('k')} header of {len(packed)} bytes is over the maximum "
-                        f"{limit}")
+        raise WireError(f"{kind} header of {len(packed)} bytes is over the maximum {limit}")
     return packed
 
 
 def _check_name(what: str, value: object, allow_empty: bool = False) -> str:
+    if type(value) is str and 0 < len(value) <= MAX_NAME_CHARS:
+        return value  # the usual case
     if not isinstance(value, str):
         raise WireError(f"{what} must be a str, got {type(value).__name__}")
     if len(value) > MAX_NAME_CHARS or (not value and not allow_empty):
         raise WireError(f"{what} must have 1 to {MAX_NAME_CHARS} characters, got {len(value)}")
     return value
+
+
+def _opt_name(what: str, value: object) -> str | None:
+    return None if value is None else _check_name(what, value)
 
 
 def _uint(what: str, value: object) -> int:
@@ -341,6 +393,10 @@ def _uint(what: str, value: object) -> int:
     return number
 
 
+def _opt_uint(what: str, value: object) -> int | None:
+    return None if value is None else _uint(what, value)
+
+
 def _opt_int(what: str, value: object) -> int | None:
     if value is None or type(value) is int:
         return value
@@ -350,20 +406,11 @@ def _opt_int(what: str, value: object) -> int | None:
         raise WireError(f"{what} must be an int or None, got {type(value).__name__}") from None
 
 
-def _time_base(num: object, den: object) -> list[int]:
-    if type(num) is int and type(den) is int and num > 0 and den > 0:
-        return [num, den]
-    num, den = _opt_int("time base numerator", num), _opt_int("time base denominator", den)
-    if num is None or den is None or num <= 0 or den <= 0:
-        raise WireError(f"time base must be two positive ints, got {num}/{den}")
-    return [num, den]
-
-
 # ---------------------------------------------------------------------- decoding
 
 @dataclass(frozen=True)
 class _Field:
-    """One header key: the msgpack types it may have and the rule on its value."""
+    """One header field: the msgpack types it may have and the rule on its value."""
 
     types: tuple[type, ...]
     type_name: str
@@ -373,6 +420,11 @@ class _Field:
 
     def optional(self) -> "_Field":
         return _Field(self.types, self.type_name, self.rule, self.valid, required=False)
+
+    def nullable(self) -> "_Field":
+        valid = self.valid
+        return _Field((*self.types, type(None)), f"{self.type_name} or nil", self.rule,
+                      None if valid is None else (lambda v: v is None or valid(v)))
 
 
 def _is_name(value: str) -> bool:
@@ -407,22 +459,28 @@ _BUFFER_KIND = _Field((str,), "str", f"one of {', '.join(BUFFER_KINDS)}",
 _BIN = _Field((bytes,), "bin")
 _PARAMS = _Field((dict,), "map", f"at most {MAX_CAPS_PARAMS} names to scalars", _is_params)
 
+# Data headers: the fields after version and kind, in order.
+_DATA_FIELDS: dict[str, tuple[tuple[str, _Field], ...]] = {
+    "pcm": (("stream", _NAME), ("seq", _UINT), ("sender", _NAME.nullable()),
+            ("order", _UINT.nullable()), ("pts", _OPT_INT), ("samples", _UINT)),
+    "pkt": (("stream", _NAME), ("seq", _UINT), ("sender", _NAME.nullable()),
+            ("order", _UINT.nullable()), ("pts", _OPT_INT), ("dts", _OPT_INT),
+            ("duration", _OPT_INT), ("flags", _UINT)),
+}
+_DATA_LENGTHS = {kind: 2 + len(fields) for kind, fields in _DATA_FIELDS.items()}
+
+# Control headers: maps.
 _COMMON = {"v": _UINT, "k": _NAME, "src": _NAME.optional()}
 _STREAM = {**_COMMON, "s": _NAME, "q": _UINT}
 _FORMAT_KEYS = ("sr", "ch", "fmt", "planar")
 _SCHEMAS: dict[str, dict[str, _Field]] = {
-    "pcm": {**_STREAM, "oq": _UINT.optional(), "pts": _OPT_INT, "tb": _TB, "sr": _POSITIVE, "ch": _POSITIVE,
-            "fmt": _SAMPLE_TYPE, "planar": _BOOL, "n": _UINT},
-    "pkt": {**_STREAM, "oq": _UINT.optional(), "pts": _OPT_INT, "tb": _TB, "codec": _CODEC, "dur": _OPT_INT,
-            "dts": _OPT_INT, "key": _BOOL, "fl": _UINT.optional()},
     "caps": {**_STREAM, "b": _BUFFER_KIND, "sr": _POSITIVE.optional(),
              "ch": _POSITIVE.optional(), "fmt": _SAMPLE_TYPE.optional(),
-             "planar": _BOOL.optional(), "codec": _CODEC.optional(), "tb": _TB.optional(),
+             "planar": _BOOL.optional(), "codec": _CODEC.optional(), "tb": _TB,
              "x": _BIN.optional(), "p": _PARAMS.optional()},
     "eos": {**_STREAM, "m": _UINT, "n": _UINT, "oe": _UINT.optional(), "ab": _TRUE.optional()},
     "eof": {"v": _UINT, "k": _NAME, "src": _NAME},
 }
-
 _REQUIRED = {kind: frozenset(k for k, spec in schema.items() if spec.required)
              for kind, schema in _SCHEMAS.items()}
 
@@ -437,111 +495,124 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise WireError(f"msgpack extension type {code} is not allowed in a header")
 
 
-def decode(frames: Sequence[Any], *, max_message_bytes: int = MAX_MESSAGE_BYTES,
-           writable: bool = False) -> Message:
+_unpack = partial(msgpack.unpackb, ext_hook=_reject_ext, **_UNPACK_LIMITS)
+_unpack_batch = partial(msgpack.unpackb, ext_hook=_reject_ext, **_BATCH_UNPACK_LIMITS)
+
+
+def decode(parts: Sequence[Any], *, caps: Caps | None = None,
+           max_message_bytes: int = MAX_MESSAGE_BYTES, writable: bool = False) -> Message:
     """Validate and decode one multipart message (bytes, memoryviews or zmq.Frames).
 
-    PCM arrays are views of the received frame, read-only unless `writable`
-    (which copies). Raises WireError for anything malformed.
+    A data message's `buffer` is built when `caps` (its stream's) are given
+    (see `buffer_from`; `writable` copies the samples). Raises WireError for
+    anything malformed.
     """
-    views = _as_views(frames)
+    views = _as_views(parts)
     nbytes = sum(v.nbytes for v in views)
     if nbytes > max_message_bytes:
         raise WireError(f"message of {nbytes} bytes over the maximum {max_message_bytes}")
-    header = _unpack_header(views[0])
-    return _decode_single(header, views, nbytes, writable)
+    message = _decode_single(_unpack_header(views[0]), views, nbytes)
+    if caps is not None and message.kind in DATA_KINDS:
+        message.buffer = buffer_from(message, caps, writable=writable)
+    return message
 
 
-def _decode_single(header: dict, views: list[memoryview], nbytes: int,
-                   writable: bool) -> Message:
+def _decode_single(header: Any, views: list[memoryview], nbytes: int) -> Message:
     kind = _check_version_and_kind(header)
-    expected_frames = 2 if kind in DATA_KINDS else 1
-    if len(views) != expected_frames:
-        layout = "header, payload" if expected_frames == 2 else "header"
-        raise WireError(f"{kind} message has {len(views)} frames (expected {expected_frames}: "
+    expected = 2 if kind in DATA_KINDS else 1
+    if len(views) != expected:
+        layout = "header, payload" if expected == 2 else "header"
+        raise WireError(f"{kind} message has {len(views)} parts (expected {expected}: "
                         f"{layout})")
-    return _decode_message(kind, header, views, nbytes, writable)
+    return _decode_message(kind, header, views[1] if expected == 2 else None, nbytes)
 
 
-def decode_batch(frames: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES,
-                 max_bytes: int = MAX_MESSAGE_BYTES, writable: bool = False) -> list[Message]:
+def decode_batch(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES,
+                 max_bytes: int = MAX_MESSAGE_BYTES) -> list[Message]:
     """Validate and decode a batch (or one plain message): its messages, in order.
 
     The batch header's lengths must add up to the body and split it into
-    `m` whole messages, each checked as by `decode`; at most `max_messages`
-    messages and `max_bytes` bytes in all. Raises WireError for anything malformed.
+    `messages` whole messages, each checked as by `decode`; at most
+    `max_messages` messages and `max_bytes` bytes in all. Raises WireError for
+    anything malformed.
     """
-    views = _as_views(frames)
+    views = _as_views(parts)
     nbytes = sum(v.nbytes for v in views)
     if nbytes > max_bytes:
         raise WireError(f"message of {nbytes} bytes over the maximum {max_bytes}")
     # A batch header's list of lengths is longer than any array a message header has.
-    header = _unpack_header(views[0], limits=_BATCH_UNPACK_LIMITS)
-    if header.get("k") != BATCH_KIND:
-        return [_decode_single(header, views, nbytes, writable)]
+    header = _unpack_header(views[0], _unpack_batch)
+    if type(header) is not list or len(header) < 2 or header[1] != BATCH_KIND:
+        return [_decode_single(header, views, nbytes)]
     lengths = _check_batch_header(header, views, max_messages)
-    body, at = views[1], 0
-    parts = []
-    for length in lengths:
-        parts.append(body[at:at + length])
-        at += length
-    count = header["m"]
+    body, count = views[1], header[2]
     messages: list[Message] = []
-    index = 0
-    while index < len(parts):
+    at = index = 0
+    while index < len(lengths):
         try:
-            header = _unpack_header(parts[index])
+            length = lengths[index]
+            head = body[at:at + length]
+            at += length
+            header = _unpack_header(head)
             kind = _check_version_and_kind(header)
-            end = index + (2 if kind in DATA_KINDS else 1)
-            if end > len(parts):
-                raise WireError(f"{kind} message has no payload (the batch ends)")
-            views = parts[index:end]
-            nbytes = lengths[index] + lengths[index + 1] if end - index == 2 else lengths[index]
-            messages.append(_decode_message(kind, header, views, nbytes, writable))
+            payload = None
+            if kind in DATA_KINDS:
+                if index + 1 == len(lengths):
+                    raise WireError(f"{kind} message has no payload (the batch ends)")
+                index += 1
+                payload = body[at:at + lengths[index]]
+                at += lengths[index]
+                length += lengths[index]
+            messages.append(_decode_message(kind, header, payload, length))
         except WireError as exc:
             raise WireError(f"message {len(messages) + 1} of a batch of {count}: {exc}") from None
-        index = end
+        index += 1
     if len(messages) != count:
-        raise WireError(f"batch header says {count} messages, its frames hold {len(messages)}")
+        raise WireError(f"batch header says {count} messages, its parts hold {len(messages)}")
     return messages
 
 
-def _check_batch_header(header: dict, views: list[memoryview], max_messages: int) -> list[int]:
-    """The frame lengths of a valid batch header, checked against the body they split."""
-    if header.get("v") != WIRE_VERSION or type(header.get("v")) is not int:
-        raise WireError(f"batch header: unknown wire version {_short(header.get('v'))} "
+def _check_batch_header(header: list, views: list[memoryview], max_messages: int) -> list[int]:
+    """The part lengths of a valid batch header, checked against the body they split."""
+    version = header[0]
+    if type(version) is not int or version != WIRE_VERSION:
+        raise WireError(f"batch header: unknown wire version {_short(version)} "
                         f"(expected {WIRE_VERSION})")
-    if header.keys() != {"v", "k", "m", "l"}:
-        odd = sorted(map(str, header.keys() ^ {"v", "k", "m", "l"}))
-        raise WireError(f"batch header: keys must be v, k, m, l (wrong: {', '.join(odd)})")
-    count, lengths = header["m"], header["l"]
+    if len(header) != 4:
+        raise WireError(f"batch header has {len(header)} fields (expected 4: version, kind, "
+                        f"messages, lengths)")
+    count, lengths = header[2], header[3]
     if type(count) is not int or not 1 < count <= max_messages:
-        raise WireError(f"batch header: bad value for 'm': {_short(count)} (expected 2 to "
-                        f"{max_messages} messages)")
+        raise WireError(f"batch header: bad value for messages: {_short(count)} (expected 2 "
+                        f"to {max_messages})")
     if type(lengths) is not list or not count <= len(lengths) <= 2 * count or \
             not all(type(n) is int and n >= 0 for n in lengths):
-        raise WireError(f"batch header: bad value for 'l': {_short(lengths)} (expected "
-                        f"{count} to {2 * count} frame lengths, ints >= 0)")
+        raise WireError(f"batch header: bad value for lengths: {_short(lengths)} (expected "
+                        f"{count} to {2 * count} part lengths, ints >= 0)")
     if len(views) != 2:
-        raise WireError(f"batch has {len(views)} frames (expected 2: batch header, body)")
+        raise WireError(f"batch has {len(views)} parts (expected 2: batch header, body)")
     if sum(lengths) != views[1].nbytes:
-        raise WireError(f"batch header's frame lengths add up to {sum(lengths)} bytes, the "
+        raise WireError(f"batch header's part lengths add up to {sum(lengths)} bytes, the "
                         f"body has {views[1].nbytes}")
     return lengths
 
 
-def _decode_message(kind: str, header: dict, views: list[memoryview], nbytes: int,
-                    writable: bool) -> Message:
-    """One message whose version, kind and frame count were checked."""
-    if not (kind == "pcm" and _pcm_header_ok(header)):
-        _check_fields(kind, header)  # the general check, with the precise error
-    message = Message(kind, header.get("s"), header.get("q"), sender=header.get("src"),
-                      nbytes=nbytes, order=header.get("oq"))
+def _decode_message(kind: str, header: Any, payload: memoryview | None,
+                    nbytes: int) -> Message:
+    """One message whose version, kind and part count were checked (`payload`: a data
+    message's)."""
     if kind == "pcm":
-        message.buffer = _decode_pcm(header, views[1], writable)
-    elif kind == "pkt":
-        message.buffer = _decode_packet(header, views[1])
-    elif kind == "caps":
+        if not _pcm_header_ok(header):
+            _check_data_fields(kind, header)  # the general check, with the precise error
+        return Message("pcm", header[2], header[3], header[4], header[5], nbytes, header[6],
+                       header[7], payload=payload)
+    if kind == "pkt":
+        _check_data_fields(kind, header)
+        return Message("pkt", header[2], header[3], header[4], header[5], nbytes, header[6],
+                       0, header[7], header[8], header[9], payload)
+    _check_control_fields(kind, header)
+    message = Message(kind, header.get("s"), header.get("q"), header.get("src"), nbytes=nbytes)
+    if kind == "caps":
         message.info["caps"] = _decode_caps(header)
     elif kind == "eos":
         message.info.update(messages=header["m"], samples=header["n"])
@@ -552,151 +623,160 @@ def _decode_message(kind: str, header: dict, views: list[memoryview], nbytes: in
     return message
 
 
-def _as_views(frames: Sequence[Any]) -> list[memoryview]:
-    if type(frames) is list and 0 < len(frames) <= 2:   # the usual case, checked in one pass
+def _as_views(parts: Sequence[Any]) -> list[memoryview]:
+    if type(parts) is list and 0 < len(parts) <= 2:   # the usual case, checked in one pass
         try:
-            views = [memoryview(frame) for frame in frames]
+            views = [memoryview(part) for part in parts]
         except TypeError:
             views = None
         if views is not None and all(v.format == "B" and v.ndim == 1 for v in views):
             return views
-    if not isinstance(frames, (list, tuple)):
-        raise WireError(f"a message is a list of frames, got {type(frames).__name__}")
-    if not frames:
-        raise WireError("empty message (no frames)")
-    if len(frames) > 2:
-        raise WireError(f"message has {len(frames)} frames (expected 1 or 2): extra frames")
+    if not isinstance(parts, (list, tuple)):
+        raise WireError(f"a message is a list of parts, got {type(parts).__name__}")
+    if not parts:
+        raise WireError("empty message (no parts)")
+    if len(parts) > 2:
+        raise WireError(f"message has {len(parts)} parts (expected 1 or 2): extra parts")
     views = []
-    for i, frame in enumerate(frames):
+    for i, part in enumerate(parts):
         try:
-            view = memoryview(frame)
+            view = memoryview(part)
         except TypeError:
-            raise WireError(f"frame {i} is not a bytes-like buffer (got "
-                            f"{type(frame).__name__})") from None
+            raise WireError(f"part {i} is not a bytes-like buffer (got "
+                            f"{type(part).__name__})") from None
         if view.format != "B" or view.ndim != 1:
             if not view.c_contiguous:
-                raise WireError(f"frame {i} is not a contiguous buffer")
+                raise WireError(f"part {i} is not a contiguous buffer")
             # memoryview cannot cast a view with a zero in its shape
             view = view.cast("B") if view.nbytes else memoryview(b"")
         views.append(view)
     return views
 
 
-def _unpack_header(view: memoryview, limit: int = MAX_HEADER_BYTES,
-                   limits: dict[str, int] | None = None) -> dict:
-    if view.nbytes > limit:
-        raise WireError(f"header of {view.nbytes} bytes over the maximum {limit}")
+def _unpack_header(view: memoryview, unpack: Callable[[memoryview], Any] = _unpack
+                   ) -> list | dict:
+    if view.nbytes > MAX_HEADER_BYTES:
+        raise WireError(f"header of {view.nbytes} bytes over the maximum {MAX_HEADER_BYTES}")
     try:
-        header = msgpack.unpackb(view, ext_hook=_reject_ext, **(limits or _UNPACK_LIMITS))
+        header = unpack(view)
     except WireError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is a bad header
         raise WireError(f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
-    if not isinstance(header, dict):
-        raise WireError(f"header is not a map (got {_type_name(header)})")
+    if type(header) is not list and type(header) is not dict:
+        raise WireError(f"header is not an array or a map (got {_type_name(header)})")
     return header
 
 
-def _check_version_and_kind(header: dict) -> str:
-    version, kind = header.get("v"), header.get("k")
-    if type(version) is int and version == WIRE_VERSION and type(kind) is str and kind in KINDS:
-        return kind                  # the usual case; anything else gets its precise error
-    for key in ("v", "k"):
-        if key not in header:
-            raise WireError(f"header: missing key {key!r}")
-    version, kind = header["v"], header["k"]
+def _check_version_and_kind(header: list | dict) -> str:
+    """The kind of a header whose version is this one's, with the shape its kind has
+    (a data kind: an array of its length; a control kind: a map)."""
+    if type(header) is list:
+        if len(header) >= 2:
+            version, kind = header[0], header[1]
+            if (type(version) is int and version == WIRE_VERSION and type(kind) is str
+                    and _DATA_LENGTHS.get(kind) == len(header)):
+                return kind      # the usual case; anything else gets its precise error
+        if len(header) < 2:
+            raise WireError(f"header array has {len(header)} fields (expected version, kind, "
+                            f"...)")
+        version, kind = header[0], header[1]
+    else:
+        for key in ("v", "k"):
+            if key not in header:
+                raise WireError(f"header: missing key {key!r}")
+        version, kind = header["v"], header["k"]
     if type(version) is not int:
-        raise WireError(f"header: wrong type for 'v' (expected int, got {_type_name(version)})")
+        raise WireError(f"header: wrong type for version (expected int, got "
+                        f"{_type_name(version)})")
     if version != WIRE_VERSION:
         raise WireError(f"unknown wire version {version} (expected {WIRE_VERSION})")
     if kind not in KINDS:
-        raise WireError(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+        raise WireError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
+    if type(header) is list and kind in CONTROL_KINDS:
+        raise WireError(f"{kind} header is an array (expected a map)")
+    if type(header) is dict and kind in DATA_KINDS:
+        raise WireError(f"{kind} header is a map (expected an array)")
+    if type(header) is list and len(header) != _DATA_LENGTHS[kind]:
+        names = ", ".join(name for name, _ in _DATA_FIELDS[kind])
+        raise WireError(f"{kind} header has {len(header)} fields (expected "
+                        f"{_DATA_LENGTHS[kind]}: version, kind, {names})")
     return kind
 
 
-def _check_fields(kind: str, header: dict) -> None:
+def _check_data_fields(kind: str, header: list) -> None:
+    for position, (name, spec) in enumerate(_DATA_FIELDS[kind], start=2):
+        _check_field(kind, name, spec, header[position])
+
+
+def _check_control_fields(kind: str, header: dict) -> None:
     schema = _SCHEMAS[kind]
     if not header.keys() <= schema.keys():
         unknown = next(key for key in header if key not in schema)
-        raise WireError(f"{kind} message: unknown key {unknown!r}")
+        raise WireError(f"{kind} message: unknown key {_short(unknown)}")
     if not _REQUIRED[kind] <= header.keys():
         missing = next(key for key in schema if key in _REQUIRED[kind] and key not in header)
         raise WireError(f"{kind} message: missing key {missing!r}")
     for key, value in header.items():
-        spec = schema[key]
-        if type(value) not in spec.types:
-            raise WireError(f"{kind} message: wrong type for {key!r} (expected {spec.type_name}, "
-                            f"got {_type_name(value)})")
-        if spec.valid is not None and not spec.valid(value):
-            raise WireError(f"{kind} message: bad value for {key!r}: {_short(value)} "
-                            f"(expected {spec.rule})")
+        _check_field(kind, repr(key), schema[key], value)
 
 
-# The keys _pcm_header_ok knows; if the pcm schema ever differs, it steps aside.
-_PCM_FAST_KEYS = frozenset(("v", "k", "src", "s", "q", "oq", "pts", "tb", "sr", "ch", "fmt",
-                            "planar", "n"))
-_PCM_FAST = _PCM_FAST_KEYS == _SCHEMAS["pcm"].keys() and _REQUIRED["pcm"] == _PCM_FAST_KEYS - {
-    "src", "oq"}
+def _check_field(kind: str, name: str, spec: _Field, value: Any) -> None:
+    if type(value) not in spec.types:
+        raise WireError(f"{kind} message: wrong type for {name} (expected {spec.type_name}, "
+                        f"got {_type_name(value)})")
+    if spec.valid is not None and not spec.valid(value):
+        raise WireError(f"{kind} message: bad value for {name}: {_short(value)} "
+                        f"(expected {spec.rule})")
 
 
-_PCM_FAST_TYPES = (str, str, int, int, list, int, int, str, bool, int)
+def _pcm_header_ok(header: list) -> bool:
+    """True when a pcm header's fields pass every check of ``_check_data_fields``; False
+    sends it there for the precise error. The same rules written out, for the message
+    every PCM buffer is: the generic loop costs several times more."""
+    _, _, stream, seq, sender, order, pts, samples = header
+    return (type(stream) is str and 0 < len(stream) <= MAX_NAME_CHARS
+            and type(seq) is int and seq >= 0 and type(samples) is int and samples >= 0
+            and (sender is None or (type(sender) is str and 0 < len(sender) <= MAX_NAME_CHARS))
+            and (order is None or (type(order) is int and order >= 0))
+            and (pts is None or type(pts) is int))
 
 
-def _pcm_header_ok(header: dict) -> bool:
-    """True when a pcm header passes every check of ``_check_fields``; False sends it there.
+def buffer_from(message: Message, caps: Caps, *, writable: bool = False) -> AudioFrame | Packet:
+    """The AudioFrame or Packet of data `message` of a stream with `caps`.
 
-    The same rules as the "pcm" schema, written out: the generic loop over the
-    schema was most of a decode's cost, and every PCM message goes through here.
-    The version and kind were checked already.
+    PCM samples are a read-only view of the received payload (`writable`
+    copies them); a payload whose length is not what the caps' format and the
+    header's sample count say is a WireError naming both.
     """
-    if not _PCM_FAST or not header.keys() <= _PCM_FAST_KEYS:
-        return False
-    try:
-        stream, seq, pts, tb = header["s"], header["q"], header["pts"], header["tb"]
-        rate, channels, planar, samples = header["sr"], header["ch"], header["planar"], header["n"]
-        sample_type = header["fmt"]
-    except KeyError:
-        return False
-    src, order = header.get("src", "-"), header.get("oq", 0)
-    # The types in one C-level comparison, then the values (every one an int or str now).
-    return (tuple(map(type, (stream, src, seq, order, tb, rate, channels, sample_type, planar,
-                             samples))) == _PCM_FAST_TYPES
-            and 0 < len(stream) <= MAX_NAME_CHARS and 0 < len(src) <= MAX_NAME_CHARS
-            and seq >= 0 and order >= 0 and samples >= 0 and rate > 0 and channels > 0
-            and (pts is None or type(pts) is int) and sample_type in SAMPLE_TYPES
-            and _is_tb(tb))
-
-
-def _decode_pcm(header: dict, payload: memoryview, writable: bool) -> AudioFrame:
-    fmt, dtype, width = _layout(header["sr"], header["ch"], header["fmt"], header["planar"])
-    samples, channels = header["n"], fmt.channels
-    expected = channels * samples * width
-    if payload.nbytes != expected:
-        raise WireError(f"pcm message for stream {header['s']!r}: payload is {payload.nbytes} "
-                        f"bytes but header says {channels} ch × {samples} samples × "
-                        f"{width} bytes = {expected}")
-    data = np.frombuffer(payload, dtype=dtype).reshape(
-        (channels, samples) if fmt.planar else (samples, channels))
-    if not _NATIVE_LITTLE and width > 1:
-        data = data.astype(fmt.dtype)  # a big-endian host: one conversion, then a native array
-    elif writable:
-        data = data.copy()
-    if not writable:
-        data.flags.writeable = False
-    # data has fmt's dtype and shape by construction and the fraction is built: no re-check
-    return AudioFrame.from_checked(data, fmt, header["pts"], _fraction(*header["tb"]),
-                                   header["s"])
-
-
-def _decode_packet(header: dict, payload: memoryview) -> Packet:
-    num, den = header["tb"]
-    flags = header.get("fl", 0)
-    if flags & PACKET_FLAG_KEY:
-        raise WireError(f"pkt message: bad value for 'fl': {flags} (the key flag travels in 'key')")
-    if header["key"]:
-        flags |= PACKET_FLAG_KEY
-    return Packet(bytes(payload), num, den, header["pts"], header["dts"], header["dur"], flags,
-                  header["codec"], header["s"])
+    if message.kind == "pcm":
+        if caps.kind != PCM:
+            raise WireError(f"pcm message for stream {message.stream!r}, whose caps say "
+                            f"{caps.kind}")
+        fmt = caps.format
+        dtype, width = caps.wire_layout
+        samples, channels, payload = message.samples, fmt.channels, message.payload
+        expected = channels * samples * width
+        if payload.nbytes != expected:
+            raise WireError(f"pcm message for stream {message.stream!r}: payload is "
+                            f"{payload.nbytes} bytes but its caps and header say {channels} "
+                            f"ch × {samples} samples × {width} bytes = {expected}")
+        data = np.frombuffer(payload, dtype=dtype).reshape(
+            (channels, samples) if fmt.planar else (samples, channels))
+        if not _NATIVE_LITTLE and width > 1:
+            data = data.astype(fmt.dtype)  # a big-endian host: one conversion, a native array
+        elif writable:
+            data = data.copy()
+        if not writable:
+            data.flags.writeable = False
+        # data has fmt's dtype and shape by construction: no re-check
+        return AudioFrame.from_checked(data, fmt, message.pts, caps.time_base, message.stream)
+    if caps.kind != PACKET:
+        raise WireError(f"pkt message for stream {message.stream!r}, whose caps say {caps.kind}")
+    tb = caps.time_base
+    return Packet(bytes(message.payload), tb.numerator, tb.denominator, message.pts,
+                  message.dts, message.duration, message.flags, caps.codec, message.stream,
+                  caps.extradata)
 
 
 def _decode_caps(header: dict) -> Caps:
@@ -708,35 +788,17 @@ def _decode_caps(header: dict) -> Caps:
             raise WireError(f"caps message for stream {header['s']!r}: format keys incomplete, "
                             f"missing {missing}")
         fmt = _format(header["sr"], header["ch"], header["fmt"], header["planar"])
-    tb = _fraction(*header["tb"]) if "tb" in header else None
     try:
-        return Caps(header["b"], fmt, header.get("codec"), tb, header.get("x"),
-                    header.get("p", {}))
+        return Caps(header["b"], fmt, header.get("codec"), Fraction(*header["tb"]),
+                    header.get("x"), header.get("p", {}))
     except WireError as exc:
         raise WireError(f"caps message for stream {header['s']!r}: {exc}") from None
 
 
-# Every message of a stream repeats its format and time base; building them
-# costs more than the rest of a decode. Both are immutable, so share them.
+# A stream's caps are decoded once, but a hostile peer could cycle formats: the
+# shared AudioFormats are bounded.
 _CACHE_SIZE = 256
 _formats: dict[tuple, AudioFormat] = {}
-_fractions: dict[tuple[int, int], Fraction] = {}
-
-
-_layouts: dict[tuple, tuple[AudioFormat, np.dtype, int]] = {}
-
-
-def _layout(sample_rate: int, channels: int, sample_type: str, planar: bool
-            ) -> tuple[AudioFormat, np.dtype, int]:
-    """The shared AudioFormat, wire dtype and bytes per sample of a pcm header's format."""
-    key = (sample_rate, channels, sample_type, planar)
-    layout = _layouts.get(key)
-    if layout is None:
-        if len(_layouts) >= _CACHE_SIZE:
-            _layouts.clear()
-        fmt = _format(sample_rate, channels, sample_type, planar)
-        layout = _layouts[key] = (fmt, _WIRE_DTYPES[sample_type], fmt.bytes_per_sample)
-    return layout
 
 
 def _format(sample_rate: int, channels: int, sample_type: str, planar: bool) -> AudioFormat:
@@ -744,18 +806,9 @@ def _format(sample_rate: int, channels: int, sample_type: str, planar: bool) -> 
     fmt = _formats.get(key)
     if fmt is None:
         if len(_formats) >= _CACHE_SIZE:
-            _formats.clear()  # bounded: a hostile peer cycling formats cannot grow it
+            _formats.clear()
         fmt = _formats[key] = AudioFormat(sample_rate, channels, sample_type, planar)
     return fmt
-
-
-def _fraction(num: int, den: int) -> Fraction:
-    fraction = _fractions.get((num, den))
-    if fraction is None:
-        if len(_fractions) >= _CACHE_SIZE:
-            _fractions.clear()
-        fraction = _fractions[(num, den)] = Fraction(num, den)
-    return fraction
 
 
 def _type_name(value: object) -> str:

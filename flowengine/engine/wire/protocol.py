@@ -15,7 +15,7 @@ come from every sender it knows: the end falls out of counting the open
 senders, as with AnyIO's memory streams.
 
 - ``StreamSender``: the sending half. Numbers messages, enforces the order,
-  counts, and returns encoded frames (``flowengine.engine.wire.codec``).
+  counts, and returns encoded parts (``flowengine.engine.wire.codec``).
 - ``InboxState``: the receiving half, for one worker inbox fed by several
   senders. Takes decoded ``Message``s, returns events (``StreamCaps``,
   ``StreamData``, ``StreamEnd``, ``SenderEnd``, ``RunEnd``, ``Violation``).
@@ -42,8 +42,8 @@ from flowengine.errors import ConfigError, WireError
 from flowengine.ops.node import PCM
 from flowengine.engine.recovery.indexed import IndexedStreams
 from flowengine.engine.plan import split_generation
-from flowengine.engine.wire.codec import Caps, Frame, Message, encode_caps, encode_eof, encode_eos, encode_frame, \
-    encode_packet, message_nbytes
+from flowengine.engine.wire.codec import Caps, Message, Part, buffer_from, encode_caps, encode_eof, encode_eos, \
+    encode_frame, encode_packet, message_nbytes
 
 __all__ = [
     "ProtocolError", "StreamSender", "SenderStatistics", "InboxState", "InboxStatistics",
@@ -65,7 +65,8 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 
 class ProtocolError(WireError):
     """A message broke the edge protocol. `problem` is a short code for the kind of fault:
-    order, gap, duplicate, incomplete, caps_mismatch, unknown_sender, eof, ended, window."""
+    order, gap, duplicate, incomplete, caps_mismatch, payload, unknown_sender, eof, ended,
+    window."""
 
     def __init__(self, message: str, *, problem: str, sender: str | None = None,
                  stream: str | None = None) -> None:
@@ -103,9 +104,10 @@ def _advance(record: _Stream, event: str, sender: str, stream: str) -> str:
 
 
 def _check_matches_caps(caps: Caps, buffer: AudioFrame | Packet, sender: str) -> None:
-    if type(buffer) is AudioFrame and caps.kind == PCM and buffer.format is caps.format:
-        return  # the usual case: the wire decoder shares one AudioFormat per format
-    where = _where(sender, buffer.stream)
+    """A sender's buffer must travel under its stream's caps: the receiver builds it from
+    them (the data header carries no format, codec or time base)."""
+    if caps.describes(buffer):
+        return
     if isinstance(buffer, AudioFrame) != (caps.kind == PCM):
         got = "pcm" if isinstance(buffer, AudioFrame) else "packet"
         problem = f"{got} data on a {caps.kind} stream"
@@ -114,9 +116,9 @@ def _check_matches_caps(caps: Caps, buffer: AudioFrame | Packet, sender: str) ->
     elif isinstance(buffer, Packet) and buffer.codec != caps.codec:
         problem = f"packet codec {buffer.codec!r} differs from the caps' {caps.codec!r}"
     else:
-        return
-    raise ProtocolError(f"{where}: {problem}", problem="caps_mismatch", sender=sender,
-                        stream=buffer.stream)
+        problem = f"time base {buffer.time_base} differs from the caps' {caps.time_base}"
+    raise ProtocolError(f"{_where(sender, buffer.stream)}: {problem}", problem="caps_mismatch",
+                        sender=sender, stream=buffer.stream)
 
 
 def _open_streams(streams: dict[str, _Stream]) -> list[str]:
@@ -138,7 +140,7 @@ class SenderStatistics(NamedTuple):
 class StreamSender:
     """The sending half of an edge for one sender id ("stage:replica").
 
-    Each method checks the protocol, updates the counts and returns the frames
+    Each method checks the protocol, updates the counts and returns the parts
     to send; where they go (which downstream replica) is the caller's choice.
     """
 
@@ -153,16 +155,16 @@ class StreamSender:
         # (kind, stream, data index) of the message just built: the replay buffer's bookkeeping.
         self.last: tuple[str, str, int | None] = ("", "", None)
 
-    def caps(self, stream: str, caps: Caps) -> list[Frame]:
+    def caps(self, stream: str, caps: Caps) -> list[Part]:
         """Announce (or change) what `stream` carries."""
         record = self._record("caps", stream)
         state = _advance(record, "caps", self.sender, stream)
-        frames = encode_caps(stream, record.next_seq, caps, sender=self.sender)
+        parts = encode_caps(stream, record.next_seq, caps, sender=self.sender)
         record.state, record.caps = state, caps
         self.last = ("caps", stream, None)
-        return self._sent(record, stream, frames)
+        return self._sent(record, stream, parts)
 
-    def data(self, buffer: AudioFrame | Packet, *, order: int | None = None) -> list[Frame]:
+    def data(self, buffer: AudioFrame | Packet, *, order: int | None = None) -> list[Part]:
         """One AudioFrame or Packet of an open stream (`order`: its index in a spread stream)."""
         stream = buffer.stream
         record = self._record("data", stream)
@@ -172,28 +174,28 @@ class StreamSender:
             order = record.messages
         self.last = ("data", stream, order)
         if isinstance(buffer, AudioFrame):
-            frames = encode_frame(buffer, record.next_seq, sender=self.sender, order=order)
+            parts = encode_frame(buffer, record.next_seq, sender=self.sender, order=order)
             record.samples += buffer.samples
         else:
-            frames = encode_packet(buffer, record.next_seq, sender=self.sender, order=order)
+            parts = encode_packet(buffer, record.next_seq, sender=self.sender, order=order)
         record.messages += 1
-        return self._sent(record, stream, frames)
+        return self._sent(record, stream, parts)
 
     def eos(self, stream: str, *, order_end: int | None = None,
-            aborted: bool = False) -> list[Frame]:
+            aborted: bool = False) -> list[Part]:
         """End `stream`; the eos carries its message and sample counts (and `order_end`, the
         data messages of the whole stream when it was spread over replicas; `aborted` when
         the stream was cut short after an error)."""
         record = self._record("eos", stream)
         state = _advance(record, "eos", self.sender, stream)
-        frames = encode_eos(stream, record.next_seq, messages=record.messages,
+        parts = encode_eos(stream, record.next_seq, messages=record.messages,
                             samples=record.samples, sender=self.sender, order_end=order_end,
                             aborted=aborted)
         record.state = state
         self.last = ("eos", stream, None)
-        return self._sent(record, stream, frames)
+        return self._sent(record, stream, parts)
 
-    def eof(self) -> list[Frame]:
+    def eof(self) -> list[Part]:
         """End of the run from this sender; every stream must have had its eos."""
         self._check_not_ended("eof")
         still_open = _open_streams(self._streams)
@@ -203,10 +205,10 @@ class StreamSender:
                                 f"open (no eos)", problem="eof", sender=self.sender)
         self._eof_sent = True
         self.last = ("eof", "", None)
-        frames = encode_eof(self.sender)
+        parts = encode_eof(self.sender)
         self._messages += 1
-        self._bytes += message_nbytes(frames)
-        return frames
+        self._bytes += message_nbytes(parts)
+        return parts
 
     @property
     def open_streams(self) -> list[str]:
@@ -242,12 +244,12 @@ class StreamSender:
             raise ProtocolError(f"sender {self.sender!r}: {event} after eof", problem="ended",
                                 sender=self.sender)
 
-    def _sent(self, record: _Stream, stream: str, frames: list[Frame]) -> list[Frame]:
+    def _sent(self, record: _Stream, stream: str, parts: list[Part]) -> list[Part]:
         self._streams[stream] = record
         record.next_seq += 1
         self._messages += 1
-        self._bytes += message_nbytes(frames)
-        return frames
+        self._bytes += message_nbytes(parts)
+        return parts
 
 
 # ---------------------------------------------------------------------- receiver
@@ -374,6 +376,7 @@ class InboxState:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._messages = self._bytes = self._violations = self._dropped = 0
         self._eof_generation: dict[str, int] = {}
+        self._wire_ids: dict[str, tuple[str, int]] = {}   # "decode:0@1" -> ("decode:0", 1)
         self.indexed = frozenset(indexed)
         self.index = IndexedStreams(self.indexed)
 
@@ -488,7 +491,12 @@ class InboxState:
         """(sender id without generation, wire id); the wire id is None for a message of a
         generation that a newer one has replaced."""
         wire, kind = message.sender, message.kind
-        sender, generation = split_generation(wire) if wire is not None else (None, 0)
+        parsed = self._wire_ids.get(wire)
+        if parsed is None:
+            parsed = split_generation(wire) if wire is not None else (None, 0)
+            if parsed[0] in self.senders:   # bounded: the known senders' generations
+                self._wire_ids[wire] = parsed
+        sender, generation = parsed
         if generation > self._eof_generation.get(sender, generation):
             return sender, None   # a replacement of a sender that had finished (see class doc)
         if not self._open:
@@ -550,12 +558,21 @@ class InboxState:
 
     @staticmethod
     def _data(record: _Stream, sender: str, message: Message) -> StreamData:
+        """The buffer of a data message, built with its stream's caps."""
+        caps = record.caps
+        if (message.kind == "pcm") != (caps.kind == PCM):
+            got = "pcm" if message.kind == "pcm" else "packet"
+            raise ProtocolError(f"{_where(sender, message.stream)}: {got} data on a "
+                                f"{caps.kind} stream", problem="caps_mismatch", sender=sender,
+                                stream=message.stream)
         buffer = message.buffer
-        _check_matches_caps(record.caps, buffer, sender)
-        if isinstance(buffer, AudioFrame):
-            record.samples += buffer.samples
-        elif buffer.extradata is None:
-            buffer.extradata = record.caps.extradata
+        if buffer is None:
+            try:
+                buffer = message.buffer = buffer_from(message, caps)
+            except WireError as exc:   # a payload that is not what the caps and header say
+                raise ProtocolError(f"sender {sender!r}: {exc}", problem="payload",
+                                    sender=sender, stream=message.stream) from None
+        record.samples += message.samples
         record.messages += 1
         return StreamData(sender, message.stream, message.seq, buffer)
 

@@ -30,7 +30,7 @@ Pure bookkeeping: no sockets, no clocks.
 
 from __future__ import annotations
 
-from flowengine.engine.wire.codec import ZERO_COPY_MIN_BYTES, Frame, encode_batch
+from flowengine.engine.wire.codec import ZERO_COPY_MIN_BYTES, Part, encode_batch
 
 __all__ = ["Outbox", "BATCH_MAX_MESSAGES", "BATCH_MAX_BYTES", "batching"]
 
@@ -60,12 +60,12 @@ class Outbox:
         self.socket = socket
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._messages: list[list[Frame]] = []
+        self._messages: list[list[Part]] = []
         self._bytes = self._largest = 0
 
-    def add(self, frames: list[Frame], nbytes: int) -> bool:
+    def add(self, parts: list[Part], nbytes: int) -> bool:
         """Queue one encoded message of `nbytes` bytes; True when the batch is full (send it)."""
-        self._messages.append(frames)
+        self._messages.append(parts)
         self._bytes += nbytes
         if nbytes > self._largest:
             self._largest = nbytes
@@ -78,9 +78,9 @@ class Outbox:
     def nbytes(self) -> int:
         return self._bytes
 
-    def take(self) -> tuple[list[Frame], bool]:
+    def take(self) -> tuple[list[Part], bool]:
         """The queued messages as one multipart message, and whether ZeroMQ should copy its
-        frames (every message is small: see ``wire.ZERO_COPY_MIN_BYTES``); empties it."""
+        parts (every message is small: see ``wire.ZERO_COPY_MIN_BYTES``); empties it."""
         messages, self._messages = self._messages, []
         # A batch is one body built by join; a single message keeps its views.
         copy = len(messages) > 1 or self._largest < ZERO_COPY_MIN_BYTES

@@ -2,8 +2,10 @@
 their parameter models, so none of it happens on the data path.
 
 Importing this module (the forkserver does, see forkserver.py)
-loads the operator registry with its plugins, once for every worker (~0.13 s
-a worker paid on its first buffer, one stage after another along the chain).
+loads the operator registry with its plugins and builds every operator's
+parameter model, once for every worker (a worker that built them itself paid
+~0.25 s of CPU before it was ready, most of it pydantic importing its own
+machinery).
 """
 
 from __future__ import annotations
@@ -33,4 +35,5 @@ def warm(stages: Iterable[tuple[str, dict[str, Any]]]) -> None:
                 pass                 # the node's creation reports it, where it always has
 
 
-registry.names()  # loads the built-in operators and the plugins, once, in the forkserver
+# Once, in the forkserver: the built-in operators and the plugins, and their parameter models.
+registry.build_models()

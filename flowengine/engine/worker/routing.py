@@ -59,7 +59,7 @@ from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.errors import ConfigError, FlowError
 from flowengine.engine.wire.protocol import Event, ProtocolError, Reorderer, RunEnd, StreamCaps, StreamData, \
     StreamEnd, StreamSender
-from flowengine.engine.wire.codec import Caps, Frame
+from flowengine.engine.wire.codec import Caps, Part
 
 __all__ = ["STICKY", "HASHED", "BALANCED", "ROUTINGS", "sticky_replica", "StickyRouter",
            "router_for", "BalancedRouter", "OrderStamp", "OrderedMerge", "reorder_window",
@@ -154,7 +154,7 @@ def router_for(routing: str, sender: str, replicas: int,
 class BalancedRouter:
     """Spreads the data messages of each stream over the replicas of an ordered stage.
 
-    `caps`, `data` and `eos` return the frames to send; the caller moves them.
+    `caps`, `data` and `eos` return the parts to send; the caller moves them.
     `choose(writable)` picks the replica for the next data message among those
     with room, in round-robin order (None: no replica has room, wait).
     """
@@ -178,21 +178,21 @@ class BalancedRouter:
                 return replica
         return None
 
-    def caps(self, stream: str, caps: Caps) -> list[tuple[int, list[Frame]]]:
+    def caps(self, stream: str, caps: Caps) -> list[tuple[int, list[Part]]]:
         """Caps go to every replica, so each one can open (or change) the stream."""
         self._orders.setdefault(stream, 0)
         return [(r, sender.caps(stream, caps)) for r, sender in enumerate(self._senders)]
 
-    def data(self, replica: int, buffer: AudioFrame | Packet) -> list[Frame]:
+    def data(self, replica: int, buffer: AudioFrame | Packet) -> list[Part]:
         """One data message for `replica`, stamped with its index in the whole stream."""
         stream = buffer.stream
         order = self._orders.get(stream, 0)
-        frames = self._senders[replica].data(buffer, order=order)
+        parts = self._senders[replica].data(buffer, order=order)
         self._orders[stream] = order + 1
         self.sent[replica] += 1
-        return frames
+        return parts
 
-    def eos(self, stream: str, aborted: bool = False) -> list[tuple[int, list[Frame]]]:
+    def eos(self, stream: str, aborted: bool = False) -> list[tuple[int, list[Part]]]:
         """The stream's end to every replica, each with the whole stream's message count."""
         end = self._orders.pop(stream, 0)
         return [(r, sender.eos(stream, order_end=end, aborted=aborted))
@@ -330,7 +330,7 @@ class OrderedMerge:
             merging = self._streams[stream] = _Merging(
                 Reorderer(self.window, name=self._name(stream)))
             out.append(StreamCaps(event.sender, stream, event.caps, changed=False))
-        # Later caps of the other parts say the same; data frames carry their own format.
+        # Later caps of the stream's other parts (other replicas) say the same.
         merging.opened.add(event.sender)
 
     def _data(self, event: StreamData, order: int | None, out: list[Event]) -> None:

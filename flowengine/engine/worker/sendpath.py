@@ -33,7 +33,7 @@ from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.engine.worker.outbox import Outbox, batching
 from flowengine.engine.wire.protocol import StreamSender
 from flowengine.engine.worker.routing import BALANCED, BalancedRouter, StickyRouter, router_for
-from flowengine.engine.wire.codec import Caps, Frame, message_nbytes
+from flowengine.engine.wire.codec import Caps, Part, message_nbytes
 
 __all__ = ["SendPath", "writable"]
 
@@ -80,14 +80,14 @@ class SendPath:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, dest: str, sock: zmq.Socket, frames: list[Frame],
+    def send(self, dest: str, sock: zmq.Socket, parts: list[Part],
              nbytes: int | None = None) -> None:
         """Queue one message (of `nbytes` bytes) for `dest`; its batch goes out when full (or
         at the next flush)."""
-        if self.replay is not None and not self.replay.on_send(dest, frames):
+        if self.replay is not None and not self.replay.on_send(dest, parts):
             return                  # kept for a replacement of `dest` (resume.ReplaySender)
         outbox = self.outboxes[dest]
-        if outbox.add(frames, message_nbytes(frames) if nbytes is None else nbytes):
+        if outbox.add(parts, message_nbytes(parts) if nbytes is None else nbytes):
             self._flush(outbox)
 
     def _flush(self, outbox: Outbox) -> None:
@@ -95,11 +95,11 @@ class SendPath:
         servicing control, and let the other outboxes go meanwhile when their sockets have
         room (a stage waiting on one output never holds back another)."""
         count = len(outbox)
-        frames, copy = outbox.take()
+        parts, copy = outbox.take()
         sock = outbox.socket
         while True:
             try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
+                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
                 # Counted once ZeroMQ has them: the queue depth downstream is what is there.
                 self.sent_to[outbox.dest] = self.sent_to.get(outbox.dest, 0) + count
                 return
@@ -127,20 +127,20 @@ class SendPath:
             if len(outbox):
                 self._flush(outbox)
 
-    def send_stream(self, stream: str, frames: list[Frame], nbytes: int | None = None) -> None:
+    def send_stream(self, stream: str, parts: list[Part], nbytes: int | None = None) -> None:
         """One message of `stream` to the replica its stream sticks to, on every sticky edge."""
         for sockets, router in zip(self.edges, self.routers):
             if isinstance(router, StickyRouter):
                 dest, sock = sockets[router.replica(stream)]
-                self.send(dest, sock, frames, nbytes)
+                self.send(dest, sock, parts, nbytes)
 
-    def _send_to_every_replica(self, frames_for: Any) -> None:
-        """Caps or eos on every balanced edge: `frames_for(router)` gives (replica, frames)."""
+    def _send_to_every_replica(self, parts_for: Any) -> None:
+        """Caps or eos on every balanced edge: `parts_for(router)` gives (replica, parts)."""
         for sockets, router in zip(self.edges, self.routers):
             if isinstance(router, BalancedRouter):
-                for replica, frames in frames_for(router):
+                for replica, parts in parts_for(router):
                     dest, sock = sockets[replica]
-                    self.send(dest, sock, frames)
+                    self.send(dest, sock, parts)
 
     def _send_balanced_data(self, buf: AudioFrame | Packet) -> None:
         """One data message on every balanced edge, to a replica with room."""
@@ -171,25 +171,16 @@ class SendPath:
     def emit(self, stream: str, buf: Any) -> None:
         """Send one output buffer of `stream`, preceded by caps when they are new or changed."""
         caps = self.out_caps.get(stream)
-        if type(buf) is AudioFrame:
-            # Identity first: a stream's frames usually share one format object.
-            changed = caps is None or (caps.format is not buf.format and caps.format != buf.format) \
-                or caps.time_base != buf.time_base
-            if changed:
-                caps = Caps.for_frame(buf)
-        else:
-            changed = caps is None or caps.codec != buf.codec
-            if changed:
-                caps = Caps.for_packet(buf)
-        if changed:
+        if caps is None or not caps.describes(buf):
+            caps = Caps.for_frame(buf) if type(buf) is AudioFrame else Caps.for_packet(buf)
             self.out_caps[stream] = caps
             self.send_stream(stream, self.sender.caps(stream, caps))
             self._send_to_every_replica(lambda router: router.caps(stream, caps))
         # An ordered stage's output keeps its input's place in the stream (oq, pts).
         order = self.stamp.stamp(stream, buf) if self.stamp is not None else None
-        frames = self.sender.data(buf, order=order)
-        nbytes = message_nbytes(frames)
-        self.send_stream(stream, frames, nbytes)
+        parts = self.sender.data(buf, order=order)
+        nbytes = message_nbytes(parts)
+        self.send_stream(stream, parts, nbytes)
         if self.balanced:
             self._send_balanced_data(buf)
         self.bytes_out += nbytes
