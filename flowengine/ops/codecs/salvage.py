@@ -72,6 +72,7 @@ DECODER_OPTIONS = {"flac": {"err_detect": "crccheck+explode"},
 MAX_SPOTS = 5               # places kept per stream (the counts cover all of them)
 MAX_GAP_SECONDS = 60.0      # a longer forward jump is a broken timestamp, not lost audio
 _SILENCE_FRAME_SECONDS = 1.0
+_ENDS = "the end of the stream"
 
 log = logging.getLogger("flowengine.salvage")
 
@@ -208,12 +209,16 @@ class Salvage:
 
     def error(self, what: str, byte: int | None, seconds: float, hint: str = "",
               skipped: str = "replaced by silence") -> CodecError:
-        """The CodecError for damage at `byte` / `seconds` (`skipped`: what on_error: skip
-        does about it, said in the message under both policies)."""
+        """The CodecError for damage at `byte` / `seconds`; `skipped`: what on_error: skip
+        does about it ("replaced by silence", "skipped", "the end of the stream"), said in
+        the message under either policy."""
         at = self._at(byte, seconds)
         detail = f" ({hint})" if hint else ""
         if self.skip:
             text = f"{self.where}: {what} at {at}{detail}: {skipped} (on_error: skip)"
+        elif skipped == _ENDS:
+            text = (f"{self.where}: {what} at {at}{detail}; with on_error: skip the stream "
+                    f"would end there, with what was decoded")
         else:
             text = (f"{self.where}: {what} at {at}{detail}; with on_error: skip it would be "
                     f"{skipped} and the stream would go on")
@@ -249,7 +254,7 @@ class Salvage:
     def ended(self, what: str, byte: int | None, seconds: float, detail: str) -> None:
         """The stream ends early (a file cut short, a container that cannot be read on):
         CodecError in fail mode, else reported (the first such end only)."""
-        error = self.error(what, byte, seconds, detail, "the stream ends there")
+        error = self.error(what, byte, seconds, detail, _ENDS)
         if not self.skip:
             raise error
         if self.report.end is None:
