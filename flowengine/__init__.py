@@ -15,8 +15,7 @@ they use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flowengine.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -47,14 +46,7 @@ _PUBLIC = {
 
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flowengine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value          # looked up once
-    return value
+__getattr__ = lazy_names(__name__, _PUBLIC, globals())
 
 
 def __dir__() -> list[str]:

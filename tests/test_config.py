@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.config import (ConfigValidationError, json_schema, load_run_config, load_source,
-                               resolve_source)
+from flowengine.config import json_schema, load_run_config, load_source, resolve_source
 from flowengine.errors import ConfigError
+from config_text import problems, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,16 +27,6 @@ TONE = """\
       sample_rate: 44100
       channels: 2
 """
-
-
-def problems(text: str, overrides=(), check_paths: bool = True) -> list[str]:
-    with pytest.raises(ConfigValidationError) as caught:
-        resolve_source(load_source(text, "run.yaml"), overrides, check_paths=check_paths)
-    return [str(p) for p in caught.value.problems]
-
-
-def resolve(text: str, overrides=()):
-    return resolve_source(load_source(text, "run.yaml"), overrides)
 
 
 @pytest.fixture(autouse=True)

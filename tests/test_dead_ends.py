@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from flowengine.audio.format import FORMAT_FORMS, AudioFormat, as_format
-from flowengine.config import ConfigValidationError, load_source, resolve_source
 from flowengine.errors import CodecError, FormatError
 from flowengine.local.run import run_in_process
 from flowengine.ops.registry import registry
+from config_text import problems, resolve
 
 HEAD = "name: t\nstages:\n"
 S16_TONE = """\
@@ -24,16 +24,6 @@ S16_TONE = """\
     op: tone
     params: {seconds: 0.1, sample_rate: 44100, channels: 1, sample_type: s16}
 """
-
-
-def resolve(text: str, overrides=()):
-    return resolve_source(load_source(text, "run.yaml"), overrides)
-
-
-def problems(text: str, overrides=()) -> list[str]:
-    with pytest.raises(ConfigValidationError) as caught:
-        resolve(text, overrides)
-    return [str(p) for p in caught.value.problems]
 
 
 @pytest.fixture

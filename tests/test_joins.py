@@ -9,15 +9,12 @@ from pathlib import Path
 import av
 import pytest
 
-from flowengine.config import ConfigValidationError, load_source, resolve_source
+from flowengine.config import ConfigValidationError
 from flowengine.engine import Engine, build_plan
 from flowengine.local.run import make_output_dirs, run_in_process
+from config_text import resolve
 
 HEAD = "name: t\nstages:\n"
-
-
-def resolve(text: str):
-    return resolve_source(load_source(text, "run.yaml"))
 
 
 @pytest.fixture(autouse=True)

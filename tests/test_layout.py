@@ -167,3 +167,17 @@ def test_the_entry_finds_the_operators_a_config_names_without_parsing_it(tmp_pat
                       "  - name: c\n    op:   \"plugin.mod:Node\"\n")
     assert _ops_named_in(str(config))[1:] == ["tone", "fir", "plugin.mod:Node"]
     assert _ops_named_in(str(tmp_path / "missing.yaml")) == []
+
+
+@pytest.mark.parametrize("module", ["flowengine", "flowengine.engine.worker.process",
+                                    "flowengine.engine.control.coordinator",
+                                    "flowengine.engine.cluster.agent",
+                                    "flowengine.engine.cluster.orphans", "flowengine.cli.main"])
+def test_only_the_ray_launcher_imports_ray(module):
+    """ray costs ~0.7 s and ~80 MB to import: no worker, and no run on one machine, loads it
+    (engine/cluster/ray_launcher.py is imported only for cluster: {engine: ray})."""
+    code = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules "
+            f"if m.split('.')[0] == 'ray' or m.endswith('ray_launcher'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    assert loaded == []

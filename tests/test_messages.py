@@ -69,7 +69,8 @@ def test_an_unknown_benchmark_is_a_usage_error(tmp_path):
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines() == [
         "flowengine: error: unknown benchmark(s) nosuch; known: encoders, decoders, wire, hop, "
-        "pipeline, realtime, scaling, replay, latency, memory, ffmpeg, soak, chaos, fuzz"]
+        "pipeline, realtime, scaling, cluster, replay, latency, memory, ffmpeg, soak, chaos, "
+        "fuzz"]
     assert not any(tmp_path.iterdir())
 
 

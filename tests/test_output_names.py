@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.config import ConfigValidationError, load_source, resolve_source
 from flowengine.errors import ConfigError
 from flowengine.local.run import make_output_dirs, run_in_process
 from flowengine.ops.io.multifile import MultiFileSource
+from config_text import problems, resolve
 
 HEAD = "name: t\nstages:\n"
-
-
-def resolve(text: str):
-    return resolve_source(load_source(text, "run.yaml"))
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigValidationError) as caught:
-        resolve(text)
-    return [str(p) for p in caught.value.problems]
 
 
 def _write(path: Path, seconds: float = 0.1) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from flowengine.config import ConfigValidationError, load_source, resolve_source
+from flowengine.config import load_source
 from flowengine.config.overrides import apply_override, parse_override
 from flowengine.errors import ConfigError
+from config_text import problems, resolve
 
 TONE_MP3 = """\
 name: t
@@ -31,16 +32,6 @@ stages:
   - name: sink
     op: null_sink
 """
-
-
-def resolve(text: str, overrides=()):
-    return resolve_source(load_source(text, "run.yaml"), overrides)
-
-
-def problems(text: str, overrides=()) -> list[str]:
-    with pytest.raises(ConfigValidationError) as caught:
-        resolve(text, overrides)
-    return [str(p) for p in caught.value.problems]
 
 
 @pytest.fixture

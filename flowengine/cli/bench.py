@@ -34,9 +34,10 @@ from flowengine.errors import FlowError, UsageError
 __all__ = ["BenchError", "STEPS", "QUICK_SKIPS", "find_benchmarks_dir", "run_bench"]
 
 # Every step of the suite, in running order; `--only` takes these names.
-STEPS = ("encoders", "decoders", "wire", "hop", "pipeline", "realtime", "scaling", "replay",
-         "latency", "memory", "ffmpeg", "soak", "chaos", "fuzz")
+STEPS = ("encoders", "decoders", "wire", "hop", "pipeline", "realtime", "scaling", "cluster",
+         "replay", "latency", "memory", "ffmpeg", "soak", "chaos", "fuzz")
 QUICK_SKIPS = {"realtime": "not in --quick (paced runs take ~1 min)",
+               "cluster": "not in --quick (starts a 3-node Ray test cluster: ~10 s, ~1 GB)",
                "soak": "not in --quick (a live run of minutes)",
                "chaos": "not in --quick (kills workers in repeated runs)",
                "fuzz": "not in --quick (thousands of cases per target)"}
@@ -278,6 +279,24 @@ def step_scaling(ctx: Context) -> list[dict]:
     return figures
 
 
+def step_cluster(ctx: Context) -> list[dict]:
+    """Workers placed by Ray on 2 fake nodes vs the same run on this machine (needs ray)."""
+    report = ctx.script("bench_cluster").main(["--quick"] if ctx.quick else [])
+    if "skipped" in report:
+        ctx.checks["cluster"] = f"skipped: {report['skipped']}"
+        return []
+    ctx.checks["cluster"] = (f"a Ray run's fixed cost {report['startup_s']['ray']['median']:.2f} s "
+                             f"(local {report['startup_s']['local']['median']:.2f} s); the test "
+                             f"cluster took {report['cluster_start_s']:.1f} s to start")
+    what = f"{report['files']} files transcoded, 2 replicas"
+    return [figure("cluster/throughput", f"{what} on 2 Ray nodes (host agents, CURVE)",
+                   "audio s/s", "higher", "the same run with engine: local",
+                   report["throughput"]["local"], report["throughput"]["ray"],
+                   "target >= 0.95x; the run from start to done, without the fixed cost"),
+            figure("cluster/fixed cost", f"{what}: connect, place, agents, stop", "s", "lower",
+                   "engine: local", report["startup_s"]["local"], report["startup_s"]["ray"])]
+
+
 def step_replay(ctx: Context) -> list[dict]:
     report = ctx.script("bench_replay").main(["--quick"] if ctx.quick else [])
     return [figure("replay/cpu", f"CPU of {report['streams']} streams through a gain with "
@@ -389,6 +408,7 @@ def step_fuzz(ctx: Context) -> list[dict]:
 _STEP_FUNCTIONS: dict[str, Callable[[Context], list[dict]]] = {
     "encoders": step_encoders, "decoders": step_decoders, "wire": step_wire, "hop": step_hop,
     "pipeline": step_pipeline, "realtime": step_realtime, "scaling": step_scaling,
+    "cluster": step_cluster,
     "replay": step_replay, "latency": step_latency, "memory": step_memory, "ffmpeg": step_ffmpeg, "soak": step_soak,
     "chaos": step_chaos, "fuzz": step_fuzz}
 

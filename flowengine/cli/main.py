@@ -39,7 +39,8 @@ from flowengine.errors import ConfigError, FlowError, UsageError, WorkerFailed
 from flowengine.logs import show_messages_as_lines
 from flowengine.core.audit import AuditError
 from flowengine.cli.parser import build_parser
-from flowengine.cli.progress import ProgressDisplay, audit_lines, report_json, stage_table
+from flowengine.cli.progress import ProgressDisplay, audit_lines, host_lines, report_json, \
+    stage_table
 from flowengine.core.signals import SignalCount
 
 __all__ = ["main", "run_command", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
@@ -159,6 +160,8 @@ def print_plan(run: ResolvedRun, out: TextIO) -> None:
         print(f"run {plan.name!r}: {len(plan.stages)} stages, {len(plan.workers)} workers, "
               f"transport {run.config.transport}", file=out)
         print(f"control: {plan.control_endpoint}", file=out)
+        if plan.cluster:
+            print(_cluster_text(plan.cluster), file=out)
         for note in plan.notes:
             print(f"layout: {note}", file=out)
         for stage in plan.stages:
@@ -177,9 +180,14 @@ def print_plan(run: ResolvedRun, out: TextIO) -> None:
                 if join.stage == stage.name or join.stage in stage.fused:
                     print(f"  inserted: {join.stage} joins {join.upstream} -> "
                           f"{join.downstream} ({join.reason})", file=out)
+            if plan.cluster and stage.placement:
+                print(f"  replicas ask Ray for: {_placement_text(stage.placement)}", file=out)
             for worker in stage.workers:
                 inbox = worker.inbox_endpoint or "(source: no inbox)"
                 print(f"  replica {worker.replica}: inbox {inbox}", file=out)
+                if plan.cluster:
+                    print(f"  replica {worker.replica}: "
+                          f"{_host_text(stage, worker.replica)}", file=out)
             for note in notes.get(stage.name, ()):
                 print(f"  note: {note}", file=out)
         print("edges:", file=out)
@@ -187,6 +195,24 @@ def print_plan(run: ResolvedRun, out: TextIO) -> None:
             print(line, file=out)
     finally:
         remove_run_dir(plan.run_dir)
+
+
+def _cluster_text(cluster: dict) -> str:
+    return (f"cluster: {cluster['engine']} at {cluster['address']} (placement waits up to "
+            f"{cluster['placement_timeout_s']:g} s; inbox ports are chosen on each host at "
+            f"start)")
+
+
+def _placement_text(placement: dict) -> str:
+    from flowengine.engine.cluster.placement import describe
+    return describe(placement)
+
+
+def _host_text(stage, replica: int) -> str:
+    """Where a replica runs: its host once placed, else what decides it."""
+    if stage.hosts and stage.hosts[replica]:
+        return f"on {stage.hosts[replica]}"
+    return "placed by Ray at start" if stage.placement else "on the coordinator's host"
 
 
 def _idle_notes(run: ResolvedRun, plan) -> dict[str, list[str]]:
@@ -324,6 +350,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     _write_report(args, report, out)
     shown = sys.stderr if args.report == "-" else out    # stdout is the JSON alone then
     print(stage_table(report), file=shown)
+    if host_lines(report):
+        print(host_lines(report), file=shown)
     print(audit_lines(report), file=shown)
     mode = "in one process" if args.in_process else "in worker processes"
     print(f"{report.audio_seconds:.2f} s of audio in {report.wall_seconds:.2f} s "

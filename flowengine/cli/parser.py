@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="short variants, fewer repetitions, no soak/chaos/fuzz (< 2 min)")
     bench.add_argument("--only", action="append", metavar="NAME",
                        help="run only this benchmark (repeatable): encoders, decoders, wire, "
-                            "hop, pipeline, realtime, scaling, latency, memory, ffmpeg, soak, "
-                            "chaos, fuzz")
+                            "hop, pipeline, realtime, scaling, cluster (needs ray), replay, "
+                            "latency, memory, ffmpeg, soak, chaos, fuzz")
     bench.add_argument("--out", default=None, metavar="DIR",
                        help="where the report goes (default: benchmarks/results)")
     bench.add_argument("--record", action="store_true",

@@ -159,6 +159,16 @@ def salvaged(report: RunReport) -> dict[str, dict]:
     return found
 
 
+def host_lines(report: RunReport) -> str:
+    """Where each replica ran, for a run on a cluster ('' when every worker ran here)."""
+    placed = [(stage.name, w.replica, w.host) for stage in report.stages for w in stage.workers
+              if w.host]
+    if not placed:
+        return ""
+    return "hosts:\n" + "\n".join(f"  {name} {replica} on {host}"
+                                   for name, replica, host in placed)
+
+
 def audit_lines(report: RunReport) -> str:
     """'audit: 3 stream(s), all balanced', or the mismatches (stage, stream, expected, got);
     after restarts that lost samples, the samples lost per stream (a gap is no mismatch, but

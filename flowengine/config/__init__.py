@@ -7,8 +7,7 @@ The names are imported when first used (PEP 562): a worker process reads the key
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flowengine.lazy import lazy_names
 
 _PUBLIC = {
     **dict.fromkeys(["load_run_config", "resolve_run", "resolve_source"],
@@ -23,11 +22,4 @@ _PUBLIC = {
 
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flowengine.config' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _PUBLIC, globals())

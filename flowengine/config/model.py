@@ -8,12 +8,41 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
+    model_validator
 
 from flowengine.errors import ConfigError
 from flowengine.config.source import ConfigSource
 
-__all__ = ["StageConfig", "SecurityConfig", "RunConfig", "parse_run_config", "json_schema"]
+__all__ = ["StageConfig", "SecurityConfig", "PlacementConfig", "ClusterConfig", "RunConfig",
+           "parse_run_config", "json_schema"]
+
+
+class PlacementConfig(BaseModel):
+    """Where a stage's replicas run with `cluster: {engine: ray}` (docs/cluster.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resources: dict[str, float] = Field(
+        {},
+        description="Ray resources each replica reserves on its host: custom ones "
+                    "(`transcoder: 1`, given to a node by `ray start --resources`), `CPU`, "
+                    "`memory`. Each replica reserves `CPU: 1` unless this names `CPU`.")
+    labels: dict[str, str] = Field(
+        {},
+        description="Ray node labels the host must have (`ray start --labels`), e.g. "
+                    "`{zone: eu-1}`; Ray's selector syntax (`!eu-1`, `in(a,b)`) works too.")
+    spread: bool = Field(
+        False, description="Put the replicas on different hosts as far as the cluster allows; "
+                           "default: as few hosts as possible.")
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_amounts(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [f"{name}: {amount:g}" for name, amount in value.items() if not amount >= 0]
+        if bad:
+            raise ValueError(f"resource amounts must be 0 or more, got {', '.join(bad)}")
+        return value
 
 
 class StageConfig(BaseModel):
@@ -62,6 +91,10 @@ class StageConfig(BaseModel):
     fuse_with: Literal["previous"] | None = Field(
         None, description="Run this stage in the same worker as the stage before it (its only "
                           "input), one Pipeline per stream: no hop between them.")
+    placement: PlacementConfig | None = Field(
+        None, description="With cluster: {engine: ray}: the hosts its replicas run on (Ray "
+                          "resources, node labels, spread); without it, they run on the "
+                          "coordinator's host. Ignored with engine: local.")
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -93,6 +126,37 @@ class SecurityConfig(BaseModel):
                           "keypairs (copy it to every host of the run).")
 
 
+class ClusterConfig(BaseModel):
+    """Which hosts run the workers: this machine (local), or a Ray cluster (docs/cluster.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: every worker on this machine (forkserver). ray: on the "
+                             "hosts of a Ray cluster (`pip install 'flowengine[ray]'`); implies "
+                             "transport: tcp and CURVE.")
+    address: str = Field(
+        "auto", description="The Ray cluster: `auto` (the one this machine is part of, or "
+                            "$RAY_ADDRESS) or the head's HOST:PORT.")
+    placement_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="How long to wait for Ray to find hosts for every stage's placement "
+                    "before the run fails naming the stage and what it asked for.")
+    keys: str | None = Field(
+        None, description="The CURVE key directory's path on every host (default: "
+                          "security.keys). Each host reads its keys there: keys never travel "
+                          "through Ray.")
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value != "auto" and not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"expected 'auto' or HOST:PORT (the head node's GCS address, "
+                             f"e.g. 10.0.0.5:6379), got {value!r}")
+        return value
+
+
 class RunConfig(BaseModel):
     """A whole run: its stages, in order."""
 
@@ -117,6 +181,9 @@ class RunConfig(BaseModel):
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="CURVE encryption and authentication of the engine's tcp:// sockets.")
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        description="Where the workers run: this machine (default) or a Ray cluster.")
 
     @field_validator("fuse", mode="before")
     @classmethod
@@ -124,6 +191,17 @@ class RunConfig(BaseModel):
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return [value]
         return value
+
+    @model_validator(mode="after")
+    def _cluster_defaults(self) -> "RunConfig":
+        """Workers on other hosts talk over tcp://, encrypted unless the user says otherwise
+        (config/validate.py refuses `transport: ipc` and warns about `curve: false`)."""
+        if self.cluster.engine == "ray":
+            if "transport" not in self.model_fields_set:
+                self.transport = "tcp"
+            if "curve" not in self.security.model_fields_set:
+                self.security.curve = True
+        return self
 
 
 def _error_path(loc: tuple) -> tuple:

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel
 
 from flowengine.audio.format import FORMAT_FORMS
-from flowengine.config.model import RunConfig, SecurityConfig, StageConfig
+from flowengine.config.model import ClusterConfig, PlacementConfig, RunConfig, SecurityConfig, \
+    StageConfig
 
 __all__ = ["config_reference"]
 
@@ -126,7 +127,8 @@ def _default(value: Any) -> str:
 
 # How the reference names the model's own types (a reader writes YAML, not these classes).
 _TYPE_WORDS = {"list[StageConfig]": "list of stages", "SecurityConfig": "mapping",
-               "dict[str, Any]": "mapping"}
+               "dict[str, Any]": "mapping", "ClusterConfig": "mapping",
+               "PlacementConfig | None": "mapping | None"}
 
 
 def _model_table(model: type[BaseModel]) -> list[str]:
@@ -179,7 +181,10 @@ def config_reference() -> str:
 
     lines = [_INTRO, "## The run", "", *_model_table(RunConfig), "",
              "`security` is a mapping:", "", *_model_table(SecurityConfig), "",
+             "`cluster` is a mapping (docs/cluster.md):", "", *_model_table(ClusterConfig), "",
              "## A stage", "", *_model_table(StageConfig), "",
+             "`placement` is a mapping (with `cluster: {engine: ray}`, docs/cluster.md):", "",
+             *_model_table(PlacementConfig), "",
              "`params` are the operator's, listed below.", "",
              _FORMATS, _PATHS, _OVERRIDES, "## Operators", ""]
     specs = sorted(registry.specs(), key=lambda s: (_KIND_ORDER.index(s.kind), s.name))

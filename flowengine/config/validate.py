@@ -26,7 +26,8 @@
 - ``restart: on-failure`` only on stages a new worker can resume
   (``restart.py``: not a source, sink, mix or ordered stage);
 - ``security.curve`` comes with ``transport: tcp`` and a ``keys`` directory
-  whose keys load, secret files not readable by others.
+  whose keys load, secret files not readable by others;
+- ``cluster: {engine: ray}`` has Ray installed and tcp:// (``cluster.py``).
 
 Every problem names the stage, the key and file:line; all of them are
 collected and raised together as one `ConfigValidationError`. On success the
@@ -53,6 +54,7 @@ from flowengine.config.formats import (StaticFormat, codec_of, infer_output_form
 from flowengine.config.joins import Join, JoinNeed, insert_joins
 from flowengine.config.names import check_output_names
 from flowengine.core.fusion import FusionStage, fusion_groups
+from flowengine.config.cluster import check_cluster
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.config.source import ConfigSource
@@ -724,8 +726,12 @@ def _check_security(config: RunConfig, out: _Collector) -> None:
                 f"CURVE protects tcp:// edges, but transport is {config.transport!r} (ipc:// "
                 f"sockets live in the run's private directory); set transport: tcp")
     if security.keys is None:
-        out.add(("security", "curve"), None, "security.curve",
-                "CURVE needs 'keys': a directory made by `flowengine keys DIR`")
+        given = out.source.data.get("security") if isinstance(out.source.data, dict) else None
+        implied = config.cluster.engine == "ray" and "curve" not in (given or {})
+        out.add(("cluster", "engine") if implied else ("security", "curve"), None,
+                "security.curve", "CURVE needs 'keys': a directory made by `flowengine keys DIR`"
+                + (" (cluster.engine: ray turns CURVE on; on a trusted network only, "
+                   "security.curve: false turns it off)" if implied else ""))
         return
     from flowengine.config.keys import load_keys   # imported late: zmq, only for CURVE runs
     try:
@@ -747,6 +753,7 @@ def validate_run(config: RunConfig, source: ConfigSource, *, check_paths: bool =
     edges = _check_edges(stages, out, needs)
     _check_fusion(config, stages, out)
     _check_security(config, out)
+    check_cluster(config, source, out.add)
     _check_restart(stages, out)
     _check_file_sinks(stages, out)
     _check_output_paths(stages, out)

@@ -59,6 +59,7 @@ class WorkerReport:
     stage: str
     replica: int
     pid: int | None = None
+    host: str | None = None       # the cluster host it ran on (None: the coordinator's machine)
     messages_in: int = 0
     samples_in: int = 0
     bytes_in: int = 0

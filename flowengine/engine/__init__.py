@@ -12,8 +12,7 @@ model on the way.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from flowengine.lazy import lazy_names
 
 _PUBLIC = {
     "build_plan": "flowengine.engine.build",
@@ -24,11 +23,4 @@ _PUBLIC = {
 
 __all__ = list(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'flowengine.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _PUBLIC, globals())

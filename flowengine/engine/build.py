@@ -91,6 +91,16 @@ def _whole_streams(stages: list[_Stage], config: RunConfig) -> tuple[list[_Stage
                                (chain[0].config.on_error, chain[0].config.max_errors)
                                for s in chain):
             continue
+        # On a cluster each replica of the group runs where the chain asks (the source runs
+        # in every replica: it may ask for nothing or the same).
+        placements = {repr(_placement(s.config)) for s in chain}
+        if config.cluster.engine == "ray" and (len(placements) > 1 or (
+                source.config.placement is not None and
+                repr(_placement(source.config)) not in placements)):
+            notes.append(f"whole streams per replica: not for {source.name!r} and the chain "
+                         f"after it: their stages ask for different placements, so each "
+                         f"runs where it asks")
+            continue
         names = [stage.name for stage in chain]
         info = OperatorInfo("streams:" + "+".join([source.name] + names), "source", None,
                             chain[-1].info.output_kind)
@@ -122,6 +132,12 @@ def _chain_after(source: _Stage, consumers: dict[str, list[_Stage]],
             return []
         chain.append(stage)
     return chain if chain and chain[-1].info.output_kind is None else []
+
+
+def _placement(stage_config: object) -> dict | None:
+    """A stage's `placement:` as plain data for the plan (cluster engine ray), or None."""
+    placement = getattr(stage_config, "placement", None)
+    return placement.model_dump() if placement is not None else None
 
 
 def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
@@ -330,6 +346,12 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
     # left beside it goes first (rundirs.py).
     run_dir = run_dir or make_run_dir()
     os.makedirs(run_dir, exist_ok=True)
+    # With a cluster, these tcp:// endpoints are placeholders: the launcher gives each the
+    # address of the host that binds it (engine/cluster/ray_launcher.py).
+    # Each host reads the CURVE keys from its own copy of the key directory (never sent).
+    cluster = {**config.cluster.model_dump(),
+               "keys": (config.cluster.keys or config.security.keys) if curve else None} \
+        if config.cluster.engine != "local" else None
 
     def endpoint(name: str) -> str:
         if config.transport == "tcp":
@@ -385,9 +407,12 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                                fused=[m.name for m in stage.members],
                                parts=[StagePart(m.name, m.config.op, m.info.kind,
                                                 dict(m.config.params))
-                                      for m in stage.members] if whole else []))
+                                      for m in stage.members] if whole else [],
+                               placement=next(filter(None, map(_placement, (
+                                   m.config for m in (stage.members or [stage])[::-1]))), None)
+                               if cluster else None))
     return Plan(name=config.name, stages=plans, control_endpoint=control, run_dir=run_dir,
-                curve=curve, notes=notes)
+                curve=curve, notes=notes, cluster=cluster)
 
 
 def _share(source: _Stage, replica: int, replicas: int, run_dir: str) -> dict:

@@ -133,6 +133,10 @@ class StagePlan:
     fused: list[str] = field(default_factory=list)   # member stages when this is a fused group
     ordered: bool = False
     parts: list[StagePart] = field(default_factory=list)   # a whole-streams group's stages
+    # cluster engine ray: what its replicas ask Ray for (resources, labels, spread), or None
+    # (the coordinator's host); and, once the launcher placed them, each replica's host.
+    placement: dict[str, Any] | None = None
+    hosts: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +147,9 @@ class Plan:
     run_dir: str
     curve: CurveKeys | None = None  # the coordinator's keys when security.curve is on
     notes: list[str] = field(default_factory=list)   # the planner's choices, said why
+    # Where the workers run: None on this machine; else the cluster section as plain data
+    # ({"engine": "ray", "address", "placement_timeout_s", "keys"}: engine/cluster/).
+    cluster: dict[str, Any] | None = None
 
     @property
     def workers(self) -> list[WorkerSpec]:

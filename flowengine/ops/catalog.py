@@ -222,8 +222,6 @@ def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = 
           param_docs=_DECODER_DOCS)
 def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
                 on_error: ErrorPolicy = "fail") -> Node:
-    """
-    """
     return _decoder("mp3", on_error, chunk_samples=chunk_samples,
                     packet_time_base_den=packet_time_base_den)
 

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 1. Bind the control ROUTER (a CURVE server with ``security.curve``; every
-   listening endpoint is logged), start one process per stage replica (start
-   method "forkserver", with flowengine's heavy modules preloaded so workers
-   start fast; the coordinator's ZeroMQ context is never inherited).
+   listening endpoint is logged), start one process per stage replica through
+   the launcher (``launcher.py``: on this machine from the forkserver, with
+   flowengine's heavy modules preloaded so workers start fast, the
+   coordinator's ZeroMQ context never inherited; or on a Ray cluster's hosts).
 2. Wait (bounded) for ``ready`` from every worker: inboxes are bound and
    pushes connected, so nothing a source sends can be lost to a slow joiner.
    Then ``start``.
@@ -37,7 +38,6 @@ import the main module); the CLI and ``python -c`` need nothing.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import time
@@ -54,15 +54,14 @@ from flowengine.core.report import RestartEvent, RunInterrupted, RunReport, Stag
 from flowengine.engine.control.channel import WORKER_MESSAGES, decode_control, encode_control
 from flowengine.engine.control.delivery import ControlBacklog, ControlOutbox
 from flowengine.engine.control.helpers import HelperWatch, pidfd_of, quiet_tracker_relaunch
+from flowengine.engine.control.launcher import Launcher, LocalLauncher, launcher_for
 from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.plan import Plan, WorkerSpec
-from flowengine.engine.worker.forkserver import start_forkserver
 from flowengine.engine.recovery.replay import AckRelay
 from flowengine.core.signals import SignalCount
 from flowengine.engine.recovery.restart import account_restarts, can_restart, note_replayed, \
     relay_acks, replace_worker
 from flowengine.engine.security import curve_server, log_listener, start_authenticator
-from flowengine.engine.worker.process import run_worker
 
 __all__ = ["Engine", "run_plan", "RunReport", "StageReport", "WorkerReport", "RunInterrupted"]
 
@@ -78,7 +77,7 @@ class _Tracked:
     """The coordinator's view of one worker process."""
 
     spec: WorkerSpec
-    process: Any
+    process: Any                  # the launcher's handle (launcher.py); None until started
     report: WorkerReport
     ready: bool = False
     last_seen: float = 0.0
@@ -93,6 +92,12 @@ class _Tracked:
     # A replacement: per upstream, what it had sent to this replica before resuming it (its
     # "resumed"); only what came after counts in this replica's queue depth.
     sent_base: dict[str, int] = field(default_factory=dict)
+
+
+def _where(process: Any) -> str:
+    """'pid 123', or 'pid 123 on 10.0.0.7/3f2a9c1e' for a worker on a cluster host."""
+    host = getattr(process, "host", None)
+    return f"pid {process.pid}" + (f" on {host}" if host else "")
 
 
 def _signal_name(code: int) -> str:
@@ -136,13 +141,14 @@ class Engine:
     to bind and connect, `heartbeat_timeout` of silence before a worker counts
     as hung, `stop_timeout` for workers to exit after shutdown before they are
     terminated. `handle_signals` installs the SIGINT/SIGTERM drain handlers
-    (main thread only).
+    (main thread only). `launcher` starts and stops the workers (default: the one the
+    plan's cluster section names, ``launcher_for``).
     """
 
     def __init__(self, plan: Plan, *, progress: Callable[[RunReport], None] | None = None,
                  progress_interval: float = 1.0, ready_timeout: float = 20.0,
                  heartbeat_timeout: float = 5.0, stop_timeout: float = 3.0,
-                 handle_signals: bool = True) -> None:
+                 handle_signals: bool = True, launcher: Launcher | None = None) -> None:
         # The stats are the heartbeat: sent less often than the timeout, every worker would
         # be failed as hung.
         slowest = max((w.stats_interval for w in plan.workers), default=0.0)
@@ -157,6 +163,10 @@ class Engine:
         self.heartbeat_timeout = heartbeat_timeout
         self.stop_timeout = stop_timeout
         self.handle_signals = handle_signals
+        self.launcher = launcher if launcher is not None else launcher_for(plan)
+        # Workers forked by this process's forkserver: it and the resource tracker are
+        # watched (helpers.py), and each worker has a pidfd. Not so for other hosts' workers.
+        self._local = isinstance(self.launcher, LocalLauncher)
         self.pids: list[int] = []
         self._workers: dict[str, _Tracked] = {}
         # The second Ctrl-C/SIGTERM kills the workers from the handler itself (see
@@ -190,6 +200,7 @@ class Engine:
         if self.handle_signals:
             self._signals.install()
         try:
+            self._prepare_launcher()
             router.bind(self.plan.control_endpoint)
             log_listener("control", self.plan.control_endpoint, curve is not None)
             self._router = router
@@ -214,7 +225,10 @@ class Engine:
             return report
         finally:
             try:
-                self._stop_all()
+                try:
+                    self._stop_all()
+                finally:
+                    self.launcher.close()
             finally:
                 router.close(linger=0)
                 if auth is not None:
@@ -244,8 +258,13 @@ class Engine:
 
     # --------------------------------------------------------------- processes
 
-    def _start_processes(self) -> None:
-        mp = multiprocessing.get_context("forkserver")
+    def _prepare_launcher(self) -> None:
+        """Before the control socket binds: a cluster launcher places the workers and gives
+        the endpoints their hosts' addresses; the local one starts the forkserver, watched
+        with the resource tracker (helpers.py)."""
+        if not self._local:
+            self.launcher.prepare(self.plan)
+            return
         # The helpers may run already (the CLI starts the forkserver while it validates): one
         # that died meanwhile is this run's failure, before ensure_running relaunches it unseen.
         self._helpers.refresh()
@@ -253,24 +272,23 @@ class Engine:
         # Only the first run of this process starts the forkserver; workers warm() the rest.
         try:
             with quiet_tracker_relaunch():
-                start_forkserver([w.op for w in self.plan.workers] +
-                                 [m.op for w in self.plan.workers for m in w.fused + w.chain])
+                self.launcher.prepare(self.plan)
             self._helpers.start()
         except (EOFError, OSError) as exc:
             self._start_failed(None, exc)
+
+    def _start_processes(self) -> None:
         parts = {stage.name: stage.parts for stage in self.plan.stages}
         for spec in self.plan.workers:
-            process = mp.Process(target=run_worker, args=(spec,), name=f"flowengine {spec.id}",
-                                 daemon=True)
             reports = {part.name: WorkerReport(part.name, spec.replica)
                        for part in parts[spec.stage]}
-            self._workers[spec.id] = _Tracked(spec, process, reports.get(
+            self._workers[spec.id] = _Tracked(spec, None, reports.get(
                 spec.stage, WorkerReport(spec.stage, spec.replica)), parts=reports)
         for tracked in self._workers.values():
             self._check_helpers()     # a dead one would be relaunched by the start, unseen
             try:
                 with quiet_tracker_relaunch():
-                    tracked.process.start()
+                    tracked.process = self.launcher.start(tracked.spec)
             except (EOFError, OSError) as exc:
                 self._start_failed(tracked, exc)
             self._started_process(tracked)
@@ -278,9 +296,14 @@ class Engine:
     def _started_process(self, tracked: _Tracked) -> None:
         """Note a worker process just started (first or replacement)."""
         tracked.report.pid = tracked.process.pid
-        tracked.pidfd = pidfd_of(tracked.process.pid)
+        tracked.report.host = getattr(tracked.process, "host", None)
+        for report in tracked.parts.values():
+            report.host = tracked.report.host
+        # A pid of another host means nothing here: only this machine's workers get a pidfd.
+        tracked.pidfd = pidfd_of(tracked.process.pid) if self._local else None
         self.pids.append(tracked.process.pid)
-        self._helpers.refresh()
+        if self._local:
+            self._helpers.refresh()
 
     def _start_failed(self, tracked: _Tracked | None, exc: BaseException) -> None:
         """A start that read EOF or an error from the forkserver: name what happened."""
@@ -313,7 +336,8 @@ class Engine:
 
     def _stop_all(self) -> None:
         """Shutdown to every worker, then join with a deadline, terminate, kill."""
-        started = [t for t in self._workers.values() if t.process.pid is not None]
+        started = [t for t in self._workers.values()
+                   if t.process is not None and t.process.pid is not None]
         control = hasattr(self, "_control")
         if control:
             self._shut_down_workers()
@@ -521,10 +545,13 @@ class Engine:
         while time.monotonic() < deadline:
             self._receive(0.05)
         code = tracked.process.exitcode
+        lost = getattr(tracked.process, "lost", None)
         if code == 255:
             # multiprocessing's code for "its forkserver is gone": say so, if it is.
             self._check_helpers(wait=0.5)
-        if code is None:
+        if lost:                    # its host went away: no exit code will come
+            what = lost
+        elif code is None:
             what = "closed its process sentinel but is still running"
         elif code < 0:
             what = f"was killed by {_signal_name(code)}"
@@ -552,19 +579,21 @@ class Engine:
         if self._sinks_done:
             # Every sink has its eof: the output is complete, whatever this worker does now.
             tracked.replaced = True
-            log.warning("stage %r replica %d (pid %s) %s after every sink had finished: the "
+            log.warning("stage %r replica %d (%s) %s after every sink had finished: the "
                         "output is complete (its stage's audit uses its last stats)",
-                        spec.stage, spec.replica, tracked.process.pid, what.splitlines()[0])
+                        spec.stage, spec.replica, _where(tracked.process), what.splitlines()[0])
             return
-        if self._following and can_restart(tracked, self.restarts):
+        if self._following and can_restart(tracked, self.restarts) and \
+                self.launcher.can_replace(tracked.process):
             replace_worker(self, tracked, what)
             return
         if tracked.process.is_alive():
             tracked.process.kill()   # e.g. stopped or hung: declared dead, so it is
+        what = self.launcher.explain(tracked.process, what)   # e.g. its host is gone
         if tracked.report.restarts:
             what += f" (after {tracked.report.restarts} restart(s))"
         error = WorkerFailed(f"stage {spec.stage!r} replica {spec.replica} "
-                             f"(pid {tracked.process.pid}) {what}")
+                             f"({_where(tracked.process)}) {what}")
         error.stage, error.replica = spec.stage, spec.replica
         error.traceback = (tracked.error or {}).get("tb")
         raise error
@@ -579,6 +608,8 @@ class Engine:
         for the whole stop_timeout. Only os.kill here: the main thread may be inside a
         Process method the handler interrupted."""
         for tracked in list(self._workers.values()):
+            # Only this machine's processes (a Ray launcher's workers are stopped by _stop_all
+            # and the launcher's close, through their hosts' agents).
             popen = getattr(tracked.process, "_popen", None)
             if popen is None or popen.returncode is not None:
                 continue      # not started, or its end already seen (its pid may be reused)

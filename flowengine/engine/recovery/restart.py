@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
 import time
 from typing import Any
@@ -38,7 +37,6 @@ from typing import Any
 from flowengine.core.audit import MISMATCH, OK, Finding, rule_for, sum_stream_counts
 from flowengine.core.report import RestartEvent, StreamGap
 from flowengine.engine.control.helpers import quiet_tracker_relaunch
-from flowengine.engine.worker.process import run_worker
 
 __all__ = ["RestartEvent", "StreamGap", "GAP", "can_restart", "restarts_of", "replace_worker",
            "account_restarts", "note_replayed", "relay_acks", "HOLD_TIMEOUT_S"]
@@ -93,23 +91,23 @@ def replace_worker(engine: Any, tracked: Any, reason: str) -> Any:
     if spec.replay:
         _hold_upstreams(engine, spec.id, spec.generation, spec.upstream)
     _remove_stale_socket(spec.inbox_endpoint)
-    process = multiprocessing.get_context("forkserver").Process(
-        target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
     report = type(tracked.report)(spec.stage, spec.replica)
     report.restarts = tracked.report.restarts + 1
     # The table counts the replica's whole run: the dead generations' last reported counts
     # go on under the replacement's (what the dead one did after its last stats is unknown).
     report.earlier = {key: getattr(tracked.report, key) for key in CARRIED_COUNTS}
     report.max_queue = tracked.report.max_queue
-    new = type(tracked)(spec, process, report)
-    engine._workers[spec.id] = new
     engine._check_helpers()
     with quiet_tracker_relaunch():
-        process.start()
+        # On the same host as the old one (the launcher's choice: launcher.py).
+        process = engine.launcher.replace(old, spec)
+    new = type(tracked)(spec, process, report)
+    engine._workers[spec.id] = new
     engine._started_process(new)
-    log.warning("stage %r replica %d (pid %s) %s: restarting it (restart %d of %d), new pid %d",
-                spec.stage, spec.replica, old.pid, reason.splitlines()[0], spec.generation,
-                spec.max_restarts, process.pid)
+    where = f" on {report.host}" if report.host else ""
+    log.warning("stage %r replica %d (pid %s%s) %s: restarting it (restart %d of %d), new pid %d",
+                spec.stage, spec.replica, old.pid, where, reason.splitlines()[0],
+                spec.generation, spec.max_restarts, process.pid)
     deadline = time.monotonic() + engine.ready_timeout
     while not new.ready:
         if engine._workers.get(spec.id) is not new:

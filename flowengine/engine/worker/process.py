@@ -213,7 +213,7 @@ class Worker:
         node = create_stage_node(spec.op, "source", spec.params, block_samples=spec.block_samples,
                                  name=spec.stage)
         if spec.share is not None:
-            claim, one_at_a_time = share_claim(spec.share)
+            claim, one_at_a_time = share_claim(spec.share, self.context, spec.curve)
             node.share(claim, one_at_a_time=one_at_a_time)
         return node
 

@@ -11,6 +11,9 @@ generated tones) and asks, for each stream in order, whether it is its own:
   the loop (one system call per stream).
 - **by position** (a paced source: every stream is live at once): replica r of
   N reads the streams whose index is r modulo N.
+- **through the coordinator** (replicas on several hosts: ``claims`` is a
+  ``tcp://`` endpoint): the same first-come claims, granted by the coordinator's
+  claim service (``engine/cluster/claims.py``).
 """
 
 from __future__ import annotations
@@ -18,16 +21,22 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["share_claim"]
 
 
-def share_claim(share: dict) -> tuple[Callable[[int, str], bool], bool]:
-    """(claim(index, stream) -> bool, one_at_a_time) for a WorkerSpec's `share`."""
+def share_claim(share: dict, context: Any = None, curve: Any = None
+                ) -> tuple[Callable[[int, str], bool], bool]:
+    """(claim(index, stream) -> bool, one_at_a_time) for a WorkerSpec's `share` (`context`
+    and `curve`: the worker's ZeroMQ context and keys, for claims through the coordinator)."""
     replica, replicas = share["replica"], share["replicas"]
     directory = share.get("claims")
     if directory is None:
         return (lambda index, stream: index % replicas == replica), False
+    if directory.startswith("tcp://"):
+        from flowengine.engine.cluster.claims import RemoteClaims
+        return RemoteClaims(context, directory, share["claims_key"], curve), True
     os.makedirs(directory, exist_ok=True)
 
     def claim(index: int, stream: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 from flowengine.errors import ConfigError
 from flowengine.audio.format import AudioFormat, as_format
-from flowengine.ops.io.multistream import SourceEnd, StreamInterleaver
+from flowengine.ops.io.multistream import InterleavedSource, StreamInterleaver
 from flowengine.ops.io.reader import READER_MODES, AudioFileReader
 
 __all__ = ["MultiFileSource", "expand_inputs", "expand_inputs_skipping", "unique_stream_ids",
@@ -126,7 +126,7 @@ def unique_stream_ids(files: list[Path]) -> list[str]:
     return ids
 
 
-class MultiFileSource:
+class MultiFileSource(InterleavedSource):
     """Every file of `paths` as its own stream (see module doc); iterate it once.
 
     mode: "pcm" (decoded, converted to `format` when given; keys it leaves out: each file's)
@@ -172,25 +172,7 @@ class MultiFileSource:
             return iter(reader), reader.close, reader
         return open_file
 
-    @property
-    def failed(self) -> list[SourceEnd]:
-        """Streams skipped under on_error="skip", with their errors."""
-        return self._interleaver.failed
-
-    def share(self, claim: Any, *, one_at_a_time: bool) -> None:
-        """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
-        self._interleaver.share(claim, one_at_a_time=one_at_a_time)
-
-    def take_ended(self) -> list[SourceEnd]:
-        return self._interleaver.take_ended()
-
-    def __iter__(self) -> StreamInterleaver:
-        return self._interleaver
-
-    frames = packets = __iter__
-
-    def close(self) -> None:
-        self._interleaver.close()
+    frames = packets = InterleavedSource.__iter__
 
     def __repr__(self) -> str:
         return f"<MultiFileSource {len(self.files)} files {self.mode}>"

@@ -37,7 +37,7 @@ from typing import Any
 
 from flowengine.errors import ConfigError, FlowError
 
-__all__ = ["SourceEnd", "StreamInterleaver", "Opener", "ON_ERROR_POLICIES"]
+__all__ = ["SourceEnd", "StreamInterleaver", "InterleavedSource", "Opener", "ON_ERROR_POLICIES"]
 
 ON_ERROR_POLICIES = ("fail", "skip")
 # Opens one stream: its buffer iterator, the function that releases it, and optionally what
@@ -195,3 +195,29 @@ class StreamInterleaver:
         while self._open:
             self._open.popleft().close()
         self._waiting.clear()
+
+
+class InterleavedSource:
+    """A source of several streams read through a StreamInterleaver (`_interleaver`, set by
+    the subclass): iterating it gives the interleaved buffers; it can read a share of its
+    streams and says which ended."""
+
+    _interleaver: StreamInterleaver
+
+    @property
+    def failed(self) -> list[SourceEnd]:
+        """Streams skipped under on_error="skip", with their errors."""
+        return self._interleaver.failed
+
+    def share(self, claim: Any, *, one_at_a_time: bool) -> None:
+        """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
+        self._interleaver.share(claim, one_at_a_time=one_at_a_time)
+
+    def take_ended(self) -> list[SourceEnd]:
+        return self._interleaver.take_ended()
+
+    def __iter__(self) -> StreamInterleaver:
+        return self._interleaver
+
+    def close(self) -> None:
+        self._interleaver.close()

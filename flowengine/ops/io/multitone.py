@@ -18,12 +18,12 @@ from typing import Any
 from flowengine.errors import ConfigError
 from flowengine.ops.pacing import MediaClock
 from flowengine.ops.io.generator import ToneSource
-from flowengine.ops.io.multistream import SourceEnd, StreamInterleaver
+from flowengine.ops.io.multistream import InterleavedSource, StreamInterleaver
 
 __all__ = ["MultiToneSource"]
 
 
-class MultiToneSource:
+class MultiToneSource(InterleavedSource):
     """`streams` ToneSources interleaved (see module doc). Other keywords go to ToneSource."""
 
     def __init__(self, streams: int = 2, frequency: float = 440.0,
@@ -56,20 +56,7 @@ class MultiToneSource:
     def frequencies(self) -> list[float]:
         return [source.frequency for source in self.sources]
 
-    def share(self, claim: Any, *, one_at_a_time: bool) -> None:
-        """Read only the streams `claim(index, stream)` gives (StreamInterleaver.share)."""
-        self._interleaver.share(claim, one_at_a_time=one_at_a_time)
-
-    def take_ended(self) -> list[SourceEnd]:
-        return self._interleaver.take_ended()
-
-    def __iter__(self) -> StreamInterleaver:
-        return self._interleaver
-
-    frames = __iter__
-
-    def close(self) -> None:
-        self._interleaver.close()
+    frames = InterleavedSource.__iter__
 
     def __repr__(self) -> str:
         return f"<MultiToneSource {len(self.sources)} streams {self.format}>"
