@@ -24,13 +24,12 @@ import resource
 import tempfile
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+import av
 import msgpack
 import numpy as np
 import yaml
@@ -389,14 +388,19 @@ def run_decoder(case: dict) -> str:
             _check_block(state, *info, chunk, force)
         raise AssertionError("get_frame_info never answered None")
 
+    frame = _PACKET_SAMPLES.get(codec, 960)
+    jumps = case.get("jumps") or {}
+    pts = 0
     for n, data in enumerate(case["chunks"]):
+        pts += jumps.get(n, 0)          # lost packets, or a broken timestamp (salvage.py)
         try:
             if case["packets"]:
-                decoder.put_packet(Packet(data, 1, 48000, n * 960, n * 960, 960, 1, codec, "fz"))
+                decoder.put_packet(Packet(data, 1, 48000, pts, pts, frame, 1, codec, "fz"))
             else:
                 decoder.put_frame(data)
         except CodecError:
             _count_error(state, case)
+        pts += frame
         collect(force=False)
     collect(force=True)
     assert decoder.state() == "empty", f"decoder holds data after draining: {decoder.state()}"
@@ -417,6 +421,9 @@ def _check_block(state: dict, pcm: np.ndarray, pts: int, time_base, chunk: int,
     state["channels"], state["pts"] = pcm.shape[0], pts + pcm.shape[1]
 
 
+_PACKET_SAMPLES = {"mp3": 1152, "aac": 1024, "flac": 4608, "opus": 960}
+
+
 def _decoder_cases(codec: str) -> st.SearchStrategy:
     common = {"codec": st.just(codec), "chunk": st.sampled_from([1, 100, 1024, 4096]),
               "on_error": st.sampled_from(["raise", "skip"])}
@@ -430,30 +437,47 @@ def _decoder_cases(codec: str) -> st.SearchStrategy:
                                       "extradata": st.none() | mutated_bytes(heads, 2)})
     stream = mutated_bytes(stream_seeds(codec))
     extra = {"fmt": st.sampled_from(_WAV_FORMATS)} if codec == "wav" else {}
-    return st.fixed_dictionaries({**common, **extra, "packets": st.just(False),
-                                  "chunks": st.builds(slices, stream, CUTS)})
+    as_bytes = st.fixed_dictionaries({**common, **extra, "packets": st.just(False),
+                                      "chunks": st.builds(slices, stream, CUTS)})
+    if codec == "wav":
+        return as_bytes
+    # Whole packets, some damaged, with timestamps that jump (packets lost before them, or
+    # a broken timestamp): the Decoder's salvage of put_packet.
+    packets = tuple(p for seed in _STREAM_SEEDS[codec] for p in encoded_packets(codec, *seed)[0])
+    jumps = st.dictionaries(st.integers(0, 20), st.sampled_from([-960, 1, 960, 4608, 10 ** 7]),
+                            max_size=3)
+    as_packets = st.fixed_dictionaries({
+        **common, "packets": st.just(True), "jumps": jumps,
+        "chunks": st.lists(mutated_bytes(packets, max_ops=2), max_size=20)})
+    return as_bytes | as_packets
 
 
 # ------------------------------------------------------------------ targets: file reader
 
 def run_reader(case: dict) -> str:
-    """Open a (damaged) file and read it to the end: AudioFrames of the chunk size with
-    continuous pts (pcm mode) or Packets (packet mode), FormatError or CodecError."""
+    """Open a (damaged) file and read it to the end with either policy: AudioFrames of the
+    chunk size with continuous pts (pcm mode) or Packets (packet mode), FormatError or
+    CodecError; under "skip" what was replaced adds up (frames and samples, places kept)."""
     path = Path(f"case{case['ext']}")
     path.write_bytes(case["data"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)     # a truncated tail is a warning
-        with AudioFileReader(path, chunk_samples=case["chunk"], mode=case["mode"]) as reader:
-            pts = 0
-            for n, item in enumerate(reader):
-                assert n < _MAX_EVENTS, "the reader never ended"
-                if case["mode"] == "pcm":
-                    assert item.pts == pts and 0 < item.samples <= case["chunk"]
-                    assert item.data.shape == item.format.shape(item.samples)
-                    pts += item.samples
-                else:
-                    assert isinstance(item.data, bytes)
-            return "truncated" if reader.truncated else "read"
+    on_error = case.get("on_error", "fail")
+    with AudioFileReader(path, chunk_samples=case["chunk"], mode=case["mode"],
+                         on_error=on_error) as reader:
+        pts = 0
+        for n, item in enumerate(reader):
+            assert n < _MAX_EVENTS, "the reader never ended"
+            if case["mode"] == "pcm":
+                assert item.pts == pts and 0 < item.samples <= case["chunk"]
+                assert item.data.shape == item.format.shape(item.samples)
+                pts += item.samples
+            else:
+                assert isinstance(item.data, bytes)
+        damage = reader.damage
+        assert on_error == "skip" or not damage.events
+        assert damage.samples >= 0 and damage.frames >= damage.events >= len(damage.spots)
+        if damage.events:
+            return "salvaged"
+        return "truncated" if reader.truncated else "read"
 
 
 def reader_cases() -> st.SearchStrategy:
@@ -465,7 +489,64 @@ def reader_cases() -> st.SearchStrategy:
         ext = draw(st.sampled_from(READER_EXTENSIONS))
         data = draw(mutated_bytes(seeds[ext]) | mutated_bytes(every, max_ops=2))
         return {"ext": ext, "data": data, "mode": draw(st.sampled_from(["pcm", "packet"])),
-                "chunk": draw(st.sampled_from([1, 333, 1024]))}
+                "chunk": draw(st.sampled_from([1, 333, 1024])),
+                "on_error": draw(st.sampled_from(["fail", "skip"]))}
+    return one()
+
+
+# Containers whose two modes decode to the same samples from the start (MP3's LAME tag and
+# MP4's edit list trim the start in pcm mode only; Opus's end trim is on the last packet).
+_SAME_IN_BOTH_MODES = (".flac", ".aac", ".opus", ".wav")
+
+
+def run_salvage(case: dict) -> str:
+    """A damaged file read with on_error "skip" by the reader (pcm mode) and by a Decoder fed
+    the reader's packets: typed errors only, a continuous timeline, and, when both modes read
+    it to the end, the same samples (flowengine.ops.codecs.salvage)."""
+    from damaged_media import read_packets, read_pcm
+
+    path = Path(f"case{case['ext']}")
+    path.write_bytes(case["data"])
+    pcm, report = read_pcm(path, on_error="skip", chunk=case["chunk"])
+    assert pcm.ndim == 2 and report.samples >= 0
+    try:
+        packets, packet_report = read_packets(path, on_error="skip", chunk=case["chunk"])
+    except CodecError:          # a Decoder's own refusal (no frame of its codec at all)
+        return "pcm only"
+    # Compared when both decode at the rate the container states (a damaged header may state
+    # another: pcm mode then resamples to it, as to any format asked for).
+    if case["ext"] in _SAME_IN_BOTH_MODES and pcm.shape[0] == packets.shape[0] \
+            and report.output_rate == packet_report.output_rate and _consistent_clock(path):
+        same = packets[:, :pcm.shape[1]]
+        assert same.shape == pcm.shape and np.array_equal(same, pcm, equal_nan=True), \
+            f"the modes differ: pcm {pcm.shape}, packet {packets.shape}"
+    return "salvaged" if report.events else "read"
+
+
+def _consistent_clock(path: Path) -> bool:
+    """Whether the container counts time in samples of the rate it states (a mutated FLAC
+    STREAMINFO may say 48 kHz over frames of 44.1 kHz: the modes then round the timeline
+    at different rates, a sample apart)."""
+    if path.suffix != ".flac":
+        return True
+    try:
+        with av.open(str(path), format="flac", metadata_errors="replace") as container:
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate
+            return not rate or stream.time_base is None \
+                or stream.time_base.denominator % rate == 0
+    except (av.FFmpegError, IndexError):    # opened behind garbage by the reader only
+        return True
+
+
+def salvage_cases() -> st.SearchStrategy:
+    seeds = file_seeds()
+
+    @st.composite
+    def one(draw) -> dict:
+        ext = draw(st.sampled_from(_SAME_IN_BOTH_MODES + (".mp3",)))
+        return {"ext": ext, "data": draw(mutated_bytes(seeds[ext])),
+                "chunk": draw(st.sampled_from([333, 1024]))}
     return one()
 
 
@@ -477,6 +558,7 @@ TARGETS: dict[str, Target] = {
                                   lambda codec=codec: _decoder_cases(codec))
        for codec in DECODER_CODECS},
     "reader": Target("reader", run_reader, (FormatError, CodecError), reader_cases),
+    "salvage": Target("salvage", run_salvage, (FormatError, CodecError), salvage_cases),
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flowengine.audio.format import FORMAT_FORMS, AudioFormat, as_format
-from flowengine.errors import FormatError
+from flowengine.errors import CodecError, FormatError
 from flowengine.local.run import run_in_process
 from flowengine.ops.registry import registry
 from config_text import problems, resolve
@@ -196,19 +196,25 @@ def test_ops_shows_formats_and_modes_in_words():
 
 # ---- on_error on a file_source -----------------------------------------------------------------
 
-def test_on_error_skip_on_a_file_source_is_refused_with_a_fix_that_works(in_tmp):
+def test_on_error_skip_on_a_file_source_is_its_readers_policy(in_tmp):
     # Before: it validated and then did nothing (a file that could not be read still failed
-    # the run).
-    _write(in_tmp / "good.wav")
-    text = HEAD + "  - {name: src, op: file_source, on_error: skip, params: {path: good.wav}}\n" \
-        "  - {name: sink, op: null_sink}\n"
-    assert problems(text) == [
-        "run.yaml:3: stage 'src' (file_source): on_error: file_source has nothing to skip: a "
-        "source takes no input, and a file it cannot read ends the run; to go on without a "
-        "file that cannot be read, use op: files (paths: the file) with on_error: skip; or "
-        "remove on_error"]
-    (in_tmp / "bad.mp3").write_bytes(b"not audio at all" * 100)
-    fixed = HEAD + "  - {name: src, op: files, on_error: skip, params: {paths: [good.wav, " \
-        "bad.mp3]}}\n  - {name: sink, op: memory_sink}\n"
-    report = run_in_process(resolve(fixed))
-    assert report.stage("sink").total("samples_in") == 8820      # good.wav; bad.mp3 skipped
+    # the run). Now file_source has an on_error of its own (#15): damaged frames are replaced
+    # by silence of their duration, and the audit says so.
+    good = _write(in_tmp / "good.flac")
+    data = bytearray(good.read_bytes())
+    middle = len(data) * 3 // 4
+    data[middle:middle + 200] = bytes(200)
+    (in_tmp / "bad.flac").write_bytes(bytes(data))
+    text = HEAD + "  - {name: src, op: file_source, on_error: skip, params: {path: bad.flac}}\n" \
+        "  - {name: sink, op: memory_sink}\n"
+    report = run_in_process(resolve(text))
+    assert report.stage("sink").total("samples_in") == 8820     # all of it: damage is silence
+    assert [(f.stage, f.status) for f in report.audit if f.status == "salvaged"] == \
+        [("src", "salvaged")]
+    with pytest.raises(CodecError, match=r"bad.flac': flac stream 0: .* at byte \d+ "):
+        run_in_process(resolve(text.replace("on_error: skip, ", "")))
+    (in_tmp / "junk.mp3").write_bytes(b"not audio at all" * 100)
+    files = HEAD + "  - {name: src, op: files, on_error: skip, params: {paths: [good.flac, " \
+        "junk.mp3]}}\n  - {name: sink, op: memory_sink}\n"
+    report = run_in_process(resolve(files))
+    assert report.stage("sink").total("samples_in") == 8820      # good.flac; junk.mp3 skipped

@@ -337,14 +337,17 @@ def test_corrupt_frame_is_reported_and_decoding_continues(codec, streams):
 
 def test_truncated_mp3_packet_is_reported_not_concealed(streams):
     """FFmpeg decodes an MP3 packet cut short without a word (the lost main data becomes
-    silence); put_packet checks the length its header announces, as put_frame's splitter does."""
+    silence); put_packet checks the length its header announces, as put_frame's splitter
+    does: under skip the frame is silence of its duration (the stream keeps its timeline)
+    and counted, under fail it is an error naming the stream and where."""
     _, files = streams
     packets = demux_packets("mp3", files["mp3"])
     index = len(packets) // 2
     offset = sum(len(p.data) for p in packets[:index])
     size = len(packets[index].data)
     cut = Packet(packets[index].data[:size // 2], packets[index].time_base_num,
-                 packets[index].time_base_den, packets[index].pts)
+                 packets[index].time_base_den, packets[index].pts, None,
+                 packets[index].duration)
     whole = Decoder("mp3")
     for packet in packets[:index]:
         whole.put_packet(packet)
@@ -353,19 +356,23 @@ def test_truncated_mp3_packet_is_reported_not_concealed(streams):
     for packet in packets[:index] + [cut] + packets[index + 1:]:
         dec.put_packet(packet)
     got = joined(drain(dec))
+    seconds = packets[index].pts / packets[index].time_base_den
     assert [str(e) for e in dec.errors] == [
-        f"mp3 decoder, stream '0': truncated input: the frame at byte offset {offset} has only "
-        f"{size // 2} of its {size} bytes"]
-    assert (dec.errors[0].offset, dec.errors[0].size) == (offset, size // 2)
-    # Everything before the cut is intact, and the cut frame's samples are missing, not silent.
+        f"mp3 decoder, stream '0': damaged frame at byte of the stream's packets {offset} "
+        f"({seconds:.3f} s) (it has {size // 2} of the {size} bytes its header announces; its "
+        f"header announces another length): replaced by silence (on_error: skip)"]
+    assert dec.errors[0].offset == offset
+    assert (dec.damage.frames, dec.damage.samples) == (1, 1152)
+    # Everything before the cut is intact, and the cut frame's samples are silence.
     assert np.array_equal(got[:, :before.shape[1] - 1152], before[:, :-1152])
-    assert got.shape[1] == (len(packets) - 1) * 1152
+    assert got.shape[1] == len(packets) * 1152
+    assert not got[:, index * 1152:(index + 1) * 1152].any()
     raising = Decoder("mp3")
     for packet in packets[:index]:
         raising.put_packet(packet)
-    with pytest.raises(CodecError, match=rf"^mp3 decoder, stream '0': truncated input: the frame at "
-                                         rf"byte offset {offset} has only {size // 2} of its {size} "
-                                         rf"bytes$"):
+    with pytest.raises(CodecError, match=rf"^mp3 decoder, stream '0': damaged frame at byte of "
+                                         rf"the stream's packets {offset} \({seconds:.3f} s\) "
+                                         rf"\(it has {size // 2} of the {size} bytes"):
         raising.put_packet(cut)
 
 
@@ -445,7 +452,7 @@ def test_unknown_codec_and_wrong_inputs():
         dec.put_frame(np.zeros(4))
     with pytest.raises(TypeError, match="put_packet expects a flowengine Packet, got bytes"):
         dec.put_packet(b"abc")
-    with pytest.raises(ValueError, match="on_error must be one of raise, skip"):
+    with pytest.raises(ValueError, match="on_error must be one of fail, raise, skip"):
         Decoder("aac", on_error="ignore")
 
 
@@ -582,11 +589,12 @@ def test_flowengine_flac_random_signals_and_slicings_are_bit_exact(seed):
         np.testing.assert_array_equal(out, pcm)
 
 
-def test_a_packet_of_another_codec_is_refused_by_name():
+def test_a_packet_of_another_codec_is_refused_by_name(streams):
     decoder = Decoder("mp3")
     with pytest.raises(FormatError, match=r"^mp3 Decoder: got a 'aac' packet \(at byte 0\); "
                                           r"use a aac Decoder for it$"):
         decoder.put_packet(Packet(b"\xff\xf1" + bytes(20), 1, 48000, 0, 0, 1024, 1, "aac"))
     assert decoder.bytes_in == 0          # refused before anything was taken
     # FFmpeg's own names for the same codec are not judged (a reader may stamp them)
-    decoder.put_packet(Packet(bytes(4), 1, 44100, 0, 0, 1152, 1, "mp3float"))
+    frame = demux_packets("mp3", streams[1]["mp3"])[0].data
+    decoder.put_packet(Packet(frame, 1, 44100, 0, 0, 1152, 1, "mp3float"))

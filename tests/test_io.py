@@ -354,46 +354,51 @@ def test_missing_empty_and_non_audio_files(tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".mp3", ".flac"])
-def test_truncated_file_yields_what_decodes(files, tmp_path, ext):
+def test_a_truncated_file_fails_after_what_decodes_or_ends_with_an_account(files, tmp_path,
+                                                                           ext):
     data = files[ext].read_bytes()
     cut = tmp_path / f"cut{ext}"
     cut.write_bytes(data[:int(len(data) * 0.6)])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with AudioFileReader(cut) as reader:
-            samples = sum(f.samples for f in reader)
-            truncated = reader.truncated
-    assert 0.5 * SR < samples < 0.7 * SR
-    # The partial last frame is reported and left out: FLAC's fails its CRC; MP3's is shorter
-    # than its header says (FFmpeg's decoder would conceal the missing bytes as silence).
-    reason = r"has \d+ of the \d+ bytes its header says" if ext == ".mp3" else "does not decode"
-    assert truncated
-    assert len(caught) == 1 and caught[0].category is RuntimeWarning
-    assert re.search(rf"cut{ext}': the last packet \(byte \d+, pts \d+ \([\d.]+ s\)\) {reason}: "
-                     rf"the file is truncated", str(caught[0].message))
+    handed_out = 0
+    with AudioFileReader(cut) as reader:            # on_error: fail, the default
+        with pytest.raises(CodecError) as failed:
+            for frame in reader:
+                handed_out += frame.samples
+    # The partial last frame: MP3's is shorter than its header says (FFmpeg's decoder would
+    # conceal the missing bytes as silence); FLAC's fails to decode (its CRC-16).
+    where = r"the file is cut short" if ext == ".mp3" else r"damaged frame\(s\)"
+    assert re.search(rf"cut{ext}': {ext[1:]} stream 0: {where} at byte \d+ \([\d.]+ s\)",
+                     str(failed.value))
+    assert 0.5 * SR < handed_out < 0.7 * SR
+    with AudioFileReader(cut, on_error="skip") as reader:
+        samples = sum(f.samples for f in reader)
+        assert reader.truncated and reader.damage.end is not None
+        assert reader.damage.end.byte > 0.5 * len(data)
+    # The cut frame's duration is kept as silence: the last whole frame's end plus one frame.
+    assert samples == handed_out + CODEC_FRAME[ext] or ext == ".mp3" and samples >= handed_out
 
 
-def test_a_cut_mp3_gives_whole_frames_in_packet_mode_too(files, tmp_path):
-    """The same truncated tail is left out in packet mode, so flowengine's Decoder (which
-    refuses a short MP3 packet) decodes what the pcm mode gives."""
+def test_a_cut_mp3_gives_the_same_samples_in_packet_mode(files, tmp_path):
+    """The cut last frame goes on in packet mode under skip, and flowengine's Decoder (which
+    refuses a short MP3 packet) puts in what the pcm mode does: one frame of silence."""
     from flowengine.ops.codecs.decoder import Decoder
-    from flowengine.ops.codecs.mp3frames import parse_frame_header
 
     data = files[".mp3"].read_bytes()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(data[:int(len(data) * 0.6)])
-    with pytest.warns(RuntimeWarning, match="its header says: the file is truncated"):
-        with AudioFileReader(cut, mode="packet") as reader:
-            packets = list(reader)
-            assert reader.truncated
-    assert all(len(p.data) == parse_frame_header(p.data).frame_length for p in packets)
-    decoder = Decoder("mp3")
+    with pytest.raises(CodecError, match="its header says"):
+        list(AudioFileReader(cut, mode="packet"))
+    with AudioFileReader(cut, mode="packet", on_error="skip") as reader:
+        packets = list(reader)
+        assert reader.truncated
+    decoder = Decoder("mp3", on_error="skip")
     for packet in packets:
         decoder.put_packet(packet)
     decoded = 0
     while (pcm := decoder.get_frame(force=True)) is not None:
         decoded += pcm.shape[1]
     assert decoded == len(packets) * 1152
+    assert decoder.damage.frames == 1 and decoder.damage.samples == 1152
 
 
 def test_corrupt_packet_mid_file_raises_after_the_good_samples(files, tmp_path):
@@ -403,8 +408,9 @@ def test_corrupt_packet_mid_file_raises_after_the_good_samples(files, tmp_path):
     (tmp_path / "bad.mp3").write_bytes(bytes(data))
     delivered = 0
     with AudioFileReader(tmp_path / "bad.mp3") as reader:
-        with pytest.raises(CodecError, match=r"bad.mp3': mp3 stream 0: packet at byte \d+, pts \d+ "
-                                             r"\([\d.]+ s\) does not decode"):
+        with pytest.raises(CodecError, match=r"bad.mp3': mp3 stream 0: damaged frames? at byte "
+                                             r"\d+ \([\d.]+ s\) \(.*\); with on_error: skip it "
+                                             r"would be replaced by silence"):
             for frame in reader:
                 delivered += frame.samples
     assert 0.3 * SR < delivered < 0.7 * SR
@@ -548,8 +554,9 @@ def test_a_file_that_is_no_audio_under_an_audio_extension_still_says_so(tmp_path
 def test_a_flac_whose_middle_frames_are_damaged_is_an_error_not_silently_short(tmp_path):
     """FFmpeg's FLAC parser hands damaged frames out as one packet without a pts, with the
     good frames it buffered before them (or drops them); decoded as they were, 1152 to 3456
-    samples of 32000 vanished without a word. Now: an error naming the byte, after an exact
-    prefix of the audio."""
+    samples of 32000 vanished without a word. Now: an error naming the damaged frame's byte,
+    after an exact prefix of the audio (pcm mode); packet mode names the packet the parser
+    could not frame, which holds it."""
     noise = (np.random.default_rng(1).standard_normal((1, 32000)) * 3000).astype(np.int16)
     good = tmp_path / "good.flac"
     with AudioFileWriter(good) as out:
@@ -561,21 +568,47 @@ def test_a_flac_whose_middle_frames_are_damaged_is_an_error_not_silently_short(t
     damaged[start:start + 200] = bytes(b ^ 0x5A for b in damaged[start:start + 200])
     bad = tmp_path / "bad.flac"
     bad.write_bytes(bytes(damaged))
-    message = re.escape(f"'{bad}': flac stream 0: the packet at byte ") + \
-        r"(\d+) is not a whole FLAC frame \(\d+ bytes the parser could not frame\): the file " \
-        r"is damaged there"
 
+    handed_out = []
+    with AudioFileReader(bad, format=AudioFormat(16000, 1, "s16")) as reader:
+        with pytest.raises(CodecError, match=re.escape(f"'{bad}': flac stream 0: damaged "
+                                                       f"frame(s) at byte {frames[8][0]} "
+                                                       f"(0.576 s)")):
+            for buf in reader:
+                handed_out.append(buf)
+    pcm = np.concatenate([f.data for f in handed_out], axis=1)
+    np.testing.assert_array_equal(pcm, noise[:, :9216])       # every sample before frame 8
+
+    message = re.escape(f"'{bad}': flac stream 0: FLAC frames the parser could not frame at "
+                        f"byte ") + r"(\d+) \(([\d.]+) s\) \(\d+ bytes: damaged frames\)"
+    handed_out = []
+    with AudioFileReader(bad, mode="packet") as reader:
+        with pytest.raises(CodecError, match=message) as error:
+            for buf in reader:
+                handed_out.append(buf)
+    at = int(re.search(message, str(error.value)).group(1))
+    before = [pts for pos, pts in frames if pos < at]
+    assert 0 < len(before) <= 8 and at in [pos for pos, _ in frames]
+    assert [p.pts for p in handed_out] == before
+
+    # on_error: skip, either mode: frame 8 is silence, every other sample as written
     for mode in ("pcm", "packet"):
-        handed_out = []
-        with AudioFileReader(bad, mode=mode, format=AudioFormat(16000, 1, "s16")) as reader:
-            with pytest.raises(CodecError, match=message) as error:
-                for buf in reader:
-                    handed_out.append(buf)
-        at = int(re.search(message, str(error.value)).group(1))
-        before = [pts for pos, pts in frames if pos < at]
-        assert 0 < len(before) <= 8 and at in [pos for pos, _ in frames]
-        if mode == "pcm":         # every sample before the refused packet, exactly
-            pcm = np.concatenate([f.data for f in handed_out], axis=1)
-            np.testing.assert_array_equal(pcm, noise[:, :before[-1] + 1152])
+        with AudioFileReader(bad, mode=mode, on_error="skip",
+                             format=AudioFormat(16000, 1, "s16")) as reader:
+            bufs = list(reader)
+        if mode == "packet":
+            from flowengine.ops.codecs.decoder import Decoder
+            decoder = Decoder("flac", on_error="skip")
+            for packet in bufs:
+                decoder.put_packet(packet)
+            blocks = []
+            while (block := decoder.get_frame(force=True)) is not None:
+                blocks.append(block)
+            pcm = np.round(np.concatenate(blocks, axis=1) * 32768).astype(np.int16)
+            assert decoder.damage.samples == 1152
         else:
-            assert [p.pts for p in handed_out] == before
+            pcm = np.concatenate([f.data for f in bufs], axis=1)
+            assert reader.damage.samples == 1152 and reader.damage.spots[0].byte == frames[8][0]
+        expected = noise.copy()
+        expected[:, 9216:10368] = 0
+        np.testing.assert_array_equal(pcm, expected)

@@ -35,20 +35,33 @@ def tone_mp3(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("runner", [["--in-process"], []])
-def test_a_truncated_file_warns_in_one_line_without_source_code(tmp_path, tone_mp3, runner):
+def test_a_truncated_file_is_one_line_without_source_code(tmp_path, tone_mp3, runner):
+    """A file cut short fails under on_error: fail (#15) with one line naming the file, the
+    byte and the time; under skip the run goes on and its audit says where the file ended.
+    Neither prints source code (before: ".../ops/io/reader.py:295: RuntimeWarning: ..." and
+    then the line "  for packet in self._demuxed():")."""
     data = tone_mp3.read_bytes()
     (tmp_path / "cut.mp3").write_bytes(data[:-300])
     config = tmp_path / "cut.yaml"
     config.write_text("stages:\n  - {name: src, op: file_source, params: {path: cut.mp3}}\n"
                       "  - {name: sink, op: file_sink, params: {path: out/cut.wav}}\n")
     done = flowengine("run", str(config), "--quiet", *runner, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    # Before: ".../ops/io/reader.py:295: RuntimeWarning: ..." and then the line
-    # "  for packet in self._demuxed():".
-    assert done.stderr.splitlines() == [
-        "flowengine: warning: 'cut.mp3': the last packet (byte 48237, pts 42336000 (3.000 s)) "
-        "has 84 of the 384 bytes its header says: the file is truncated; ending the stream "
-        "before it"]
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("flowengine: run failed: ")
+    assert lines[0].endswith(
+        "'cut.mp3': mp3 stream 0: the file is cut short at byte 48237 (3.000 s) (its last "
+        "frame has 84 of the 384 bytes its header says); with on_error: skip the stream would "
+        "end there, with what was decoded")
+    assert lines[1] == "incomplete outputs, kept as .part (never renamed to their final " \
+                       "name): out/cut.wav.part"
+    done = flowengine("run", str(config), "--quiet", "--set", "src.on_error=skip", *runner,
+                      cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "  stage 'src' stream 'cut' (file_source): salvaged: 1 damaged frame(s) in 1 " \
+           "place(s) replaced by 1152 samples of silence (0.024 s) at byte 48237 (3.000 s); " \
+           "ended early at byte 48237 (3.000 s): the file is cut short (its last frame has 84 " \
+           "of the 384 bytes its header says)" in done.stdout
 
 
 def test_an_unknown_benchmark_is_a_usage_error(tmp_path):

@@ -118,7 +118,7 @@ def test_on_error_in_both_places_of_the_file_names_a_fix_that_works(wav_dir):
     both = FILES.replace("    params:", "    on_error: fail\n    params:")
     assert problems(both) == [
         "run.yaml:5: stage 'src' (files): on_error: 'fail' disagrees with params.on_error "
-        "'skip' (both say what a file that cannot be read does): keep one of them, e.g. "
+        "'skip' (both say what damaged input does): keep one of them, e.g. "
         "remove params.on_error"]
     resolve(both.replace(", on_error: skip", ""))
 

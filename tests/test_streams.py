@@ -221,7 +221,10 @@ def test_skip_reports_bad_files_and_keeps_every_good_sample(tmp_path, caplog):
     good = {f"g{i}": write_tone(tmp_path / f"g{i}.flac", 400 + 100 * i, 0.5) for i in range(3)}
     corrupt(tmp_path / "g1.flac", tmp_path / "mid.flac")
     (tmp_path / "junk.flac").write_bytes(b"not audio at all " * 64)
-    node = registry.create("files", paths=str(tmp_path / "*.flac"), on_error="skip")
+    # on_error: fail for damaged frames, skip for the files that stop: `mid` stops at its
+    # damage and is skipped, as is the file that cannot be read; the others go on.
+    node = registry.create("files", paths=str(tmp_path / "*.flac"), on_error="fail",
+                          on_file_error="skip")
     got: dict[str, int] = {}
     ends: list[SourceEnd] = []
     while (buf := node.pull()) is not EOF:
@@ -232,17 +235,34 @@ def test_skip_reports_bad_files_and_keeps_every_good_sample(tmp_path, caplog):
     failed = {end.stream: end.error for end in ends if end.error}
     assert set(failed) == {"mid", "junk"}
     assert failed["junk"].startswith("FormatError: ") and "junk.flac" in failed["junk"]
-    assert failed["mid"].startswith("CodecError: ") and "does not decode" in failed["mid"]
+    assert failed["mid"].startswith("CodecError: ") and re.search(
+        r"mid.flac': flac stream 0: (damaged frame\(s\)|frames missing) at byte \d+ "
+        r"\([\d.]+ s\)", failed["mid"])
     assert node.stats()["errors"] == 2
     logged = [r.getMessage() for r in caplog.records if r.name == "flowengine.streams"]
     assert len(logged) == 2 and all("failed and is skipped (on_error=skip)" in m for m in logged)
+
+    # on_error: skip salvages `mid` (its damaged frames become silence: its full length) and
+    # still skips the file that cannot be read.
+    salvaging = registry.create("files", paths=str(tmp_path / "*.flac"), on_error="skip")
+    got = {}
+    ends = []
+    while (buf := salvaging.pull()) is not EOF:
+        got[buf.stream] = got.get(buf.stream, 0) + buf.samples
+        ends += take_ended_streams(salvaging)
+    ends += take_ended_streams(salvaging)
+    assert got == {**good, "mid": good["g1"]}
+    assert [end.stream for end in ends if end.error] == ["junk"]
+    damage = next(end.damage for end in ends if end.stream == "mid")
+    assert damage["replaced_frames"] >= 1 and damage["replaced_samples"] % 1152 == 0
 
     strict = registry.create("files", paths=str(tmp_path / "*.flac"))
     with pytest.raises(FormatError, match=r"^files: stream 'junk': .*junk\.flac"):
         while strict.pull() is not EOF:
             pass
     only_mid = registry.create("files", paths=[str(tmp_path / "mid.flac")])
-    with pytest.raises(CodecError, match=r"^files: stream 'mid': .*does not decode"):
+    with pytest.raises(CodecError, match=r"^files: stream 'mid': .*mid.flac': flac stream 0: "
+                                         r"frames missing at byte \d+ \(0.000 s\)"):
         while only_mid.pull() is not EOF:
             pass
 
@@ -361,7 +381,8 @@ def test_skip_in_the_engine_reports_the_bad_stream_and_completes_the_others(tmp_
             for i in range(3)}
     corrupt(tmp_path / "in" / "g0.flac", tmp_path / "in" / "bad.flac")
     stages = [{"name": "src", "op": "files",
-               "params": {"paths": str(tmp_path / "in"), "on_error": "skip"}},
+               "params": {"paths": str(tmp_path / "in"), "on_error": "fail",
+                          "on_file_error": "skip"}},
               {"name": "out", "op": "file_sink",
                "params": {"path": str(tmp_path / "out" / "{stream}.wav")}}]
     report = run_plan(build_plan(resolve_run(write_yaml(tmp_path / "run.yaml", stages)).config))
@@ -393,7 +414,7 @@ def test_stage_level_skip_on_a_files_source_skips_the_unreadable_file(tmp_path, 
     out = capsys.readouterr().out
     assert "  stage 'src' stream 'junk' (files): skipped (after an error, on_error: skip)" in out
     src_row = next(line for line in out.splitlines() if line.startswith("src "))
-    assert src_row.split()[-1] == "1"                       # the table's skipped column
+    assert src_row.split()[-2:] == ["1", "0"]       # the table's skipped and replaced columns
     for stream, samples in good.items():
         assert len(decode(tmp_path / "out" / f"{stream}.wav")) == samples
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g0.wav", "g1.wav"]
@@ -417,8 +438,7 @@ def test_stage_level_and_source_on_error_that_disagree_are_a_config_error(tmp_pa
     config = write_yaml(tmp_path / "run.yaml", stages)
     with pytest.raises(ConfigError, match=re.escape(
             "stage 'src' (files): on_error: 'skip' disagrees with params.on_error 'fail' (both "
-            "say what a file that cannot be read does): keep one of them, e.g. remove "
-            "params.on_error")):
+            "say what damaged input does): keep one of them, e.g. remove params.on_error")):
         resolve_run(config)
 
 

@@ -108,8 +108,10 @@ def add_convert_parser(commands: Any) -> None:
     convert.add_argument("--gain-db", type=float, metavar="DB",
                          help="change the level by DB decibels (after --loudness)")
     convert.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                         help="an input that cannot be read: fail (stop, the default) or skip "
-                              "(convert the others; the summary names it)")
+                         help="damaged input: fail (stop at the first damaged frame, naming "
+                              "the file, byte and time; the default) or skip (damaged frames "
+                              "become silence of their duration, a file that cannot be read is "
+                              "left out; the summary says what was replaced)")
     convert.add_argument("--replicas", type=_replicas, metavar="N|auto",
                          help="worker processes that share the input files (default: auto, one "
                               "per core, for several inputs; 1 for one)")

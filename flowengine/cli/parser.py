@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display, only the table")
     run.add_argument("--report", metavar="FILE",
                      help="also write the run's report as JSON to FILE ('-': stdout): per "
-                          "stage counts, the audit, restarts and samples lost per stream")
+                          "stage counts, the audit, restarts and samples lost per stream, "
+                          "damaged frames replaced per stream")
     run.add_argument("--verbose", action="store_true",
                      help="log engine events to stderr (every listening endpoint, CURVE refusals)")
 

@@ -2,8 +2,9 @@
 
 Both read a `RunReport` (the multiprocess engine's, or the in-process
 runner's, which has the same shape); `audit_lines` gives the end-of-run
-sample audit under the table, with the samples lost to restarts per stream;
-`report_json` is the same as JSON data (`flowengine run --report FILE`). On a terminal the progress is one line
+sample audit under the table, with the samples lost to restarts per stream
+and the damaged frames replaced per stream; `report_json` is the same as JSON
+data (`flowengine run --report FILE`). On a terminal the progress is one line
 rewritten in place; elsewhere (a pipe, a log file, CI) it is one plain line
 per update.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 from typing import Callable, TextIO
 
-from flowengine.core.audit import audit_summary
+from flowengine.core.audit import DAMAGE_KEYS, audit_summary, sum_stream_counts
+from flowengine.ops.codecs.salvage import describe_damage
 from flowengine.core.report import RunReport, StageReport
 
 __all__ = ["ProgressDisplay", "progress_line", "stage_table", "stage_counts", "audit_lines",
-           "lost_samples", "report_json"]
+           "lost_samples", "report_json", "replaced_samples", "salvaged"]
 
 
 def progress_line(report: RunReport) -> str:
@@ -113,9 +115,9 @@ def stage_counts(stage: StageReport, report: RunReport | None = None
 
 def stage_table(report: RunReport) -> str:
     """One row per stage: messages, samples, seconds of audio (see stage_counts), busy %, max
-    queue, skipped."""
+    queue, errors skipped, and samples of silence put in for damaged frames (on_error: skip)."""
     head = (f"{'stage':<16} {'op':<14} {'repl':>4} {'messages':>9} {'samples':>11} "
-            f"{'audio s':>8} {'busy %':>7} {'max q':>6} {'skipped':>7}")
+            f"{'audio s':>8} {'busy %':>7} {'max q':>6} {'skipped':>7} {'replaced':>9}")
     rows = [head, "-" * len(head)]
     for stage in report.stages:
         messages, samples, seconds = stage_counts(stage, report)
@@ -123,8 +125,38 @@ def stage_table(report: RunReport) -> str:
         shown = "-" if samples is None else str(samples)
         rows.append(f"{stage.name:<16} {stage.op:<14} {len(stage.workers):>4} {messages:>9} "
                     f"{shown:>11} {seconds:>8.2f} {busy:>7.1f} {stage.max_queue:>6} "
-                    f"{int(stage.total('errors_skipped')):>7}")
+                    f"{int(stage.total('errors_skipped')):>7} {replaced_samples(stage):>9}")
     return "\n".join(rows)
+
+
+def replaced_samples(stage: StageReport) -> int:
+    """Samples of silence a stage put in for damaged frames, over its streams and replicas."""
+    return sum(counts.get("replaced_samples", 0) for worker in stage.workers
+               for counts in worker.stream_counts.values())
+
+
+def salvaged(report: RunReport) -> dict[str, dict]:
+    """Per stream, what the stages that decode it found damaged and replaced (the JSON
+    report's "salvaged"): frames, samples, seconds, the first places, and an early end."""
+    found: dict[str, dict] = {}
+    for stage in report.stages:
+        per_stream = sum_stream_counts(w.stream_counts for w in stage.workers)
+        for stream, counts in per_stream.items():
+            if not any(key in counts for key in DAMAGE_KEYS):
+                continue
+            rate = counts.get("replaced_rate", 0)
+            samples = counts.get("replaced_samples", 0)
+            found.setdefault(stream, {})[stage.name] = {
+                "frames": counts.get("replaced_frames", 0), "samples": samples,
+                "seconds": samples / rate if rate else None,
+                "places": counts.get("replaced_events", 0),
+                "at": [{"byte": byte, "seconds": seconds, "samples": n}
+                       for byte, seconds, n in counts.get("replaced_at", [])],
+                "leading_junk_bytes": counts.get("leading_junk_bytes", 0),
+                "ended_early": None if "ended_at" not in counts else dict(
+                    zip(("byte", "seconds", "why"), counts["ended_at"])),
+                "summary": describe_damage(counts)}
+    return found
 
 
 def host_lines(report: RunReport) -> str:
@@ -181,6 +213,7 @@ def report_json(report: RunReport) -> dict:
                        "replicas": len(stage.workers), "messages": messages,
                        "samples": samples, "seconds": seconds, "max_queue": stage.max_queue,
                        "skipped": int(stage.total("errors_skipped")),
+                       "replaced_samples": replaced_samples(stage),
                        "restarts": int(sum(getattr(w, "restarts", 0) for w in stage.workers))})
     return {
         "name": report.name, "complete": report.complete, "interrupted": report.interrupted,
@@ -199,4 +232,5 @@ def report_json(report: RunReport) -> dict:
                   "expected": list(g.expected), "got": g.got, "samples": g.samples}
                  for g in getattr(report, "gaps", [])],
         "lost_samples": lost_samples(report),
+        "salvaged": salvaged(report),
     }

@@ -66,9 +66,11 @@ class StageConfig(BaseModel):
     hwm: int = Field(64, ge=1, le=1_000_000,
                      description="High-water mark in messages on this stage's input edges.")
     on_error: Literal["fail", "skip"] = Field(
-        "fail", description="What a bad packet does: stop the run, or be counted and skipped. "
-                            "On a files source: what a file that cannot be read does (the "
-                            "same setting as its params.on_error).")
+        "fail", description="What damaged input does: fail (stop, naming file or stream, byte "
+                            "and time) or skip (damaged frames replaced by silence of their "
+                            "duration and counted; on a files source, a file that cannot be "
+                            "read skipped). The same setting as the on_error parameter of a "
+                            "reader or decoder operator.")
     max_errors: int | None = Field(
         None, ge=0, description="With on_error: skip, fail once more than this many were skipped.")
     restart: Literal["never", "on-failure"] = Field(

@@ -12,8 +12,8 @@ is named by its `name`, or its `op` when it has none; a stage name may contain d
 longest name that fits wins). The source remembers which option set each key, so an error
 about it shows `--set ...` instead of a line of the file.
 
-`on_error` of a stage whose operator has an `on_error` parameter of its own (a `files`
-source: what a file that cannot be read does) is one setting kept in two places: `--set` of
+`on_error` of a stage whose operator has an `on_error` parameter of its own (a reader or a
+decoder: what damaged input does) is one setting kept in two places: `--set` of
 either place sets the one the file uses, so the two never disagree because of an option.
 """
 

@@ -396,19 +396,18 @@ def _complete_formats(info: StageInfo, reference: StaticFormat | None, out: _Col
 
 def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
                      out: _Collector) -> None:
-    """A source has no input for the stage-level `on_error` to act on: when it has an
-    `on_error` parameter of its own (`files`: a file that cannot be read), a stage-level
-    value set in the file or by --set goes there, unless params sets it too."""
-    if spec.kind != "source":
-        return
-    if stage.max_errors is not None:
+    """The stage-level `on_error` is the one policy for damaged input: on an operator with an
+    `on_error` parameter of its own (a file source, `files`, a decoder) a value set in the
+    file or by --set goes there, unless params sets it too. A source has no input buffers,
+    so `max_errors` cannot apply to it."""
+    if spec.kind == "source" and stage.max_errors is not None:
         out.add(("stages", index, "max_errors"), label, "max_errors",
                 "a source has no input buffers to skip, so max_errors would never be checked "
                 "(a files source's skipped files are listed by the audit): remove it")
     if "on_error" not in stage.model_fields_set:
         return
     if not any(p.name == "on_error" for p in getattr(spec, "params", ())):
-        if stage.on_error == "skip":
+        if stage.on_error == "skip" and spec.kind == "source":
             out.add(("stages", index, "on_error"), label, "on_error",
                     f"{spec.name} has nothing to skip: a source takes no input, and a file it "
                     f"cannot read ends the run"
@@ -422,8 +421,7 @@ def _source_on_error(stage: StageConfig, index: int, spec: Any, label: str,
     elif own != stage.on_error:
         out.add(("stages", index, "on_error"), label, "on_error",
                 f"{stage.on_error!r} disagrees with params.on_error {own!r} (both say what "
-                f"a file that cannot be read does): keep one of them, e.g. remove "
-                f"params.on_error")
+                f"damaged input does): keep one of them, e.g. remove params.on_error")
 
 
 def _wire(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:

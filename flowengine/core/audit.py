@@ -29,6 +29,14 @@ Streams a stage skipped after an error (``on_error: skip``, a file the
 so are they at every stage below, where they arrive *aborted* (an eos with
 ``ab``; ``aborted`` in the counts): those stages closed the stream without
 flushing, so what an encoder held is missing on purpose.
+
+A stream in which a reader or decoder replaced damaged frames by silence
+(``on_error: skip``, flowengine.ops.codecs.salvage) is still checked by its
+stage's rule (the silence keeps its length), and also reported ``salvaged``:
+a finding that is not a failure, giving the frames and samples replaced and
+where (``replaced_*`` and ``ended_at`` in the counts). Silence a decoder put
+in beyond its packets' durations (frames lost inside an MP3 or ADTS packet)
+widens the rule's upper bound by as much.
 """
 
 from __future__ import annotations
@@ -37,15 +45,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowengine.ops.rules import Bounds, SampleRule
+from flowengine.ops.codecs.salvage import MAX_SPOTS, describe_damage
+from flowengine.ops.rules import Bounds, SampleRule, expected_at
 from flowengine.errors import FlowError
 
 __all__ = ["SampleRule", "Bounds", "new_stream_counts", "sum_stream_counts", "rule_for",
            "AuditStage", "Finding", "AuditError", "audit_counts", "audit_summary",
            "check_audit", "audit_report", "stages_from_plan", "OK", "MISMATCH", "SKIPPED",
-           "UNCHECKED"]
+           "UNCHECKED", "SALVAGED", "DAMAGE_KEYS"]
 
 OK, MISMATCH, SKIPPED, UNCHECKED = "ok", "mismatch", "skipped", "unchecked"
+SALVAGED = "salvaged"
+# Per-stream fields of a damage account (DamageReport.counts()): not summed like the others.
+DAMAGE_KEYS = ("replaced_events", "replaced_frames", "replaced_samples", "replaced_rate",
+               "replaced_at", "leading_junk_bytes", "ended_at", "unfilled_jumps")
 
 
 
@@ -63,7 +76,11 @@ def sum_stream_counts(per_replica: Iterable[Mapping[str, Mapping[str, int]]]
         for stream, values in counts.items():
             into = total.setdefault(stream, new_stream_counts())
             for key, value in values.items():
-                if key.endswith("_rate"):
+                if key == "replaced_at":           # places: the first few of every replica
+                    into[key] = (into.get(key, []) + list(value))[:MAX_SPOTS]
+                elif key == "ended_at":
+                    into.setdefault(key, value)
+                elif key.endswith("_rate"):
                     if into.setdefault(key, value) != value:
                         into[key] = 0          # replicas disagree: no single clock
                 else:
@@ -138,6 +155,8 @@ class Finding:
             missing = low - self.got if self.got < low else self.got - high
             what = "missing" if self.got < low else "extra"
             text += f"expected {want} {self.unit}, got {self.got} ({missing} {what})"
+        elif self.status == SALVAGED:
+            text += f"salvaged: {self.note}"
         else:
             text += f"{self.status}" + (f" ({self.note})" if self.note else "")
         return text
@@ -161,6 +180,21 @@ def _skip_note(counts: Mapping[str, int]) -> str | None:
     if counts.get("aborted"):
         return "aborted after an error upstream"
     return None
+
+
+def _salvage_finding(stage: AuditStage, stream: str, counts: Mapping[str, Any]
+                     ) -> list[Finding]:
+    """The damage a stage's reader or decoder found on a stream (not a failure)."""
+    if not any(key in counts for key in DAMAGE_KEYS):
+        return []
+    return [Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0),
+                    counts.get("replaced_samples", 0), SALVAGED, note=describe_damage(counts))]
+
+
+def _replaced_at(counts: Mapping[str, Any], out_rate: int) -> int:
+    """Samples of silence a stage put in, at its output rate."""
+    samples, rate = counts.get("replaced_samples", 0), counts.get("replaced_rate", 0)
+    return expected_at(samples, rate, out_rate) if samples and rate and out_rate else samples
 
 
 def _edge_findings(stage: AuditStage, received: dict[str, dict[str, int]],
@@ -210,9 +244,14 @@ def _rule_name(stage: AuditStage) -> str:
 def _source_skips(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
     """The streams a source skipped after an error (a file the files source could not read,
     or stopped reading): reported, so that a run that went on without them says so."""
-    notes = ((stream, c, _skip_note(c)) for stream, c in sorted(counts.items()))
-    return [Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), c["out_samples"],
-                    SKIPPED, note=note) for stream, c, note in notes if note]
+    findings = []
+    for stream, c in sorted(counts.items()):
+        note = _skip_note(c)
+        if note:
+            findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0),
+                                    c["out_samples"], SKIPPED, note=note))
+        findings += _salvage_finding(stage, stream, c)
+    return findings
 
 
 def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> list[Finding]:
@@ -222,6 +261,7 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
             continue
         got = c["out_samples"]
         note = _skip_note(c)
+        findings += _salvage_finding(stage, stream, c)
         if note:
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
                                     SKIPPED, note=note))
@@ -236,6 +276,7 @@ def _stage_findings(stage: AuditStage, counts: dict[str, dict[str, int]]) -> lis
             findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), (0, 0), got,
                                     UNCHECKED, note="operator states no sample rule"))
             continue
+        bounds = bounds[0], bounds[1] + _replaced_at(c, c.get("out_rate") or in_rate)
         status = OK if bounds[0] <= got <= bounds[1] else MISMATCH
         findings.append(Finding(stage.name, stream, "stage", _rule_name(stage), bounds, got,
                                 status))
@@ -320,10 +361,11 @@ def stages_from_plan(plan: Any) -> list[AuditStage]:
 
 
 def audit_summary(findings: list[Finding]) -> str:
-    """'audit: 3 streams, all balanced' or one line per mismatch (and per skipped stream)."""
+    """'audit: 3 streams, all balanced' or one line per mismatch (and per skipped stream, and
+    per stream whose damaged frames were replaced)."""
     streams = {f.stream for f in findings}
     bad = [f for f in findings if f.status == MISMATCH]
-    notes = [f.describe() for f in findings if f.status == SKIPPED]
+    notes = [f.describe() for f in findings if f.status in (SKIPPED, SALVAGED)]
     unchecked = sorted({f.stage for f in findings if f.status == UNCHECKED})
     if bad:
         lines = [f"audit: {len(bad)} mismatch(es) in {len(streams)} stream(s):"]

@@ -33,6 +33,10 @@ stream (`StreamCounts`), for the report and the end-of-run sample audit
 (flowengine.core.audit); busy time is measured per batch. A node that fails
 on a damaged input (CodecError, WireError) fails the run, or under
 ``on_error: skip`` is counted against its stream and the stream goes on.
+A node that salvages damaged frames itself (a reader or a decoder with
+``on_error: skip``, flowengine.ops.codecs.salvage) reports them in its
+``damage``; the loop takes that account when the stream ends, into the
+stream's counts (what was replaced, and where) and its ``errors_skipped``.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from typing import Any
 
 from flowengine.audio.buffers import AudioFrame, MAX_SAMPLE_RATE
 from flowengine.errors import CodecError, FlowError, WireError
+from flowengine.ops.codecs.salvage import describe_damage
 from flowengine.ops.node import AGAIN, EOF, Node, pull_outputs
 
 __all__ = ["Outlet", "NullOutlet", "Tee", "StreamCounts", "StageLoop", "MixLoop", "MixInlet",
-           "SourceLoop", "clock_rate"]
+           "SourceLoop", "clock_rate", "damage_of"]
 
 _perf = time.perf_counter
 _samples = attrgetter("samples")     # a slot of both buffers: no Python call per buffer
@@ -62,16 +67,25 @@ def clock_rate(buf: Any) -> int:
     return den if num == 1 and 0 < den <= MAX_SAMPLE_RATE else 0
 
 
+def damage_of(node: Any) -> dict | None:
+    """What a node found damaged in its stream and replaced (its `damage` report's counts:
+    flowengine.ops.codecs.salvage), or None."""
+    report = getattr(node, "damage", None)
+    return report.counts() if report else None
+
+
 class StreamCounts:
-    """What a stage took in and gave out on one stream (summed per batch)."""
+    """What a stage took in and gave out on one stream (summed per batch), and what of it a
+    node replaced after damage (`damage`: DamageReport.counts(), set when the stream ends)."""
 
     __slots__ = ("in_messages", "in_samples", "out_messages", "out_samples", "in_rate",
-                 "out_rate", "errors", "aborted")
+                 "out_rate", "errors", "aborted", "damage")
 
     def __init__(self) -> None:
         self.in_messages = self.in_samples = self.out_messages = self.out_samples = 0
         self.in_rate = self.out_rate = None     # 0: packets without a sample clock
         self.errors = self.aborted = 0
+        self.damage: dict | None = None
 
     def add_in(self, bufs: list) -> None:
         self.in_messages += len(bufs)
@@ -98,6 +112,8 @@ class StreamCounts:
             counts["errors"] = self.errors
         if self.aborted:
             counts["aborted"] = 1
+        if self.damage:
+            counts.update(self.damage)
         return counts
 
     def clocks(self) -> dict[str, int]:
@@ -172,6 +188,12 @@ class _Counted:
         if counts is None:
             counts = self.counts[stream] = StreamCounts()
         return counts
+
+    def note_damage(self, stream: str, damage: dict | None) -> None:
+        """A stream's damage account, as its node reported it when the stream ended."""
+        if damage:
+            self.counts_for(stream).damage = damage
+            self.errors_skipped += damage.get("replaced_events", 0)
 
     def _upstream_closed(self) -> bool:
         """One upstream is done; True when it was the last."""
@@ -275,6 +297,11 @@ class StageLoop(_Counted, Outlet):
             self.busy += _perf() - start
         if outs:
             self._emit(stream, self.counts[stream], outs)
+        self.note_damage(stream, damage_of(node))
+        if self.max_errors is not None and self.errors_skipped > self.max_errors:
+            raise FlowError(f"stage {self.name!r} stream {stream!r}: {self.errors_skipped} "
+                            f"errors skipped, over max_errors={self.max_errors}; the last "
+                            f"stream's: {describe_damage(self.counts[stream].damage or {})}")
         self.outlet.end(stream)
 
     def close(self) -> None:
@@ -296,6 +323,8 @@ class StageLoop(_Counted, Outlet):
         if outs:
             stream = stream or outs[0].stream
             self._emit(stream, self.counts_for(stream), outs)
+        if stream is not None:
+            self.note_damage(stream, damage_of(node))
 
     def abort(self) -> None:
         """Close every open node without flushing (the run failed)."""
@@ -429,6 +458,7 @@ class SourceLoop(_Counted):
             return
         for ended in self._take_ended():
             aborted = ended.error is not None
+            self.note_damage(ended.stream, getattr(ended, "damage", None))
             if aborted:
                 self.errors_skipped += 1
                 self.counts_for(ended.stream).errors = 1
@@ -440,6 +470,9 @@ class SourceLoop(_Counted):
     def close(self) -> None:
         """The source is done (exhausted or drained): every open stream ends, then the run."""
         self.end_reported()
+        damage = damage_of(self.node)          # a one-stream source's (a file_source)
+        if damage and len(self.counts) == 1:
+            self.note_damage(next(iter(self.counts)), damage)
         for stream in sorted(self.open, key=list(self.counts).index):
             self.outlet.end(stream)
         self.open.clear()

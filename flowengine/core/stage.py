@@ -28,7 +28,7 @@ from flowengine.ops.pipeline import Pipeline
 from flowengine.core.lookup import create_node
 
 __all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
-           "block_samples_for", "create_stage_node", "create_chain_node"]
+           "block_samples_for", "create_stage_node", "create_chain_node", "with_stage_on_error"]
 
 OFFLINE_BLOCK_SAMPLES = 4096
 LIVE_BLOCK_SAMPLES = 1024
@@ -49,6 +49,8 @@ def _has_param(op: str, name: str) -> bool:
         return False          # an imported test operator: its parameters are its own business
     from flowengine.ops.registry import registry
 
+    if op not in registry:
+        return False          # said by the stage's validation
     spec = registry.get(op)
     return any(p.name == name for p in spec.params)
 
@@ -58,6 +60,17 @@ def block_samples_for(params: dict[str, Any], block_samples: int | None) -> int:
     if block_samples is not None:
         return block_samples
     return LIVE_BLOCK_SAMPLES if params.get("realtime") is True else OFFLINE_BLOCK_SAMPLES
+
+
+def with_stage_on_error(stage: Any) -> Any:
+    """A StageConfig whose stage-level `on_error`, when set, also reaches its operator's own
+    `on_error` parameter (a file source, `files`, a decoder: the one policy for damaged
+    input) unless the parameter is set; validation does the same and says when both are set
+    and disagree. The stage is returned as it is when there is nothing to do."""
+    if "on_error" not in stage.model_fields_set or "on_error" in stage.params \
+            or not _has_param(stage.op, "on_error"):
+        return stage
+    return stage.model_copy(update={"params": {**stage.params, "on_error": stage.on_error}})
 
 
 def source_params(op: str, kind: str, params: dict[str, Any],

@@ -46,7 +46,7 @@ from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, Worke
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
 from flowengine.config.keys import CurveKeys, load_keys
-from flowengine.core.stage import FusedMember
+from flowengine.core.stage import FusedMember, with_stage_on_error
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -191,6 +191,7 @@ def resolve_stage_inputs(config: RunConfig) -> list[tuple[str, list[str]]]:
 def _stages(config: RunConfig) -> list[_Stage]:
     stages = []
     for stage_config, (name, inputs) in zip(config.stages, resolve_stage_inputs(config)):
+        stage_config = with_stage_on_error(stage_config)
         info = resolve_operator(stage_config.op, stage_config.params)
         replicas = auto_replicas() if stage_config.replicas == "auto" else stage_config.replicas
         if info.input_kind is None:

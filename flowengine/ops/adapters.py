@@ -11,7 +11,8 @@ Each adapter maps the node protocol onto the operator's own API:
 | SinkNode      | sink.push(buf)            | sink.finalize()       | AGAIN, then EOF once finalized  |
 
 A decoder node's error policy is "fail" (a bad packet raises CodecError) or
-"skip" (the packet is counted in stats()["errors"] and decoding goes on).
+"skip" (the damaged frames are replaced by silence of their duration, counted in
+`damage` and stats()["errors"], and decoding goes on: flowengine.ops.codecs.salvage).
 """
 
 from __future__ import annotations
@@ -146,8 +147,13 @@ class DecoderNode(FlowNode):
     def _restart(self) -> None:
         self.decoder.reset()
 
+    @property
+    def damage(self):
+        """The stream's DamageReport (flowengine.ops.codecs.salvage): what was replaced."""
+        return self.decoder.damage
+
     def stats(self) -> dict[str, int | float]:
-        """Node counters; `errors` counts the packets skipped under on_error="skip"."""
+        """Node counters; `errors` counts the damaged places skipped under on_error="skip"."""
         self._stats.errors = len(self.decoder.errors)
         return super().stats()
 
@@ -178,6 +184,11 @@ class SourceNode(FlowNode):
     def output_format(self) -> AudioFormat | None:
         fmt = getattr(self.source, "format", None)
         return fmt if self.output_kind == PCM and isinstance(fmt, AudioFormat) else None
+
+    @property
+    def damage(self):
+        """What the source found damaged (a file reader's DamageReport), or None."""
+        return getattr(self.source, "damage", None)
 
     def _open(self):
         if self.output_kind == PACKET and callable(getattr(self.source, "packets", None)):

@@ -60,7 +60,8 @@ _ENCODER_CHUNK = "samples per frame given to the codec (re-blocked to the codec'
 _DECODER_DOCS = {
     "chunk_samples": "samples per channel in each output frame",
     "packet_time_base_den": "time base 1/N of packets that carry no time base of their own",
-    "on_error": "a packet that does not decode: fail (stop the run) or skip (count it, go on)",
+    "on_error": "damaged frames: fail (stop, naming the stream and time) or skip (replace them "
+                "with silence of their duration, count them, go on)",
 }
 _PROCESSOR_DOCS = {"format": _IN_FORMAT}
 _ENCODER_DOCS = {"input_format": _ENCODER_IN_FORMAT, "chunk_samples": _ENCODER_CHUNK}
@@ -77,17 +78,19 @@ def _processor(processor: Any) -> Node:
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
           example={"path": "in/song.mp3"})
 def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
-                format: PartialFormatParam | None = None, stream: str | None = None) -> Node:
+                format: PartialFormatParam | None = None, stream: str | None = None,
+                on_error: ErrorPolicy = "fail") -> Node:
     """
     path: the file to read (any container and codec FFmpeg reads)
     mode: pcm (decoded frames) or packet (compressed packets, no decoding)
     chunk_samples: samples per channel in each PCM frame
     format: convert the decoded audio to this format (default: the file's rate and channels, planar f32; keys left out: the file's)
     stream: stream id of the buffers (default: the file's name without extension)
+    on_error: damaged frames: fail (stop, naming the file, byte and time) or skip (replace them with silence of their duration, count them, go on; in packet mode they go on for a decoder with on_error skip)
     """
     from flowengine.ops.io import AudioFileReader
     reader = AudioFileReader(path, format=format, chunk_samples=chunk_samples, stream=stream,
-                             mode=mode)
+                             mode=mode, on_error=on_error)
     return SourceNode(reader, PACKET if mode == "packet" else PCM, name="file_source")
 
 

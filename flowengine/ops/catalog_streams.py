@@ -38,7 +38,8 @@ Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
           example={"paths": "music/**/*.flac", "on_error": "skip"})
 def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
           format: PartialFormatParam | None = None, interleave: bool = True, max_open: int = 8,
-          on_error: Literal["fail", "skip"] = "fail") -> Node:
+          on_error: Literal["fail", "skip"] = "fail",
+          on_file_error: Literal["fail", "skip"] | None = None) -> Node:
     """
     paths: a glob (** recurses), a directory (its audio files), a file, or a list of them; a glob or directory takes the files with an audio extension and logs the others it skips
     mode: pcm (decoded frames) or packet (compressed packets, no decoding)
@@ -46,10 +47,12 @@ def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: i
     format: convert every file's audio to this format (default: each file's own rate and channels, planar f32; keys left out: each file's)
     interleave: true: one chunk per open file in turn; false: one file after another
     max_open: files open at once when interleaving
-    on_error: a file that cannot be read: fail (stop the run) or skip (log it, count it, go on)
+    on_error: damaged frames: fail (stop that file, naming file, byte and time) or skip (replace them with silence of their duration, count them, go on)
+    on_file_error: a file that cannot be read or that stops (on_error fail): fail (stop the run) or skip (its output stays .part, the other files go on); default: as on_error
     """
     source = MultiFileSource(paths, mode=mode, chunk_samples=chunk_samples, format=format,
-                             interleave=interleave, max_open=max_open, on_error=on_error)
+                             interleave=interleave, max_open=max_open, on_error=on_error,
+                             on_file_error=on_file_error)
     return MultiStreamSourceNode(source, PACKET if mode == "packet" else PCM, name="files")
 
 

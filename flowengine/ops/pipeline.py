@@ -90,6 +90,16 @@ class Pipeline(Node):
         return self.nodes[0].input_format
 
     @property
+    def damage(self):
+        """The damage report of the member that salvaged damaged frames (a fused decoder's),
+        or None (flowengine.ops.codecs.salvage)."""
+        for node in self.nodes:
+            report = getattr(node, "damage", None)
+            if report:
+                return report
+        return None
+
+    @property
     def output_format(self):
         return self.nodes[-1].output_format
 

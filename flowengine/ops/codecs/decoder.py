@@ -21,31 +21,42 @@ FIFO, then None. Raw PCM ("wav"/"pcm") is interleaved bytes in the config's
 Errors
 ------
 Bad data becomes a `CodecError` naming codec, stream and byte offset in the
-input (counting every byte fed). With `on_error="raise"` it is raised; with
-`"skip"` it is only recorded; `errors` lists both. Either way decoding goes
-on with the next good frame, and samples decoded before the bad data stay
-in the FIFO. Errors found while draining at `force=True` are raised after
-the last samples have been returned. Bytes before the first decodable frame
-(a stream joined mid-frame) are skipped and counted in `skipped_leading_bytes`;
-if nothing at all decodes, draining raises "no <codec> frame was found".
+input (counting every byte fed). With `on_error="fail"` (or its old name
+"raise") it is raised; with `"skip"` it is only recorded; `errors` lists both.
+
+Packets (`put_packet`) go through the same damage handling as the file
+reader's pcm mode (flowengine.ops.codecs.salvage), so a file gives the same
+samples in both modes: under "skip" a damaged frame, or a gap in the packets'
+timestamps (frames lost before them), is replaced by silence of its
+duration, and `damage` reports what was replaced; the errors name the time
+too. FLAC frames' CRC-16 and MP3 frames' optional CRC are checked by FFmpeg
+(`err_detect=crccheck+explode`: `crccheck` alone only logs). An MP3 packet
+shorter than its header announces, or an ADTS packet of another length than
+its header's, is cut again at its frame headers: what decodes is kept.
+
+Byte streams (`put_frame`) are cut by the splitter; a damaged stretch is
+recorded and skipped (no silence: a byte stream has no timeline to keep), and
+decoding goes on with the next good frame; samples decoded before the bad
+data stay in the FIFO. Errors found while draining at `force=True` are
+raised after the last samples have been returned. Bytes before the first
+decodable frame (a stream joined mid-frame) are skipped and counted in
+`skipped_leading_bytes`; if nothing at all decodes, draining raises "no
+<codec> frame was found".
 
 What FFmpeg does with damage (measured with PyAV 18 / FFmpeg 8): MP3 and
 AAC reject a frame whose header or side information is broken
 (InvalidDataError), but conceal damage inside MP3 main data: such a frame
-decodes to wrong audio with no error, and nothing can detect it (LAME writes
-no CRC). FFmpeg's parsers glue a damaged frame onto a neighbour, and the
-decoder then either rejects the good frame too or silently skips the bad
-bytes (a zeroed MP3 frame vanished without a word); the splitter cuts
-frames by their header lengths instead, so exactly the damaged bytes are
-reported, at their offset. `put_packet` skips the splitter but still checks
-an MP3 packet against the length its header announces (FFmpeg conceals a
-truncated MP3 frame as silence, without an error). FLAC frames carry a
-CRC-16, checked here (err_detect=crccheck). Random bytes never sync: after
-junk a frame is only accepted when the next frame header of the same stream
-follows it. Opus has no checksum and FFmpeg's decoder accepts almost any
-bytes: a damaged Opus packet decodes to noise or silence, not to an error.
-MP3 output is not gapless-trimmed: the encoder delay (and the decoder's
-529 samples) stay at the start, the padding at the end.
+decodes to wrong audio with no error, and nothing can detect it without the
+optional CRC (LAME writes none by default). FFmpeg's parsers glue a damaged
+frame onto a neighbour, and the decoder then either rejects the good frame
+too or silently skips the bad bytes; the splitter cuts frames by their
+header lengths instead, so exactly the damaged bytes are reported, at their
+offset. Random bytes never sync: after junk a frame is only accepted when
+the next frame header of the same stream follows it. Opus has no checksum
+and FFmpeg's decoder accepts almost any bytes: a damaged Opus packet decodes
+to noise or silence, not to an error. MP3 output is not gapless-trimmed: the
+encoder delay (and the decoder's 529 samples) stay at the start, the padding
+at the end.
 
 Opus without extradata (OpusHead): FFmpeg's decoder assumes 48 kHz stereo
 (mono packets are upmixed), and applies no pre-skip. With extradata it
@@ -65,8 +76,10 @@ from flowengine.errors import CodecError, FormatError, UnknownCodecError
 from flowengine.audio.format import AudioFormat, to_float
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, normalize_codec
 from flowengine.ops.codecs.decoder_fifo import PlanarSampleBuffer
+from flowengine.ops.codecs.decoder_headers import adts_frame_length
 from flowengine.ops.codecs.decoder_split import FRAME, JUNK, LAST, MISSING, SHORT, Unit, make_splitter
 from flowengine.ops.codecs.mp3frames import announced_frame_length
+from flowengine.ops.codecs.salvage import DECODER_OPTIONS, DamageReport, Salvage
 
 __all__ = ["Decoder", "LAYOUTS", "ON_ERROR"]
 
@@ -76,7 +89,7 @@ _EXPECTED_FRAMING = {"aac": " (the aac decoder takes ADTS-framed AAC; AudioFileR
                             "M4A/MP4 packets ADTS headers)"}
 
 LAYOUTS = ("planar", "interleaved")
-ON_ERROR = ("raise", "skip")
+ON_ERROR = ("fail", "raise", "skip")     # "raise" is the old name of "fail"
 _BYTE_TYPES = (bytes, bytearray, memoryview)
 # FFmpeg decoder per codec: "mp3" alone would pick the fixed-point MP3 decoder (s16 output).
 _FFMPEG_DECODERS = {"mp3": "mp3float", "aac": "aac", "opus": "opus", "flac": "flac"}
@@ -104,16 +117,17 @@ def _planar_float(frame: av.AudioFrame) -> np.ndarray:
     return pcm
 
 
-def _mp3_packet_unit(data: bytes, offset: int) -> Unit | None:
-    """A SHORT unit for an MP3 packet with fewer bytes than its header announces, else None.
+_FRAMED = ("mp3", "aac")     # codecs whose packets are frames with a length in their header
 
-    FFmpeg's mp3 decoder conceals a truncated frame without an error (the missing main
-    data decodes as silence), so the length is checked here, as the splitter checks it.
-    """
-    length = announced_frame_length(data)
-    if length is not None and len(data) < length:
-        return Unit(SHORT, offset, data, length)
-    return None
+
+def _framing_off(codec: str, data: bytes) -> bool:
+    """An MP3 packet shorter than its header announces (FFmpeg would conceal the missing
+    bytes as silence, without an error), or an ADTS packet of another length than its
+    header's (bytes that are no frame glued to it: FFmpeg decodes some, drops the rest)."""
+    if codec == "mp3":
+        length = announced_frame_length(data)
+        return length is not None and len(data) < length
+    return adts_frame_length(data[:6]) != len(data)
 
 
 class Decoder:
@@ -133,6 +147,7 @@ class Decoder:
                             f"got {type(config).__name__}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        on_error = "raise" if on_error == "fail" else on_error
         self.config = config
         self.stream = str(stream)
         self.on_error = on_error
@@ -173,12 +188,125 @@ class Decoder:
         if self.codec == "wav":
             self._put_pcm(pkt.data, offset)
             return
-        unit = _mp3_packet_unit(pkt.data, offset) if self.codec == "mp3" else None
-        if self._pending or unit is not None:
-            self._pending.append(unit or Unit(FRAME, offset, pkt.data))
+        pts = pkt.pts
+        if pts != self._next_pts:
+            if self._off_timeline(pkt, offset):
+                return
+        elif pkt.duration:
+            self._next_pts = pts + pkt.duration
+        else:
+            self._next_pts = None
+        self._packets += 1
+        if self.codec in _FRAMED and _framing_off(self.codec, pkt.data):
+            # Shorter or longer than its header says (a frame cut short, or bytes that are no
+            # frame glued to it): cut at its frame headers, as the reader's pcm mode does.
+            self._push_all(self._salvager().frames_in(
+                self._ctx or self._open_codec(), pkt.data, offset, self._packet_seconds(pkt),
+                self._samples_of(pkt.duration, pkt), self._mean_packet(pkt),
+                "its header announces another length"))
+        elif self._pending:
+            self._pending.append(Unit(FRAME, offset, pkt.data))
             self._pump()
         else:   # the common case, kept short: one packet straight to the codec
-            self._decode(pkt.data, offset, FRAME)
+            self._decode(pkt.data, offset, FRAME, pkt)
+
+    # ------------------------------------------------------- damaged packets
+    def _salvager(self) -> Salvage:
+        """Damage handling of the packets fed (flowengine.ops.codecs.salvage), made at the
+        first one the stream's timeline or the decoder finds wrong."""
+        if self._salvage is None:
+            self._salvage = Salvage(self.codec, "skip" if self.on_error == "skip" else "fail",
+                                    f"{self.codec} decoder, stream {self.stream!r}",
+                                    file_offsets=False)
+            self._salvage.errors = self.errors
+            if self.codec == "flac":
+                self._salvage.note_flac_streaminfo(self._extradata)
+        return self._salvage
+
+    @property
+    def damage(self) -> DamageReport:
+        """What damage the packets had, and (on_error "skip") what was replaced by silence."""
+        return self._salvager().report
+
+    def _samples_of(self, ticks: int | None, pkt: Packet) -> int:
+        """A duration in the packet's time base, in samples at the decoder's rate."""
+        if not ticks:
+            return 0
+        rate = self._salvager().rate(self._ctx) if self._ctx is not None else 0
+        rate = rate or (pkt.time_base_den if pkt.time_base_num == 1 else 0)
+        return round(Fraction(ticks * pkt.time_base_num * rate, pkt.time_base_den))
+
+    def _packet_seconds(self, pkt: Packet) -> float:
+        seconds = float(Fraction(pkt.pts * pkt.time_base_num, pkt.time_base_den)) \
+            if pkt.pts is not None else 0.0
+        return self._salvager().time(seconds, self._ctx) if self._ctx is not None else seconds
+
+    def _off_timeline(self, pkt: Packet, offset: int) -> bool:
+        """A packet that does not start where the one before ended (as in the reader's pcm
+        mode): the first one, a gap (silence), a FLAC packet without a timestamp (cut again
+        at its frames). True when the packet was handled here."""
+        pts = pkt.pts
+        previous, self._next_pts = self._next_pts, \
+            (pts + pkt.duration if pts is not None and pkt.duration else None)
+        if pts is None:
+            if self.codec != "flac":
+                return False
+            self._packets += 1
+            salvage = self._salvager()
+            ctx = self._ctx or self._open_codec()
+            first = self._samples_of(previous, pkt) if previous is not None else None
+            holder = [first]
+            rate = salvage.rate(ctx) or pkt.time_base_den
+            self._push_all(salvage.flac_frames(ctx, pkt.data, offset, first, rate, holder))
+            if holder[0] is not None:
+                self._next_pts = round(Fraction(holder[0] * pkt.time_base_den,
+                                                rate * pkt.time_base_num))
+            return True
+        if previous is not None and pts < previous:
+            self._next_pts = max(previous, self._next_pts or previous)
+        elif previous is not None and pts > previous:
+            salvage = self._salvager()
+            ctx = self._ctx or self._open_codec()
+            if self._fifo is None:      # nothing decoded yet: the output starts at the gap
+                self._first_pts = Fraction(previous * pkt.time_base_num, pkt.time_base_den)
+            seconds = salvage.time(float(Fraction(previous * pkt.time_base_num,
+                                                  pkt.time_base_den)), ctx)
+            self._push_all(salvage.gap(ctx, self._samples_of(pts - previous, pkt), offset,
+                                       seconds, frame_samples=self._samples_of(pkt.duration,
+                                                                               pkt) or None,
+                                       rate=pkt.time_base_den if pkt.time_base_num == 1 else 0))
+        return False
+
+    def _damaged_packet(self, pkt: Packet, offset: int, exc: av.error.FFmpegError) -> None:
+        """A packet the decoder rejected: what of it decodes, silence for the rest (the same
+        as the reader's pcm mode does with it)."""
+        salvage, ctx = self._salvager(), self._ctx
+        reason = getattr(exc, "strerror", None) or str(exc)
+        nominal = self._samples_of(pkt.duration, pkt)
+        seconds = self._packet_seconds(pkt)
+        if self.codec == "flac":
+            rate = salvage.rate(ctx) or pkt.time_base_den
+            first = self._samples_of(pkt.pts, pkt) if pkt.pts is not None else None
+            holder = [first]
+            self._push_all(salvage.flac_frames(ctx, pkt.data, offset, first, rate, holder,
+                                               None if first is None else first + nominal))
+            if first is not None and holder[0] < first + nominal:
+                self._push_all(salvage.gap(ctx, first + nominal - holder[0], offset,
+                                           holder[0] / rate, "damaged frame(s)"))
+        elif self.codec in _FRAMED:
+            self._push_all(salvage.frames_in(ctx, pkt.data, offset, seconds, nominal,
+                                             self._mean_packet(pkt), reason))
+        else:
+            self._push_all(salvage.lost_packet(ctx, nominal, offset, seconds, reason))
+
+    def _mean_packet(self, pkt: Packet) -> float:
+        """Bytes per packet of the stream before this one."""
+        before = self._packets - 1
+        return (self._stream_bytes - len(pkt.data)) / before if before > 0 else 0.0
+
+    def _push_all(self, frames) -> None:
+        for frame in frames:
+            self._push(frame)
 
     def _check_packet_codec(self, codec: str) -> None:
         """A packet of another codec would decode to noise or a cryptic FFmpeg error. Names
@@ -269,6 +397,11 @@ class Decoder:
         self._stream_bytes = 0
         self._drained = False
         self._draining = False
+        # Where the next packet must start; FLAC streams start at sample 0 (frames lost at
+        # the start are a gap, as in the reader).
+        self._next_pts: int | None = 0 if self.codec == "flac" else None
+        self._packets = 0                       # packets fed (the mean packet size)
+        self._salvage: Salvage | None = None
 
     def _begin_input(self) -> None:
         if self._drained:
@@ -276,8 +409,8 @@ class Decoder:
 
     def _open_codec(self) -> av.CodecContext:
         ctx = av.CodecContext.create(_FFMPEG_DECODERS[self.codec], "r")
-        if self.codec == "flac":
-            ctx.options = {"err_detect": "crccheck"}
+        if self.codec in DECODER_OPTIONS:       # CRC failures are errors (salvage.py)
+            ctx.options = dict(DECODER_OPTIONS[self.codec])
         if self.codec == "opus" and self._extradata:
             ctx.extradata = self._extradata
         self._ctx = ctx
@@ -313,11 +446,15 @@ class Decoder:
             return
         self._decode(unit.data, unit.offset, unit.kind)
 
-    def _decode(self, data: bytes, offset: int, kind: str) -> None:
-        """Decode one frame's bytes; a rejected frame becomes an error (or leading junk)."""
+    def _decode(self, data: bytes, offset: int, kind: str, pkt: Packet | None = None) -> None:
+        """Decode one frame's bytes; a rejected frame becomes an error (or leading junk), or
+        for a packet (put_packet) goes to the salvage."""
         try:
             frames = (self._ctx or self._open_codec()).decode(av.Packet(data))
         except av.error.FFmpegError as exc:
+            if pkt is not None:
+                self._damaged_packet(pkt, offset, exc)
+                return
             size = len(data)
             reason = getattr(exc, "strerror", None) or str(exc)
             if kind == LAST:
@@ -331,6 +468,9 @@ class Decoder:
             return
         if frames and self._junk is not None and not self._decoded_any:
             self._report_junk()   # bytes before the first good frame: counted, not an error
+        salvage = self._salvage
+        if salvage is not None and salvage.owed:    # silence found before the first frame
+            frames = list(salvage.decoded(self._ctx, frames))
         for frame in frames:
             self._push(frame)
 
@@ -409,6 +549,10 @@ class Decoder:
                         self._push(frame)
                 except av.error.FFmpegError as exc:
                     self._fail(f"draining the codec failed: {exc}", self.bytes_in, 0)
+                if self._salvage is not None and self._salvage.owed:
+                    # silence for damage after which nothing decoded (made now if the codec
+                    # has told its format by now)
+                    self._push_all(self._salvage.decoded(self._ctx, []))
             if self.codec != "wav" and self._stream_bytes and not self._decoded_any and not self._reported:
                 self._junk = None
                 self._fail(f"no {self.codec} frame was found in {self._stream_bytes} bytes of input"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "mp3_frame_length", "is_mp3_info_frame", "adts_frame_length", "id3v2_length", "same_stream",
-    "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "FLAC_MAX_HEADER_BYTES",
+    "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "flac_crc_ends",
+    "FLAC_MAX_HEADER_BYTES",
 ]
 
 # Bitrates in kbit/s by (MPEG-1?, layer) and index 1..14 (index 0 is free format).
@@ -74,12 +75,14 @@ def adts_frame_length(header: bytes) -> int | None:
 
 
 def same_stream(codec: str, first: bytes, second: bytes) -> bool:
-    """Whether two MP3 / ADTS frame headers belong to the same stream (version, layer or profile, rate)."""
-    if codec == "mp3":
+    """Whether two MP3 / ADTS frame headers belong to the same stream (version, layer or
+    profile, rate, channels: MP3 mono or not, ADTS its channel configuration)."""
+    if codec == "mp3":      # ... and mono or not (stereo and joint stereo may alternate)
         return (mp3_frame_length(second) is not None and first[1] == second[1]
-                and first[2] & 0x0C == second[2] & 0x0C)
+                and first[2] & 0x0C == second[2] & 0x0C
+                and (first[3] >> 6 == 3) == (second[3] >> 6 == 3))
     return (adts_frame_length(second) is not None and first[1] & 0xF6 == second[1] & 0xF6
-            and first[2] & 0xFC == second[2] & 0xFC)
+            and first[2] & 0xFD == second[2] & 0xFD and first[3] & 0xC0 == second[3] & 0xC0)
 
 
 def id3v2_length(head: bytes) -> int | None:
@@ -210,3 +213,14 @@ def flac_frame_end(data: bytes, header_length: int) -> int | None:
             if first is None:
                 first = i + 1
     return first
+
+
+def flac_crc_ends(data: bytes, header_length: int):
+    """Every position where the FLAC frame at the start of `data` may end: where a running
+    CRC-16 over it (its stored CRC included) is zero, in order. Only after damage: one of
+    them is the frame's end, the others are chance (about one in 64 KiB)."""
+    crc = 0
+    for i, byte in enumerate(data):
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+        if crc == 0 and i + 1 > header_length + 2:
+            yield i + 1

@@ -14,7 +14,10 @@ and checked when the source is built, so a glob that matches no audio file is
 an error before anything runs. Stream ids are the file stems; two
 files with one stem get "-2", "-3", ... in the order of their paths.
 Each file is read by an AudioFileReader (PCM frames or undecoded packets),
-opened only when its turn comes (at most `max_open` at once).
+opened only when its turn comes (at most `max_open` at once), with the
+source's `on_error` for damaged frames; what a file that cannot be read (or
+that stops on damage) does to the others is `on_file_error` (default: the
+same). The damage each file had ends with it (`SourceEnd.damage`).
 """
 
 from __future__ import annotations
@@ -128,21 +131,28 @@ class MultiFileSource(InterleavedSource):
 
     mode: "pcm" (decoded, converted to `format` when given; keys it leaves out: each file's)
         or "packet".
-    interleave / max_open / on_error: as StreamInterleaver.
+    on_error: what each file's reader does with damaged frames (AudioFileReader: "fail" or
+        "skip").
+    on_file_error: what a file that cannot be read, or that stopped on damage, does to the
+        others (StreamInterleaver's on_error); None: as on_error.
+    interleave / max_open: as StreamInterleaver.
     """
 
     def __init__(self, paths: str | os.PathLike | list, mode: str = "pcm",
                  chunk_samples: int = 1024, format: AudioFormat | dict | None = None,
                  interleave: bool = True, max_open: int = 8, on_error: str = "fail",
-                 name: str = "files") -> None:
+                 name: str = "files", on_file_error: str | None = None) -> None:
         if mode not in READER_MODES:
             raise ConfigError(f"{name}: mode must be 'pcm' or 'packet', got {mode!r}")
         if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) \
                 or chunk_samples <= 0:
             raise ConfigError(f"{name}: chunk_samples must be a positive integer, got "
                               f"{chunk_samples!r}")
+        if on_error not in ("fail", "skip"):
+            raise ConfigError(f"{name}: on_error must be 'fail' or 'skip', got {on_error!r}")
         self.name = name
         self.mode = mode
+        self.on_error = on_error
         self.chunk_samples = chunk_samples
         # A format that leaves out the rate or channels takes them from each file (the reader
         # fills in what a mapping leaves out); a whole one is checked now.
@@ -153,13 +163,13 @@ class MultiFileSource(InterleavedSource):
         entries = [(stream, self._opener(path, stream))
                    for stream, path in zip(self.streams, self.files)]
         self._interleaver = StreamInterleaver(entries, interleave=interleave, max_open=max_open,
-                                              on_error=on_error, name=name)
+                                              on_error=on_file_error or on_error, name=name)
 
     def _opener(self, path: Path, stream: str):
         def open_file() -> tuple[Iterator[Any], Any]:
             reader = AudioFileReader(path, format=self.format, chunk_samples=self.chunk_samples,
-                                     stream=stream, mode=self.mode)
-            return iter(reader), reader.close
+                                     stream=stream, mode=self.mode, on_error=self.on_error)
+            return iter(reader), reader.close, reader
         return open_file
 
     frames = packets = InterleavedSource.__iter__

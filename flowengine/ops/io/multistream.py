@@ -40,8 +40,9 @@ from flowengine.errors import ConfigError, FlowError
 __all__ = ["SourceEnd", "StreamInterleaver", "InterleavedSource", "Opener", "ON_ERROR_POLICIES"]
 
 ON_ERROR_POLICIES = ("fail", "skip")
-# Opens one stream: its buffer iterator and the function that releases it.
-Opener = Callable[[], tuple[Iterator[Any], Callable[[], None]]]
+# Opens one stream: its buffer iterator, the function that releases it, and optionally what
+# reports the stream's damage (anything with a `damage` DamageReport: a file's reader).
+Opener = Callable[[], tuple]
 # Errors that end one stream (a bad file) rather than the program (a bug).
 _STREAM_ERRORS = (FlowError, OSError)
 _DONE = object()   # _read: the stream has no more buffers
@@ -51,10 +52,13 @@ log = logging.getLogger("flowengine.streams")
 
 @dataclass(frozen=True)
 class SourceEnd:
-    """One stream finished: normally (error None) or skipped after `error`."""
+    """One stream finished: normally (error None) or skipped after `error`; `damage`: what
+    its reader found and replaced (DamageReport.counts() of flowengine.ops.codecs.salvage),
+    None when nothing."""
 
     stream: str
     error: str | None = None
+    damage: dict | None = None
 
 
 @dataclass
@@ -62,6 +66,11 @@ class _Open:
     stream: str
     buffers: Iterator[Any]
     close: Callable[[], None]
+    reader: Any = None
+
+    def damage(self) -> dict | None:
+        report = getattr(self.reader, "damage", None)
+        return report.counts() if report else None
 
 
 class StreamInterleaver:
@@ -132,11 +141,11 @@ class StreamInterleaver:
             buf = next(entry.buffers)
         except StopIteration:
             entry.close()
-            self._ended.append(SourceEnd(entry.stream))
+            self._ended.append(SourceEnd(entry.stream, damage=entry.damage()))
             return _DONE
         except _STREAM_ERRORS as exc:
             entry.close()
-            self._stream_failed(entry.stream, exc)
+            self._stream_failed(entry.stream, exc, entry.damage())
             return _DONE
         if self.interleave:
             self._open.append(entry)       # its next turn comes after every other stream
@@ -159,13 +168,14 @@ class StreamInterleaver:
             if self._claim is not None and not self._claim(index, stream):
                 continue                    # another reader has it
             try:
-                buffers, close = opener()
+                buffers, close, *reader = opener()
             except _STREAM_ERRORS as exc:
                 self._stream_failed(stream, exc)
                 continue
-            self._open.append(_Open(stream, buffers, close))
+            self._open.append(_Open(stream, buffers, close, *reader))
 
-    def _stream_failed(self, stream: str, exc: BaseException) -> None:
+    def _stream_failed(self, stream: str, exc: BaseException, damage: dict | None = None
+                       ) -> None:
         if self.on_error == "fail":
             message = f"{self.name}: stream {stream!r}: {exc}"
             try:
@@ -176,7 +186,7 @@ class StreamInterleaver:
         error = f"{type(exc).__name__}: {exc}"
         log.error("%s: stream %r failed and is skipped (on_error=skip): %s", self.name, stream,
                   error)
-        end = SourceEnd(stream, error)
+        end = SourceEnd(stream, error, damage)
         self.failed.append(end)
         self._ended.append(end)
 

@@ -4,34 +4,46 @@ Theory of operation. The container is demuxed one packet at a time, so memory
 stays bounded by a packet plus one chunk whatever the file's length. In "pcm"
 mode each packet is decoded, converted by an `av.AudioResampler` to the
 output format (planar, in the requested rate / channels / sample type) and
-re-blocked by a SampleFifo into frames of exactly `chunk_samples` (the last
-one shorter), with pts counted in samples from 0. In "packet" mode packets
-are handed out undecoded as flowengine Packets with flowengine's codec names;
-AAC stored raw (MP4/M4A) is given ADTS headers so every packet describes
-itself, as everywhere else in flowengine.
+re-blocked into frames of exactly `chunk_samples` (the last one shorter),
+with pts counted in samples from 0. In "packet" mode packets are handed out
+undecoded as flowengine Packets with flowengine's codec names; AAC stored
+raw (MP4/M4A) is given ADTS headers so every packet describes itself, as
+everywhere else in flowengine. Raw ADTS files (.aac) are cut into frames by
+flowengine (ops/io/adtsfile.py), not by FFmpeg's demuxer, which skips
+damaged bytes without saying how many.
 
 FFmpeg probes the container from the file's first bytes; when that finds no
 audio stream and the extension names an audio format (a short MP3 can pass for
-H.263 video), the file is opened again as that format.
+H.263 video), the file is opened again as that format. Garbage before a WAV,
+FLAC, Ogg or MP3 stream is found when the file is opened (ops/io/filestart.py)
+and the file is read from where its audio starts.
 
 Errors: a missing file is FileNotFoundError; an empty file, a file that is
-not audio, or a file without an audio stream is FormatError; a packet that
-does not decode in the middle of the file is CodecError naming the stream,
-byte position and pts, raised after every sample decoded before it has been
-handed out. So is a native FLAC packet that is not a whole frame or does not
-start where the one before it ended: FFmpeg's parser hands damaged frames
-(failed CRC) out that way, or drops them, without an error of its own. A
-packet that fails at the very end of the file is a truncated tail: the
-reader warns (RuntimeWarning), sets `truncated` and ends normally; so does
-an MP3 whose last frame is shorter than its header says (FFmpeg would conceal
-the missing bytes as silence), in both modes.
+not audio, or a file without an audio stream is FormatError. Damage is
+handled by `on_error` (flowengine.ops.codecs.salvage):
+
+- "fail" (the default): CodecError naming the file, the byte offset and the
+  time, raised after every sample decoded before it was handed out;
+- "skip": in pcm mode damaged frames are replaced by silence of their
+  duration (the stream keeps its timeline) and counted in `damage`; in packet
+  mode the packets go on as they are (a Decoder with on_error "skip" fills
+  them in: the same samples as pcm mode).
+
+What counts as damage here: a packet the decoder rejects (with FLAC's CRC-16
+and MP3's optional CRC checked), a packet that starts later than the one
+before it ended (frames the container's parser dropped), a FLAC packet the
+parser could not frame (no timestamp), bytes of an ADTS file that are no
+frame, garbage before the first frame, and a file that ends inside a frame or
+short of the length its header states (FLAC, WAV). A stream that ends early
+stays short under "skip": only what the file holds is decoded, and `damage`
+says where it ended.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -40,8 +52,11 @@ import numpy as np
 from flowengine.audio.buffers import PACKET_FLAG_KEY, AudioFrame, Packet, round_ratio
 from flowengine.ops.codecs.adts import AdtsFramer, parse_adts_header
 from flowengine.ops.codecs.mp3frames import announced_frame_length
+from flowengine.ops.codecs.salvage import DECODER_OPTIONS, DamageReport, Salvage, check_on_error
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
 from flowengine.audio.format import AudioFormat, as_format, channel_layout
+from flowengine.ops.io.adtsfile import FRAME, GLUED, LEADING, SHORT, AdtsFileFrames
+from flowengine.ops.io.filestart import audio_start, cut_mp3_frame, cut_ogg_page, wav_data_frames
 
 __all__ = ["AudioFileReader", "READER_MODES", "flowengine_codec_name"]
 
@@ -54,6 +69,10 @@ _EXTENSION_DEMUXERS = {".mp3": "mp3", ".aac": "aac", ".flac": "flac", ".wav": "w
                        ".ogg": "ogg", ".opus": "ogg", ".oga": "ogg", ".m4a": "mov"}
 # Codecs whose Packets carry the container's extradata (a decoder cannot start without it).
 _EXTRADATA_CODECS = ("opus", "flac")
+# Containers whose header states the stream's length exactly: a file ending short of it
+# was cut (at a frame boundary, where nothing else shows it).
+_STATED_LENGTH = ("flac", "wav")
+_NO_POSITION = -2           # a packet position no packet has (packet.pos is None or >= 0)
 
 
 def flowengine_codec_name(ffmpeg_name: str) -> str:
@@ -63,34 +82,43 @@ def flowengine_codec_name(ffmpeg_name: str) -> str:
     return _CODEC_NAMES.get(ffmpeg_name, ffmpeg_name)
 
 
-
-def _open_container(path: str) -> av.container.InputContainer:
-    """The file's container, probed by content; a probe that finds no audio stream in a
-    file whose extension names an audio format is tried again as that format (FFmpeg
-    guesses from a few KB: a short MP3 can score higher as H.263 video)."""
+def _open_container(path: str) -> tuple[av.container.InputContainer, int]:
+    """The file's container, probed by content, and the byte its audio starts at (after
+    garbage, if any: the container is then opened there). A probe that finds no audio
+    stream in a file whose extension names an audio format is tried again as that format
+    (FFmpeg guesses from a few KB: a short MP3 can score higher as H.263 video)."""
     hint = _EXTENSION_DEMUXERS.get(Path(path).suffix.lower())
     try:
         container = _open_probed(path, None)
     except FormatError:
-        hinted = _open_hinted(path, hint)   # a short MP3 can fail the probe outright too
+        start = audio_start(path, hint) if hint else 0
+        hinted = _open_hinted(path, hint, start)   # a short MP3 can fail the probe outright
         if hinted is None:
             raise
-        return hinted
-    if container.streams.audio or container.format.name == hint:
-        return container
-    hinted = _open_hinted(path, hint)
+        return hinted, start
+    name = container.format.name
+    if container.streams.audio and name in ("mp3", "flac", "ogg", "wav"):
+        start = audio_start(path, name)
+        if start:
+            container.close()
+            return _open_probed(path, name, start), start
+    if container.streams.audio or name == hint:
+        return container, 0
+    start = audio_start(path, hint) if hint else 0
+    hinted = _open_hinted(path, hint, start)
     if hinted is None:
-        return container        # not that format either: the probe's answer stands
+        return container, 0     # not that format either: the probe's answer stands
     container.close()
-    return hinted
+    return hinted, start
 
 
-def _open_hinted(path: str, hint: str | None) -> av.container.InputContainer | None:
+def _open_hinted(path: str, hint: str | None, start: int = 0
+                 ) -> av.container.InputContainer | None:
     """The file opened as the format its extension names, if that finds an audio stream."""
     if hint is None:
         return None
     try:
-        container = _open_probed(path, hint)
+        container = _open_probed(path, hint, start)
     except FormatError:
         return None
     if not container.streams.audio:
@@ -99,14 +127,15 @@ def _open_hinted(path: str, hint: str | None) -> av.container.InputContainer | N
     return container
 
 
-def _open_probed(path: str, format: str | None) -> av.container.InputContainer:
+def _open_probed(path: str, format: str | None, start: int = 0) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"audio file not found: '{path}'")  # names the path once
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise FormatError(f"'{path}' is empty (0 bytes): not an audio file")
+    options = {"skip_initial_bytes": str(start)} if start else None
     try:
         # Tags are text of any encoding: one bad byte must not make the audio unreadable.
-        return av.open(path, "r", format=format, metadata_errors="replace")
+        return av.open(path, "r", format=format, metadata_errors="replace", options=options)
     except (PermissionError, IsADirectoryError) as exc:     # PyAV's subclasses of these
         builtin = PermissionError if isinstance(exc, PermissionError) else IsADirectoryError
         raise builtin(f"cannot read audio file '{path}': {exc.strerror}") from None
@@ -119,12 +148,17 @@ def _format_of(frame: av.AudioFrame) -> tuple[str, str, int]:
     return frame.format.name, frame.layout.name, frame.sample_rate
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 class AudioFileReader:
     """Streams one audio file as AudioFrames (mode="pcm") or Packets (mode="packet").
 
     format=None keeps the file's rate and channels, as planar f32; an
     AudioFormat converts to it (rate, channels, sample type, layout).
     stream=None names the stream after the file stem.
+    on_error: "fail" or "skip" (see the module doc); `damage` reports what was found.
 
     >>> with AudioFileReader("speech.flac", chunk_samples=1024) as reader:   # doctest: +SKIP
     ...     for frame in reader:
@@ -132,29 +166,43 @@ class AudioFileReader:
     """
 
     def __init__(self, path: str | os.PathLike, format: AudioFormat | dict | None = None,
-                 chunk_samples: int = 1024, stream: str | None = None, mode: str = "pcm") -> None:
+                 chunk_samples: int = 1024, stream: str | None = None, mode: str = "pcm",
+                 on_error: str = "fail") -> None:
         if mode not in READER_MODES:
             raise ConfigError(f"AudioFileReader: mode must be 'pcm' or 'packet', got {mode!r}")
         if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int) or chunk_samples <= 0:
             raise ConfigError(f"AudioFileReader: chunk_samples must be a positive integer, got "
                               f"{chunk_samples!r}")
+        try:
+            self.on_error = check_on_error(on_error, "AudioFileReader")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.path = os.fspath(path)
         self.mode = mode
         self.chunk_samples = chunk_samples
         self.stream = stream if stream is not None else Path(self.path).stem
-        self.truncated = False
-        self._container = _open_container(self.path)
+        self._container, self._start = _open_container(self.path)
         try:
             self._stream = self._audio_stream()
             self.source_format = self._source_format()
             own = AudioFormat(self.source_format.sample_rate, self.source_format.channels, "f32")
             self.format = as_format(format, like=own) or own    # omitted keys: the file's
+            self.codec = flowengine_codec_name(self._stream.codec.canonical_name)
+            self._salvage = Salvage(self.codec, self.on_error,
+                                    f"'{self.path}': {self.codec} stream {self._stream.index}",
+                                    file_offsets=True)
+            self._adts = self._container.format.name == "aac"
+            if self.codec == "flac":
+                self._salvage.note_flac_streaminfo(self._stream.codec_context.extradata)
         except Exception:
             self._container.close()
             raise
-        self.codec = flowengine_codec_name(self._stream.codec.canonical_name)
+        options = DECODER_OPTIONS.get(self.codec)
+        if options:
+            self._stream.codec_context.options = dict(options)
         self._iterator: Iterator | None = None
         self._closed = False
+        self._first: tuple[int | None, int] | None = None     # position, pts of packet one
 
     def _audio_stream(self) -> av.audio.stream.AudioStream:
         streams = self._container.streams
@@ -200,6 +248,16 @@ class AudioFileReader:
             return self._container.duration / av.time_base
         return None
 
+    @property
+    def damage(self) -> DamageReport:
+        """What damage was found so far, and (on_error "skip") what was replaced."""
+        return self._salvage.report
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the stream ended early (a file cut short: see `damage`)."""
+        return self._salvage.report.end is not None
+
     # --- iteration ---------------------------------------------------------------------
 
     def frames(self) -> Iterator[AudioFrame]:
@@ -230,6 +288,8 @@ class AudioFileReader:
         if self._closed:
             raise FlowError(f"AudioFileReader('{self.path}') is closed")
         if self._iterator is None:
+            if self._start and not self._adts:   # garbage before the audio: fail, or count
+                self._salvage.leading_junk(self._start)
             self._iterator = self._pcm_frames() if mode == "pcm" else self._packets()
         return self._iterator
 
@@ -245,22 +305,13 @@ class AudioFileReader:
         pts = 0
         first = None
         error: CodecError | None = None
-        size = self._file_size()
         try:
-            for packet in self._demuxed():     # ends with an empty packet: drains
-                try:
-                    decoded = packet.decode()
-                except av.FFmpegError as exc:
-                    if self._is_truncated_tail(packet, size):
-                        break
-                    raise CodecError(f"'{self.path}': {self.codec} stream "
-                                     f"{self._stream.index}: packet at {self._where(packet)} "
-                                     f"does not decode: {exc}") from None
-                for frame in decoded:
+            for frames in self._decoded_adts() if self._adts else self._decoded():
+                for frame in frames:
                     try:
                         converted = convert.resample(frame)
                     except ValueError:  # PyAV checks each frame against the first's format
-                        raise self._format_changed(first, frame) from None
+                        raise self._format_changed(first, frame, pts) from None
                     first = first or frame
                     for out in converted:
                         yield AudioFrame.from_av(out, fmt, pts, stream)
@@ -273,87 +324,258 @@ class AudioFileReader:
         if error is not None:
             raise error
 
-    def _format_changed(self, first: av.AudioFrame, frame: av.AudioFrame) -> CodecError:
+    def _decoded(self) -> Iterator[Iterable[av.AudioFrame]]:
+        """The decoded frames of each packet in order, damage handled as `on_error` says
+        (module doc). Per good packet: one timestamp compared, one position compared, one
+        decode, one yield."""
+        cut_at = self._cut_frame_at()
+        expected = 0 if self.codec == "flac" else None   # where the next packet must start
+        last = None
+        try:
+            for packet in self._container.demux(self._stream):
+                pts = packet.pts
+                if pts != expected:
+                    if pts is None and self.codec == "flac" and packet.size:
+                        # a packet the parser could not frame: cut again at its frames
+                        holder = [expected]
+                        yield self._salvage.flac_frames(
+                            self._stream.codec_context, bytes(packet), packet.pos, expected,
+                            self._stream.codec_context.sample_rate, holder)
+                        expected = holder[0]
+                        continue
+                    expected, gap = self._off_timeline(packet, expected)
+                    if gap is not None:
+                        yield gap
+                else:
+                    duration = packet.duration
+                    expected = pts + duration if duration else None
+                if packet.pos == cut_at:   # reported, then salvaged as any damaged frame
+                    self._cut_frame(packet)
+                    yield self._salvage.frames_in(
+                        self._stream.codec_context, bytes(packet), packet.pos,
+                        self._seconds(packet), self._nominal(packet),
+                        self._mean_mp3_packet(packet), "the file ends inside it")
+                    continue
+                try:
+                    yield packet.decode()
+                except av.FFmpegError as exc:
+                    yield self._damaged(packet, exc)
+                last = packet
+        except av.FFmpegError as exc:      # the demuxer cannot read on
+            self._unreadable(last, exc)
+            yield self._stream_end().decode()
+        self._check_end(expected)
+
+    def _off_timeline(self, packet: av.Packet, expected: int | None
+                      ) -> tuple[int | None, Iterator[av.AudioFrame] | None]:
+        """A packet that does not start where the one before it ended: the first one, the
+        end-of-stream marker (decoded as it is: it drains the codec), or one after a gap
+        (frames the parser dropped): (where the next packet must start, the silence to put
+        in before it, or None)."""
+        pts = packet.pts
+        if pts is None or packet.size == 0:
+            return expected, None
+        end = pts + packet.duration if packet.duration else None
+        if expected is None:
+            if self._first is None:
+                self._first = (packet.pos, pts)
+            return end, None
+        if pts > expected:
+            salvage, ctx = self._salvage, self._stream.codec_context
+            time_base = packet.time_base or self._stream.time_base
+            rate = salvage.rate(ctx)
+            samples = round(Fraction(pts - expected) * time_base * rate)
+            seconds = salvage.time(float(expected * time_base), ctx)
+            per_packet = round(Fraction(packet.duration or 0) * time_base * rate)
+            return end, salvage.gap(ctx, samples, packet.pos, seconds,
+                                    frame_samples=per_packet or None)
+        # overlaps what came before (or has no duration): decoded as it is
+        return (None if end is None else max(expected, end)), None
+
+    def _damaged(self, packet: av.Packet, exc: av.FFmpegError) -> Iterator[av.AudioFrame]:
+        """A packet the decoder rejected: what of it decodes, and silence for the rest
+        (flowengine.ops.codecs.salvage); a Decoder in packet mode does the same with it."""
+        salvage, ctx = self._salvage, self._stream.codec_context
+        time_base = packet.time_base or self._stream.time_base
+        rate = salvage.rate(ctx)
+        nominal = round(Fraction(packet.duration or 0) * time_base * rate)
+        reason = _reason(exc)
+        if self.codec == "wav":     # a last packet cut inside a sample: its whole samples
+            return self._whole_samples(packet)
+        if self.codec == "flac":
+            return self._flac_damaged(packet, nominal, rate)
+        if self.codec == "mp3":
+            return salvage.frames_in(ctx, bytes(packet), packet.pos, self._seconds(packet),
+                                     nominal, self._mean_mp3_packet(packet), reason)
+        return salvage.lost_packet(ctx, nominal, packet.pos, self._seconds(packet), reason)
+
+    def _flac_damaged(self, packet: av.Packet, nominal: int, rate: int
+                      ) -> Iterator[av.AudioFrame]:
+        salvage, ctx = self._salvage, self._stream.codec_context
+        time_base = packet.time_base or self._stream.time_base
+        first = round(Fraction(packet.pts) * time_base * rate)
+        holder = [first]
+        yield from salvage.flac_frames(ctx, bytes(packet), packet.pos, first, rate, holder,
+                                       first + nominal)
+        if holder[0] < first + nominal:
+            yield from salvage.gap(ctx, first + nominal - holder[0], packet.pos,
+                                   holder[0] / rate, "damaged frame(s)")
+
+    def _whole_samples(self, packet: av.Packet) -> list:
+        ctx = self._stream.codec_context
+        frame_bytes = self.source_format.channels * self.source_format.bytes_per_sample
+        data = bytes(packet)
+        whole = len(data) - len(data) % frame_bytes
+        try:
+            return ctx.decode(av.Packet(data[:whole])) if whole else []
+        except av.FFmpegError:
+            return []
+
+    def _nominal(self, packet: av.Packet) -> int:
+        """A packet's duration in samples at the decoder's rate."""
+        time_base = packet.time_base or self._stream.time_base
+        rate = self._salvage.rate(self._stream.codec_context)
+        return round(Fraction(packet.duration or 0) * time_base * rate)
+
+    def _mean_mp3_packet(self, packet: av.Packet) -> float:
+        """Bytes per packet before this one (the MP3 demuxer's packets are contiguous and
+        one frame long: from positions and timestamps, without a count per packet)."""
+        if self._first is None or self._first[0] is None or not packet.duration \
+                or packet.pts is None:
+            return 0.0
+        first_pos, first_pts = self._first
+        packets = (packet.pts - first_pts) // packet.duration
+        return (packet.pos - first_pos) / packets if packets > 0 else 0.0
+
+    def _seconds(self, packet: av.Packet) -> float:
+        """Where a packet starts on the output's timeline, in seconds."""
+        ctx = self._stream.codec_context
+        if packet.pts is None:
+            return self._salvage.time(0.0, ctx)
+        time_base = packet.time_base or self._stream.time_base
+        return self._salvage.time(float(packet.pts * time_base), ctx)
+
+    def _decoded_adts(self) -> Iterator[Iterable[av.AudioFrame]]:
+        """A raw ADTS file's frames (ops/io/adtsfile.py) decoded, damage as `on_error` says."""
+        salvage, ctx = self._salvage, self._stream.codec_context
+        rate = ctx.sample_rate
+        with open(self.path, "rb") as file:
+            frames = AdtsFileFrames(file, self._start)
+            for kind, offset, data in frames:
+                if kind == FRAME:
+                    try:
+                        yield ctx.decode(av.Packet(data))
+                    except av.FFmpegError as exc:
+                        yield self._adts_damaged(frames, offset, data, _reason(exc))
+                elif kind == GLUED:
+                    yield self._adts_damaged(frames, offset, data,
+                                             "the frames around them do not chain up")
+                elif kind == LEADING:
+                    salvage.leading_junk(len(data))
+                else:
+                    salvage.ended("the file is cut short", offset,
+                                  salvage.time(frames.packets * 1024 / rate, ctx),
+                                  f"its last frame has {len(data)} of its bytes")
+                    frames.packets, frames.bytes = frames.packets + 1, frames.bytes + len(data)
+                    yield self._adts_damaged(frames, offset, data, "the file ends inside it")
+        yield ctx.decode(None)
+
+    def _adts_damaged(self, frames: AdtsFileFrames, offset: int, data: bytes, reason: str
+                      ) -> Iterator[av.AudioFrame]:
+        salvage, ctx = self._salvage, self._stream.codec_context
+        before = frames.packets - 1
+        mean = (frames.bytes - len(data)) / before if before > 0 else 0.0
+        seconds = salvage.time(before * 1024 / ctx.sample_rate, ctx)
+        return salvage.frames_in(ctx, data, offset, seconds, 1024, mean, reason)
+
+    def _format_changed(self, first: av.AudioFrame, frame: av.AudioFrame, pts: int
+                        ) -> CodecError:
         was, got = (_format_of(f) for f in (first, frame))
         return CodecError(f"'{self.path}': {self.codec} stream {self._stream.index}: decoded "
-                          f"audio changed format mid-stream at pts {frame.pts}: {was} then {got}")
+                          f"audio changed format mid-stream at {pts / self.format.sample_rate:.3f}"
+                          f" s: {was} then {got}")
+
+    # --- what both modes check --------------------------------------------------------------
 
     def _demuxed(self) -> Iterator[av.Packet]:
-        """The audio stream's packets; a container the demuxer cannot go on reading is a
-        CodecError naming the last good packet, and so is a FLAC packet that does not start
-        where the one before it ended (see _check_flac_frame)."""
-        stream, last = self._stream, None
-        size = self._file_size()
-        packets = self._container.demux(stream)
-        next_sample: int | None = None      # FLAC: where the next packet must start
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.FFmpegError as exc:
-                after = f"after the packet at {self._where(last)}" if last is not None else \
-                    "before the first packet"
-                raise CodecError(f"'{self.path}': {self.codec} stream {stream.index}: the "
-                                 f"container cannot be read {after}: {exc}") from None
-            if packet.size and self._container.format.name == "flac":
-                next_sample = self._check_flac_frame(packet, next_sample)
-            if packet.size and self.codec == "mp3" and size is not None \
-                    and (packet.pos or 0) + packet.size >= size \
-                    and self._is_cut_mp3_frame(packet, size):
-                continue        # then the demuxer's empty packet: the decoder still drains
-            last = packet
-            yield packet
+        """The audio stream's packets (packet mode); a container the demuxer cannot go on
+        reading ends the stream early (CodecError under on_error "fail")."""
+        last = None
+        try:
+            for packet in self._container.demux(self._stream):
+                yield packet
+                last = packet
+        except av.FFmpegError as exc:
+            self._unreadable(last, exc)
 
-    def _check_flac_frame(self, packet: av.Packet, expected: int | None) -> int:
-        """Where the packet after this native FLAC packet must start.
+    def _unreadable(self, last: av.Packet | None, exc: av.FFmpegError) -> None:
+        after = f"after the packet at {self._where(last)}" if last is not None else \
+            "before the first packet"
+        self._salvage.ended("the container cannot be read on",
+                            None if last is None else last.pos,
+                            0.0 if last is None else self._seconds(last),
+                            f"{after}: {_reason(exc)}")
 
-        FFmpeg's FLAC parser drops frames that fail their CRC without a word, or hands
-        damaged bytes out as one packet with no pts, so a damaged file decoded short
-        (measured: 1152 to 3456 samples of 32000 gone, no error). A FLAC packet's pts is
-        its first sample's number: a packet without one, or that does not start where the
-        one before it ended, is damage."""
-        where = f"'{self.path}': flac stream {self._stream.index}: the packet at " \
-                f"{self._where(packet)}"
-        if packet.pts is None or not packet.duration:
-            raise CodecError(f"{where} is not a whole FLAC frame ({packet.size} bytes the "
-                             f"parser could not frame): the file is damaged there")
-        if expected is not None and packet.pts != expected:
-            raise CodecError(f"{where} starts at sample {packet.pts}, where sample {expected} "
-                             f"was next: damaged frames (failed CRC) were skipped before it")
-        return packet.pts + packet.duration
+    def _stream_end(self) -> av.Packet:
+        """The demuxer's end-of-stream marker (an empty packet: decoding it drains)."""
+        packet = av.Packet()
+        packet.stream = self._stream
+        return packet
 
-    def _file_size(self) -> int | None:
-        return os.path.getsize(self.path) if os.path.isfile(self.path) else None
+    def _cut_frame_at(self) -> int:
+        """Byte of an MP3 file's last frame when the file ends inside it (FFmpeg would conceal
+        the missing bytes as silence, without a word); a position no packet has otherwise."""
+        if self.codec != "mp3" or not os.path.isfile(self.path):
+            return _NO_POSITION
+        cut = cut_mp3_frame(self.path, self._start)
+        return _NO_POSITION if cut is None else cut
 
-    @staticmethod
-    def _ends_file(packet: av.Packet, size: int | None) -> bool:
-        """Whether the packet's bytes reach the end of a file of `size` bytes."""
+    def _cut_frame(self, packet: av.Packet) -> None:
+        length = announced_frame_length(memoryview(packet))
+        self._salvage.ended("the file is cut short", packet.pos, self._seconds(packet),
+                            f"its last frame has {packet.size} of the {length} bytes its "
+                            f"header says")
+
+    def _ends_file(self, packet: av.Packet) -> bool:
+        """Whether the packet's bytes reach the end of the file."""
+        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
         return size is not None and packet.pos is not None and packet.pos >= 0 \
             and packet.pos + packet.size >= size
 
-    def _is_truncated_tail(self, packet: av.Packet, size: int | None,
-                           what: str = "does not decode") -> bool:
-        """A packet cut off by the end of the file: warn, remember, and let the stream end."""
-        if not self._ends_file(packet, size):
-            return False
-        self.truncated = True
-        warnings.warn(f"'{self.path}': the last packet ({self._where(packet)}) {what}: "
-                      f"the file is truncated; ending the stream before it", RuntimeWarning,
-                      stacklevel=4)
-        return True
+    def _check_end(self, expected: int | None) -> None:
+        """After the last packet: an Ogg file whose last page is cut short, or a FLAC / WAV
+        file shorter than its header says, ended early."""
+        if not os.path.isfile(self.path) or self.truncated:
+            return
+        stream, name = self._stream, self._container.format.name
+        time_base = stream.time_base
+        seconds = float(expected * time_base) if expected is not None and time_base else 0.0
+        if name == "ogg":
+            cut = cut_ogg_page(self.path)
+            if cut is not None:
+                self._salvage.ended("the file is cut short", cut, seconds,
+                                    "its last Ogg page is incomplete")
+        elif name in _STATED_LENGTH and expected is not None:
+            stated = self._stated_length()
+            if stated is None or expected >= stated:
+                return
+            missing = round(Fraction(stated - expected) * time_base
+                            * stream.codec_context.sample_rate)
+            self._salvage.ended("the file ends early", os.path.getsize(self.path), seconds,
+                                f"it holds {missing} samples fewer than its header announces: "
+                                f"cut short, or bytes lost inside it")
 
-    def _is_cut_mp3_frame(self, packet: av.Packet, size: int | None) -> bool:
-        """The last MP3 frame of a cut file, shorter than its header says: a truncated tail,
-        left out in both modes (FFmpeg's decoder would conceal the missing bytes as silence
-        without a word, and flowengine's Decoder refuses the packet)."""
-        if not self._ends_file(packet, size):       # every packet but the last: no copy
-            return False
-        length = announced_frame_length(memoryview(packet))
-        if length is None or packet.size >= length:
-            return False
-        return self._is_truncated_tail(packet, size, f"has {packet.size} of the {length} "
-                                                     f"bytes its header says")
+    def _stated_length(self) -> int | None:
+        """The stream's length in its time base as the file's header states it: FLAC's
+        STREAMINFO (FFmpeg's duration), WAV's data chunk (read here: FFmpeg's duration is
+        what the file holds)."""
+        stream = self._stream
+        if self._container.format.name != "wav":
+            return stream.duration or None
+        frames = wav_data_frames(self.path, self._start)
+        if frames is None or not stream.time_base:
+            return None
+        return round(Fraction(frames, stream.codec_context.sample_rate) / stream.time_base)
 
     @staticmethod
     def _where(packet: av.Packet) -> str:
@@ -366,16 +588,31 @@ class AudioFileReader:
 
     def _packets(self) -> Iterator[Packet]:
         """The demuxed packets, timestamps in samples (time base 1/rate, as every packet in
-        flowengine: exact for the containers' clocks, e.g. MP3's 1/14112000)."""
+        flowengine: exact for the containers' clocks, e.g. MP3's 1/14112000). What the
+        container shows of damage (a gap, a packet its parser could not frame, a cut end)
+        raises under on_error "fail"; under "skip" the packets go on as they are, for a
+        Decoder to fill in."""
+        if self._adts:
+            yield from self._adts_packets()
+            return
         stream = self._stream
         rate = self.source_format.sample_rate
         extradata = stream.codec_context.extradata or None
         keep_extradata = extradata if self.codec in _EXTRADATA_CODECS else None
         framer: AdtsFramer | None = None
         raw_aac: bool | None = None          # AAC without ADTS headers (MP4): framed here
+        cut_at = self._cut_frame_at()
+        expected = 0 if self.codec == "flac" else None
         for packet in self._demuxed():
             if packet.size == 0:        # the demuxer's end-of-stream marker
                 continue
+            pts, dts, duration = packet.pts, packet.dts, packet.duration
+            if pts != expected:
+                expected = self._judge_gap(packet, expected)
+            else:
+                expected = pts + duration if duration else None
+            if packet.pos == cut_at:
+                self._cut_frame(packet)     # raises under "fail"; the Decoder fills it in
             data = bytes(packet)
             if self.codec == "aac":
                 if raw_aac is None:
@@ -385,12 +622,58 @@ class AudioFileReader:
                     data = framer.frame(data)
             time_base = packet.time_base or stream.time_base
             num, den = time_base.numerator * rate, time_base.denominator
-            pts, dts, duration = packet.pts, packet.dts, packet.duration
             yield Packet(data, 1, rate, None if pts is None else round_ratio(pts * num, den),
                          None if dts is None else round_ratio(dts * num, den),
                          None if duration is None else round_ratio(duration * num, den),
                          PACKET_FLAG_KEY if packet.is_keyframe else 0, self.codec, self.stream,
                          keep_extradata)
+        self._check_end(expected)
+
+    def _judge_gap(self, packet: av.Packet, expected: int | None) -> int | None:
+        """Packet mode's look at a packet off the timeline: under on_error "fail" a gap or a
+        FLAC packet without a timestamp is an error; under "skip" it goes on (the Decoder
+        fills it in). Returns where the next packet must start."""
+        pts = packet.pts
+        if pts is None:
+            if self.codec == "flac" and not self._salvage.skip:
+                raise self._salvage.error("FLAC frames the parser could not frame", packet.pos,
+                                          self._seconds_at(expected),
+                                          f"{packet.size} bytes: damaged frames")
+            return None if self.codec == "flac" else expected
+        end = pts + packet.duration if packet.duration else None
+        if expected is not None and pts > expected and not self._salvage.skip:
+            time_base = packet.time_base or self._stream.time_base
+            ended, starts = float(expected * time_base), float(pts * time_base)
+            raise self._salvage.error("frames missing", packet.pos, ended,
+                                      f"the packet before ended at {ended:.3f} s, this one "
+                                      f"starts at {starts:.3f} s")
+        return end if expected is None or end is None else max(expected, end)
+
+    def _seconds_at(self, pts: int | None) -> float:
+        time_base = self._stream.time_base
+        return float(pts * time_base) if pts is not None and time_base else 0.0
+
+    def _adts_packets(self) -> Iterator[Packet]:
+        """A raw ADTS file's frames as Packets; bytes that are no frame go on as one packet
+        under "skip" (the Decoder cuts them again), raise under "fail"."""
+        salvage, rate = self._salvage, self.source_format.sample_rate
+        with open(self.path, "rb") as file:
+            frames = AdtsFileFrames(file, self._start)
+            for kind, offset, data in frames:
+                pts = (frames.packets - 1) * 1024
+                if kind == LEADING:
+                    salvage.leading_junk(len(data))
+                    continue
+                if kind == SHORT:       # raises under "fail"; the Decoder fills it in
+                    salvage.ended("the file is cut short", offset, pts / rate,
+                                  f"its last frame has {len(data)} of its bytes")
+                    frames.packets, frames.bytes = frames.packets + 1, frames.bytes + len(data)
+                    pts = (frames.packets - 1) * 1024
+                elif kind == GLUED and not salvage.skip:
+                    raise salvage.error(f"{len(data)} bytes that are no whole frame", offset,
+                                        pts / rate, "damaged frames")
+                yield Packet(data, 1, rate, pts, pts, 1024, PACKET_FLAG_KEY, "aac",
+                             self.stream)
 
     def _adts_framer(self, extradata: bytes | None) -> AdtsFramer:
         if not extradata:
