@@ -34,7 +34,8 @@ import os
 
 from flowengine.errors import OutputBusyError, OutputError
 
-__all__ = ["PartFile", "open_part", "rename_part", "held_by_another_process", "lock_holder"]
+__all__ = ["PartFile", "open_part", "rename_part", "held_by_another_process", "lock_holder",
+           "cannot_write"]
 
 
 class PartFile(io.BufferedWriter):
@@ -116,6 +117,16 @@ def _busy(path: str, part: str) -> OutputBusyError:
     return error
 
 
+def cannot_write(exc: OSError, path: str, shown_as: str) -> OSError:
+    """The error of opening `path` for writing, naming `shown_as` (the output the user asked
+    for) and a missing directory as such."""
+    reason = exc.strerror or str(exc)
+    parent = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
+        reason = f"directory '{parent}' does not exist"
+    return type(exc)(f"cannot write audio file '{shown_as}': {reason}")
+
+
 def open_part(part: str, shown_as: str) -> PartFile:
     """Open, lock and empty `part` (the `.part` of output `shown_as`) for writing.
     `OutputBusyError` when another writer holds it; the ``OSError`` of ``open``, naming
@@ -124,11 +135,7 @@ def open_part(part: str, shown_as: str) -> PartFile:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            parent = os.path.dirname(os.path.abspath(part))
-            if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
-                reason = f"directory '{parent}' does not exist"
-            raise type(exc)(f"cannot write audio file '{shown_as}': {reason}") from None
+            raise cannot_write(exc, part, shown_as) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

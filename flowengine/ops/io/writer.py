@@ -59,7 +59,7 @@ from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecEr
 from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
-from flowengine.ops.io.outputlock import open_part, rename_part
+from flowengine.ops.io.outputlock import cannot_write, open_part, rename_part
 from flowengine.ops.io.partial import part_path
 from flowengine.ops.io.reader import flowengine_codec_name
 
@@ -87,11 +87,7 @@ def _open_for_writing(path: str, shown_as: str | None = None) -> BinaryIO:
     try:
         return open(path, "wb")
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        parent = os.path.dirname(os.path.abspath(path))
-        if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
-            reason = f"directory '{parent}' does not exist"
-        raise type(exc)(f"cannot write audio file '{shown_as or path}': {reason}") from None
+        raise cannot_write(exc, path, shown_as or path) from None
 
 
 def _open_part_file(path: str) -> tuple[BinaryIO, str | None]:
