@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from flowengine.cli.convert import ConvertProgress, parse_bitrate
+from flowengine.cli.convert import ConvertProgress
+from flowengine.cli.parser import parse_bitrate
 from flowengine.engine.control.coordinator import RunReport, StageReport, WorkerReport
 from flowengine.ops.processors.loudness import measure_loudness
 

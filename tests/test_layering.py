@@ -91,3 +91,27 @@ def test_no_import_cycles_between_modules():
                     seen.add(nxt)
                     stack.append((nxt, path + [nxt]))
     assert cycles == []
+
+
+def test_no_import_inside_a_function_dodges_a_cycle():
+    """An import inside a function is for start-up (load a heavy part only when used), never
+    to dodge a cycle: the module it imports must not import, through any chain of
+    module-level imports, the module that imports it."""
+    modules = _modules()
+    graph = {m: {t for t, top in _imports(p, modules) if top and t in modules and t != m}
+             for m, p in modules.items()}
+
+    def reachable(start: str) -> set[str]:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in graph[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    dodges = [f"{module} imports {target} in a function, and {target} imports {module}"
+              for module, path in modules.items()
+              for target, top in _imports(path, modules)
+              if not top and target in modules and module in reachable(target)]
+    assert dodges == []

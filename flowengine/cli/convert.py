@@ -30,102 +30,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
+from flowengine.cli.progress import audit_lines
+from flowengine.cli.runs import EXIT_INTERRUPTED, EXIT_OK, execute_run, print_plan
+from flowengine.config import ConfigValidationError, load_source, resolve_source
+from flowengine.core.audit import SKIPPED
 from flowengine.errors import ConfigError, UsageError
+from flowengine.ops.io.multifile import expand_inputs, unique_stream_ids
+from flowengine.ops.io.paths import PathTemplateError, has_template_field, render_path_template, \
+    template_fields
+from flowengine.ops.io.writer import WRITER_EXTENSIONS
 
-__all__ = ["add_convert_parser", "convert", "convert_config", "parse_bitrate"]
+__all__ = ["convert", "convert_config"]
 
-_BITRATE = re.compile(r"^(\d+(?:\.\d+)?)([kKmM]?)$")
 _LOSSLESS = {".flac", ".wav"}
-
-
-def parse_bitrate(text: str) -> int:
-    """'128k' -> 128000, '1.5M' -> 1500000, '96000' -> 96000 (bit/s)."""
-    match = _BITRATE.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected bit/s such as 128k, 1.5M or 96000, got "
-                                          f"{text!r}")
-    scale = {"": 1, "k": 1000, "m": 1000_000}[match.group(2).lower()]
-    value = round(float(match.group(1)) * scale)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a bitrate must be positive, got {text!r}")
-    return value
-
-
-def _replicas(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"expected a number of replicas (1, 2, ...) or auto, got "
-                                     f"{text!r}")
-
-
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") \
-                from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-    return parse
-
-
-def add_convert_parser(commands: Any) -> None:
-    """The `convert` subcommand's arguments."""
-    convert = commands.add_parser(
-        "convert", help="convert audio files in one line: codec and container by the output's "
-                        "extension; many inputs to a template on every core",
-        description="Convert INPUT (files, globs, directories) to OUTPUT, whose extension "
-                    "picks the codec and container (.mp3 .m4a .aac .opus .ogg .flac .wav). "
-                    "Several inputs need a per-file field in the output: -o "
-                    "'out/{stem}.opus' ({stem}, {ext}, {index}, {stream}). The job runs as a "
-                    "`flowengine run` of the config --print-config shows.")
-    convert.add_argument("paths", nargs="+", metavar="INPUT",
-                         help="input files, globs ('music/**/*.flac') or directories; without "
-                              "-o, the last one is the output")
-    convert.add_argument("-o", "--output", metavar="OUTPUT",
-                         help="the output file, or a template for many inputs "
-                              "('out/{stem}.m4a')")
-    convert.add_argument("--bitrate", type=parse_bitrate, metavar="RATE",
-                         help="bit/s of a lossy codec: 128k, 96000 ...")
-    convert.add_argument("--rate", type=_positive(int), metavar="HZ",
-                         help="output sample rate (default: the input's, or the nearest one "
-                              "the codec takes)")
-    convert.add_argument("--channels", type=_positive(int), metavar="N",
-                         help="output channels (1: a mono mixdown)")
-    convert.add_argument("--loudness", type=float, metavar="LUFS",
-                         help="normalise loudness to this target (EBU R128 / BS.1770), e.g. -16")
-    convert.add_argument("--gain-db", type=float, metavar="DB",
-                         help="change the level by DB decibels (after --loudness)")
-    convert.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                         help="damaged input: fail (stop at the first damaged frame, naming "
-                              "the file, byte and time; the default) or skip (damaged frames "
-                              "become silence of their duration, a file that cannot be read is "
-                              "left out; the summary says what was replaced)")
-    convert.add_argument("--replicas", type=_replicas, metavar="N|auto",
-                         help="worker processes that share the input files (default: auto, one "
-                              "per core, for several inputs; 1 for one)")
-    where = convert.add_mutually_exclusive_group()
-    where.add_argument("--in-process", dest="in_process", action="store_true", default=None,
-                       help="run in this process, as `run --in-process` (the default for one "
-                            "input and one replica: workers would only add their start-up)")
-    where.add_argument("--workers", dest="in_process", action="store_false",
-                       help="run in worker processes, as `run` (the default for several "
-                            "inputs or replicas)")
-    convert.add_argument("--print-config", action="store_true",
-                         help="print the equivalent run config (YAML) and exit")
-    convert.add_argument("--plan", action="store_true", help="print the plan and exit")
-    convert.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 # ---- the run config ---------------------------------------------------------------------------
@@ -143,7 +66,6 @@ def _inputs_and_output(args: argparse.Namespace) -> tuple[list[str], str]:
 def _input_files(inputs: list[str]) -> list[Path]:
     """Every input file, as the `files` source will read them; UsageError for an input that
     gives none (missing, a glob matching nothing, a directory without audio)."""
-    from flowengine.ops.io.multifile import expand_inputs
 
     files: list[Path] = []
     for entry in inputs:
@@ -155,8 +77,6 @@ def _input_files(inputs: list[str]) -> list[Path]:
 
 
 def _check_output(output: str, files: list[Path], args: argparse.Namespace) -> None:
-    from flowengine.ops.io.paths import PathTemplateError, has_template_field, template_fields
-    from flowengine.ops.io.writer import WRITER_EXTENSIONS
 
     extension = Path(output).suffix.lower()
     if extension not in WRITER_EXTENSIONS:
@@ -257,8 +177,6 @@ class ConvertProgress:
 
 def _outputs(run: Any, files: int) -> list[Path]:
     """The output files the run will write, one per input (stream)."""
-    from flowengine.ops.io.multifile import expand_inputs, unique_stream_ids
-    from flowengine.ops.io.paths import has_template_field, render_path_template
 
     sink = run.stage("output")
     path = sink.params["path"]
@@ -273,7 +191,6 @@ def _outputs(run: Any, files: int) -> list[Path]:
 def _total_seconds(run: Any) -> float | None:
     """Seconds of audio in every input (from their headers; None when one does not say)."""
     import av
-    from flowengine.ops.io.multifile import expand_inputs
 
     total = 0.0
     for path in expand_inputs(run.stage("input").params["paths"]):
@@ -289,10 +206,6 @@ def _total_seconds(run: Any) -> float | None:
 
 def convert(args: argparse.Namespace, out: TextIO) -> int:
     """The `convert` command (see the module doc); its exit code."""
-    from flowengine.cli.main import EXIT_INTERRUPTED, EXIT_OK, execute_run, print_plan
-    from flowengine.cli.progress import audit_lines
-    from flowengine.config import ConfigValidationError, load_source, resolve_source
-    from flowengine.core.audit import SKIPPED
 
     config, files = convert_config(args)
     text = config_yaml(config)
