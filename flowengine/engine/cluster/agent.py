@@ -40,7 +40,7 @@ from typing import Any
 from flowengine.engine.plan import WorkerSpec
 from flowengine.config.keys import load_keys
 from flowengine.engine.worker.forkserver import PRELOAD_MODULES, modules_for
-from flowengine.engine.worker.process import run_worker
+from flowengine.engine.worker.entry import run_worker
 from flowengine.errors import ConfigError
 
 __all__ = ["HostAgent", "AGENT_PRELOAD"]

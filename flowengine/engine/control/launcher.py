@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.forkserver import start_forkserver
-from flowengine.engine.worker.process import run_worker
+from flowengine.engine.worker.entry import run_worker
 
 __all__ = ["WorkerHandle", "Launcher", "LocalLauncher", "launcher_for"]
 
