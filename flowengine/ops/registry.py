@@ -37,13 +37,14 @@ operators with @operator, or is a callable that gets the registry.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Iterable, Literal
 
 import pydantic
 from pydantic import ConfigDict, PlainValidator
@@ -130,7 +131,6 @@ class OperatorSpec:
     outputs: str | None             # pcm | packet | None (sinks); see io_kinds for sources
     summary: str
     stateful: bool
-    params: tuple[ParamSpec, ...]
     factory: Callable[..., Node] = field(repr=False, compare=False)
     kinds: Callable[[dict], tuple[str | None, str | None]] | None = field(
         default=None, repr=False, compare=False)
@@ -147,6 +147,15 @@ class OperatorSpec:
     shares_streams: bool = False
     # Parameters of a typical use, for the reference docs (docs/config.md): a stage's params.
     example: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Docs of parameters several operators share (a factory's docstring wins).
+    shared_docs: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def params(self) -> tuple[ParamSpec, ...]:
+        """The parameters, read from the factory's signature when first asked: evaluating
+        every operator's type hints when the catalog registers them cost ~25 ms of each
+        process's start, for the few operators a run names."""
+        return _params_of(self.factory, self.shared_docs)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -181,17 +190,23 @@ def _param_docs(factory: Callable) -> dict[str, str]:
     return docs
 
 
-def _params_of(name: str, factory: Callable, shared_docs: dict[str, str]
-               ) -> tuple[ParamSpec, ...]:
-    hints = typing.get_type_hints(factory, include_extras=True)
-    docs = {**shared_docs, **_param_docs(factory)}
-    params = []
+def _check_signature(name: str, factory: Callable) -> None:
+    """ConfigError unless every parameter of the factory is a plain keyword parameter with a
+    type hint (checked when it registers, without evaluating the hints)."""
+    annotations = getattr(factory, "__annotations__", {})
     for p in inspect.signature(factory).parameters.values():
         if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
             raise ConfigError(f"operator {name!r}: parameter {p.name!r} must be a plain keyword "
                               f"parameter (no *args/**kwargs): the signature is the spec")
-        if p.name not in hints:
+        if p.name not in annotations:
             raise ConfigError(f"operator {name!r}: parameter {p.name!r} has no type hint")
+
+
+def _params_of(factory: Callable, shared_docs: dict[str, str]) -> tuple[ParamSpec, ...]:
+    hints = typing.get_type_hints(factory, include_extras=True)
+    docs = {**shared_docs, **_param_docs(factory)}
+    params = []
+    for p in inspect.signature(factory).parameters.values():
         required = p.default is inspect.Parameter.empty
         params.append(ParamSpec(p.name, hints[p.name], None if required else p.default,
                                 required, docs.get(p.name, "")))
@@ -230,9 +245,10 @@ class Registry:
                                   f"or None, got {value!r}")
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
-            spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful,
-                                _params_of(name, factory, param_docs or {}), factory, kinds,
-                                expected_out, out_rate, shares_streams, dict(example or {}))
+            _check_signature(name, factory)
+            spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful, factory, kinds,
+                                expected_out, out_rate, shares_streams, dict(example or {}),
+                                dict(param_docs or {}))
             self.register(spec)
             return factory
         return register
@@ -255,12 +271,15 @@ class Registry:
     def specs(self) -> list[OperatorSpec]:
         return [self._specs[n] for n in self.names()]
 
-    def build_models(self) -> None:
-        """Build every operator's parameter model now (~50 ms for all of them, most of it
-        pydantic loading its own machinery the first time): a forkserver does, so that the
-        workers it forks validate without paying for that each (~0.25 s a worker)."""
-        for spec in self.specs():
-            self._model(spec)
+    def build_models(self, names: Iterable[str] | None = None) -> None:
+        """Build these operators' parameter models now (None: every operator's; names that
+        are no operator are passed over): the first costs ~40 ms, pydantic loading its own
+        machinery; a forkserver does, so that the workers it forks validate without paying
+        for that each (~0.25 s a worker)."""
+        self._ensure_loaded()
+        for name in self.names() if names is None else names:
+            if name in self._specs:
+                self._model(self._specs[name])
 
     def get(self, name: str) -> OperatorSpec:
         self._ensure_loaded()

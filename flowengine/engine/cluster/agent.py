@@ -39,7 +39,7 @@ from typing import Any
 
 from flowengine.engine.plan import WorkerSpec
 from flowengine.config.keys import load_keys
-from flowengine.engine.worker.forkserver import PRELOAD_MODULES, modules_for
+from flowengine.engine.worker.forkserver import PRELOAD_MODULES, ensure_forkserver, modules_for
 from flowengine.engine.worker.entry import run_worker
 from flowengine.errors import ConfigError
 
@@ -73,10 +73,8 @@ class HostAgent:
         self._processes: dict[int, Any] = {}       # pid -> Process, until its exit is reported
         self._wake_r, self._wake_w = os.pipe()     # a new worker joins the wait at once
         # This process's forkserver: the local launcher's preload, and orphans.py.
-        multiprocessing.get_context("forkserver").set_forkserver_preload(
-            list(dict.fromkeys(modules_for(ops) + PRELOAD_MODULES + [AGENT_PRELOAD])))
         with _without_main_module():
-            forkserver.ensure_running()
+            ensure_forkserver(modules_for(ops) + PRELOAD_MODULES + [AGENT_PRELOAD], ops)
 
     def info(self) -> dict[str, Any]:
         """Where the agent runs: host, pids (its own and its forkserver's), for reports and

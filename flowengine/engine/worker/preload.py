@@ -2,18 +2,20 @@
 their parameter models, so none of it happens on the data path.
 
 Importing this module (the forkserver does, see forkserver.py)
-loads the operator registry with its plugins and builds every operator's
-parameter model, once for every worker (a worker that built them itself paid
-~0.25 s of CPU before it was ready, most of it pydantic importing its own
-machinery).
+loads the operator registry with its plugins and builds the parameter models
+of the operators the forkserver was started for, once for every worker (a
+worker that built them itself paid ~0.25 s of CPU before it was ready, most of
+it pydantic importing its own machinery; a worker of another operator builds
+its own, in a few milliseconds once that machinery is loaded).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
-from flowengine.engine.worker.forkserver import SCIPY_OPS
+from flowengine.engine.worker.forkserver import PRELOAD_OPS_ENV, SCIPY_OPS
 from flowengine.errors import ConfigError
 from flowengine.ops.registry import registry
 
@@ -35,5 +37,6 @@ def warm(stages: Iterable[tuple[str, dict[str, Any]]]) -> None:
                 pass                 # the node's creation reports it, where it always has
 
 
-# Once, in the forkserver: the built-in operators and the plugins, and their parameter models.
-registry.build_models()
+# Once, in the forkserver: the built-in operators and the plugins, and the parameter models
+# of the operators it was started for.
+registry.build_models(os.environ.get(PRELOAD_OPS_ENV, "").split(","))
