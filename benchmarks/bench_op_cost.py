@@ -2,13 +2,14 @@
 
 Every operator measured runs in a three-stage chain in one process (the
 in-process runner, 4096-sample blocks): a `file_source` giving its input, the
-operator, a `null_sink`. The input is a 44.1 kHz stereo chirp (60 s; 10 s
-with --quick), as in bench_pipeline.py, read as PCM (the decoder's frames)
-or as packets of the codec a decoder or a sink takes. A source is measured
-as the first stage itself. Every case runs once on a second of audio first,
-so what an operator imports on first use is not counted. The stage's busy time is taken on the process's
-CPU clock instead of the wall clock (core/loop.py's `_perf`), so load on the
-machine inflates it little; the minimum over the repetitions counts.
+operator, a `null_sink`. The input is a 44.1 kHz stereo chirp (60 s; 10 s with
+--quick), as in bench_pipeline.py, read as PCM (the decoder's frames) or as
+packets of the codec a decoder or a sink takes. A source is measured as the
+first stage itself. Every case runs once on a second of audio first, so what
+an operator imports on first use is not counted. The stage's busy time is
+taken on the process's CPU clock instead of the wall clock (core/loop.py's
+`_perf`), so load on the machine inflates it little; the minimum over the
+repetitions counts.
 
 "relative" is its CPU per second of audio over the mp3 encoder's (128
 kbit/s, the codec the bench_pipeline chains end with): the `cost=` each

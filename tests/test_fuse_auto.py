@@ -71,27 +71,56 @@ def test_auto_layout_leads_with_the_source_and_balances_by_cost():
                                     "on 2 cores (cost 0.75 | 1.1)")
     assert alone == {}
     assert layout(chain(*PIPELINE, costs=COSTS), 1)[0] == [[list(PIPELINE)]]
-    assert layout(chain(*PIPELINE, costs=COSTS), 16)[0] == [[[name] for name in PIPELINE]]
+    # more cores: no cut lowers the encoder's group (a worker of its own would send to the
+    # sink), so still two
+    assert layout(chain(*PIPELINE, costs=COSTS), 16)[0] == layout(chain(*PIPELINE,
+                                                                        costs=COSTS), 2)[0]
+
+
+@pytest.mark.parametrize("costs, cores, groups", [
+    ({"a": 1, "b": 1, "c": 1, "d": 1}, 16, [["a"], ["b"], ["c"], ["d"]]),
+    ({"a": 1, "b": 1, "c": 1, "d": 1}, 4, [["a"], ["b"], ["c"], ["d"]]),
+    # a third worker would leave the costliest group at 2: two do as well
+    ({"a": 1, "b": 1, "c": 1, "d": 1}, 3, [["a", "b"], ["c", "d"]]),
+    # cutting the gain off would gain 0.04, less than the hop costs
+    ({"a": 0.04, "b": 1.0, "c": 0.065}, 2, [["a", "b", "c"]]),
+    ({"a": 0.2, "b": 1.0, "c": 0.065}, 2, [["a"], ["b", "c"]]),
+])
+def test_a_chain_gets_no_more_groups_than_lower_its_costliest(costs, cores, groups):
+    assert layout(chain(*costs, costs=costs), cores)[0] == [groups]
+
+
+def test_chains_side_by_side_share_the_cores():
+    """Two branches of equal cost after a fan-out: one worker each on two cores."""
+    stages = [FusionStage("src", (), ("a", "x"), source=True, cost=0.1),
+              FusionStage("a", ("src",), ("b",), cost=0.5),
+              FusionStage("b", ("a",), (), cost=0.5),
+              FusionStage("x", ("src",), ("y",), cost=0.5),
+              FusionStage("y", ("x",), (), cost=0.5)]
+    assert layout(stages, 2)[0] == [[["src"]], [["a", "b"]], [["x", "y"]]]
 
 
 @pytest.mark.parametrize("special, groups, alone", [
-    # an ordered stage cannot be fused: the chain splits around it
+    # an ordered stage cannot be fused: the chain splits around it, each side one group
+    # (cutting either again would gain less than the hop costs)
     ({"compressor": {"ordered": True}},
-     [[["src", "decode"], ["resample"]], [["gain", "encode"], ["sink"]]],
-     {"compressor": "ordered"}),
+     [[["src", "decode", "resample"]], [["gain", "encode", "sink"]]], {"compressor": "ordered"}),
     ({"compressor": {"restart": "on-failure"}},
-     [[["src", "decode"], ["resample"]], [["gain", "encode"], ["sink"]]],
+     [[["src", "decode", "resample"]], [["gain", "encode", "sink"]]],
      {"compressor": "restart: on-failure"}),
     ({"compressor": {"multi_input": True}},
-     [[["src", "decode"], ["resample"]], [["gain", "encode"], ["sink"]]],
+     [[["src", "decode", "resample"]], [["gain", "encode", "sink"]]],
      {"compressor": "several inputs in one node"}),
+    ({"compressor": {"placed": True}},
+     [[["src", "decode", "resample"]], [["gain", "encode", "sink"]]],
+     {"compressor": "placed on the cluster"}),
     # a stage the user fused keeps the user's group (gain joins compressor)
     ({"gain": {"fuse_with_previous": True}},
-     [[["src", "decode"], ["resample"]], [["encode"], ["sink"]]],
+     [[["src", "decode", "resample"]], [["encode", "sink"]]],
      {"compressor": "fused by fuse_with", "gain": "fused by fuse_with"}),
     # another error policy or replica count is another chain
     ({"encode": {"on_error": "skip"}, "sink": {"on_error": "skip"}},
-     [[["src", "decode", "resample"], ["compressor", "gain"]], [["encode"], ["sink"]]], {}),
+     [[["src", "decode", "resample", "compressor", "gain"]], [["encode", "sink"]]], {}),
     # two replicas each on two cores: one group of them
     ({name: {"replicas": 2} for name in PIPELINE[1:]},
      [[["src"]], [list(PIPELINE[1:])]], {}),
@@ -104,7 +133,7 @@ def test_a_fan_out_ends_a_chain():
     stages = chain("src", "decode", "encode", "sink", costs=COSTS)
     stages[1] = FusionStage("decode", ("src",), ("encode", "meter"), cost=0.16)
     stages.append(FusionStage("meter", ("decode",), (), cost=0.1))
-    assert layout(stages, 2)[0] == [[["src"], ["decode"]], [["encode"], ["sink"]], [["meter"]]]
+    assert layout(stages, 2)[0] == [[["src", "decode"]], [["encode", "sink"]], [["meter"]]]
 
 
 # --- runs ---------------------------------------------------------------------------------

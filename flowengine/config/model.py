@@ -179,9 +179,9 @@ class RunConfig(BaseModel):
     fuse: Literal["auto"] | list[list[str]] | None = Field(
         None, description="Groups of consecutive stages that run inside one worker each "
                           "(`[a, b, c]` for one group, or a list of groups); or `auto`: the "
-                          "planner cuts each chain of stages into as many workers as there "
-                          "are cores, balanced by each operator's cost (`flowengine plan` "
-                          "shows the groups and their costs).")
+                          "planner cuts each chain of stages into up to as many workers as "
+                          "there are cores, balanced by each operator's cost (`flowengine "
+                          "plan` shows the groups and their costs).")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="CURVE encryption and authentication of the engine's tcp:// sockets.")

@@ -115,22 +115,24 @@ stages:
   - {name: gain, op: gain, fuse_with: previous}   # join the stage before it
 ```
 
-`fuse: auto` cuts each chain of stages into as many workers as there are
-cores (one group on one core, one stage each with more cores than stages),
-contiguous groups balanced by each operator's cost hint (its CPU per second
-of audio relative to the mp3 encoder, listed with each operator below; one
-without a hint counts as a typical one of its kind), so that the costliest
-group costs as little as possible. A source leads the first group of its
-chain. A chain ends where a stage reads from or feeds several stages, and
-where the replicas or the error policy change (a chain with `replicas: 2`
-on 2 cores is one group, replicated); a mixer, an `ordered` stage, a stage
-with `restart: on-failure` or a cluster `placement`, and stages fused with
-`fuse_with` are left as they are. `flowengine plan` says what it chose and
-why: `layout: fuse: auto grouped src, decode, resample, compressor, gain |
-encode, sink on 2 cores (cost 0.75 | 1.1)`. The output is the same, byte for
-byte; the report still lists the stages of the group a source leads, while
-another group is one stage named after its last member. It is not the
-default: the stages of a group share one process and fail together.
+`fuse: auto` cuts each chain of stages into contiguous groups, one worker
+each, balanced by each operator's cost hint (its CPU per second of audio
+relative to the mp3 encoder, listed with each operator below; one without a
+hint counts as a typical one of its kind) so that the costliest group costs
+as little as possible: as many groups as there are cores at most (one on one
+core), fewer where another would lower the costliest group by less than the
+hop between two workers costs (0.08) or where the chain shares the cores
+with other stages. A source leads the first group of its chain. A chain ends
+where a stage reads from or feeds several stages, and where the replicas or
+the error policy change (a chain with `replicas: 2` on 2 cores is one group,
+replicated); a mixer, an `ordered` stage, a stage with `restart: on-failure`
+or a cluster `placement`, and stages fused with `fuse_with` are left as they
+are. `flowengine plan` says what it chose and why: `layout: fuse: auto
+grouped src, decode, resample, compressor, gain | encode, sink on 2 cores
+(cost 0.75 | 1.1)`. The output is the same, byte for byte; the report still
+lists the stages of the group a source leads, while another group is one
+stage named after its last member. It is not the default: the stages of a
+group share one process and fail together.
 
 A `fuse` list groups stages as written: each group a chain (each member
 reads only the one before, which feeds only it) without a source, mixer or

@@ -16,11 +16,12 @@ members per stream; the samples and bytes are the same as unfused.
 `fuse: auto` (run level) lets the planner choose the groups instead
 (`auto_layout`): each chain of stages that may share a worker is cut into as
 many groups as there are cores (fewer when the chain is shorter or
-replicated), contiguous, balanced by each operator's cost hint
-(OperatorSpec.cost) so that the costliest group costs as little as possible.
-Stages the user fused with `fuse_with` keep the user's groups. Unlike in the
-user's groups, a source may lead the first group of its chain: the worker
-runs the source and then the rest, as whole streams per replica do.
+replicated, or where another cut would gain less than the hop costs),
+contiguous, balanced by each operator's cost hint (OperatorSpec.cost) so
+that the costliest group costs as little as possible. Stages the user fused
+with `fuse_with` keep the user's groups. Unlike in the user's groups, a
+source may lead the first group of its chain: the worker runs the source and
+then the rest, as whole streams per replica do.
 
 `fusion_groups` and `auto_layout` are pure: the validator reports their
 errors with file:line, the plan builder uses their groups.
@@ -34,9 +35,15 @@ from dataclasses import dataclass
 
 from flowengine.errors import ConfigError
 
-__all__ = ["FUSE_AUTO", "FusionStage", "AutoChain", "fusion_groups", "auto_layout", "partition"]
+__all__ = ["FUSE_AUTO", "HOP_COST", "FusionStage", "AutoChain", "fusion_groups",
+           "auto_layout", "partition"]
 
 FUSE_AUTO = "auto"
+# What a cut between two groups costs, in cost-hint units (CPU per second of audio relative
+# to the mp3 encoder's): sending float PCM (48 kHz stereo, 4096-sample blocks) took 0.025-
+# 0.032 s of CPU per 60 s of audio (~40 us a block; docs/performance.md, session 6), 0.07-0.08
+# of the encoder's 6.45 ms a second. A cut that gains less than that is not made.
+HOP_COST = 0.08
 
 
 @dataclass(frozen=True)
@@ -170,13 +177,15 @@ def partition(costs: Sequence[float], k: int) -> list[int]:
 
 def auto_layout(stages: list[FusionStage], cores: int
                 ) -> tuple[list[AutoChain], dict[str, str]]:
-    """`fuse: auto`: the chains of stages that may share a worker, each cut into
-    k = min(cores // replicas, its length) groups balanced by cost (`partition`); and the
-    stages left alone, each with why. The rules of `fusion_groups` hold for the groups but
-    one: a source may lead the first group of its chain, so a single stream takes no hop
-    before its first group (measured in docs/performance.md). A stage with `restart:
-    on-failure` or a cluster placement is left alone too (a fused stage restarts with a gap;
-    a group runs on one host)."""
+    """`fuse: auto`: the chains of stages that may share a worker, each cut into groups
+    balanced by cost (`partition`): at most as many as there are cores for its replicas
+    (cores // replicas) and it has stages, and no more than it takes to come within a
+    hop's cost of the best those allow (`_cut`); and the stages left alone, each with
+    why. The rules of `fusion_groups` hold for the groups but one: a source may lead the
+    first group of its chain, so a single stream takes no hop before its first group
+    (measured in docs/performance.md). A stage with `restart: on-failure` or a cluster
+    placement is left alone too (a fused stage restarts with a gap; a group runs on one
+    host)."""
     user = {name for group in fusion_groups(stages, None) for name in group}
     by_name = {s.name: s for s in stages}
     chains: list[list[FusionStage]] = []
@@ -195,19 +204,39 @@ def auto_layout(stages: list[FusionStage], cores: int
             chains.append(chain)
         last_of[stage.name] = chain
     layouts = []
+    per_core = sum(s.cost for s in stages) / max(1, cores)
     for chain in chains:
-        k = max(1, cores // chain[0].replicas) if isinstance(chain[0].replicas, int) else 1
-        sizes = partition([s.cost for s in chain], k)
+        replicas = chain[0].replicas if isinstance(chain[0].replicas, int) else cores
+        costs = [s.cost for s in chain]
         groups, start = [], 0
-        for size in sizes:
-            groups.append([s.name for s in chain[start:start + size]])
+        for size in _cut(costs, max(1, cores // replicas), per_core):
+            groups.append(chain[start:start + size])
             start += size
-        costs = [sum(by_name[name].cost for name in group) for group in groups]
-        layouts.append(AutoChain(groups, costs, cores))
+        layouts.append(AutoChain([[s.name for s in group] for group in groups],
+                                 [sum(s.cost for s in group) for group in groups], cores))
     seen = set(user)
     for group in (group for chain in layouts for group in chain.groups if len(group) > 1):
         _check_group(group, by_name, seen, lead_source=True)
     return layouts, alone
+
+
+def _cut(costs: list[float], most: int, per_core: float) -> list[int]:
+    """The sizes of a chain's groups: the fewest (up to `most`) whose costliest group comes
+    within a hop's cost of the least that `most` groups, or a core's share of the run's cost
+    (`per_core`: the chain runs beside the rest), allow. A cut that gains less than the hop
+    it adds is not made."""
+    cuts = [partition(costs, k) for k in range(1, min(most, len(costs)) + 1)]
+    worst = [_costliest(costs, sizes) for sizes in cuts]
+    enough = max(worst[-1], per_core) + HOP_COST
+    return next(sizes for sizes, cost in zip(cuts, worst) if cost <= enough)
+
+
+def _costliest(costs: list[float], sizes: list[int]) -> float:
+    worst, start = 0.0, 0
+    for size in sizes:
+        worst = max(worst, sum(costs[start:start + size]))
+        start += size
+    return worst
 
 
 def _not_grouped(stage: FusionStage, user: set[str]) -> str:
