@@ -231,6 +231,19 @@ def test_plan_names_the_groups_it_chose_for_two_cores(tmp_path, source):
     assert "stage sink (fused:encode+sink, sink, pcm -> -)" in done.stdout
 
 
+def test_many_streams_still_run_whole_per_replica(tmp_path):
+    plan = build_plan(resolve("""name: many
+fuse: auto
+stages:
+  - {name: src, op: tones, params: {streams: 4, seconds: 0.2}}
+  - {name: gain, op: gain, replicas: 2}
+  - {name: sink, op: null_sink, replicas: 2}
+""").config, run_dir=str(tmp_path / "run"))
+    assert [s.name for s in plan.stages] == ["sink"] and plan.stages[0].replicas == 2
+    assert plan.notes[0].startswith("whole streams per replica: 'src' (tones)")
+    assert plan.notes[1:] == ["fuse: auto found no chain of two or more stages left to group"]
+
+
 @pytest.mark.parametrize("value", ["autox", "5", "{auto: true}"])
 def test_a_bad_fuse_value_is_a_config_error_with_its_line(tmp_path, source, value):
     text, _ = config(tmp_path, source, "bad", f"fuse: {value}")

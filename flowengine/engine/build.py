@@ -185,7 +185,7 @@ def _auto_groups(fusion: list[FusionStage]) -> tuple[list[list[str]], list[str]]
     notes = [f"fuse: auto grouped {chain.describe()}" for chain in chains
              if sum(map(len, chain.groups)) > 1]
     if not notes:
-        notes.append("fuse: auto found no chain of stages to group")
+        notes.append("fuse: auto found no chain of two or more stages left to group")
     left = [f"{name} ({why})" for name, why in alone.items()]
     if left:
         notes.append(f"fuse: auto left alone: {', '.join(left)}")
