@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RESULTS_DIR", "machine_info", "spread", "write_results", "print_table",
+__all__ = ["RESULTS_DIR", "machine_info", "machine_busy_seconds", "spread", "write_results",
+           "print_table",
            "resolve_config", "run_engine", "run_inprocess", "size_parser", "repetitions"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -52,6 +53,18 @@ def machine_info() -> dict[str, Any]:
             "av": av.__version__, "ffmpeg": ffmpeg, "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(), "msgpack": ".".join(map(str, msgpack.version)),
             "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the machine's cores have been busy since boot (Linux: /proc/stat), else
+    None. Over a run, what its own processes did not use of it is other load, which the
+    load average shows only late and smoothed."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]         # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def size_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:

@@ -1,53 +1,66 @@
 """One stream through a chain of stages: worker processes (Engine) vs one process (Runner).
 
-Two chains over a generated 44.1 kHz stereo MP3 (60 s; 10 s with --quick):
+Three chains over a generated 44.1 kHz stereo MP3 (60 s; 10 s with --quick):
 
 - ``transcode``: file (packets) -> mp3 decode -> resample 48 kHz -> gain -> mp3 encode -> file.
   The encoder is most of the work, so overlapping the stages can gain at most
-  total/busiest; the targets: processes wall <= 1.10 x the busiest stage's
-  busy time, and processes >= 0.95 x the in-process speed.
+  total/busiest; the targets: wall <= 1.10 x the busiest worker's busy time,
+  and >= 0.95 x the in-process speed.
 - ``dsp``: the same with EBU R128 loudness normalisation after the resampler.
-  In one process loudness costs ~2.5x the mp3 encoder (~0.29 s vs ~0.12 s per
-  10 s of audio), so it bounds the overlap at total / loudness (~1.7x).
-- ``dsp_balanced``: the same with a compressor instead, which costs about
-  what the encoder does in one process (~0.11 s vs ~0.15 s per 10 s here; a
-  4097-tap FIR is only ~0.06 s: the ``fir`` operator goes FFT overlap-add for
-  long filters): two stages of comparable cost, the case the target is for.
-  Target for both DSP chains: processes >= 1.5 x the in-process speed.
+  In one process loudness costs ~2.7x the mp3 encoder, so it bounds the
+  overlap at total / loudness (~1.6x).
+- ``dsp_balanced``: the same with a compressor instead (~0.45x the encoder):
+  the stages before the encoder cost about 0.7x what encoder and sink cost,
+  the case the target is for. Target for both DSP chains: >= 1.5 x the
+  in-process speed.
 
-For every chain the table gives the stage costs measured in one process (busy
-seconds) and the best speed-up two cores allow with them,
-total / max(busiest stage, total / 2), next to the measured one. CPU: the
-in-process run's CPU time against the sum of the workers' CPU time
-(``WorkerReport.cpu_seconds``, I/O threads included): the engine's own cost
-(wire, sockets, protocol, start-up), which machine load does not inflate as it
-does wall-clock busy times.
+Each chain runs three ways, interleaved: in one process (the Runner), with a
+worker process per stage, and with `fuse: auto` (the planner's groups: as
+many workers as cores, balanced by the operators' cost hints; the "layout"
+lines say which). For every chain the table gives the speed-ups over the
+in-process runs they were interleaved with (min / median), the best speed-up
+two cores allow with the stage costs measured in one process (busy seconds),
+total / max(busiest stage, total / 2), and with those stages in two contiguous
+groups (what `fuse: auto` can reach: total / the costliest group), and CPU: the workers' CPU time
+(``WorkerReport.cpu_seconds``, I/O threads included) against the in-process
+run's, the engine's own cost (wire, sockets, protocol, start-up), which
+machine load does not inflate as it does wall-clock busy times. Per worker
+(a group's stages share one) its busy and CPU seconds.
 
-Both run with 4096-sample blocks (decoder output, resampler re-blocking): the
+All run with 4096-sample blocks (decoder output, resampler re-blocking): the
 message count is the main per-hop cost. Wall time is the whole run, worker
 start-up included (after one warm-up run that starts the forkserver); the
 fixed cost of a run (start, ready, EOF, shutdown) is measured on a 0.1 s
 job and reported, with the ratios also given for wall minus that fixed cost
-("steady"). Busy times come from the RunReport. Repeated; min/median/max.
+("steady"). Busy times come from the RunReport. On a shared machine each run
+records the load average before it and the CPU seconds other processes used
+during it (/proc/stat). Repeated; min/median/max.
 
-    python benchmarks/bench_pipeline.py [--quick]
+    python benchmarks/bench_pipeline.py [--quick] [--repeat N] [--chains dsp ...]
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from flowengine.core.fusion import partition
+from flowengine.engine import build_plan
+from flowengine.engine.control.rundirs import remove_run_dir
 from flowengine.engine.worker.forkserver import PRELOAD_MODULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, repetitions, run_engine, run_inprocess, \
-    size_parser, spread, write_results  # noqa: E402
+from _bench_common import machine_busy_seconds, print_table, repetitions, resolve_config, \
+    run_engine, run_inprocess, size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
+# In one process (the Runner), a worker process per stage, the planner's groups (fuse: auto).
+MODES = ("in_process", "processes", "auto")
 
 
 def make_input(path: Path, seconds: float) -> None:
@@ -60,7 +73,8 @@ def make_input(path: Path, seconds: float) -> None:
         {"name": "sink", "op": "file_sink", "params": {"path": str(path)}}]})
 
 
-def chain(name: str, source: Path, out: Path) -> dict:
+def chain(name: str, source: Path, out: Path, fuse: bool = False) -> dict:
+    """Chain `name` from `source` to `out`; `fuse`: with `fuse: auto`."""
     stages = [
         {"name": "src", "op": "file_source", "params": {"path": str(source), "mode": "packet"}},
         {"name": "decode", "op": "mp3_decoder", "params": {"chunk_samples": BLOCK}},
@@ -76,26 +90,58 @@ def chain(name: str, source: Path, out: Path) -> dict:
         {"name": "encode", "op": "mp3_encoder", "params": {"bitrate": 128000}},
         {"name": "sink", "op": "file_sink", "params": {"path": str(out)}},
     ]
-    return {"name": name, "stages": stages}
+    return {"name": name, "stages": stages, **({"fuse": "auto"} if fuse else {})}
 
 
 def measure(config: dict, engine: bool) -> dict:
+    load, machine_start = os.getloadavg()[0], machine_busy_seconds()
     start, cpu_start = time.perf_counter(), time.process_time()
     report = run_engine(config) if engine else run_inprocess(config)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    machine = machine_busy_seconds()
     busy = {s.name: s.total("busy_seconds") for s in report.stages}
-    busiest = max(busy, key=busy.get)
+    # Per worker process (a group's stages share one): its stages' busy time, its CPU.
+    workers: dict[int, dict] = {}
+    for stage in report.stages:
+        for w in stage.workers:
+            row = workers.setdefault(w.pid or id(w), {"stages": [], "busy_s": 0.0, "cpu_s": 0.0})
+            row["stages"].append(stage.name)
+            row["busy_s"] += w.busy_seconds
+            row["cpu_s"] += w.cpu_seconds
+    per_worker = {"+".join(r["stages"]): r for r in workers.values()}
+    busiest = max(per_worker, key=lambda name: per_worker[name]["busy_s"])
+    own = cpu
     if engine:   # the workers' CPU (this process only coordinates)
-        cpu = sum(s.total("cpu_seconds") for s in report.stages)
+        cpu = sum(r["cpu_s"] for r in per_worker.values())
+        own += cpu
+    # CPU the rest of the machine used meanwhile (others' work, the forkserver)
+    others = None if machine is None else max(0.0, machine - machine_start - own)
     return {"wall_s": wall, "report_wall_s": report.wall_seconds, "busy_s": busy,
-            "busiest_stage": busiest, "busiest_busy_s": busy[busiest], "cpu_s": cpu,
-            "audio_s": report.audio_seconds}
+            "workers": per_worker, "busiest": busiest,
+            "busiest_busy_s": per_worker[busiest]["busy_s"], "cpu_s": cpu,
+            "audio_s": report.audio_seconds, "load_1min": load, "others_cpu_s": others}
 
 
 def best_speedup(busy: dict[str, float], cores: int = 2) -> float:
     """What overlap can gain at most with these stage costs on `cores` cores."""
     total = sum(busy.values())
     return total / max(max(busy.values()), total / cores)
+
+
+def best_grouped(busy: dict[str, float], cores: int = 2) -> float:
+    """The same with the stages in `cores` contiguous groups (what `fuse: auto` can reach):
+    total / the costliest group of the best cut."""
+    costs, start, worst = list(busy.values()), 0, 0.0
+    for size in partition(costs, cores):
+        worst = max(worst, sum(costs[start:start + size]))
+        start += size
+    return sum(costs) / worst
+
+
+def others(runs: list[dict]) -> dict | None:
+    """CPU seconds the rest of the machine used during `runs` (None: not known here)."""
+    values = [r["others_cpu_s"] for r in runs if r["others_cpu_s"] is not None]
+    return spread(values, digits=3) if values else None
 
 
 def fixed_cost(repeat: int) -> dict:
@@ -111,42 +157,54 @@ def fixed_cost(repeat: int) -> dict:
     return spread(walls)
 
 
+def layout(config: dict) -> list[str]:
+    """What the planner says about the layout it chose (`flowengine plan`'s "layout:" lines)."""
+    plan = build_plan(resolve_config(config).config)
+    remove_run_dir(plan.run_dir)
+    return plan.notes
+
+
+def engine_figures(runs: list[dict], inproc: list[dict], fixed_s: float) -> dict:
+    """One engine layout's figures against the in-process runs they were interleaved with."""
+    median = len(runs) // 2
+    return {"wall_s": spread(r["wall_s"] for r in runs),
+            "report_wall_s": spread(r["report_wall_s"] for r in runs),
+            "speed_vs_in_process": spread(b["wall_s"] / a["wall_s"]
+                                          for a, b in zip(runs, inproc)),
+            "steady_speed_vs_in_process": spread(b["wall_s"] / (a["wall_s"] - fixed_s)
+                                                 for a, b in zip(runs, inproc)),
+            "busiest_worker": runs[median]["busiest"],
+            "busiest_busy_s": spread(r["busiest_busy_s"] for r in runs),
+            "wall_over_busiest": spread(r["wall_s"] / r["busiest_busy_s"] for r in runs),
+            "cpu_s": spread(r["cpu_s"] for r in runs),
+            "cpu_over_in_process": spread(a["cpu_s"] / b["cpu_s"] for a, b in zip(runs, inproc)),
+            "workers": len(runs[median]["workers"]),
+            "per_worker": {name: {"busy_s": round(w["busy_s"], 3), "cpu_s": round(w["cpu_s"], 3)}
+                           for name, w in runs[median]["workers"].items()},
+            "load_1min": spread((r["load_1min"] for r in runs), digits=2),
+            "others_cpu_s": others(runs)}
+
+
 def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> dict:
-    runs = {"processes": [], "in_process": []}
-    for i in range(repeat):  # interleaved, so a change of machine load hits both alike
-        for mode in ("in_process", "processes"):
-            config = chain(name, source, tmp / f"{name}-{mode}-{i}.mp3")
-            runs[mode].append(measure(config, engine=mode == "processes"))
-    proc, inproc = runs["processes"], runs["in_process"]
-    speedups = [b["wall_s"] / a["wall_s"] for a, b in zip(proc, inproc)]
-    overlap = [r["wall_s"] / r["busiest_busy_s"] for r in proc]
-    steady_overlap = [(r["wall_s"] - fixed_s) / r["busiest_busy_s"] for r in proc]
-    steady_speedups = [b["wall_s"] / (a["wall_s"] - fixed_s) for a, b in zip(proc, inproc)]
-    median = len(proc) // 2
-    ideal = [best_speedup(r["busy_s"]) for r in inproc]
-
-    def pick(key: str, rows: list[dict]) -> dict:
-        return spread(r[key] for r in rows)
-
-    return {"chain": name, "repeat": repeat,
-            "processes_wall_s": pick("wall_s", proc),
-            "processes_report_wall_s": pick("report_wall_s", proc),
-            "in_process_wall_s": pick("wall_s", inproc),
-            "busiest_stage": proc[median]["busiest_stage"],
-            "busiest_busy_s": pick("busiest_busy_s", proc),
-            "wall_over_busiest": spread(overlap),
-            "speed_vs_in_process": spread(speedups),
-            "steady_wall_over_busiest": spread(steady_overlap),
-            "steady_speed_vs_in_process": spread(steady_speedups),
-            "busy_s_per_stage_processes": {k: round(v, 3) for k, v in proc[median]["busy_s"].items()},
-            "busy_s_per_stage_in_process": {k: round(v, 3)
-                                            for k, v in inproc[median]["busy_s"].items()},
-            "best_speedup_two_cores": spread(ideal),
-            "in_process_cpu_s": pick("cpu_s", inproc),
-            "processes_cpu_s": pick("cpu_s", proc),
-            "cpu_processes_over_in_process": spread(a["cpu_s"] / b["cpu_s"]
-                                                    for a, b in zip(proc, inproc)),
-            "audio_s": proc[median]["audio_s"]}
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    for i in range(repeat):  # interleaved, so a change of machine load hits every mode alike
+        for mode in MODES:
+            config = chain(name, source, tmp / f"{name}-{mode}-{i}.mp3", fuse=mode == "auto")
+            runs[mode].append(measure(config, engine=mode != "in_process"))
+    inproc = runs["in_process"]
+    median = len(inproc) // 2
+    return {"chain": name, "repeat": repeat, "audio_s": inproc[median]["audio_s"],
+            "in_process": {
+                "wall_s": spread(r["wall_s"] for r in inproc),
+                "cpu_s": spread(r["cpu_s"] for r in inproc),
+                "busy_s_per_stage": {k: round(v, 3) for k, v in inproc[median]["busy_s"].items()},
+                "best_speedup_two_cores": spread(best_speedup(r["busy_s"]) for r in inproc),
+                "best_two_groups": spread(best_grouped(r["busy_s"]) for r in inproc),
+                "load_1min": spread((r["load_1min"] for r in inproc), digits=2),
+                "others_cpu_s": others(inproc)},
+            "processes": engine_figures(runs["processes"], inproc, fixed_s),
+            "auto": {**engine_figures(runs["auto"], inproc, fixed_s),
+                     "layout": layout(chain(name, source, tmp / "plan.mp3", fuse=True))}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,22 +227,45 @@ def main(argv: list[str] | None = None) -> dict:
         results = [bench(name, source, tmp, repeat, fixed["median"]) for name in args.chains]
     rows, verdicts = [], {}
     for r in results:
-        speed, overlap = r["speed_vs_in_process"]["median"], r["wall_over_busiest"]["median"]
-        if r["chain"] == "transcode":
-            verdicts["transcode: wall <= 1.10 x busiest"] = overlap <= 1.10
-            verdicts["transcode: processes >= 0.95 x in-process"] = speed >= 0.95
-        else:
-            verdicts[f"{r['chain']}: processes >= 1.5 x in-process"] = speed >= 1.5
-        rows.append([r["chain"], r["in_process_wall_s"]["median"], r["processes_wall_s"]["median"],
-                     f"{r['busiest_stage']} {r['busiest_busy_s']['median']:.2f}", overlap, speed,
-                     r["steady_wall_over_busiest"]["median"], r["steady_speed_vs_in_process"]["median"],
-                     r["best_speedup_two_cores"]["median"],
-                     r["cpu_processes_over_in_process"]["median"],
-                     " ".join(f"{k}={v:.2f}" for k, v in r["busy_s_per_stage_in_process"].items())])
-    print_table(["chain", "in-proc s", "procs s", "busiest (s)", "wall/busiest", "procs speed",
-                 "steady w/b", "steady speed", "best possible", "CPU procs/in-proc",
-                 "busy s per stage (in process)"], rows)
-    print(f"fixed cost of a run (0.1 s job, median): {fixed['median']:.2f} s")
+        for mode, label in (("processes", "a process per stage"), ("auto", "fuse: auto")):
+            speed = r[mode]["speed_vs_in_process"]["median"]
+            if r["chain"] == "transcode":
+                verdicts[f"transcode, {label}: wall <= 1.10 x busiest worker"] = \
+                    r[mode]["wall_over_busiest"]["median"] <= 1.10
+                verdicts[f"transcode, {label}: >= 0.95 x in-process"] = speed >= 0.95
+            else:
+                verdicts[f"{r['chain']}, {label}: >= 1.5 x in-process"] = speed >= 1.5
+        proc, auto = r["processes"], r["auto"]
+        rows.append([r["chain"], r["in_process"]["wall_s"]["median"],
+                     _min_median(proc["speed_vs_in_process"]),
+                     _min_median(auto["speed_vs_in_process"]),
+                     auto["steady_speed_vs_in_process"]["median"],
+                     r["in_process"]["best_speedup_two_cores"]["median"],
+                     r["in_process"]["best_two_groups"]["median"],
+                     proc["cpu_over_in_process"]["median"], auto["cpu_over_in_process"]["median"],
+                     f"{auto['busiest_worker']} {auto['busiest_busy_s']['median']:.2f}",
+                     auto["wall_over_busiest"]["median"]])
+    print_table(["chain", "in-proc s", "per-stage speed min/med", "auto speed min/med",
+                 "auto steady", "best possible", "best 2 groups", "CPU per-stage/in-proc",
+                 "CPU auto/in-proc",
+                 "auto busiest worker (busy s)", "auto wall/busiest"], rows)
+    for r in results:
+        print(f"{r['chain']}: in process, busy s per stage: "
+              + " ".join(f"{k}={v:.2f}" for k, v in r["in_process"]["busy_s_per_stage"].items()))
+        for note in r["auto"]["layout"]:
+            print(f"{r['chain']}: layout: {note}")
+        print(f"{r['chain']}: fuse: auto, per worker: " + "; ".join(
+            f"{name} busy {w['busy_s']:.2f} s CPU {w['cpu_s']:.2f} s"
+            for name, w in r["auto"]["per_worker"].items()))
+    loads = [r[mode]["load_1min"] for r in results for mode in MODES]
+    print(f"fixed cost of a run (0.1 s job, median): {fixed['median']:.2f} s; load average "
+          f"(1 min) before the runs: {min(x['min'] for x in loads):.2f} to "
+          f"{max(x['max'] for x in loads):.2f}")
+    busy = [r[mode]["others_cpu_s"] for r in results for mode in MODES if r[mode]["others_cpu_s"]]
+    if busy:
+        print(f"CPU seconds other processes used during a run: median "
+              f"{statistics.median(x['median'] for x in busy):.2f}, at most "
+              f"{max(x['max'] for x in busy):.2f}")
     report = {"audio_seconds": seconds, "block_samples": BLOCK, "fixed_run_cost_s": fixed,
               "scipy_preloaded": True, "quick": args.quick, "targets_met": verdicts,
               "results": results}
@@ -193,6 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"target {target}: {'met' if met else 'NOT met'}")
     print(f"wrote {path}")
     return report
+
+
+def _min_median(side: dict) -> str:
+    return f"{side['min']:.2f} / {side['median']:.2f}"
 
 
 if __name__ == "__main__":

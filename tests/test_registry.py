@@ -241,3 +241,24 @@ def test_source_and_sink_operators_run_a_file_through(tmp_path):
     null = registry.create("null_sink")
     Runner(registry.create("file_source", path=path, chunk_samples=500), [], null).run()
     assert null.sink.samples == 12000 and null.sink.finalized
+
+
+def test_every_builtin_operator_of_a_chain_has_a_measured_cost_hint():
+    # a mixer is never in a group; the live operators wait on the network
+    unmeasured = {"mix", "tcp_ingest", "tcp_push", "ws_broadcast"}
+    missing = [spec.name for spec in registry.specs()
+               if spec.cost is None and spec.name not in unmeasured]
+    assert missing == []
+    assert registry.get("mp3_encoder").cost == 1.0     # the unit
+    assert registry.get("file_source").cost_for({"mode": "packet"}) < \
+        registry.get("file_source").cost_for({"mode": "pcm"})
+    assert registry.get("encoder").cost_for({"codec": "aac"}) == \
+        registry.get("aac_encoder").cost
+
+
+@pytest.mark.parametrize("cost", [0, -1.0, float("nan"), "cheap", True])
+def test_a_cost_hint_is_a_positive_number(cost):
+    with pytest.raises(ConfigError, match=r"operator 'x': cost must be a positive number"):
+        Registry(builtins=None, group=None).operator(
+            "x", kind="processor", inputs="pcm", outputs="pcm", summary="x", stateful=False,
+            cost=cost)

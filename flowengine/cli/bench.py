@@ -247,12 +247,15 @@ def step_pipeline(ctx: Context) -> list[dict]:
         audio = row["audio_s"]
         speed = lambda wall: {"min": audio / wall["max"], "median": audio / wall["median"],
                               "max": audio / wall["min"], "n": wall["n"]}  # noqa: E731
-        figures.append(figure(f"pipeline/{row['chain']}", f"one stream, {row['chain']} chain, "
-                              f"stage per process", "x real time", "higher",
-                              "the same chain in one process (Runner)",
-                              speed(row["in_process_wall_s"]), speed(row["processes_wall_s"]),
-                              f"busiest stage {row['busiest_stage']}; wall includes worker "
-                              f"start-up (fixed cost {report['fixed_run_cost_s']['median']:.2f} s)"))
+        for mode, suffix, what in (("processes", "", "stage per process"),
+                                   ("auto", " auto", "fuse: auto")):
+            side = row[mode]
+            figures.append(figure(
+                f"pipeline/{row['chain']}{suffix}", f"one stream, {row['chain']} chain, {what}",
+                "x real time", "higher", "the same chain in one process (Runner)",
+                speed(row["in_process"]["wall_s"]), speed(side["wall_s"]),
+                f"{side['workers']} workers, busiest {side['busiest_worker']}; wall includes "
+                f"worker start-up (fixed cost {report['fixed_run_cost_s']['median']:.2f} s)"))
     return figures
 
 

@@ -103,7 +103,7 @@ def insert_joins(config: RunConfig, source: ConfigSource, inputs: dict[str, list
         moved[index] = len(stages)
         stages.append(stage)
     fuse = config.fuse
-    if fuse:
+    if isinstance(fuse, list):      # (`fuse: auto` groups the joins with the rest)
         fuse = [_fuse_group(group, joins) for group in fuse]
     joined = config.model_copy(update={"stages": stages, "fuse": fuse})
     return joined, _moved_source(source, moved), joins

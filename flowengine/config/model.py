@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flowengine.errors import ConfigError
 from flowengine.config.source import ConfigSource
+from flowengine.core.fusion import FUSE_AUTO
 
 __all__ = ["StageConfig", "SecurityConfig", "PlacementConfig", "ClusterConfig", "RunConfig",
            "parse_run_config", "json_schema"]
@@ -175,9 +176,12 @@ class RunConfig(BaseModel):
         False, description="Refuse an edge whose formats disagree (sample rate, channels, sample "
                            "type) instead of inserting the conversion that joins them (a "
                            "`resample` stage named `<stage>.join`, shown by `flowengine plan`).")
-    fuse: list[list[str]] | None = Field(
+    fuse: Literal["auto"] | list[list[str]] | None = Field(
         None, description="Groups of consecutive stages that run inside one worker each "
-                          "(`[a, b, c]` for one group, or a list of groups).")
+                          "(`[a, b, c]` for one group, or a list of groups); or `auto`: the "
+                          "planner cuts each chain of stages into up to as many workers as "
+                          "there are cores, balanced by each operator's cost (`flowengine "
+                          "plan` shows the groups and their costs).")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="CURVE encryption and authentication of the engine's tcp:// sockets.")
@@ -188,6 +192,9 @@ class RunConfig(BaseModel):
     @field_validator("fuse", mode="before")
     @classmethod
     def _one_group_as_list(cls, value: Any) -> Any:
+        if value is not None and value != FUSE_AUTO and not isinstance(value, list):
+            raise ValueError(f"expected {FUSE_AUTO!r} (the planner groups the stages) or a "
+                             f"list of stage names (one group) or of groups, got {value!r}")
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return [value]
         return value

@@ -96,6 +96,49 @@ so is one plain path for several input files. The extension itself is never a
 field.
 """
 
+_WORKERS = """\
+## Worker processes: fuse
+
+`flowengine run` runs every stage in a worker process of its own (its
+replicas in several), each buffer crossing a process boundary from one stage
+to the next. For many streams that spreads the work (`replicas`); for one
+stream through a chain of stages it can cost more than it gains: a chain of
+seven stages is seven processes on however many cores, and each hop moves the
+audio between two of them. Stages that share a worker pass buffers by a
+plain call:
+
+```yaml
+fuse: auto                       # the planner chooses the groups
+fuse: [decode, resample, gain]   # one group, as written
+fuse: [[decode, resample], [encode, sink]]
+stages:
+  - {name: gain, op: gain, fuse_with: previous}   # join the stage before it
+```
+
+`fuse: auto` cuts each chain of stages into contiguous groups, one worker
+each, balanced by each operator's cost hint (its CPU per second of audio
+relative to the mp3 encoder, listed with each operator below; one without a
+hint counts as a typical one of its kind) so that the costliest group costs
+as little as possible: as many groups as there are cores at most (one on one
+core), fewer where another would lower the costliest group by less than the
+hop between two workers costs (0.08) or where the chain shares the cores
+with other stages. A source leads the first group of its chain. A chain ends
+where a stage reads from or feeds several stages, and where the replicas or
+the error policy change (a chain with `replicas: 2` on 2 cores is one group,
+replicated); a mixer, an `ordered` stage, a stage with `restart: on-failure`
+or a cluster `placement`, and stages fused with `fuse_with` are left as they
+are. `flowengine plan` says what it chose and why: `layout: fuse: auto
+grouped src, decode, resample, compressor, gain | encode, sink on 2 cores
+(cost 0.75 | 1.1)`. The output is the same, byte for byte; the report still
+lists the stages of the group a source leads, while another group is one
+stage named after its last member. It is not the default: the stages of a
+group share one process and fail together.
+
+A `fuse` list groups stages as written: each group a chain (each member
+reads only the one before, which feeds only it) without a source, mixer or
+`ordered` stage, with the same `replicas` and error policy.
+"""
+
 _OVERRIDES = """\
 ## Changing a config on the command line: --set
 
@@ -156,12 +199,21 @@ def _example(spec: Any) -> str:
     return "```yaml\n" + "\n".join(lines) + "\n```"
 
 
+def _cost_text(spec: Any) -> str:
+    """The operator's cost hint, as `fuse: auto` reads it."""
+    if spec.cost is None:
+        return "Cost hint: none (`fuse: auto` takes a typical one of its kind)."
+    if callable(spec.cost):
+        return "Cost hint: by its parameters (`fuse: auto`; `flowengine plan` shows the sums)."
+    return f"Cost hint: {spec.cost:g} (CPU per second of audio, the mp3 encoder's = 1)."
+
+
 def _operator(spec: Any) -> list[str]:
     state = "stateful" if spec.stateful else "stateless"
     lines = [f"### `{spec.name}`", "", f"{spec.summary}.", "",
              f"{spec.kind}; takes {spec.inputs or 'nothing'}, gives {spec.outputs or 'nothing'}"
              f" ({state}: {'each stream sticks to one replica' if spec.stateful else 'any replica may take any message'}).",
-             ""]
+             "", _cost_text(spec), ""]
     if spec.params:
         lines += ["| parameter | type | default | what it does |", "|---|---|---|---|"]
         for param in spec.params:
@@ -186,7 +238,7 @@ def config_reference() -> str:
              "`placement` is a mapping (with `cluster: {engine: ray}`, docs/cluster.md):", "",
              *_model_table(PlacementConfig), "",
              "`params` are the operator's, listed below.", "",
-             _FORMATS, _PATHS, _OVERRIDES, "## Operators", ""]
+             _FORMATS, _PATHS, _WORKERS, _OVERRIDES, "## Operators", ""]
     specs = sorted(registry.specs(), key=lambda s: (_KIND_ORDER.index(s.kind), s.name))
     for kind in _KIND_ORDER:
         names = [f"[`{s.name}`](#{s.name})" for s in specs if s.kind == kind]

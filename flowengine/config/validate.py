@@ -574,8 +574,10 @@ def _multi_input(info: StageInfo) -> bool:
 
 
 def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -> None:
-    """`fuse` groups and `fuse_with: previous` form chains of stages that can share a worker."""
-    if not config.fuse and not any(s.config.fuse_with for s in stages):
+    """`fuse` groups and `fuse_with: previous` form chains of stages that can share a worker
+    (`fuse: auto`: the planner makes groups that do, engine/build.py)."""
+    groups = config.fuse if isinstance(config.fuse, list) else None
+    if not groups and not any(s.config.fuse_with for s in stages):
         return
     try:
         fusion_groups([FusionStage(
@@ -583,10 +585,10 @@ def _check_fusion(config: RunConfig, stages: list[StageInfo], out: _Collector) -
             multi_input=_multi_input(s),
             fuse_with_previous=s.config.fuse_with == "previous", replicas=s.config.replicas,
             on_error=s.config.on_error, max_errors=s.config.max_errors,
-            ordered=bool(getattr(s.config, "ordered", False))) for s in stages], config.fuse)
+            ordered=bool(getattr(s.config, "ordered", False))) for s in stages], groups)
     except ConfigError as exc:
         stage = next((s for s in stages if s.config.fuse_with and repr(s.name) in str(exc)), None)
-        path = ("stages", stage.index, "fuse_with") if stage and not config.fuse else ("fuse",)
+        path = ("stages", stage.index, "fuse_with") if stage and not groups else ("fuse",)
         out.add(path, None, "fuse_with" if path[0] == "stages" else "fuse", str(exc))
 
 

@@ -26,7 +26,15 @@ from typing import Any, Callable
 from flowengine.errors import ConfigError
 from flowengine.ops.node import Node
 
-__all__ = ["OperatorInfo", "resolve_operator", "create_node", "kind_of", "is_multi_input"]
+__all__ = ["OperatorInfo", "resolve_operator", "create_node", "kind_of", "is_multi_input",
+           "DEFAULT_COSTS"]
+
+# The cost hint (OperatorSpec.cost: CPU per second of audio relative to the mp3 encoder's) of
+# an operator that states none, by kind: the median of the built-ins of that kind
+# (benchmarks/results/op_cost.json), but for a processor a numpy filter's (lowpass): one
+# without a hint is most likely a user's own Python.
+DEFAULT_COSTS = {"source": 0.13, "decoder": 0.16, "processor": 0.2, "encoder": 1.0,
+                 "sink": 0.05}
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class OperatorInfo:
     stateful: bool = True
     multi_input: bool = False  # one node takes every input of the stage (a mixer)
     shares_streams: bool = False   # a multi-stream source that can read a share of its streams
+    cost: float = 0.0          # CPU per second of audio relative to the mp3 encoder (fuse: auto)
 
 
 def kind_of(input_kind: str | None, output_kind: str | None) -> str:
@@ -81,14 +90,22 @@ def resolve_operator(op: str, params: dict[str, Any] | None = None) -> OperatorI
         factory = _import_attribute(op)
         input_kind = getattr(factory, "input_kind", "pcm")
         output_kind = getattr(factory, "output_kind", "pcm")
-        return OperatorInfo(op, kind_of(input_kind, output_kind), input_kind, output_kind,
-                            bool(getattr(factory, "stateful", True)), is_multi_input(factory))
+        kind = kind_of(input_kind, output_kind)
+        return OperatorInfo(op, kind, input_kind, output_kind,
+                            bool(getattr(factory, "stateful", True)), is_multi_input(factory),
+                            cost=_cost(getattr(factory, "cost", None), kind))
     from flowengine.ops.registry import registry  # the registry imports every operator family: load it on demand
 
     spec = registry.get(op)
     input_kind, output_kind = spec.io_kinds(params)
     return OperatorInfo(op, spec.kind, input_kind, output_kind, spec.stateful,
-                        is_multi_input(spec.factory), spec.shares_streams)
+                        is_multi_input(spec.factory), spec.shares_streams,
+                        _cost(spec.cost_for(params), spec.kind))
+
+
+def _cost(hint: Any, kind: str) -> float:
+    """An operator's cost hint, or the usual one of its kind when it states none."""
+    return float(hint) if isinstance(hint, (int, float)) else DEFAULT_COSTS[kind]
 
 
 def create_node(op: str, params: dict[str, Any]) -> Node:

@@ -36,7 +36,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from flowengine.core.fusion import FusionStage, fusion_groups
+from flowengine.core.fusion import FUSE_AUTO, FusionStage, auto_layout, fusion_groups
 from flowengine.config.model import RunConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.errors import ConfigError
@@ -76,7 +76,7 @@ def _whole_streams(stages: list[_Stage], config: RunConfig) -> tuple[list[_Stage
     between processes costs more than most of the chain (~35 us per 1024-sample block).
     A stage the user fused (`fuse:`, `fuse_with`) keeps the user's layout. Returns the stages
     and a note per choice, for `flowengine plan`."""
-    user_fused = {name for group in config.fuse or [] for name in group} | \
+    user_fused = {name for group in _explicit_groups(config) for name in group} | \
         {s.name for s in stages if s.config.fuse_with == "previous"} | \
         {s.config.inputs[0] for s in stages if s.config.fuse_with == "previous" and s.config.inputs}
     by_name = {s.name: s for s in stages}
@@ -140,14 +140,27 @@ def _placement(stage_config: object) -> dict | None:
     return placement.model_dump() if placement is not None else None
 
 
-def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
-    """Each fused group becomes one stage named after its last member (core/fusion.py)."""
+def _explicit_groups(config: RunConfig) -> list[list[str]]:
+    """The run's `fuse` groups as written (none with `fuse: auto`)."""
+    return config.fuse if isinstance(config.fuse, list) else []
+
+
+def _fuse(stages: list[_Stage], config: RunConfig) -> tuple[list[_Stage], list[str]]:
+    """Each fused group becomes one stage named after its last member (core/fusion.py); with
+    `fuse: auto` the groups are the planner's, said why in the notes."""
     consumers = {s.name: tuple(c.name for c in stages if s.name in c.inputs) for s in stages}
-    groups = fusion_groups([FusionStage(
+    fusion = [FusionStage(
         s.name, tuple(s.inputs), consumers[s.name], source=s.info.input_kind is None,
         multi_input=s.info.multi_input, fuse_with_previous=s.config.fuse_with == "previous",
         replicas=s.replicas, on_error=s.config.on_error, max_errors=s.config.max_errors,
-        ordered=s.config.ordered) for s in stages], config.fuse)
+        ordered=s.config.ordered, restart=s.config.restart,
+        placed=config.cluster.engine != "local" and s.config.placement is not None,
+        cost=sum(m.info.cost for m in s.members) if s.members else s.info.cost)
+        for s in stages]
+    groups, notes = fusion_groups(fusion, _explicit_groups(config)), []
+    if config.fuse == FUSE_AUTO:
+        planned, notes = _auto_groups(fusion)
+        groups += planned
     by_name = {s.name: s for s in stages}
     group_of = {name: group for group in groups for name in group}
     fused: list[_Stage] = []
@@ -163,7 +176,20 @@ def _fuse(stages: list[_Stage], config: RunConfig) -> list[_Stage]:
                                 first.info.input_kind, stage.info.output_kind)
             fused.append(_Stage(stage.name, info, first.config, first.inputs, first.replicas,
                                 members))
-    return fused
+    return fused, notes
+
+
+def _auto_groups(fusion: list[FusionStage]) -> tuple[list[list[str]], list[str]]:
+    """`fuse: auto`'s groups for this machine's cores, and the notes that say why."""
+    chains, alone = auto_layout(fusion, auto_replicas())
+    notes = [f"fuse: auto grouped {chain.describe()}" for chain in chains
+             if sum(map(len, chain.groups)) > 1]
+    if not notes:
+        notes.append("fuse: auto found no chain of two or more stages left to group")
+    left = [f"{name} ({why})" for name, why in alone.items()]
+    if left:
+        notes.append(f"fuse: auto left alone: {', '.join(left)}")
+    return [group for chain in chains for group in chain.groups if len(group) > 1], notes
 
 
 def resolve_stage_inputs(config: RunConfig) -> list[tuple[str, list[str]]]:
@@ -333,7 +359,8 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         raise ConfigError(f"build_plan: stats_interval must be a positive number of seconds, "
                           f"got {stats_interval!r}")
     stages, notes = _whole_streams(_stages(config), config)
-    stages = _fuse(stages, config)
+    stages, fuse_notes = _fuse(stages, config)
+    notes += fuse_notes
     by_name = {stage.name: stage for stage in stages}
     consumers: dict[str, list[str]] = {stage.name: [] for stage in stages}
     for stage in stages:
@@ -378,14 +405,16 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         members = [FusedMember(m.name, m.config.op, dict(m.config.params))
                    for m in stage.members]
         whole = bool(members) and stage.members[0].info.input_kind is None
-        # Whole streams per replica: the source, then the chain after it per stream.
+        # Whole streams per replica (or a `fuse: auto` group led by its source): the source,
+        # then the chain after it per stream.
         fused, chain = ([], members) if whole else (members, [])
         head = stage.members[0] if whole else stage
         workers = [WorkerSpec(stage=stage.name, replica=r,
                               op=head.config.op if whole else stage.op,
                               params={} if fused else dict(head.config.params),
                               kind=stage.info.kind, fused=fused, chain=chain,
-                              share=_share(head, r, stage.replicas, run_dir) if whole else None,
+                              share=_share(head, r, stage.replicas, run_dir)
+                              if whole and stage.replicas > 1 else None,
                               control_endpoint=control, inbox_endpoint=inboxes[stage.name][r],
                               inbox_hwm=hwm, outputs=outputs, upstream=upstream,
                               on_error=stage.config.on_error, max_errors=stage.config.max_errors,

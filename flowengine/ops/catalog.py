@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BeforeValidator
 
-from flowengine.errors import ConfigError
+from flowengine.errors import ConfigError, UnknownCodecError
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.node import PACKET, PCM, Node
 from flowengine.ops.processors import Processor
@@ -67,6 +67,26 @@ _PROCESSOR_DOCS = {"format": _IN_FORMAT}
 _ENCODER_DOCS = {"input_format": _ENCODER_IN_FORMAT, "chunk_samples": _ENCODER_CHUNK}
 
 
+# Cost hints (`cost=`, OperatorSpec.cost): CPU per second of audio relative to the mp3
+# encoder's at 128 kbit/s, as measured by benchmarks/bench_op_cost.py (44.1 kHz stereo chirp,
+# 4096-sample blocks, in one process, least of 5 runs of 60 s; 2-core AMD EPYC VM, 2026-12;
+# benchmarks/results/op_cost.json), rounded. `fuse: auto` balances worker groups with them.
+_ENCODER_COSTS = {"mp3": 1.0, "aac": 1.9, "opus": 0.93, "flac": 0.26, "wav": 0.05}
+_DECODER_COSTS = {"mp3": 0.16, "aac": 0.16, "opus": 0.32, "flac": 0.13, "wav": 0.05}
+_READ_COSTS = {"pcm": 0.13, "packet": 0.04}     # a file source: decoding, or packets only
+
+
+def _codec_cost(costs: dict[str, float]) -> Any:
+    """The cost hint of a generic encoder or decoder: its codec's (validation refuses an
+    unknown codec; until then, the mp3 one's)."""
+    def cost(params: dict) -> float:
+        try:
+            return costs[normalize_codec(params.get("codec", "mp3"))]
+        except UnknownCodecError:
+            return costs["mp3"]
+    return cost
+
+
 def _processor(processor: Any) -> Node:
     return ProcessorNode(processor)
 
@@ -76,7 +96,8 @@ def _processor(processor: Any) -> Node:
 @operator("file_source", kind="source", inputs=None, outputs=PCM, stateful=True,
           summary="Read an audio file PyAV opens, streaming: decoded PCM or undecoded packets",
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
-          example={"path": "in/song.mp3"})
+          example={"path": "in/song.mp3"},
+          cost=lambda p: _READ_COSTS[p.get("mode", "pcm")])
 def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
                 format: PartialFormatParam | None = None, stream: str | None = None,
                 on_error: ErrorPolicy = "fail") -> Node:
@@ -96,7 +117,8 @@ def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples
 
 @operator("tone", kind="source", inputs=None, outputs=PCM, stateful=True,
           summary="Generate a tone, noise or silence (optionally paced in real time)",
-          example={"frequency": 440, "seconds": 2, "sample_rate": 48000})
+          example={"frequency": 440, "seconds": 2, "sample_rate": 48000},
+          cost=0.13)
 def tone(frequency: float = 440.0, amplitude: float = 0.5, seconds: float | None = 1.0,
          sample_rate: int = 48000, channels: int = 2, chunk_samples: int = 1024,
          waveform: str = "sine", realtime: bool = False, stream: str = "0", seed: int = 0,
@@ -136,7 +158,8 @@ def _decoder(codec: str, on_error: str, **fields: Any) -> Node:
 @operator("mp3_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
           expected_out=encoder_rule("mp3"),
           summary="Encode MP3 (fast bundled LAME when installed, else FFmpeg's libmp3lame)",
-          example={"bitrate": 192000}, param_docs=_ENCODER_DOCS)
+          example={"bitrate": 192000}, param_docs=_ENCODER_DOCS,
+          cost=_ENCODER_COSTS["mp3"])
 def mp3_encoder(bitrate: int = 128000, quality: int = 3, chunk_samples: int = 1152,
                 input_format: FormatParam | None = None,
                 backend: Literal["auto", "lame", "pyav"] = "auto") -> Node:
@@ -152,7 +175,8 @@ def mp3_encoder(bitrate: int = 128000, quality: int = 3, chunk_samples: int = 11
 @operator("aac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
           expected_out=encoder_rule("aac"),
           summary="Encode AAC-LC as ADTS frames", example={"bitrate": 128000},
-          param_docs=_ENCODER_DOCS)
+          param_docs=_ENCODER_DOCS,
+          cost=_ENCODER_COSTS["aac"])
 def aac_encoder(bitrate: int | None = None, chunk_samples: int = 1024,
                 input_format: FormatParam | None = None) -> Node:
     """
@@ -165,7 +189,8 @@ def aac_encoder(bitrate: int | None = None, chunk_samples: int = 1024,
           expected_out=encoder_rule("opus"),
           summary="Encode Opus (input at 8/12/16/24/48 kHz; other rates are resampled to 48 kHz "
                   "by a join the plan shows)",
-          example={"bitrate": 96000}, param_docs=_ENCODER_DOCS)
+          example={"bitrate": 96000}, param_docs=_ENCODER_DOCS,
+          cost=_ENCODER_COSTS["opus"])
 def opus_encoder(bitrate: int = 96000, chunk_samples: int = 960,
                  input_format: FormatParam | None = None) -> Node:
     """
@@ -178,7 +203,8 @@ def opus_encoder(bitrate: int = 96000, chunk_samples: int = 960,
 @operator("flac_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
           expected_out=encoder_rule("flac"),
           summary="Encode FLAC (lossless)", example={"compression_level": 8},
-          param_docs=_ENCODER_DOCS)
+          param_docs=_ENCODER_DOCS,
+          cost=_ENCODER_COSTS["flac"])
 def flac_encoder(compression_level: int | None = None, chunk_samples: int = 4608,
                  input_format: FormatParam | None = None) -> Node:
     """
@@ -190,7 +216,8 @@ def flac_encoder(compression_level: int | None = None, chunk_samples: int = 4608
 
 @operator("wav_encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
           expected_out=encoder_rule("wav"),
-          summary="Raw interleaved PCM packets (the wav/pcm codec)", param_docs=_ENCODER_DOCS)
+          summary="Raw interleaved PCM packets (the wav/pcm codec)", param_docs=_ENCODER_DOCS,
+          cost=_ENCODER_COSTS["wav"])
 def wav_encoder(chunk_samples: int = 1024, input_format: FormatParam | None = None) -> Node:
     return _encoder("wav", chunk_samples=chunk_samples, input_format=input_format)
 
@@ -198,7 +225,8 @@ def wav_encoder(chunk_samples: int = 1024, input_format: FormatParam | None = No
 @operator("encoder", kind="encoder", inputs=PCM, outputs=PACKET, stateful=True,
           expected_out=encoder_rule("mp3"),
           summary="Encode with any codec: mp3, aac, opus, flac, wav",
-          example={"codec": "aac", "bitrate": 128000}, param_docs=_ENCODER_DOCS)
+          example={"codec": "aac", "bitrate": 128000}, param_docs=_ENCODER_DOCS,
+          cost=_codec_cost(_ENCODER_COSTS))
 def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = None,
             input_format: FormatParam | None = None, quality: int | None = None,
             compression_level: int | None = None) -> Node:
@@ -219,7 +247,8 @@ def encoder(codec: str, bitrate: int | None = None, chunk_samples: int | None = 
 @operator("mp3_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("mp3"), out_rate=decoder_out_rate("mp3"),
           summary="Decode MP3 to planar f32",
-          param_docs=_DECODER_DOCS)
+          param_docs=_DECODER_DOCS,
+          cost=_DECODER_COSTS["mp3"])
 def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
                 on_error: ErrorPolicy = "fail") -> Node:
     return _decoder("mp3", on_error, chunk_samples=chunk_samples,
@@ -229,7 +258,8 @@ def mp3_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 @operator("aac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("aac"), out_rate=decoder_out_rate("aac"),
           summary="Decode ADTS AAC to planar f32",
-          param_docs=_DECODER_DOCS)
+          param_docs=_DECODER_DOCS,
+          cost=_DECODER_COSTS["aac"])
 def aac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
                 on_error: ErrorPolicy = "fail") -> Node:
     return _decoder("aac", on_error, chunk_samples=chunk_samples,
@@ -239,7 +269,8 @@ def aac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 @operator("opus_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("opus"), out_rate=decoder_out_rate("opus"),
           summary="Decode Opus packets to planar f32",
-          param_docs=_DECODER_DOCS)
+          param_docs=_DECODER_DOCS,
+          cost=_DECODER_COSTS["opus"])
 def opus_decoder(chunk_samples: int = 960, packet_time_base_den: int = 48000,
                  extradata: bytes | None = None, on_error: ErrorPolicy = "fail") -> Node:
     """
@@ -252,7 +283,8 @@ def opus_decoder(chunk_samples: int = 960, packet_time_base_den: int = 48000,
 @operator("flac_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("flac"), out_rate=decoder_out_rate("flac"),
           summary="Decode FLAC frames to planar f32",
-          param_docs=_DECODER_DOCS)
+          param_docs=_DECODER_DOCS,
+          cost=_DECODER_COSTS["flac"])
 def flac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
                  on_error: ErrorPolicy = "fail") -> Node:
     return _decoder("flac", on_error, chunk_samples=chunk_samples,
@@ -262,7 +294,8 @@ def flac_decoder(chunk_samples: int = 1024, packet_time_base_den: int = 48000,
 @operator("wav_decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("wav"), out_rate=decoder_out_rate("wav"),
           summary="Raw interleaved PCM packets to planar frames",
-          example={"output_format": "44100/2/s16/interleaved"}, param_docs=_DECODER_DOCS)
+          example={"output_format": "44100/2/s16/interleaved"}, param_docs=_DECODER_DOCS,
+          cost=_DECODER_COSTS["wav"])
 def wav_decoder(output_format: FormatParam, chunk_samples: int = 1024,
                 on_error: ErrorPolicy = "fail") -> Node:
     """
@@ -274,7 +307,8 @@ def wav_decoder(output_format: FormatParam, chunk_samples: int = 1024,
 @operator("decoder", kind="decoder", inputs=PACKET, outputs=PCM, stateful=True,
           expected_out=decoder_rule("mp3"), out_rate=decoder_out_rate("mp3"),
           summary="Decode any codec: mp3, aac, opus, flac, wav", example={"codec": "mp3"},
-          param_docs=_DECODER_DOCS)
+          param_docs=_DECODER_DOCS,
+          cost=_codec_cost(_DECODER_COSTS))
 def decoder(codec: str, chunk_samples: int | None = None, output_format: FormatParam | None = None,
             extradata: bytes | None = None, on_error: ErrorPolicy = "fail") -> Node:
     """
@@ -293,7 +327,8 @@ def decoder(codec: str, chunk_samples: int | None = None, output_format: FormatP
 
 @operator("identity", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
           expected_out=same_length,
-          summary="Pass PCM through unchanged")
+          summary="Pass PCM through unchanged",
+          cost=0.002)
 def identity() -> Node:
     return make_identity_node(PCM)
 
@@ -301,7 +336,8 @@ def identity() -> Node:
 @operator("gain", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
           expected_out=same_length,
           summary="Multiply every sample by a linear gain or a gain in dB",
-          example={"gain_db": -6}, param_docs=_PROCESSOR_DOCS)
+          example={"gain_db": -6}, param_docs=_PROCESSOR_DOCS,
+          cost=0.04)
 def gain(gain: float = 1.0, gain_db: float | None = None,
          format: FormatParam | None = None) -> Node:
     """
@@ -315,7 +351,8 @@ def gain(gain: float = 1.0, gain_db: float | None = None,
           expected_out=resample_rule,
           out_rate=lambda params, rate: int(params["sample_rate"]),
           summary="Change sample rate, channels and sample type (libswresample)",
-          example={"sample_rate": 48000})
+          example={"sample_rate": 48000},
+          cost=0.06)
 def resample(sample_rate: int | None = None, channels: int | None = None,
              sample_type: str = "f32", planar: bool = True, in_format: FormatParam | None = None,
              out_chunk_samples: int | None = None) -> Node:
@@ -333,7 +370,8 @@ def resample(sample_rate: int | None = None, channels: int | None = None,
 @operator("channel_map", kind="processor", inputs=PCM, outputs=PCM, stateful=False,
           expected_out=same_length,
           summary="Pick, reorder or mix channels (mono<->stereo, a mixing matrix)",
-          example={"out_channels": 1}, param_docs=_PROCESSOR_DOCS)
+          example={"out_channels": 1}, param_docs=_PROCESSOR_DOCS,
+          cost=0.04)
 def channel_map(matrix: FloatRows | None = None, channels: Ints | None = None,
                 out_channels: int | None = None, format: FormatParam | None = None) -> Node:
     """
@@ -348,7 +386,8 @@ def channel_map(matrix: FloatRows | None = None, channels: Ints | None = None,
 @operator("delay", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=delay_rule,
           summary="Delay by delay_ms (zeros in front; the tail comes out at the end)",
-          example={"delay_ms": 20}, param_docs=_PROCESSOR_DOCS)
+          example={"delay_ms": 20}, param_docs=_PROCESSOR_DOCS,
+          cost=0.04)
 def delay(delay_ms: float, format: FormatParam | None = None) -> Node:
     """
     delay_ms: milliseconds of silence in front (the output is this much longer)
@@ -358,7 +397,8 @@ def delay(delay_ms: float, format: FormatParam | None = None) -> Node:
 
 @operator("fir", kind="processor", inputs=PCM, outputs=PCM, stateful=True, expected_out=fir_rule,
           summary="FIR filter (equals np.convolve(x, taps)[:n])",
-          example={"taps": [0.25, 0.5, 0.25]}, param_docs=_PROCESSOR_DOCS)
+          example={"taps": [0.25, 0.5, 0.25]}, param_docs=_PROCESSOR_DOCS,
+          cost=0.3)
 def fir(taps: Floats, full_tail: bool = False, format: FormatParam | None = None) -> Node:
     """
     taps: filter coefficients
@@ -370,7 +410,8 @@ def fir(taps: Floats, full_tail: bool = False, format: FormatParam | None = None
 @operator("iir", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=same_length,
           summary="IIR filter from b/a or second-order sections (equals scipy lfilter)",
-          example={"b": [0.5, 0.5], "a": [1.0]}, param_docs=_PROCESSOR_DOCS)
+          example={"b": [0.5, 0.5], "a": [1.0]}, param_docs=_PROCESSOR_DOCS,
+          cost=0.11)
 def iir(b: Floats | None = None, a: Floats | None = None, sos: FloatRows | None = None,
         format: FormatParam | None = None) -> Node:
     """
@@ -387,7 +428,8 @@ _FILTER_DOCS = {"order": "filter order (steepness: 6 dB per octave per order)", 
 @operator("lowpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=same_length,
           summary="Butterworth low-pass filter", example={"cutoff_hz": 4000},
-          param_docs={"cutoff_hz": "frequencies above this (Hz) are attenuated", **_FILTER_DOCS})
+          param_docs={"cutoff_hz": "frequencies above this (Hz) are attenuated", **_FILTER_DOCS},
+          cost=0.2)
 def lowpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
     return _processor(Processor.lowpass(cutoff_hz, order, format))
 
@@ -395,7 +437,8 @@ def lowpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None)
 @operator("highpass", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=same_length,
           summary="Butterworth high-pass filter", example={"cutoff_hz": 80},
-          param_docs={"cutoff_hz": "frequencies below this (Hz) are attenuated", **_FILTER_DOCS})
+          param_docs={"cutoff_hz": "frequencies below this (Hz) are attenuated", **_FILTER_DOCS},
+          cost=0.2)
 def highpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None) -> Node:
     return _processor(Processor.highpass(cutoff_hz, order, format))
 
@@ -403,7 +446,8 @@ def highpass(cutoff_hz: float, order: int = 4, format: FormatParam | None = None
 @operator("compressor", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=same_length,
           summary="Compressor / expander with soft knee, attack/release and makeup gain",
-          example={"threshold_db": -18, "ratio": 3}, param_docs=_PROCESSOR_DOCS)
+          example={"threshold_db": -18, "ratio": 3}, param_docs=_PROCESSOR_DOCS,
+          cost=0.45)
 def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: float = 4.0,
                expansion_ratio: float = 1.0, expansion_threshold_db: float = -60.0,
                attack_time: float = 0.005, release_time: float = 0.05,
@@ -427,7 +471,8 @@ def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: f
 @operator("loudness", kind="processor", inputs=PCM, outputs=PCM, stateful=True,
           expected_out=same_length,
           summary="Normalise loudness to a target LUFS (BS.1770 / EBU R128, look-ahead window)",
-          example={"target_lufs": -16}, param_docs=_PROCESSOR_DOCS)
+          example={"target_lufs": -16}, param_docs=_PROCESSOR_DOCS,
+          cost=2.7)
 def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: float = 20.0,
              true_peak_db: float = -1.0, mode: Literal["window", "static"] = "window",
              gain_db: float | None = None, format: FormatParam | None = None) -> Node:
@@ -456,7 +501,8 @@ def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: flo
 @operator("file_sink", kind="sink", inputs=ANY, outputs=None, stateful=True,
           summary="Write a file (container by extension: .mp3 .m4a .aac .opus .ogg .flac .wav); "
                   "PCM is encoded by the extension's codec",
-          example={"path": "out/{stem}.m4a", "bitrate": 128000})
+          example={"path": "out/{stem}.m4a", "bitrate": 128000},
+          cost=0.06)
 def file_sink(path: str, format: FormatParam | None = None,
               input_format: FormatParam | None = None, bitrate: int | None = None,
               compression_level: int | None = None, codec: str | None = None,
@@ -479,14 +525,16 @@ def file_sink(path: str, format: FormatParam | None = None,
 
 
 @operator("null_sink", kind="sink", inputs=ANY, outputs=None, stateful=False,
-          summary="Discard everything (counts it)")
+          summary="Discard everything (counts it)",
+          cost=0.01)
 def null_sink() -> Node:
     from flowengine.ops.io import NullSink
     return SinkNode(NullSink(), ANY, name="null_sink")
 
 
 @operator("memory_sink", kind="sink", inputs=ANY, outputs=None, stateful=False,
-          summary="Keep every buffer in memory (tests, library use)")
+          summary="Keep every buffer in memory (tests, library use)",
+          cost=0.002)
 def memory_sink() -> Node:
     from flowengine.ops.io import MemorySink
     return SinkNode(MemorySink(), ANY, name="memory_sink")

@@ -35,7 +35,9 @@ Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
           summary="Many audio files, one stream per file (named after it): a glob, a directory "
                   "or a list",
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
-          example={"paths": "music/**/*.flac", "on_error": "skip"})
+          example={"paths": "music/**/*.flac", "on_error": "skip"},
+          # measured as catalog.py's cost hints are: decoding, or packets only
+          cost=lambda p: 0.04 if p.get("mode") == "packet" else 0.13)
 def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
           format: PartialFormatParam | None = None, interleave: bool = True, max_open: int = 8,
           on_error: Literal["fail", "skip"] = "fail",
@@ -59,7 +61,7 @@ def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: i
 @operator("tones", kind="source", inputs=None, outputs=PCM, stateful=True, shares_streams=True,
           summary="N generated streams tone-0..tone-{N-1}, each at its own frequency, "
                   "interleaved chunk by chunk",
-          example={"streams": 4, "seconds": 10})
+          example={"streams": 4, "seconds": 10}, cost=0.13)
 def tones(streams: int = 2, frequency: float = 440.0, amplitude: float = 0.5,
           seconds: Lengths = 1.0, sample_rate: int = 48000, channels: int = 2,
           chunk_samples: int = 1024, waveform: str = "sine", realtime: bool = False,

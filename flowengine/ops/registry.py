@@ -22,6 +22,10 @@ operator and the parameter: unknown parameters (listing the valid ones),
 missing required ones, wrong types (expected vs got), and values the
 operator itself refuses.
 
+`cost` is the operator's CPU per second of audio relative to the mp3
+encoder's, measured by benchmarks/bench_op_cost.py: `fuse: auto` balances
+the groups of stages it runs in worker processes with it.
+
 `stateful` tells the engine's router whether one stream must always reach
 the same replica (codecs, filters, resampler, dynamics, delay) or may be
 spread (identity, gain, channel_map). `expected_out` states how many samples
@@ -40,6 +44,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -147,6 +152,10 @@ class OperatorSpec:
     shares_streams: bool = False
     # Parameters of a typical use, for the reference docs (docs/config.md): a stage's params.
     example: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Its CPU per second of audio relative to the mp3 encoder's (1.0), measured by
+    # benchmarks/bench_op_cost.py; or params -> that. `fuse: auto` balances groups of stages
+    # with it. None: not measured (the planner assumes a typical one of its kind).
+    cost: float | Callable[[dict], float] | None = field(default=None, compare=False)
     # Docs of parameters several operators share (a factory's docstring wins).
     shared_docs: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -168,6 +177,10 @@ class OperatorSpec:
         if self.kinds is not None:
             return self.kinds(dict(params or {}))
         return self.inputs, self.outputs
+
+    def cost_for(self, params: dict | None = None) -> float | None:
+        """The cost hint for these parameters (see `cost`), or None."""
+        return self.cost(dict(params or {})) if callable(self.cost) else self.cost
 
     def describe(self) -> str:
         """Several lines for `flowengine ops`: name, kinds, summary, then one line per parameter."""
@@ -232,10 +245,12 @@ class Registry:
                  out_rate: Callable[[dict, int], int] | None = None,
                  shares_streams: bool = False,
                  example: dict[str, Any] | None = None,
-                 param_docs: dict[str, str] | None = None):
+                 param_docs: dict[str, str] | None = None,
+                 cost: float | Callable[[dict], float] | None = None):
         """Decorator: register a factory function as operator `name` (see module doc).
         `example`: the params of a typical stage (docs/config.md shows it; a test runs it).
-        `param_docs`: docs of parameters several operators share (the docstring's win)."""
+        `param_docs`: docs of parameters several operators share (the docstring's win).
+        `cost`: CPU per second of audio relative to the mp3 encoder (OperatorSpec.cost)."""
         if kind not in OPERATOR_KINDS:
             raise ConfigError(f"operator {name!r}: kind must be one of "
                               f"{', '.join(OPERATOR_KINDS)}, got {kind!r}")
@@ -243,12 +258,17 @@ class Registry:
             if value not in KINDS + (_ANY_KIND, None):
                 raise ConfigError(f"operator {name!r}: {label} must be 'pcm', 'packet', 'any' "
                                   f"or None, got {value!r}")
+        if not (cost is None or callable(cost) or (
+                isinstance(cost, (int, float)) and not isinstance(cost, bool)
+                and math.isfinite(cost) and cost > 0)):
+            raise ConfigError(f"operator {name!r}: cost must be a positive number (CPU per "
+                              f"second of audio relative to the mp3 encoder), got {cost!r}")
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
             _check_signature(name, factory)
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful, factory, kinds,
                                 expected_out, out_rate, shares_streams, dict(example or {}),
-                                dict(param_docs or {}))
+                                cost, dict(param_docs or {}))
             self.register(spec)
             return factory
         return register

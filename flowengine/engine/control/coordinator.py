@@ -297,8 +297,8 @@ class Engine:
         """Note a worker process just started (first or replacement)."""
         tracked.report.pid = tracked.process.pid
         tracked.report.host = getattr(tracked.process, "host", None)
-        for report in tracked.parts.values():
-            report.host = tracked.report.host
+        for report in tracked.parts.values():   # a group's stages share its process
+            report.pid, report.host = tracked.report.pid, tracked.report.host
         # A pid of another host means nothing here: only this machine's workers get a pidfd.
         tracked.pidfd = pidfd_of(tracked.process.pid) if self._local else None
         self.pids.append(tracked.process.pid)
