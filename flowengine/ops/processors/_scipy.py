@@ -1,4 +1,4 @@
-"""scipy.signal, imported on first use.
+"""scipy.signal and scipy.ndimage, imported on first use.
 
 Importing scipy.signal costs ~1.4 s, which every CLI call and worker start
 would pay although most runs never filter; processors call through `signal`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["signal"]
+__all__ = ["signal", "ndimage"]
 
 
 class _LazyModule:
@@ -24,3 +24,4 @@ class _LazyModule:
 
 
 signal = _LazyModule("scipy.signal")
+ndimage = _LazyModule("scipy.ndimage")     # scipy.signal imports it too

@@ -50,7 +50,7 @@ import numpy as np
 
 from flowengine.errors import ConfigError, FormatError
 from flowengine.audio.format import AudioFormat
-from flowengine.ops.processors._scipy import signal
+from flowengine.ops.processors._scipy import ndimage, signal
 from flowengine.ops.processors.base import BaseProcessor
 
 __all__ = ["LoudnessNormalizer", "channel_weights", "gated_loudness", "k_weighting_sos",
@@ -302,9 +302,12 @@ class LoudnessNormalizer(BaseProcessor):
         with np.errstate(divide="ignore"):
             reduction = np.minimum(1.0, self._ceiling / wanted)
         # Min over the next `la` samples, then mean over the previous `la`: ramps in before
-        # each peak and never exceeds the reduction needed at it.
-        ahead = np.lib.stride_tricks.sliding_window_view(reduction, la + 1).min(axis=1)
-        smooth = np.lib.stride_tricks.sliding_window_view(ahead, la).mean(axis=1)[1:count + 1]
+        # each peak and never exceeds the reduction needed at it. Both in O(samples), not
+        # O(samples x la): a running minimum (its centred windows, shifted) and a running sum.
+        size = la + 1
+        ahead = ndimage.minimum_filter1d(reduction, size)[size // 2:size // 2 + len(reduction) - la]
+        sums = np.concatenate(([0.0], np.cumsum(ahead)))
+        smooth = ((sums[la:] - sums[:-la]) / la)[1:count + 1]
         out = self._slice(start, until) * (self._gain_curve(start, until) * smooth)
         np.clip(out, -self._ceiling, self._ceiling, out=out)   # float rounding only
         self._done = until
