@@ -169,6 +169,32 @@ def test_the_entry_finds_the_operators_a_config_names_without_parsing_it(tmp_pat
     assert _ops_named_in(str(tmp_path / "missing.yaml")) == []
 
 
+def test_the_entry_starts_the_forkserver_for_the_commands_that_run_workers(tmp_path):
+    """Only a run or a conversion that will run worker processes starts the forkserver early
+    (with the operators it will run); one file converted in this process does not."""
+    from flowengine.cli.entry import _worker_ops
+    from flowengine.cli.parser import build_parser
+
+    config = tmp_path / "run.yaml"
+    config.write_text("stages:\n  - {name: a, op: tone}\n  - {name: b, op: null_sink}\n")
+    song = tmp_path / "song.mp3"
+    song.write_bytes(b"")
+
+    def ops(*argv: str) -> list[str] | None:
+        return _worker_ops(build_parser().parse_args(list(argv)))
+
+    assert ops("run", str(config)) == ["tone", "null_sink"]
+    assert ops("run", str(config), "--in-process") is None
+    assert ops("validate", str(config)) is None
+    assert ops("convert", str(song), "out.m4a") is None
+    assert ops("convert", str(song), "out.m4a", "--workers") == ["files", "file_sink"]
+    assert ops("convert", str(song), "out.m4a", "--replicas", "2") == ["files", "file_sink"]
+    assert ops("convert", f"{tmp_path}/*.mp3", "-o", "out/{stem}.m4a", "--loudness", "-16") \
+        == ["files", "file_sink", "loudness"]
+    assert ops("convert", str(tmp_path), "-o", "out/{stem}.m4a", "--print-config") is None
+    assert ops("convert", str(tmp_path), "-o", "out/{stem}.m4a", "--in-process") is None
+
+
 @pytest.mark.parametrize("module", ["flowengine", "flowengine.engine.worker.process",
                                     "flowengine.engine.control.coordinator",
                                     "flowengine.engine.cluster.agent",

@@ -4,13 +4,15 @@
 this process importing the command line, the config model and the operators
 (then validating and planning), and the forkserver importing the worker code.
 The entry point reads the command line first, with nothing heavy imported, and
-for such a run starts the forkserver at once, so the two happen on two cores
-at the same time; then it hands over to cli/main.py. At the end it exits
-without tearing down every module it imported (see `_exit`).
+for such a run (or a `convert` that will run workers) starts the forkserver
+at once, so the two happen on two cores at the same time; then it hands over
+to cli/main.py. At the end it exits without tearing down every module it
+imported (see `_exit`).
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
 import re
@@ -31,9 +33,10 @@ _CLUSTER = re.compile(r"\bengine\s*:\s*[\"']?ray\b")
 def main() -> int:
     """The command line of this process; the exit code."""
     args = build_parser().parse_args()
-    if args.command == "run" and not args.in_process and not _on_a_cluster(args.config):
+    ops = _worker_ops(args)
+    if ops is not None:
         from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver(_ops_named_in(args.config))
+        start_forkserver(ops)
     from flowengine.cli.main import run_command
     code = run_command(args, process_entry=True)
     if threading.active_count() == 1:
@@ -54,6 +57,23 @@ def _exit(code: int) -> NoReturn:
         except (OSError, ValueError):   # a closed pipe: the normal exit could not flush either
             code = code or 120          # what the interpreter exits with when it cannot flush
     os._exit(code)
+
+
+def _worker_ops(args: argparse.Namespace) -> list[str] | None:
+    """The operators this command line seems to run in worker processes; None: it runs none
+    (it runs in this process, only prints, or runs on a cluster). A hint: a wrong guess
+    costs only time (a forkserver started for nothing, or started later by the run)."""
+    if args.command == "run":
+        if args.in_process or _on_a_cluster(args.config):
+            return None
+        return _ops_named_in(args.config)
+    if args.command != "convert" or args.in_process or args.print_config or args.plan:
+        return None
+    if args.in_process is None:     # convert's default: one file through one replica runs here
+        inputs = args.paths if args.output else args.paths[:-1]
+        if len(inputs) == 1 and os.path.isfile(inputs[0]) and args.replicas in (None, 1):
+            return None
+    return ["files", "file_sink"] + (["loudness"] if args.loudness is not None else [])
 
 
 def _ops_named_in(path: str) -> list[str]:
