@@ -4,6 +4,8 @@ one line and exit 2 before any work."""
 
 from __future__ import annotations
 
+import os
+
 import subprocess
 import sys
 from pathlib import Path
@@ -113,14 +115,18 @@ def test_many_inputs_to_a_template_on_every_core(music, tmp_path):
 
 def test_the_progress_line_shows_files_audio_speed_and_eta(tmp_path):
     outputs = [tmp_path / f"{name}.opus" for name in ("a", "b", "c", "d")]
-    outputs[0].write_bytes(b"done")
+    outputs[1].write_bytes(b"an earlier run's output, being converted again")
+    os.utime(outputs[1], ns=(1_000_000_000, 1_000_000_000))
     progress = ConvertProgress(outputs, total_seconds=80.0)
+    outputs[0].write_bytes(b"done")
     sink = WorkerReport("output", 0, seconds_in=20.0)
     report = RunReport("convert", [StageReport("output", "file_sink", "sink", [sink])],
                        wall_seconds=2.0, audio_seconds=20.0)
     assert progress(report) == "1/4 files, 20.0 of 80.0 s of audio, 10.0x real time, ETA 0:06"
     report.audio_seconds = 0.0
     assert progress(report) == "1/4 files, starting"
+    outputs[1].write_bytes(b"converted again")
+    assert progress(report) == "2/4 files, starting"
 
 
 def test_print_config_is_a_run_config_that_makes_the_same_bytes(music, tmp_path):

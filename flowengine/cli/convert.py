@@ -153,14 +153,16 @@ def config_yaml(config: dict) -> str:
 class ConvertProgress:
     """The progress line of a conversion: '3/16 files, 45.2 of 320.0 s of audio, 12.3x real
     time, ETA 0:22'. A file is done once its output has its final name (a file sink renames
-    NAME.part when the file is complete)."""
+    NAME.part when the file is complete): a new file there, or a new version of an earlier
+    run's output, which is not done until it is replaced."""
 
     def __init__(self, outputs: list[Path], total_seconds: float | None) -> None:
         self.outputs = outputs
         self.total = total_seconds
+        self._earlier = {path: _modified(path) for path in outputs}
 
     def done(self) -> int:
-        return sum(path.exists() for path in self.outputs)
+        return sum(_modified(path) not in (None, self._earlier[path]) for path in self.outputs)
 
     def __call__(self, report: Any) -> str:
         audio, speed = report.audio_seconds, report.realtime_factor
@@ -173,6 +175,14 @@ class ConvertProgress:
             left = max(self.total - audio, 0.0) / speed
             line += f", ETA {int(left // 60)}:{int(left % 60):02d}"
         return line
+
+
+def _modified(path: Path) -> int | None:
+    """When `path` was last modified (ns), None when there is no such file."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _outputs(run: Any, files: int) -> list[Path]:
