@@ -130,3 +130,20 @@ def test_plan_shows_a_join_on_its_edge(tmp_path):
            "44100 Hz, 2 ch, f32 planar (tone sample_rate=44100, channels=2 (default)), but " \
            "file_sink takes 8/12/16/24/48 kHz, ? ch (a .opus file holds opus, at the rates it " \
            "supports))" in done.stdout.splitlines()
+
+
+def test_the_final_table_fits_a_fused_groups_long_name():
+    """A fused group's op names every member: its column widens, and the other columns stay
+    under their headers."""
+    from flowengine.cli.progress import stage_table
+    from flowengine.core.report import RunReport, StageReport, WorkerReport
+
+    long_op = "fused:decode+resample+compressor+gain"
+    report = RunReport("run", [StageReport("src", "files", "source", [WorkerReport("src", 0)]),
+                               StageReport("gain", long_op, "processor",
+                                           [WorkerReport("gain", 0)])],
+                       wall_seconds=1.0, audio_seconds=1.0)
+    head, rule, *rows = stage_table(report).splitlines()
+    assert [len(row) for row in rows] == [len(head)] * 2 == [len(rule)] * 2
+    assert rows[1].split()[:3] == ["gain", long_op, "1"]
+    assert head.index("repl") == rows[1].index(long_op) + len(long_op) + 1

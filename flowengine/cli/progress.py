@@ -116,14 +116,17 @@ def stage_counts(stage: StageReport, report: RunReport | None = None
 def stage_table(report: RunReport) -> str:
     """One row per stage: messages, samples, seconds of audio (see stage_counts), busy %, max
     queue, errors skipped, and samples of silence put in for damaged frames (on_error: skip)."""
-    head = (f"{'stage':<16} {'op':<14} {'repl':>4} {'messages':>9} {'samples':>11} "
+    # The names' columns fit the longest name (a fused group's op is its members' ops).
+    name = max([16] + [len(stage.name) for stage in report.stages])
+    op = max([14] + [len(stage.op) for stage in report.stages])
+    head = (f"{'stage':<{name}} {'op':<{op}} {'repl':>4} {'messages':>9} {'samples':>11} "
             f"{'audio s':>8} {'busy %':>7} {'max q':>6} {'skipped':>7} {'replaced':>9}")
     rows = [head, "-" * len(head)]
     for stage in report.stages:
         messages, samples, seconds = stage_counts(stage, report)
         busy = max((w.busy_percent for w in stage.workers), default=0.0)
         shown = "-" if samples is None else str(samples)
-        rows.append(f"{stage.name:<16} {stage.op:<14} {len(stage.workers):>4} {messages:>9} "
+        rows.append(f"{stage.name:<{name}} {stage.op:<{op}} {len(stage.workers):>4} {messages:>9} "
                     f"{shown:>11} {seconds:>8.2f} {busy:>7.1f} {stage.max_queue:>6} "
                     f"{int(stage.total('errors_skipped')):>7} {replaced_samples(stage):>9}")
     return "\n".join(rows)

@@ -71,7 +71,9 @@ source: the file's own) when that is known before the run; sample types are
 Opus does not encode, a mixer's inputs at two rates, a processor's declared
 sample type, a `.opus` file sink fed 44.1 kHz), validation inserts a
 `resample` stage on that edge, named `<stage>.join`; `flowengine plan` shows
-it on the edge and why. It runs in the worker of the stage it feeds. With
+it on the edge and why. It is a stage like the others: in worker processes
+it runs in a worker of its own unless the planner groups it with its
+neighbours (whole streams per replica, `fuse`, `fuse: auto`). With
 `strict: true` on the run, such an edge is an error naming it instead.
 """
 
