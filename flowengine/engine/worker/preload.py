@@ -38,5 +38,6 @@ def warm(stages: Iterable[tuple[str, dict[str, Any]]]) -> None:
 
 
 # Once, in the forkserver: the built-in operators and the plugins, and the parameter models
-# of the operators it was started for.
-registry.build_models(os.environ.get(PRELOAD_OPS_ENV, "").split(","))
+# of the operators it was started for (of every operator when it was told of none).
+registry.build_models([op for op in os.environ.get(PRELOAD_OPS_ENV, "").split(",") if op]
+                      or None)
