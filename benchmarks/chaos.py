@@ -36,6 +36,7 @@ outcome and any problem) and prints p50/p99.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,6 +167,19 @@ def worker_pids(coordinator: int) -> tuple[set[int], set[int]]:
 
 
 # ---- inputs and outputs --------------------------------------------------------------------
+
+@contextlib.contextmanager
+def killed_if_left_running(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A run started in its own session, SIGKILLed with its whole process group (workers,
+    forkserver) if the block leaves it running, as a failed check does: nothing of it
+    outlives the test or trial."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
 
 def make_input(directory: Path, seconds: float) -> Path:
     """out/tone.mp3 of configs/tone.yaml (`seconds` long), the input of transcode and fanout,

@@ -145,14 +145,10 @@ def test_sigterm_to_the_whole_process_group_drains_like_ctrl_c(tmp_path):
     # too. The workers used to die of it (exit 1, "stage 'tone' ... exited with exit code
     # 255", the output left as .part); like Ctrl-C, only the coordinator decides what it means.
     out, part, process = start_long_tone_run(tmp_path, start_new_session=True)
-    try:
+    with chaos.killed_if_left_running(process):
         workers, _ = chaos.worker_pids(process.pid)
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=HANG_LIMIT_S)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
     assert (process.returncode, stderr) == (
         130, "interrupted: the run was drained and its outputs finalised\n")
     assert not part.exists() and chaos.decoded_seconds(out) > 0

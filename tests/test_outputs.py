@@ -66,7 +66,7 @@ def test_a_second_writer_of_one_path_is_refused_and_never_takes_the_firsts_file(
     part = Path(f"{out}.part")
     first = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
                            f"sink.path={out}", start_new_session=True)
-    try:
+    with chaos.killed_if_left_running(first):
         wait_for_data(part, first)
         writer = sink_pid(first, part)
         size = part.stat().st_size
@@ -83,10 +83,6 @@ def test_a_second_writer_of_one_path_is_refused_and_never_takes_the_firsts_file(
         assert not out.exists() and part.stat().st_size >= size   # not truncated, not renamed
         os.killpg(first.pid, signal.SIGINT)                      # the first drains and finishes
         _, stderr = first.communicate(timeout=DEADLINE_S)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.communicate()
     assert (first.returncode, stderr) == (
         130, "interrupted: the run was drained and its outputs finalised\n")
     assert not part.exists() and chaos.decoded_seconds(out) > 0
@@ -159,7 +155,7 @@ def test_a_second_ctrl_c_after_a_drained_run_ended_still_exits_130_not_killed_by
     out = tmp_path / "out" / "tone.mp3"
     run = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
                          f"sink.path={out}", start_new_session=True)
-    try:
+    with chaos.killed_if_left_running(run):
         wait_for_data(Path(f"{out}.part"), run)
         os.killpg(run.pid, signal.SIGINT)
         # The table's last line (stdout is a pipe: it comes as the process flushes at exit).
@@ -167,10 +163,6 @@ def test_a_second_ctrl_c_after_a_drained_run_ended_still_exits_130_not_killed_by
             pass
         os.killpg(run.pid, signal.SIGINT)
         _, stderr = run.communicate(timeout=DEADLINE_S)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.communicate()
     assert (run.returncode, stderr) == (
         130, "interrupted: the run was drained and its outputs finalised\n")
     assert out.exists() and not Path(f"{out}.part").exists()
@@ -198,17 +190,13 @@ def test_the_second_ctrl_c_stops_a_draining_run_at_once_and_keeps_the_part(tmp_p
         cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, env={**os.environ, "TMPDIR": str(tmp_path / "tmp"),
                         "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])})
-    try:
+    with chaos.killed_if_left_running(run):
         wait_for_data(Path(f"{out}.part"), run)
         workers, _ = chaos.worker_pids(run.pid)
         os.killpg(run.pid, signal.SIGINT)
         wait_for_data(tmp_path / "mid.flushing", run)
         os.killpg(run.pid, signal.SIGINT)
         _, stderr = run.communicate(timeout=DEADLINE_S)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.communicate()
     assert run.returncode == 130
     assert stderr.splitlines() == [
         "", "flowengine: interrupted",
@@ -243,7 +231,7 @@ def test_the_next_run_removes_the_run_directory_of_a_killed_coordinator_and_only
 
     live = flowengine_run(tmp_path, "tone.seconds=600", "tone.realtime=true",
                           f"sink.path={tmp_path / 'out' / 'live.mp3'}", start_new_session=True)
-    try:
+    with chaos.killed_if_left_running(live):
         wait_for_data(tmp_path / "out" / "live.mp3.part", live)
         (live_dir,) = run_dirs(tmp) - {left}
         short = flowengine_run(tmp_path, "tone.seconds=0.5",
@@ -253,8 +241,4 @@ def test_the_next_run_removes_the_run_directory_of_a_killed_coordinator_and_only
         assert run_dirs(tmp) == {live_dir}
         os.killpg(live.pid, signal.SIGINT)
         assert live.wait(timeout=DEADLINE_S) == 130
-    finally:
-        if live.poll() is None:
-            os.killpg(live.pid, signal.SIGKILL)
-            live.communicate()
     assert run_dirs(tmp) == set()
