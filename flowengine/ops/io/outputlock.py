@@ -31,6 +31,8 @@ import errno
 import fcntl
 import io
 import os
+from collections.abc import Callable
+from typing import Any
 
 from flowengine.errors import OutputBusyError, OutputError
 
@@ -56,23 +58,19 @@ class PartFile(io.BufferedWriter):
         return error
 
     def flush(self) -> None:
-        try:
-            super().flush()
-        except OutputError:
-            raise
-        except OSError as exc:
-            raise self.failed(exc) from None
+        self._as_output_error(super().flush)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        try:
-            return super().seek(offset, whence)     # flushes what is buffered first
-        except OSError as exc:
-            raise self.failed(exc) from None
+        return self._as_output_error(super().seek, offset, whence)   # flushes what is buffered
 
     def close(self) -> None:
         """Close (and release the lock); a flush that fails still closes the descriptor."""
+        self._as_output_error(super().close)
+
+    def _as_output_error(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)`, its OSError raised as `failed` makes it (an OutputError as it is)."""
         try:
-            super().close()
+            return call(*args)
         except OutputError:
             raise
         except OSError as exc:
