@@ -1,5 +1,5 @@
-"""Run directories (`$TMPDIR/flowengine-XXXXXXXX`: a run's ipc:// socket files), and cleaning
-up after a run that could not clean up itself.
+"""Run directories (`$TMPDIR/flowengine-` and 8 random characters: a run's ipc:// socket
+files), and cleaning up after a run that could not clean up itself.
 
 The coordinator removes its run directory at the end of the run, whatever the outcome; a
 coordinator killed with SIGKILL cannot, and its directory stayed behind. So a run directory
