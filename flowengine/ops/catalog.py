@@ -23,6 +23,7 @@ from flowengine.errors import ConfigError, UnknownCodecError
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.node import PACKET, PCM, Node
 from flowengine.ops.processors import Processor
+from flowengine.ops.catalog_streams import READ_COSTS, template_file_sink  # and files, tones
 from flowengine.ops.processors.resample import ResampleNode, resample_rule
 from flowengine.ops.rules import delay_rule, fir_rule, same_length
 from flowengine.ops.codecs.timing import decoder_out_rate, decoder_rule, encoder_rule
@@ -73,7 +74,6 @@ _ENCODER_DOCS = {"input_format": _ENCODER_IN_FORMAT, "chunk_samples": _ENCODER_C
 # benchmarks/results/op_cost.json), rounded. `fuse: auto` balances worker groups with them.
 _ENCODER_COSTS = {"mp3": 1.0, "aac": 1.9, "opus": 0.93, "flac": 0.26, "wav": 0.05}
 _DECODER_COSTS = {"mp3": 0.16, "aac": 0.16, "opus": 0.32, "flac": 0.13, "wav": 0.05}
-_READ_COSTS = {"pcm": 0.13, "packet": 0.04}     # a file source: decoding, or packets only
 
 
 def _codec_cost(costs: dict[str, float]) -> Any:
@@ -97,7 +97,7 @@ def _processor(processor: Any) -> Node:
           summary="Read an audio file PyAV opens, streaming: decoded PCM or undecoded packets",
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
           example={"path": "in/song.mp3"},
-          cost=lambda p: _READ_COSTS[p.get("mode", "pcm")])
+          cost=lambda p: READ_COSTS[p.get("mode", "pcm")])
 def file_source(path: str, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
                 format: PartialFormatParam | None = None, stream: str | None = None,
                 on_error: ErrorPolicy = "fail") -> Node:
@@ -519,7 +519,7 @@ def file_sink(path: str, format: FormatParam | None = None,
     options = dict(format=format, input_format=input_format, bitrate=bitrate,
                    compression_level=compression_level, codec=codec)
     if has_template_field(path):    # out/{stem}.mp3: one file per stream, named at its start
-        return _streams.template_file_sink(path, stream_paths=stream_paths, **options)
+        return template_file_sink(path, stream_paths=stream_paths, **options)
     from flowengine.ops.io import AudioFileWriter
     return SinkNode(AudioFileWriter(path, **options), ANY, name="file_sink")
 
@@ -544,4 +544,3 @@ def memory_sink() -> Node:
 # ---- operators in modules of their own (imported for their registration) ----------------------
 
 from flowengine.ops import mixer as _mixer  # noqa: E402,F401  - registers `mix`
-from flowengine.ops import catalog_streams as _streams  # noqa: E402  - registers files, tones

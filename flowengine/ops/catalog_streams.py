@@ -20,7 +20,7 @@ from flowengine.ops.adapters import SinkNode
 from flowengine.ops.flownode import ANY
 from flowengine.ops.streams import MultiStreamSourceNode
 
-__all__ = ["template_file_sink"]
+__all__ = ["template_file_sink", "READ_COSTS"]
 
 
 def _one_or_list(value: Any) -> Any:
@@ -29,6 +29,9 @@ def _one_or_list(value: Any) -> Any:
 
 Paths = Annotated[str | list[str], BeforeValidator(_one_or_list)]
 Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
+# A file source's cost hint, for `files` and `file_source` (catalog.py says how they were
+# measured): decoding, or packets only.
+READ_COSTS = {"pcm": 0.13, "packet": 0.04}
 
 
 @operator("files", kind="source", inputs=None, outputs=PCM, stateful=True, shares_streams=True,
@@ -37,7 +40,7 @@ Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
           kinds=lambda p: (None, PACKET if p.get("mode") == "packet" else PCM),
           example={"paths": "music/**/*.flac", "on_error": "skip"},
           # measured as catalog.py's cost hints are: decoding, or packets only
-          cost=lambda p: 0.04 if p.get("mode") == "packet" else 0.13)
+          cost=lambda p: READ_COSTS[p.get("mode", "pcm")])
 def files(paths: Paths, mode: Literal["pcm", "packet"] = "pcm", chunk_samples: int = 1024,
           format: PartialFormatParam | None = None, interleave: bool = True, max_open: int = 8,
           on_error: Literal["fail", "skip"] = "fail",
