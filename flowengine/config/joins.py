@@ -25,6 +25,7 @@ from typing import Any
 
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.source import ConfigSource
+from flowengine.ops.io.multifile import first_free
 
 __all__ = ["JoinNeed", "Join", "insert_joins"]
 
@@ -65,17 +66,9 @@ def _join_names(needs: list[JoinNeed], taken: set[str]) -> list[str]:
     per_stage: dict[str, int] = {}
     for need in needs:
         per_stage[need.downstream] = per_stage.get(need.downstream, 0) + 1
-    names = []
-    for need in needs:
-        base = f"{need.downstream}.join" if per_stage[need.downstream] == 1 else \
-            f"{need.downstream}.join.{need.upstream}"
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}-{n}"
-        taken.add(name)
-        names.append(name)
-    return names
+    return [first_free(f"{need.downstream}.join" if per_stage[need.downstream] == 1
+                       else f"{need.downstream}.join.{need.upstream}", taken)
+            for need in needs]
 
 
 def insert_joins(config: RunConfig, source: ConfigSource, inputs: dict[str, list[str]],

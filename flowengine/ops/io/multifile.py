@@ -34,7 +34,7 @@ from flowengine.ops.io.multistream import InterleavedSource, StreamInterleaver
 from flowengine.ops.io.reader import READER_MODES, AudioFileReader
 
 __all__ = ["MultiFileSource", "expand_inputs", "expand_inputs_skipping", "unique_stream_ids",
-           "AUDIO_EXTENSIONS"]
+           "first_free", "AUDIO_EXTENSIONS"]
 
 # What a directory or a glob given as input contributes (a file named by itself: any).
 AUDIO_EXTENSIONS = frozenset({
@@ -114,16 +114,17 @@ def expand_inputs(paths: str | os.PathLike | list, name: str = "files") -> list[
 def unique_stream_ids(files: list[Path]) -> list[str]:
     """File stems as stream ids; a stem seen before gets "-2", "-3", ... (never an id taken)."""
     taken: set[str] = set()
-    ids = []
-    for path in files:
-        stem = path.stem or path.name
-        candidate, n = stem, 1
-        while candidate in taken:
-            n += 1
-            candidate = f"{stem}-{n}"
-        taken.add(candidate)
-        ids.append(candidate)
-    return ids
+    return [first_free(path.stem or path.name, taken) for path in files]
+
+
+def first_free(name: str, taken: set[str]) -> str:
+    """`name`, else the first of `name`-2, `name`-3, ... not in `taken`; added to `taken`."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    taken.add(candidate)
+    return candidate
 
 
 class MultiFileSource(InterleavedSource):
