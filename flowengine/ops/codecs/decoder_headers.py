@@ -15,7 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "mp3_frame_length", "is_mp3_info_frame", "adts_frame_length", "id3v2_length", "same_stream",
     "FlacFrameHeader", "parse_flac_frame_header", "flac_frame_end", "flac_crc_ends",
-    "FLAC_MAX_HEADER_BYTES",
+    "flac_crc8", "flac_crc16", "FLAC_MAX_HEADER_BYTES",
 ]
 
 # Bitrates in kbit/s by (MPEG-1?, layer) and index 1..14 (index 0 is free format).
@@ -108,6 +108,22 @@ def _crc_table(poly: int, bits: int) -> tuple[int, ...]:
 
 _CRC8 = _crc_table(0x07, 8)
 _CRC16 = _crc_table(0x8005, 16)
+
+
+def flac_crc8(data: bytes) -> int:
+    """FLAC's CRC-8 of `data` (a frame header's, stored after it)."""
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
+
+
+def flac_crc16(data: bytes) -> int:
+    """FLAC's CRC-16 of `data` (a whole frame's, stored at its end)."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    return crc
 FLAC_MAX_HEADER_BYTES = 16
 
 
@@ -179,10 +195,7 @@ def parse_flac_frame_header(buf, pos: int) -> FlacFrameHeader | None | bool:
     size_extra = int.from_bytes(bytes(buf[i:i + size_bytes]), "big") if size_bytes else 0
     rate_extra = int.from_bytes(bytes(buf[i + size_bytes:i + size_bytes + rate_bytes]), "big")
     i += size_bytes + rate_bytes
-    crc = 0
-    for k in range(pos, i):
-        crc = _CRC8[crc ^ buf[k]]
-    if crc != buf[i]:
+    if flac_crc8(buf[pos:i]) != buf[i]:
         return None
     variable = bool(buf[pos + 1] & 1)
     # Codes 8-10 are stereo coded as left/side, right/side or mid/side: the encoder

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from flowengine.errors import FormatError
+from flowengine.ops.codecs.decoder_headers import flac_crc8, flac_crc16
 
 __all__ = ["StreamInfo", "FlacFrameInfo", "parse_streaminfo", "parse_frame_info", "FlacFileWriter"]
 
@@ -89,34 +90,6 @@ def _utf8_number_length(first: int) -> int:
     return length
 
 
-def _crc_table(poly: int, width: int) -> list[int]:
-    top, mask = 1 << (width - 1), (1 << width) - 1
-    table = []
-    for byte in range(256):
-        crc = byte << (width - 8)
-        for _ in range(8):
-            crc = ((crc << 1) ^ poly) & mask if crc & top else (crc << 1) & mask
-        table.append(crc)
-    return table
-
-
-_CRC8, _CRC16 = _crc_table(0x07, 8), _crc_table(0x8005, 16)   # FLAC's header and frame CRCs
-
-
-def _crc8(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc = _CRC8[crc ^ byte]
-    return crc
-
-
-def _crc16(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
-    return crc
-
-
 def _coded_number(value: int) -> bytes:
     """FLAC's UTF-8-style coding of a frame or sample number (up to 36 bits)."""
     if value < 0x80:
@@ -138,8 +111,8 @@ def _renumbered(frame: bytes, expected: int) -> bytes:
     size_code, rate_code = frame[2] >> 4, frame[2] & 0xF
     end = 4 + length + {6: 1, 7: 2}.get(size_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
     header = bytes(frame[:4]) + _coded_number(expected) + bytes(frame[4 + length:end])
-    body = header + bytes([_crc8(header)]) + bytes(frame[end + 1:-2])
-    return body + _crc16(body).to_bytes(2, "big")
+    body = header + bytes([flac_crc8(header)]) + bytes(frame[end + 1:-2])
+    return body + flac_crc16(body).to_bytes(2, "big")
 
 
 def parse_frame_info(frame: bytes) -> FlacFrameInfo:
