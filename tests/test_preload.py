@@ -1,8 +1,20 @@
-"""What the forkserver preloads for a run: scipy.signal only when a stage filters."""
+"""What the forkserver preloads for a run (scipy.signal only when a stage filters; never
+pydantic), the workers' garbage collector, and the validated values workers build from."""
 
 from __future__ import annotations
 
-from flowengine.engine.worker.forkserver import BASE_MODULES, SCIPY_OPS, modules_for
+import gc
+import multiprocessing
+import subprocess
+import sys
+
+from flowengine.audio.format import as_format
+from flowengine.config.model import RunConfig
+from flowengine.core.stage import create_stage_node, node_values
+from flowengine.engine import build_plan
+from flowengine.engine.control.rundirs import remove_run_dir
+from flowengine.engine.worker.forkserver import BASE_MODULES, PRELOAD_MODULES, SCIPY_OPS, \
+    modules_for, start_forkserver
 from flowengine.ops.registry import registry
 
 
@@ -14,3 +26,60 @@ def test_scipy_is_preloaded_only_for_operators_that_filter():
 
 def test_the_filtering_operators_are_registered():
     assert SCIPY_OPS <= set(registry.names())
+
+
+def test_worker_processes_import_neither_pydantic_nor_asyncio():
+    """The forkserver's preload (what every worker starts from) leaves out pydantic, yaml and
+    asyncio: the workers build from the values the coordinator validated."""
+    code = ("import importlib, sys\n"
+            f"for name in {PRELOAD_MODULES!r}: importlib.import_module(name)\n"
+            "print(sorted(m for m in ('pydantic', 'yaml', 'asyncio', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _collector_state(queue) -> None:
+    queue.put((gc.isenabled(), gc.get_freeze_count() > 0))
+
+
+def test_a_forked_worker_collects_garbage_and_the_forkserver_froze_nothing_it_needs():
+    """gc_pause keeps the forkserver's collector off; each child turns its own back on, with
+    what it inherited frozen."""
+    start_forkserver()
+    context = multiprocessing.get_context("forkserver")
+    queue = context.Queue()
+    child = context.Process(target=_collector_state, args=(queue,))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == (True, True)
+    finally:
+        child.join(timeout=60)
+    assert child.exitcode == 0
+
+
+def test_the_plan_carries_validated_values_and_a_worker_builds_from_them(tmp_path):
+    """Every worker of a plan gets its operator's parameters validated (defaults filled in,
+    a format parsed, the run's block size given to the source), and builds the same node
+    from them as from the raw parameters."""
+    config = RunConfig.model_validate({"name": "values", "block_samples": 2048, "stages": [
+        {"name": "tone", "op": "tone", "params": {"seconds": 0.1}},
+        {"name": "gain", "op": "gain", "params": {"gain_db": -6, "format": "44100/2/f32"}},
+        {"name": "sink", "op": "null_sink"}]})
+    plan = build_plan(config, run_dir=str(tmp_path / "run"))
+    try:
+        specs = {w.stage: w for w in plan.workers}
+        assert specs["tone"].values == registry.validate("tone", {"seconds": 0.1,
+                                                                   "chunk_samples": 2048})
+        gain = specs["gain"].values
+        assert gain["gain_db"] == -6.0 and isinstance(gain["gain_db"], float)
+        assert gain["format"] == as_format("44100/2/f32") and gain["gain"] == 1.0
+        node = create_stage_node("gain", "processor", specs["gain"].params,
+                                 values=specs["gain"].values)
+        assert type(node) is type(registry.create("gain", **specs["gain"].params))
+    finally:
+        remove_run_dir(plan.run_dir)
+
+
+def test_an_imported_operator_has_no_values_and_is_built_from_its_params():
+    assert node_values("engine_ops:PassThrough", "processor", {}, None) is None

@@ -223,6 +223,19 @@ def test_a_broken_plugin_is_a_config_error_naming_it(tmp_path, monkeypatch):
         Registry().names()
 
 
+def test_plugins_load_only_when_a_name_is_no_built_in(tmp_path, monkeypatch):
+    """A run of built-in operators does not read the plugins' entry points (each process's
+    start); a name that is no built-in's, or the whole list, loads them."""
+    _install_plugin(tmp_path, monkeypatch, """
+        def register(registry):
+            raise RuntimeError("boom")
+        """)
+    reg = Registry()
+    assert reg.get("gain").name == "gain" and "mp3_encoder" in reg
+    with pytest.raises(ConfigError, match="operator plugin 'demo'"):
+        reg.get("plugin_passthrough")
+
+
 def test_source_and_sink_operators_run_a_file_through(tmp_path):
     from flowengine.local.runner import Runner
 

@@ -108,10 +108,11 @@ def _cost(hint: Any, kind: str) -> float:
     return float(hint) if isinstance(hint, (int, float)) else DEFAULT_COSTS[kind]
 
 
-def create_node(op: str, params: dict[str, Any]) -> Node:
-    """A fresh node of operator `op` built with `params`."""
+def create_node(op: str, params: dict[str, Any], values: dict[str, Any] | None = None) -> Node:
+    """A fresh node of operator `op`: built from `values` when they are what the registry's
+    `validate` gave for its parameters, else from `params`, validated first."""
     if ":" in op:
         return _import_attribute(op)(**params)
     from flowengine.ops.registry import registry
 
-    return registry.create(op, **params)
+    return registry.create(op, **params) if values is None else registry.build(op, values)

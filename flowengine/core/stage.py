@@ -28,7 +28,8 @@ from flowengine.ops.pipeline import Pipeline
 from flowengine.core.lookup import create_node
 
 __all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
-           "block_samples_for", "create_stage_node", "create_chain_node", "with_stage_on_error"]
+           "node_values", "block_samples_for", "create_stage_node", "create_chain_node",
+           "with_stage_on_error"]
 
 OFFLINE_BLOCK_SAMPLES = 4096
 LIVE_BLOCK_SAMPLES = 1024
@@ -42,6 +43,7 @@ class FusedMember:
     name: str
     op: str
     params: dict[str, Any]
+    values: dict[str, Any] | None = None   # the params validated by the coordinator (node_values)
 
 
 def _has_param(op: str, name: str) -> bool:
@@ -82,12 +84,28 @@ def source_params(op: str, kind: str, params: dict[str, Any],
     return {**params, _BLOCK_PARAM: block_samples_for(params, block_samples)}
 
 
+def node_values(op: str, kind: str, params: dict[str, Any],
+                block_samples: int | None) -> dict[str, Any] | None:
+    """The values a worker builds the node of `op` from: its parameters as create_stage_node
+    would pass them, validated now (the coordinator does, when it plans the run), so that
+    the worker builds without validating, and without importing pydantic. None for an
+    operator imported by module path: it has no spec, the worker calls it with `params`."""
+    if ":" in op:
+        return None
+    from flowengine.ops.registry import registry
+
+    return registry.validate(op, source_params(op, kind, params, block_samples))
+
+
 def create_stage_node(op: str, kind: str, params: dict[str, Any], *,
                       block_samples: int | None = None, fused: list[FusedMember] | None = None,
-                      name: str | None = None) -> Node:
-    """A fresh node for one stream of a stage (or the source node of a source stage)."""
+                      name: str | None = None, values: dict[str, Any] | None = None) -> Node:
+    """A fresh node for one stream of a stage (or the source node of a source stage); from
+    `values` when the coordinator validated the parameters (node_values)."""
     if fused:
         return create_chain_node(fused, name)
+    if values is not None:
+        return create_node(op, params, values)
     return create_node(op, source_params(op, kind, params, block_samples))
 
 
@@ -96,7 +114,7 @@ def create_chain_node(members: list[FusedMember], name: str | None = None) -> No
     buffer through them with one call per member."""
     nodes = []
     for member in members:
-        node = create_node(member.op, dict(member.params))
+        node = create_node(member.op, dict(member.params), member.values)
         node.name = member.name
         nodes.append(node)
     return Pipeline(nodes, name=name or "+".join(m.name for m in members))

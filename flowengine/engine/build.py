@@ -46,7 +46,7 @@ from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, Worke
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
 from flowengine.config.keys import CurveKeys, load_keys
-from flowengine.core.stage import FusedMember, with_stage_on_error
+from flowengine.core.stage import FusedMember, node_values, with_stage_on_error
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -402,16 +402,21 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         merge_senders = [sender_id(s.name, r) for s in ordered_inputs for r in range(s.replicas)]
         window = max((reorder_window(s.replicas, s.config.hwm or DEFAULT_HWM, hwm)
                       for s in ordered_inputs), default=0)
-        members = [FusedMember(m.name, m.config.op, dict(m.config.params))
+        members = [FusedMember(m.name, m.config.op, dict(m.config.params),
+                               node_values(m.config.op, m.info.kind, m.config.params,
+                                           config.block_samples))
                    for m in stage.members]
         whole = bool(members) and stage.members[0].info.input_kind is None
         # Whole streams per replica (or a `fuse: auto` group led by its source): the source,
         # then the chain after it per stream.
         fused, chain = ([], members) if whole else (members, [])
         head = stage.members[0] if whole else stage
+        head_values = members[0].values if whole else None if fused else node_values(
+            stage.op, stage.info.kind, stage.config.params, config.block_samples)
         workers = [WorkerSpec(stage=stage.name, replica=r,
                               op=head.config.op if whole else stage.op,
                               params={} if fused else dict(head.config.params),
+                              values=None if fused else head_values,
                               kind=stage.info.kind, fused=fused, chain=chain,
                               share=_share(head, r, stage.replicas, run_dir)
                               if whole and stage.replicas > 1 else None,

@@ -80,6 +80,9 @@ class WorkerSpec:
     # A source that runs the stages after it too (whole streams per replica): the source
     # (op and params as above), then the stages after it, as FusedMembers.
     chain: list[Any] = field(default_factory=list)
+    # `params` as the coordinator validated them (core/stage.py's node_values): the worker
+    # builds its node from these without validating. None: it validates `params` itself.
+    values: dict[str, Any] | None = None
     # Its share of the source's streams, then ({"replica", "replicas"} and, for claims made
     # as each stream is needed, "claims": a directory): see engine/worker/shares.py.
     share: dict[str, Any] | None = None

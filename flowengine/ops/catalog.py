@@ -17,8 +17,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator
-
 from flowengine.errors import ConfigError, UnknownCodecError
 from flowengine.ops.codecs.configs import DECODER_CONFIGS, ENCODER_CONFIGS, normalize_codec
 from flowengine.ops.node import PACKET, PCM, Node
@@ -27,7 +25,7 @@ from flowengine.ops.catalog_streams import READ_COSTS, template_file_sink  # and
 from flowengine.ops.processors.resample import ResampleNode, resample_rule
 from flowengine.ops.rules import delay_rule, fir_rule, same_length
 from flowengine.ops.codecs.timing import decoder_out_rate, decoder_rule, encoder_rule
-from flowengine.ops.registry import FormatParam, PartialFormatParam, operator
+from flowengine.ops.registry import Convert, FormatParam, PartialFormatParam, operator
 from flowengine.ops.adapters import (
     ProcessorNode, SinkNode, SourceNode, make_decoder_node, make_encoder_node,
 )
@@ -48,9 +46,9 @@ def _as_list(value: Any) -> Any:
     return value
 
 
-Floats = Annotated[list[float], BeforeValidator(_as_list)]
-FloatRows = Annotated[list[list[float]], BeforeValidator(_as_list)]
-Ints = Annotated[list[int], BeforeValidator(_as_list)]
+Floats = Annotated[list[float], Convert(_as_list, "before")]
+FloatRows = Annotated[list[list[float]], Convert(_as_list, "before")]
+Ints = Annotated[list[int], Convert(_as_list, "before")]
 ErrorPolicy = Literal["fail", "skip"]
 
 # Docs of parameters many operators share (param_docs=), in a user's terms.

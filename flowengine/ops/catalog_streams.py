@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator
-
 from flowengine.ops.io.multifile import MultiFileSource
 from flowengine.ops.io.multitone import MultiToneSource
 from flowengine.ops.io.template_writer import TemplateFileWriter
 from flowengine.ops.node import PACKET, PCM, Node
-from flowengine.ops.registry import PartialFormatParam, operator
+from flowengine.ops.registry import Convert, PartialFormatParam, operator
 from flowengine.ops.adapters import SinkNode
 from flowengine.ops.flownode import ANY
 from flowengine.ops.streams import MultiStreamSourceNode
@@ -27,8 +25,8 @@ def _one_or_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-Paths = Annotated[str | list[str], BeforeValidator(_one_or_list)]
-Lengths = Annotated[float | list[float] | None, BeforeValidator(_one_or_list)]
+Paths = Annotated[str | list[str], Convert(_one_or_list, "before")]
+Lengths = Annotated[float | list[float] | None, Convert(_one_or_list, "before")]
 # A file source's cost hint, for `files` and `file_source` (catalog.py says how they were
 # measured): decoding, or packets only.
 READ_COSTS = {"pcm": 0.13, "packet": 0.04}

@@ -14,13 +14,15 @@ parameters, their type hints and defaults ARE the parameter spec:
         '''
         ...
 
-Parameter docs come from `name: text` lines in the factory's docstring.
-`registry.create(name, **params)` validates the parameters with pydantic in
-strict mode (an int is a valid float; a string is not a number, a bool is
-not an int) and turns every problem into a ConfigError that names the
-operator and the parameter: unknown parameters (listing the valid ones),
-missing required ones, wrong types (expected vs got), and values the
-operator itself refuses.
+Parameter docs come from `name: text` lines in the factory's docstring
+(flowengine/ops/params.py reads the signature). `registry.create(name,
+**params)` validates the parameters with pydantic in strict mode (an int is a
+valid float; a string is not a number, a bool is not an int;
+flowengine/ops/param_models.py) and turns every problem into a ConfigError
+that names the operator and the parameter: unknown parameters (listing the
+valid ones), missing required ones, wrong types (expected vs got), and values
+the operator itself refuses. `registry.build(name, values)` builds from values
+`validate` gave already: a worker's way, without pydantic.
 
 `cost` is the operator's CPU per second of audio relative to the mp3
 encoder's, measured by benchmarks/bench_op_cost.py: `fuse: auto` balances
@@ -35,7 +37,8 @@ end-of-run sample audit, and `out_rate` the rate it gives when it changes it.
 Built-in operators live in flowengine/ops/catalog.py and are loaded at
 the first lookup; plugins are modules or callables published in the
 `flowengine.operators` entry-point group: loading one either registers its
-operators with @operator, or is a callable that gets the registry.
+operators with @operator, or is a callable that gets the registry. Plugins are
+loaded when a name is not a built-in's, or the whole list is asked for.
 """
 
 from __future__ import annotations
@@ -43,87 +46,29 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import inspect
 import math
 import types
-import typing
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Callable, Iterable, Literal
-
-import pydantic
-from pydantic import ConfigDict, PlainValidator
+from typing import Any, Callable, Iterable
 
 from flowengine.errors import ConfigError, FlowError, OutputError
-from flowengine.audio.format import AudioFormat, as_format, format_mapping, format_problem
 from flowengine.ops.node import KINDS, Node
+from flowengine.ops.params import Convert, FormatParam, ParamSpec, PartialFormatParam, \
+    check_signature, params_of, type_name
 
 __all__ = [
-    "OPERATOR_KINDS", "ENTRY_POINT_GROUP", "FormatParam", "PartialFormatParam", "ParamSpec",
-    "OperatorSpec", "Registry", "registry", "operator", "get", "create", "names", "type_name",
+    "OPERATOR_KINDS", "ENTRY_POINT_GROUP", "Convert", "FormatParam", "PartialFormatParam",
+    "ParamSpec", "OperatorSpec", "Registry", "registry", "operator", "get", "create", "names",
+    "type_name",
 ]
 
 OPERATOR_KINDS = ("source", "processor", "encoder", "decoder", "sink")
 ENTRY_POINT_GROUP = "flowengine.operators"
-# An AudioFormat parameter: an AudioFormat, or any way of writing one in YAML (FORMAT_FORMS: a
-# mapping, '48000/2/f32', a rate). A run config fills the keys a stage leaves out from its
-# input's format before the operator sees them (config/validate.py).
-FormatParam = Annotated[AudioFormat, PlainValidator(as_format)]
-
-
-def _format_keys(value: Any) -> AudioFormat | dict:
-    """A whole format as an AudioFormat; some of its keys as a mapping (filled in later)."""
-    if isinstance(value, AudioFormat):
-        return value
-    problem = format_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    mapping = format_mapping(value)
-    return as_format(mapping) if "sample_rate" in mapping and "channels" in mapping else mapping
-
-
-# A format that may leave keys out for the operator to fill in at run time (a file source:
-# from each file's own format).
-PartialFormatParam = Annotated[AudioFormat, PlainValidator(_format_keys)]
-
 # Modules that register the built-in operators: the operator families, and the live ones
 # (which sit above ops, so ops never imports them).
 _BUILTINS = ("flowengine.ops.catalog", "flowengine.live.operators")
 _ANY_KIND = "any"
-
-
-def type_name(tp: Any) -> str:
-    """A readable name for a type hint: 'float | None', 'list[float]', "'pcm' | 'packet'"."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Annotated:
-        return type_name(args[0])
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in args)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if tp is type(None):
-        return "None"
-    if tp is AudioFormat:
-        return "format"
-    if origin is not None:
-        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
-    return getattr(tp, "__name__", str(tp))
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter of an operator."""
-
-    name: str
-    type: Any
-    default: Any
-    required: bool
-    doc: str = ""
-
-    @property
-    def type_name(self) -> str:
-        return type_name(self.type)
 
 
 @dataclass(frozen=True)
@@ -164,7 +109,7 @@ class OperatorSpec:
         """The parameters, read from the factory's signature when first asked: evaluating
         every operator's type hints when the catalog registers them cost ~25 ms of each
         process's start, for the few operators a run names."""
-        return _params_of(self.factory, self.shared_docs)
+        return params_of(self.factory, self.shared_docs)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -194,47 +139,16 @@ class OperatorSpec:
         return "\n".join(lines)
 
 
-def _param_docs(factory: Callable) -> dict[str, str]:
-    docs = {}
-    for line in (inspect.getdoc(factory) or "").splitlines():
-        name, sep, text = line.strip().partition(":")
-        if sep and name.isidentifier():
-            docs[name] = text.strip()
-    return docs
-
-
-def _check_signature(name: str, factory: Callable) -> None:
-    """ConfigError unless every parameter of the factory is a plain keyword parameter with a
-    type hint (checked when it registers, without evaluating the hints)."""
-    annotations = getattr(factory, "__annotations__", {})
-    for p in inspect.signature(factory).parameters.values():
-        if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-            raise ConfigError(f"operator {name!r}: parameter {p.name!r} must be a plain keyword "
-                              f"parameter (no *args/**kwargs): the signature is the spec")
-        if p.name not in annotations:
-            raise ConfigError(f"operator {name!r}: parameter {p.name!r} has no type hint")
-
-
-def _params_of(factory: Callable, shared_docs: dict[str, str]) -> tuple[ParamSpec, ...]:
-    hints = typing.get_type_hints(factory, include_extras=True)
-    docs = {**shared_docs, **_param_docs(factory)}
-    params = []
-    for p in inspect.signature(factory).parameters.values():
-        required = p.default is inspect.Parameter.empty
-        params.append(ParamSpec(p.name, hints[p.name], None if required else p.default,
-                                required, docs.get(p.name, "")))
-    return tuple(params)
-
-
 class Registry:
     """Operators by name. `registry` (module level) is the one flowengine uses."""
 
     def __init__(self, builtins: tuple[str, ...] | None = _BUILTINS, group: str | None = ENTRY_POINT_GROUP):
         self._specs: dict[str, OperatorSpec] = {}
-        self._models: dict[str, type[pydantic.BaseModel]] = {}
+        self._models: dict[str, Any] = {}   # name -> its pydantic model (param_models.py)
         self._builtins = builtins
         self._group = group
-        self._loaded = False
+        self._loaded = False          # the built-in operators
+        self._plugins_loaded = False
 
     # ---- registering -----------------------------------------------------------------------
 
@@ -265,7 +179,7 @@ class Registry:
                               f"second of audio relative to the mp3 encoder), got {cost!r}")
 
         def register(factory: Callable[..., Node]) -> Callable[..., Node]:
-            _check_signature(name, factory)
+            check_signature(name, factory)
             spec = OperatorSpec(name, kind, inputs, outputs, summary, stateful, factory, kinds,
                                 expected_out, out_rate, shares_streams, dict(example or {}),
                                 cost, dict(param_docs or {}))
@@ -294,15 +208,18 @@ class Registry:
     def build_models(self, names: Iterable[str] | None = None) -> None:
         """Build these operators' parameter models now (None: every operator's; names that
         are no operator are passed over): the first costs ~40 ms, pydantic loading its own
-        machinery; a forkserver does, so that the workers it forks validate without paying
-        for that each (~0.25 s a worker)."""
-        self._ensure_loaded()
+        machinery."""
         for name in self.names() if names is None else names:
-            if name in self._specs:
+            if name in self:
                 self._model(self._specs[name])
 
+    def load_builtins(self) -> None:
+        """Import the built-in operators now, not at the first lookup (plugins still load
+        when first needed)."""
+        self._load_builtins()
+
     def get(self, name: str) -> OperatorSpec:
-        self._ensure_loaded()
+        self._ensure_loaded(name)
         spec = self._specs.get(name)
         if spec is None:
             close = difflib.get_close_matches(str(name), self._specs, n=1)
@@ -312,7 +229,7 @@ class Registry:
         return spec
 
     def __contains__(self, name: str) -> bool:
-        self._ensure_loaded()
+        self._ensure_loaded(name)
         return name in self._specs
 
     # ---- building --------------------------------------------------------------------------
@@ -330,16 +247,17 @@ class Registry:
             if p.required and p.name not in params:
                 raise ConfigError(f"operator {name!r}: missing required parameter {p.name!r} "
                                   f"({p.type_name})")
-        try:
-            model = self._model(spec).model_validate(params)
-        except pydantic.ValidationError as exc:
-            raise ConfigError(_describe_validation(spec, exc)) from None
-        return {p.name: getattr(model, p.name) for p in spec.params}
+        return param_models().validated(spec, self._model(spec), params)
 
     def create(self, name: str, **params: Any) -> Node:
-        """Build operator `name` as a Node from validated parameters."""
+        """Build operator `name` as a Node from parameters it checks first (`validate`)."""
+        return self.build(name, self.validate(name, params))
+
+    def build(self, name: str, values: dict[str, Any]) -> Node:
+        """Build operator `name` as a Node from what `validate` gave for its parameters
+        (a worker does, with the values the coordinator validated: it never imports
+        pydantic)."""
         spec = self.get(name)
-        values = self.validate(name, params)
         try:
             node = spec.factory(**values)
         except (ConfigError, OutputError):   # an output in use or unwritable is no config error
@@ -351,20 +269,24 @@ class Registry:
                               f"not a Node")
         return node
 
-    def _model(self, spec: OperatorSpec) -> type[pydantic.BaseModel]:
+    def _model(self, spec: OperatorSpec) -> Any:
         model = self._models.get(spec.name)
         if model is None:
-            fields = {p.name: (p.type, ... if p.required else p.default) for p in spec.params}
-            model = pydantic.create_model(
-                f"{spec.name}_params",
-                __config__=ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True),
-                **fields)
-            self._models[spec.name] = model
+            model = self._models[spec.name] = param_models().build_model(spec)
         return model
 
     # ---- loading ---------------------------------------------------------------------------
 
-    def _ensure_loaded(self) -> None:
+    def _ensure_loaded(self, name: str | None = None) -> None:
+        """The built-in operators, then the plugins, each loaded once; the plugins not while
+        `name` is a built-in: a run that names built-in operators only does not read every
+        installed distribution's entry points (~8 ms of each process's start)."""
+        self._load_builtins()
+        if self._group and not self._plugins_loaded and (name is None or name not in self._specs):
+            self._plugins_loaded = True
+            self.load_plugins()
+
+    def _load_builtins(self) -> None:
         if self._loaded:
             return
         self._loaded = True          # set first: the modules below register into us
@@ -372,12 +294,10 @@ class Registry:
             for module in self._builtins:   # each registers into the module-level registry
                 importlib.import_module(module)
             if self is not registry:
-                registry._ensure_loaded()
+                registry._load_builtins()
                 for spec in list(registry._specs.values()):
                     if spec.factory.__module__.startswith("flowengine."):
                         self.register(spec)
-        if self._group:
-            self.load_plugins()
 
     def load_plugins(self) -> list[str]:
         """Load every entry point of the plugin group; returns their names."""
@@ -405,20 +325,12 @@ def _origin(factory: Callable) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def _describe_validation(spec: OperatorSpec, exc: pydantic.ValidationError) -> str:
-    """One ConfigError message for pydantic's errors: operator, parameter, expected vs got."""
-    first: dict[str, dict] = {}        # pydantic reports one error per union branch: keep one
-    for err in exc.errors(include_url=False):
-        first.setdefault(str(err["loc"][0]), err)
-    param, err = next(iter(first.items()))
-    value = err.get("input")
-    reason = err["msg"].removeprefix("Value error, ")
-    message = (f"operator {spec.name!r}: parameter {param!r} expects "
-               f"{spec.param(param).type_name}, got {value!r} ({type(value).__name__}): {reason}")
-    others = list(first)[1:]
-    if others:
-        message += f" (also invalid: {', '.join(others)})"
-    return message
+def param_models() -> types.ModuleType:
+    """flowengine.ops.param_models, imported when a process first validates parameters: a
+    worker never does, and so never imports pydantic (~50 ms of its start)."""
+    from flowengine.ops import param_models
+
+    return param_models
 
 
 registry = Registry()

@@ -74,7 +74,7 @@ class HostAgent:
         self._wake_r, self._wake_w = os.pipe()     # a new worker joins the wait at once
         # This process's forkserver: the local launcher's preload, and orphans.py.
         with _without_main_module():
-            ensure_forkserver(modules_for(ops) + PRELOAD_MODULES + [AGENT_PRELOAD], ops)
+            ensure_forkserver(modules_for(ops) + PRELOAD_MODULES + [AGENT_PRELOAD])
 
     def info(self) -> dict[str, Any]:
         """Where the agent runs: host, pids (its own and its forkserver's), for reports and

@@ -195,13 +195,13 @@ class Worker:
         """A node of this stage's operator for one stream (or the multi-input one)."""
         spec = self.spec
         return create_stage_node(spec.op, spec.kind, spec.params, block_samples=spec.block_samples,
-                                 fused=spec.fused, name=spec.stage)
+                                 fused=spec.fused, name=spec.stage, values=spec.values)
 
     @staticmethod
     def _member_node(member: Any) -> Any:
         """The node factory of one stage of a whole-streams chain."""
         def make() -> Node:
-            node = create_node(member.op, dict(member.params))
+            node = create_node(member.op, dict(member.params), member.values)
             node.name = member.name
             return node
         return make
@@ -211,7 +211,7 @@ class Worker:
         them over replicas)."""
         spec = self.spec
         node = create_stage_node(spec.op, "source", spec.params, block_samples=spec.block_samples,
-                                 name=spec.stage)
+                                 name=spec.stage, values=spec.values)
         if spec.share is not None:
             claim, one_at_a_time = share_claim(spec.share, self.context, spec.curve)
             node.share(claim, one_at_a_time=one_at_a_time)
@@ -402,8 +402,9 @@ class Worker:
         """Ready, run, EOF downstream, done, wait for shutdown. Returns the exit code."""
         # Heavy imports now, in every worker at once, not on the first buffer down the chain.
         spec = self.spec
-        warm([(member.op, member.params) for member in spec.fused] if spec.fused
-             else [(spec.op, spec.params)] + [(member.op, member.params) for member in spec.chain[1:]])
+        warm([(member.op, member.params, member.values) for member in spec.fused] if spec.fused
+             else [(spec.op, spec.params, spec.values)]
+             + [(member.op, member.params, member.values) for member in spec.chain[1:]])
         # What the imports made lives as long as the process: out of the collector's sight,
         # so a full collection during the run does not walk it (tens of ms per pass here).
         gc.freeze()
