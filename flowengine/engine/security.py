@@ -23,13 +23,16 @@ makes a ``tcp://`` edge between hosts both private and authenticated.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from flowengine.config.keys import CurveKeys
 from flowengine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = ["ZAP_DOMAIN", "curve_server", "curve_client", "start_authenticator", "describe_listener",
            "log_listener"]
@@ -75,6 +78,10 @@ class _AllowedClients:
 
 def start_authenticator(context: zmq.Context, keys: CurveKeys) -> ThreadAuthenticator:
     """A ZAP handler in `context` (start it before binding); call `.stop()` before term."""
+    # Imported here, for runs with CURVE only: zmq.auth.thread imports asyncio (through
+    # zmq.asyncio), ~20 ms of the start of every process that imports this module.
+    from zmq.auth.thread import ThreadAuthenticator
+
     auth = ThreadAuthenticator(context, log=logging.getLogger("flowengine.zap"))
     auth.start()
     auth.configure_curve_callback(ZAP_DOMAIN, _AllowedClients({keys.client_public.encode("ascii")}))

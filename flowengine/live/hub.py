@@ -29,14 +29,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from flowengine.live.messages import StreamInfo
+from flowengine.live.messages import DEFAULT_CLIENT_QUEUE_FRAMES, StreamInfo
 
 __all__ = ["Hub", "LiveStream", "Client", "ClientQueue", "DEFAULT_CLIENT_QUEUE_FRAMES"]
 
 log = logging.getLogger("flowengine.live")
-
-# About 6 s of MP3 at 48 kHz (26 ms frames): a browser that stalls longer skips ahead.
-DEFAULT_CLIENT_QUEUE_FRAMES = 256
 
 
 def _text(message: dict) -> str:

@@ -29,13 +29,17 @@ from flowengine.ops.codecs.mp3frames import parse_frame_header
 from flowengine.errors import WireError
 
 __all__ = [
-    "DEFAULT_HTTP_PORT", "DEFAULT_INGEST_PORT", "LIVE_CODECS", "MIME_TYPES", "AAC_FRAME_SAMPLES", "StreamInfo", "probe_frame", "is_frame_of",
+    "DEFAULT_HTTP_PORT", "DEFAULT_INGEST_PORT", "DEFAULT_CLIENT_QUEUE_FRAMES", "LIVE_CODECS", "MIME_TYPES", "AAC_FRAME_SAMPLES", "StreamInfo", "probe_frame", "is_frame_of",
     "is_control_frame", "parse_control", "hello_message", "clock_message", "control_frame_bytes",
 ]
 
 # The original example's ports: HTTP + WebSocket, and the TCP ingest.
 DEFAULT_HTTP_PORT = 23456
 DEFAULT_INGEST_PORT = 23457
+# A browser's queue in the hub: about 6 s of MP3 at 48 kHz (26 ms frames); a browser that
+# stalls longer skips ahead. Here, not in hub.py, so that the live operators' registration
+# (which every process loads) does not import asyncio with the hub.
+DEFAULT_CLIENT_QUEUE_FRAMES = 256
 LIVE_CODECS = ("mp3", "aac")
 MIME_TYPES = {"mp3": "audio/mpeg", "aac": "audio/aac"}
 AAC_FRAME_SAMPLES = 1024

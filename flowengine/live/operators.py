@@ -10,8 +10,8 @@ browsers, or encode a file and push it to a `flowengine serve`.
 from __future__ import annotations
 
 from flowengine.live.framing import DEFAULT_MAX_FRAME_BYTES
-from flowengine.live.hub import DEFAULT_CLIENT_QUEUE_FRAMES
-from flowengine.live.messages import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT
+from flowengine.live.messages import DEFAULT_CLIENT_QUEUE_FRAMES, DEFAULT_HTTP_PORT, \
+    DEFAULT_INGEST_PORT
 from flowengine.ops.node import PACKET, Node
 from flowengine.ops.registry import operator
 from flowengine.ops.adapters import SinkNode
