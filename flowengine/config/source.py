@@ -16,9 +16,10 @@ __all__ = ["ConfigSource", "load_source", "load_file", "safe_load"]
 KeyPath = tuple  # a key path into the document: ("stages", 2, "params", "gain_db")
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """SafeLoader that also reads 1e9 and 2E-3 as floats, as YAML 1.2 does (PyYAML's 1.1
-    rules want a dot, 1.0e9, and made `seconds: 1e3` the string '1e3')."""
+    rules want a dot, 1.0e9, and made `seconds: 1e3` the string '1e3'). libyaml's parser
+    when PyYAML has it (its wheels do): ten times faster than PyYAML's own."""
 
 
 _Loader.add_implicit_resolver(
@@ -113,11 +114,15 @@ def load_source(text: str, filename: str = "<config>") -> ConfigSource:
     try:
         # Composed (and its aliases checked) before it is constructed: safe_load would
         # build a self-referring or exponentially shared structure first.
-        root = yaml.compose(text, Loader=_Loader)
-        lines: dict[KeyPath, int] = {}
-        if root is not None:
-            _record_lines(root, (), lines, filename, set(), [MAX_EXPANDED_NODES])
-        data = safe_load(text)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            lines: dict[KeyPath, int] = {}
+            if root is not None:
+                _record_lines(root, (), lines, filename, set(), [MAX_EXPANDED_NODES])
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""
