@@ -67,6 +67,20 @@ def test_unknown_missing_and_wrong_typed_parameters_each_on_their_line():
     ]
 
 
+def test_an_operators_own_conversion_applies_when_a_run_is_validated():
+    """A value the operator converts itself (taps as a tuple: Convert(_as_list, "before"))
+    passes validation as it passes the operator, for a config built in Python."""
+    source = load_source(HEAD + TONE + "  - op: fir\n    params: {taps: [0.5, 0.5]}\n"
+                         "  - op: null_sink\n", "run.yaml")
+    source.data["stages"][1]["params"]["taps"] = (0.5, 0.5)
+    run = resolve_source(source, check_paths=False)
+    assert [s.op for s in run.stages] == ["tone", "fir", "null_sink"]
+    source.data["stages"][1]["params"]["taps"] = ("a", 0.5)
+    with pytest.raises(ConfigError, match=r"params\.taps: expected list\[float\], got "
+                                          r"\('a', 0\.5\) \(tuple\)"):
+        resolve_source(source, check_paths=False)
+
+
 def test_value_the_operator_refuses_names_the_stage():
     text = HEAD + TONE + """\
   - name: map

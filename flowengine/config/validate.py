@@ -58,6 +58,7 @@ from flowengine.config.cluster import check_cluster
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.config.source import ConfigSource
+from flowengine.ops.param_models import pydantic_type
 
 __all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
            "validate_run", "describe_stage"]
@@ -228,8 +229,8 @@ def _partial_formats(stage: StageConfig, spec: Any) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def _adapter(tp: Any) -> pydantic.TypeAdapter:
     # The registry's own rules: strict (a string is not a number, a bool not an int).
-    return pydantic.TypeAdapter(tp, config=pydantic.ConfigDict(strict=True,
-                                                               arbitrary_types_allowed=True))
+    return pydantic.TypeAdapter(pydantic_type(tp), config=pydantic.ConfigDict(
+        strict=True, arbitrary_types_allowed=True))
 
 
 def _type_problem(param: Any, value: Any) -> str | None:

@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, ConfigDict, PlainValidator
 from flowengine.errors import ConfigError
 from flowengine.ops.params import Convert
 
-__all__ = ["build_model", "validated"]
+__all__ = ["build_model", "validated", "pydantic_type"]
 
 _VALIDATORS = {"plain": PlainValidator, "before": BeforeValidator}
 
@@ -30,7 +30,7 @@ _VALIDATORS = {"plain": PlainValidator, "before": BeforeValidator}
 def build_model(spec: Any) -> type[pydantic.BaseModel]:
     """The strict model of an OperatorSpec's parameters (an int is a valid float; a string
     is not a number, a bool is not an int; unknown keys are refused)."""
-    fields = {p.name: (_pydantic_type(p.type), ... if p.required else p.default)
+    fields = {p.name: (pydantic_type(p.type), ... if p.required else p.default)
               for p in spec.params}
     return pydantic.create_model(
         f"{spec.name}_params",
@@ -48,18 +48,18 @@ def validated(spec: Any, model: type[pydantic.BaseModel], params: dict[str, Any]
     return {p.name: getattr(values, p.name) for p in spec.params}
 
 
-def _pydantic_type(tp: Any) -> Any:
+def pydantic_type(tp: Any) -> Any:
     """A type hint with every `Convert` in it (inside unions and lists too) made pydantic's
     validator of the same mode."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
-        return Annotated[(_pydantic_type(args[0]),
+        return Annotated[(pydantic_type(args[0]),
                           *(_VALIDATORS[m.mode](m.function) if isinstance(m, Convert) else m
                             for m in tp.__metadata__))]
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_pydantic_type(a) for a in args)]
+        return typing.Union[tuple(pydantic_type(a) for a in args)]
     if origin is not None and args and origin is not typing.Literal:
-        return origin[tuple(_pydantic_type(a) for a in args)]
+        return origin[tuple(pydantic_type(a) for a in args)]
     return tp
 
 
