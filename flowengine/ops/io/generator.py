@@ -30,6 +30,7 @@ from flowengine.ops.pacing import MediaClock
 __all__ = ["ToneSource", "WAVEFORMS"]
 
 WAVEFORMS = ("sine", "square", "chirp", "noise", "silence", "bursts")
+_RANDOM = ("noise", "bursts")           # the waveforms drawn from a random generator
 
 # Speech-like bursts: syllables at this rate, every fifth one silent (a pause between "words").
 _SYLLABLE_RATE_HZ = 4.0
@@ -145,7 +146,8 @@ class ToneSource:
 
     def frames(self) -> Iterator[AudioFrame]:
         """The signal as AudioFrames with pts = sample index (time base 1/sample_rate)."""
-        rng = np.random.default_rng(self.seed)
+        # Only noise draws: numpy.random's first import is ~13 ms of a tone's start.
+        rng = np.random.default_rng(self.seed) if self.waveform in _RANDOM else None
         total = self.total_samples
         rate = self.format.sample_rate
         time_base = Fraction(1, rate)
