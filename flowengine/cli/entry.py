@@ -5,7 +5,9 @@ this process importing the command line, the config model and the operators
 (then validating and planning), and the forkserver importing the worker code.
 The entry point reads the command line first, with nothing heavy imported, and
 for such a run (or a `convert` that will run workers) starts the forkserver
-at once, so the two happen on two cores at the same time; then it hands over
+at once, so the two happen on two cores at the same time, and asks it for a
+worker per stage (engine/control/prestart.py: they start while this process
+validates, and the run hands each its spec); then it hands over
 to cli/main.py, with the garbage collector off until the imports are done
 (`_imports_done`). At the end it exits without tearing down every module it
 imported (see `_exit`).
@@ -44,6 +46,11 @@ def main() -> int:
         start_forkserver(ops)
     from flowengine.cli.main import run_command
     _imports_done()
+    if ops and args.command == "run":
+        # Once imported: the forkserver has its preload by then, and forks them while this
+        # process validates and plans.
+        from flowengine.engine.control import prestart
+        prestart.prestart(len(ops))     # a worker per stage, as a rule
     code = run_command(args, process_entry=True)
     if threading.active_count() == 1:
         _exit(code)

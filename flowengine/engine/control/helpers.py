@@ -25,10 +25,14 @@ from contextlib import contextmanager
 from multiprocessing import forkserver, resource_tracker
 from typing import Iterator
 
-__all__ = ["HelperWatch", "pidfd_of", "quiet_tracker_relaunch"]
+__all__ = ["HelperWatch", "pidfd_of", "quiet_tracker_relaunch", "remember_helpers",
+           "a_helper_ended"]
 
 # Helper pids whose death a run has reported (this process's helpers are shared by its runs).
 _reported: set[int] = set()
+_RELAUNCH_WARNING = "resource_tracker: process died"
+# The helpers as they were when noted before any run watched them (remember_helpers).
+_remembered: dict[str, int] = {}
 
 _ROLES = {"forkserver": "the forkserver (pid {pid}), which starts the workers,",
           "resource tracker": "the resource tracker (pid {pid}) of the worker processes"}
@@ -49,8 +53,27 @@ def quiet_tracker_relaunch() -> Iterator[None]:
     """multiprocessing relaunches a dead resource tracker with a UserWarning on stderr; the
     coordinator reports that death itself, in one line."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="resource_tracker: process died")
+        warnings.filterwarnings("ignore", message=_RELAUNCH_WARNING)
         yield
+
+
+def remember_helpers() -> None:
+    """Note the helpers running now, for the runs that will watch them: a worker start before
+    the run (engine/control/prestart.py) would relaunch one that died meanwhile, unseen; and
+    keep quiet about such a relaunch from now on (in a thread, warnings.catch_warnings, which
+    changes the whole process's filters, cannot)."""
+    warnings.filterwarnings("ignore", message=_RELAUNCH_WARNING)
+    for name, pid in _current_pids().items():
+        if pid is not None:
+            _remembered.setdefault(name, pid)
+
+
+def a_helper_ended() -> bool:
+    """Whether the forkserver or the resource tracker has ended (its status still unread:
+    the next worker start would read it, relaunching it, and a run could no longer say how
+    it ended)."""
+    return any(_how_it_ended(pid) is not None for pid in _current_pids().values()
+               if pid is not None)
 
 
 def _current_pids() -> dict[str, int | None]:
@@ -89,9 +112,10 @@ class HelperWatch:
         self.refresh()
 
     def refresh(self) -> None:
-        """Watch the helpers multiprocessing has now; one replaced since the last look (it
-        relaunches a dead one at the next start) stays watched, so its death is still seen."""
-        for name, pid in _current_pids().items():
+        """Watch the helpers multiprocessing has now, and those remembered before; one
+        replaced since (multiprocessing relaunches a dead one at the next start) stays
+        watched, so its death is still seen."""
+        for name, pid in [*_remembered.items(), *_current_pids().items()]:
             if pid is None or pid in self.pids.values():
                 continue
             if name in self.pids:

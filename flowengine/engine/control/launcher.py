@@ -27,6 +27,7 @@ from __future__ import annotations
 import multiprocessing
 from typing import Any, Protocol
 
+from flowengine.engine.control import prestart
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.forkserver import start_forkserver
 from flowengine.engine.worker.entry import run_worker
@@ -65,16 +66,35 @@ class LocalLauncher:
         # Only the first run of this process starts the forkserver; workers warm() the rest.
         start_forkserver([w.op for w in plan.workers] +
                          [m.op for w in plan.workers for m in w.fused + w.chain])
+        prestart.keep(len(plan.workers))
 
     def start(self, spec: WorkerSpec) -> Any:
+        """A worker prestarted for this run (control/prestart.py) given `spec`, or a new one."""
+        waiting = prestart.take()
+        if waiting is not None:
+            process, sender = waiting
+            try:
+                sender.send(spec)
+            except OSError:         # it is gone: the run forks one, and sees why if it fails
+                pass
+            else:
+                process.name = f"flowengine {spec.id}"
+                process.host = process.lost = None
+                return process
+            finally:
+                sender.close()
+        return self._fork(spec)
+
+    def replace(self, old: Any, spec: WorkerSpec) -> Any:
+        return self._fork(spec)
+
+    @staticmethod
+    def _fork(spec: WorkerSpec) -> Any:
         process = multiprocessing.get_context("forkserver").Process(
             target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
         process.host = process.lost = None
         process.start()
         return process
-
-    def replace(self, old: Any, spec: WorkerSpec) -> Any:
-        return self.start(spec)
 
     def can_replace(self, old: Any) -> bool:
         return True
