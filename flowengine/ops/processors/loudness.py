@@ -243,13 +243,17 @@ class LoudnessNormalizer(BaseProcessor):
         self._done = 0                           # output samples produced
         # Input kept from _done - context onwards: the limiter and interpolator look back.
         self._context = self._lookahead + _INTERP_HALF + 1
-        self._buffer = np.zeros((channels, self._context))
+        # The input held, _buffer, is a view of _store, which has room to append to: the
+        # look-ahead (1.6 s) copied into a new array with every block cost more than the DSP.
+        self._store = np.zeros((channels, 2 * self._context))
+        self._buffer = self._store[:, :self._context]
+        self._offset = 0                         # of _buffer[:, 0] in _store
         self._buffer_start = -self._context      # absolute position of _buffer[:, 0]
 
     def _process(self, block: np.ndarray) -> np.ndarray:
         self._measure(block)
         self._fed += block.shape[1]
-        self._buffer = np.concatenate([self._buffer, block], axis=1)
+        self._append(block)
         complete_steps = len(self._step_energy)
         # Control point k is final once every block of its window is complete.
         while len(self._gains) + self._half_window <= complete_steps:
@@ -258,6 +262,19 @@ class LoudnessNormalizer(BaseProcessor):
         ready_until = min((len(self._gains) - 2) * self._step,
                           self._fed - self._lookahead - _INTERP_HALF - 1)
         return self._render(ready_until)
+
+    def _append(self, block: np.ndarray) -> None:
+        """Add `block` to the input held: into _store's free room, after moving what is held
+        to its front (into a store twice the size needed, when it does not fit)."""
+        held, n, offset = self._buffer.shape[1], block.shape[1], self._offset
+        if offset + held + n > self._store.shape[1]:
+            store = self._store if 2 * (held + n) <= self._store.shape[1] else \
+                np.empty((self._store.shape[0], 2 * (held + n)))
+            store[:, :held] = self._buffer      # numpy copies overlapping ranges correctly
+            self._store, offset = store, 0
+        self._store[:, offset + held:offset + held + n] = block
+        self._buffer = self._store[:, offset:offset + held + n]
+        self._offset = offset
 
     def _tail(self) -> np.ndarray | None:
         last_point = -(-self._fed // self._step) + 2
@@ -340,6 +357,7 @@ class LoudnessNormalizer(BaseProcessor):
         drop = self._done - self._context - self._buffer_start
         if drop > 0:
             self._buffer = self._buffer[:, drop:]
+            self._offset += drop
             self._buffer_start += drop
         return out
 
