@@ -6,9 +6,11 @@ Three chains over a generated 44.1 kHz stereo MP3 (60 s; 10 s with --quick):
   The encoder is most of the work, so overlapping the stages can gain at most
   total/busiest; the targets: wall <= 1.10 x the busiest worker's busy time,
   and >= 0.95 x the in-process speed.
-- ``dsp``: the same with EBU R128 loudness normalisation after the resampler.
-  In one process loudness costs ~1.8x the mp3 encoder, so it bounds the
-  overlap at total / loudness.
+- ``dsp``: the same with EBU R128 loudness normalisation after the resampler
+  (~0.5x the mp3 encoder on this chirp, whose peaks stay far under the
+  limiter's ceiling; ~1.1x on a signal where every sample needs the true-peak
+  check). With it, the stages before the encoder cost about what encoder and
+  sink do.
 - ``dsp_balanced``: the same with a compressor instead (~0.45x the encoder):
   the stages before the encoder cost about 0.7x what encoder and sink cost,
   the case the target is for. Target for both DSP chains: >= 1.5 x the

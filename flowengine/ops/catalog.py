@@ -470,7 +470,7 @@ def compressor(threshold_db: float = -20.0, knee_width_db: float = 0.0, ratio: f
           expected_out=same_length,
           summary="Normalise loudness to a target LUFS (BS.1770 / EBU R128, look-ahead window)",
           example={"target_lufs": -16}, param_docs=_PROCESSOR_DOCS,
-          cost=1.8)
+          cost=0.5)
 def loudness(target_lufs: float = -23.0, window_s: float = 3.0, max_gain_db: float = 20.0,
              true_peak_db: float = -1.0, mode: Literal["window", "static"] = "window",
              gain_db: float | None = None, format: FormatParam | None = None) -> Node:

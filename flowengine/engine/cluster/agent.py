@@ -29,9 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-import sys
 import threading
-import types
 from dataclasses import replace
 from multiprocessing import forkserver
 from multiprocessing.connection import wait as wait_for_sentinels
@@ -39,7 +37,8 @@ from typing import Any
 
 from flowengine.engine.plan import WorkerSpec
 from flowengine.config.keys import load_keys
-from flowengine.engine.worker.forkserver import PRELOAD_MODULES, ensure_forkserver, modules_for
+from flowengine.engine.worker.forkserver import PRELOAD_MODULES, ensure_forkserver, \
+    modules_for, without_main_module
 from flowengine.engine.worker.entry import run_worker
 from flowengine.errors import ConfigError
 
@@ -73,7 +72,7 @@ class HostAgent:
         self._processes: dict[int, Any] = {}       # pid -> Process, until its exit is reported
         self._wake_r, self._wake_w = os.pipe()     # a new worker joins the wait at once
         # This process's forkserver: the local launcher's preload, and orphans.py.
-        with _without_main_module():
+        with without_main_module():
             ensure_forkserver(modules_for(ops) + PRELOAD_MODULES + [AGENT_PRELOAD])
 
     def info(self) -> dict[str, Any]:
@@ -102,7 +101,9 @@ class HostAgent:
                            else self.keys.without_server_secret())
         process = multiprocessing.get_context("forkserver").Process(
             target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
-        with _without_main_module():
+        # The agent's main module is Ray's worker script, which imports ray (0.7 s and ~80 MB
+        # in every worker): never needed by one.
+        with without_main_module():
             process.start()
         with self._lock:
             self._processes[process.pid] = process
@@ -147,23 +148,3 @@ class HostAgent:
         for process in left:
             process.join(2.0)
         return [p.pid for p in left]
-
-
-class _without_main_module:
-    """multiprocessing makes each new process import the starting process's main module
-    (``__mp_main__``). In a Ray actor that is Ray's worker script, which imports ray: 0.7 s
-    and ~80 MB in every worker. While a worker starts, hide it: the workers need nothing
-    from it (their target is ``run_worker``, imported by name)."""
-
-    _lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        self.main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.main is not None:
-            sys.modules["__main__"] = self.main
-        self._lock.release()
-

@@ -31,8 +31,10 @@ worker is SIGKILLed from the signal handler, so no output is finalised after
 it) and raises ``RunInterrupted`` (exit code 130).
 
 As with any "spawn"/"forkserver" program, a script that runs an Engine must
-guard its entry point with ``if __name__ == "__main__":`` (worker processes
-import the main module); the CLI and ``python -c`` need nothing.
+guard its entry point with ``if __name__ == "__main__":``: a worker imports the
+main module when one of its operators is defined there (``launcher.py``,
+``uses_main_module``; otherwise not, which spares every worker the script's
+own imports). The CLI and ``python -c`` need nothing.
 """
 
 from __future__ import annotations

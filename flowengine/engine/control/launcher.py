@@ -18,21 +18,25 @@ A launcher is used in this order by one run::
     close()             after every worker has ended (or was killed): release the rest
 
 ``LocalLauncher`` forks every worker on this machine from the forkserver
-(``engine/worker/forkserver.py``). The Ray launcher (``engine/cluster/``)
+(``engine/worker/forkserver.py``), without this program's main module unless
+one of the worker's operators is defined there (``uses_main_module``). The Ray launcher (``engine/cluster/``)
 is chosen by ``cluster: {engine: ray}`` and is the only code that imports ray.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing
 from typing import Any, Protocol
 
 from flowengine.engine.control import prestart
 from flowengine.engine.plan import Plan, WorkerSpec
-from flowengine.engine.worker.forkserver import start_forkserver
+from flowengine.engine.worker.forkserver import start_forkserver, without_main_module
 from flowengine.engine.worker.entry import run_worker
+from flowengine.ops.registry import registry
 
-__all__ = ["WorkerHandle", "Launcher", "LocalLauncher", "launcher_for"]
+__all__ = ["WorkerHandle", "Launcher", "LocalLauncher", "launcher_for", "uses_main_module"]
 
 
 class WorkerHandle(Protocol):
@@ -93,7 +97,8 @@ class LocalLauncher:
         process = multiprocessing.get_context("forkserver").Process(
             target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
         process.host = process.lost = None
-        process.start()
+        with contextlib.nullcontext() if uses_main_module(spec) else without_main_module():
+            process.start()
         return process
 
     def can_replace(self, old: Any) -> bool:
@@ -104,6 +109,33 @@ class LocalLauncher:
 
     def close(self) -> None:
         pass
+
+
+def uses_main_module(spec: WorkerSpec) -> bool:
+    """Whether a worker of `spec` needs this program's main module, which multiprocessing
+    would otherwise have it run first: an operator defined there (registered by the main
+    script, or named ``__main__:attribute``) or a parameter of one of its classes."""
+    if _refers_to_main(spec):
+        return True
+    ops = [spec.op] + [member.op for member in spec.fused + spec.chain]
+    return any(getattr(registry.get(op).factory, "__module__", None) == "__main__"
+               for op in ops if ":" not in op and op in registry)
+
+
+def _refers_to_main(value: Any) -> bool:
+    """Whether `value` (a spec, its parameters) names the main module or holds an object of
+    it: what pickling it for the worker would refer to ``__main__`` by."""
+    if isinstance(value, str):
+        return value.startswith("__main__:")
+    if isinstance(value, dict):
+        return any(_refers_to_main(k) or _refers_to_main(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_refers_to_main(v) for v in value)
+    if getattr(value, "__module__", None) == "__main__" or type(value).__module__ == "__main__":
+        return True
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_refers_to_main(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
 
 
 def launcher_for(plan: Plan) -> Launcher:

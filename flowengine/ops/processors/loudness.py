@@ -27,7 +27,10 @@ window instead:
   the minimum over the next 5 ms, then averaged over 5 ms, so the reduction
   ramps in before a peak and never lets one through. Sample peaks are held
   strictly (a final clip guards only against float rounding); true peaks are
-  held to the accuracy of the 4x estimate (about 0.1 dB).
+  held to the accuracy of the 4x estimate (about 0.1 dB). The oversampled
+  signal is computed only where it can matter: an interpolated value is at
+  most 2.09x the largest sample its filter reaches, so wherever the gain
+  keeps that bound under the ceiling the reduction is 1 without it.
 * Latency: half the window plus one 100 ms step (1.6 s for window_s=3), and
   up to one more step while the current step fills.
   Output length equals input length; the delayed tail comes out on flush, pts
@@ -44,7 +47,7 @@ over the input) is not offered: it cannot stream.
 from __future__ import annotations
 
 from functools import cache
-from math import pi, tan
+from math import log10, pi, tan
 
 import numpy as np
 
@@ -71,6 +74,14 @@ _INTERP_HALF = 8                       # half-length of the interpolation filter
 def _interpolation_taps() -> np.ndarray:
     """Low-pass for the 4x oversampled true-peak check (built once, on first use)."""
     return signal.firwin(2 * _INTERP_HALF * _OVERSAMPLE + 1, 1.0 / _OVERSAMPLE) * _OVERSAMPLE
+
+
+@cache
+def _interpolation_bound() -> float:
+    """The most an interpolated value can exceed the largest |x| its filter reaches: the
+    largest sum of |taps| over the four phases (2.09)."""
+    taps = np.abs(_interpolation_taps())
+    return float(max(taps[phase::_OVERSAMPLE].sum() for phase in range(_OVERSAMPLE)))
 
 
 # Channel weights by count, in FFmpeg's default layout order (see resample.py).
@@ -116,12 +127,15 @@ def _block_loudness(block_powers: np.ndarray) -> np.ndarray:
 
 def gated_loudness(block_powers: np.ndarray) -> float | None:
     """Integrated loudness of weighted block mean squares after both gates; None if none pass."""
-    above_abs = block_powers[_block_loudness(block_powers) > ABSOLUTE_GATE_LUFS]
+    loudness = _block_loudness(block_powers)
+    passed = loudness > ABSOLUTE_GATE_LUFS
+    above_abs = block_powers[passed]
     if above_abs.size == 0:
         return None
-    relative_gate = float(_block_loudness(np.array([above_abs.mean()]))[0]) + RELATIVE_GATE_LU
-    gated = above_abs[_block_loudness(above_abs) > relative_gate]
-    return float(_block_loudness(np.array([gated.mean()]))[0])
+    # The means are positive (every block above the absolute gate is): a scalar log10.
+    relative_gate = _LOUDNESS_OFFSET + 10.0 * log10(above_abs.mean()) + RELATIVE_GATE_LU
+    gated = above_abs[loudness[passed] > relative_gate]
+    return _LOUDNESS_OFFSET + 10.0 * log10(gated.mean())
 
 
 def _blocks_from_steps(step_energy: np.ndarray, step: int) -> np.ndarray:
@@ -217,6 +231,7 @@ class LoudnessNormalizer(BaseProcessor):
         self._sos = k_weighting_sos(rate)
         self._zi = np.zeros((self._sos.shape[0], channels, 2))
         self._step = _step_samples(rate)
+        self._ramp = np.arange(self._step) / self._step   # position within a step, 0 to 1
         self._half_window = (0 if self.mode == "static"
                              else max(_STEPS_PER_BLOCK // 2, round(self.window_s * 5)))
         self._lookahead = max(1, round(_LIMITER_LOOKAHEAD_S * rate))
@@ -228,13 +243,17 @@ class LoudnessNormalizer(BaseProcessor):
         self._done = 0                           # output samples produced
         # Input kept from _done - context onwards: the limiter and interpolator look back.
         self._context = self._lookahead + _INTERP_HALF + 1
-        self._buffer = np.zeros((channels, self._context))
+        # The input held, _buffer, is a view of _store, which has room to append to: the
+        # look-ahead (1.6 s) copied into a new array with every block cost more than the DSP.
+        self._store = np.zeros((channels, 2 * self._context))
+        self._buffer = self._store[:, :self._context]
+        self._offset = 0                         # of _buffer[:, 0] in _store
         self._buffer_start = -self._context      # absolute position of _buffer[:, 0]
 
     def _process(self, block: np.ndarray) -> np.ndarray:
         self._measure(block)
         self._fed += block.shape[1]
-        self._buffer = np.concatenate([self._buffer, block], axis=1)
+        self._append(block)
         complete_steps = len(self._step_energy)
         # Control point k is final once every block of its window is complete.
         while len(self._gains) + self._half_window <= complete_steps:
@@ -243,6 +262,19 @@ class LoudnessNormalizer(BaseProcessor):
         ready_until = min((len(self._gains) - 2) * self._step,
                           self._fed - self._lookahead - _INTERP_HALF - 1)
         return self._render(ready_until)
+
+    def _append(self, block: np.ndarray) -> None:
+        """Add `block` to the input held: into _store's free room, after moving what is held
+        to its front (into a store twice the size needed, when it does not fit)."""
+        held, n, offset = self._buffer.shape[1], block.shape[1], self._offset
+        if offset + held + n > self._store.shape[1]:
+            store = self._store if 2 * (held + n) <= self._store.shape[1] else \
+                np.empty((self._store.shape[0], 2 * (held + n)))
+            store[:, :held] = self._buffer      # numpy copies overlapping ranges correctly
+            self._store, offset = store, 0
+        self._store[:, offset + held:offset + held + n] = block
+        self._buffer = self._store[:, offset:offset + held + n]
+        self._offset = offset
 
     def _tail(self) -> np.ndarray | None:
         last_point = -(-self._fed // self._step) + 2
@@ -278,15 +310,21 @@ class LoudnessNormalizer(BaseProcessor):
         return 10.0 ** (min(self.target_lufs - loudness, self.max_gain_db) / 20.0)
 
     def _gain_curve(self, start: int, stop: int) -> np.ndarray:
-        """Per-sample gain on [start, stop): linear between control points."""
-        positions = np.arange(start, stop)
-        points = np.clip(positions, 0, None) // self._step
-        frac = (np.clip(positions, 0, None) - points * self._step) / self._step
-        gains = np.asarray(self._gains)
-        last = gains.size - 1
-        g0 = gains[np.minimum(points, last)]
-        g1 = gains[np.minimum(points + 1, last)]
-        return g0 + (g1 - g0) * frac
+        """Per-sample gain on [start, stop): linear between control points (the first
+        point's gain before position 0, the last point's after it)."""
+        step, gains = self._step, self._gains
+        last = len(gains) - 1
+        if stop <= 0:
+            return np.full(stop - start, gains[0])
+        first_point, last_point = max(start, 0) // step, (stop - 1) // step
+        g = np.array([gains[min(k, last)] for k in range(first_point, last_point + 2)])
+        # Each step's ramp from its point's gain to the next's, the steps back to back.
+        ramps = (g[:-1, np.newaxis] + (g[1:] - g[:-1])[:, np.newaxis] * self._ramp).ravel()
+        origin = first_point * step
+        curve = ramps[max(start, 0) - origin:stop - origin]
+        if start < 0:
+            curve = np.concatenate([np.full(-start, gains[0]), curve])
+        return curve
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -298,22 +336,28 @@ class LoudnessNormalizer(BaseProcessor):
         la = self._lookahead
         # Reduction needed on [start - la, until + la], from gain x peak.
         lo, hi = start - la, until + la + 1
-        wanted = self._gain_curve(lo, hi) * self._peaks(lo, hi)
-        with np.errstate(divide="ignore"):
-            reduction = np.minimum(1.0, self._ceiling / wanted)
-        # Min over the next `la` samples, then mean over the previous `la`: ramps in before
-        # each peak and never exceeds the reduction needed at it. Both in O(samples), not
-        # O(samples x la): a running minimum (its centred windows, shifted) and a running sum.
-        size = la + 1
-        ahead = ndimage.minimum_filter1d(reduction, size)[size // 2:size // 2 + len(reduction) - la]
-        sums = np.concatenate(([0.0], np.cumsum(ahead)))
-        smooth = ((sums[la:] - sums[:-la]) / la)[1:count + 1]
-        out = self._slice(start, until) * (self._gain_curve(start, until) * smooth)
+        gain = self._gain_curve(lo, hi)
+        out_gain = gain[la:la + count]
+        peaks = self._peaks(lo, hi, gain)
+        if peaks is not None:    # else no sample needs a reduction: it would be 1 throughout
+            with np.errstate(divide="ignore"):
+                reduction = np.minimum(1.0, self._ceiling / (gain * peaks))
+            # Min over the next `la` samples, then mean over the previous `la`: ramps in
+            # before each peak and never exceeds the reduction needed at it. Both in
+            # O(samples), not O(samples x la): a running minimum (its centred windows,
+            # shifted) and a running sum.
+            size = la + 1
+            ahead = ndimage.minimum_filter1d(reduction, size)[size // 2:
+                                                              size // 2 + len(reduction) - la]
+            sums = np.concatenate(([0.0], np.cumsum(ahead)))
+            out_gain = out_gain * ((sums[la:] - sums[:-la]) / la)[1:count + 1]
+        out = self._slice(start, until) * out_gain
         np.clip(out, -self._ceiling, self._ceiling, out=out)   # float rounding only
         self._done = until
         drop = self._done - self._context - self._buffer_start
         if drop > 0:
             self._buffer = self._buffer[:, drop:]
+            self._offset += drop
             self._buffer_start += drop
         return out
 
@@ -326,14 +370,41 @@ class LoudnessNormalizer(BaseProcessor):
             have = np.concatenate([have, np.zeros((have.shape[0], missing))], axis=1)
         return have
 
-    def _peaks(self, start: int, stop: int) -> np.ndarray:
-        """Per-sample peak over channels on [start, stop): |x| and its 4x inter-sample values."""
+    def _peaks(self, start: int, stop: int, gain: np.ndarray) -> np.ndarray | None:
+        """Per-sample peak over channels on [start, stop): |x| and its 4x inter-sample values;
+        None when `gain` keeps every one under the ceiling.
+
+        An interpolated value is at most _interpolation_bound() x the largest |x| its filter
+        reaches (the 17 samples around it), so only where gain x that bound can pass the
+        ceiling is the oversampled signal computed; elsewhere the bound stands in for the
+        peak (the reduction is 1 either way).
+        """
         half = _INTERP_HALF
         x = self._slice(start - half, stop + half)
         n = stop - start
+        reach = ndimage.maximum_filter1d(np.abs(x).max(axis=0), 2 * half + 1)
+        bound = reach[half:half + n] * _interpolation_bound()
+        # The margin covers float rounding between the bound and the computed peaks.
+        over = np.flatnonzero(gain * bound > self._ceiling * (1.0 - 1e-9))
+        if over.size == 0:
+            return None
+        first, last = int(over[0]), int(over[-1]) + 1
+        bound[first:last] = self._true_peaks(x[:, first:last + 2 * half])
+        return bound
+
+    @staticmethod
+    def _true_peaks(x: np.ndarray) -> np.ndarray:
+        """The peak over channels of x[:, half:-half] and its 4x oversampled values."""
+        half = _INTERP_HALF
+        n = x.shape[1] - 2 * half
         sample_peak = np.abs(x[:, half:half + n]).max(axis=0)
         up = signal.upfirdn(_interpolation_taps(), x, up=_OVERSAMPLE, axis=1)
         # The filter delays by half its length (4 * half upsampled samples).
         first = 2 * half * _OVERSAMPLE
-        between = np.abs(up[:, first:first + n * _OVERSAMPLE]).reshape(x.shape[0], n, _OVERSAMPLE)
-        return np.maximum(sample_peak, between.max(axis=(0, 2)))
+        up = np.abs(up[:, first:first + n * _OVERSAMPLE])
+        # Over channels, then over each sample's four values: elementwise on strided views,
+        # which numpy does much faster than a reduction over a short inner axis.
+        between = up.max(axis=0)
+        for phase in range(_OVERSAMPLE):
+            np.maximum(sample_peak, between[phase::_OVERSAMPLE], out=sample_peak)
+        return sample_peak
