@@ -313,7 +313,7 @@ class _ImportedSpec:
         return self.inputs, self.outputs
 
 
-def _lookup(op: str, names: list[str]) -> Any:
+def _lookup(op: str) -> Any:
     """The operator's spec, or ConfigError with close names."""
     if ":" in op:
         from flowengine.core.lookup import resolve_operator
@@ -322,14 +322,13 @@ def _lookup(op: str, names: list[str]) -> Any:
     registry = _registry()
     if op in registry:
         return registry.get(op)
-    close = difflib.get_close_matches(op, names, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(op, registry.names(), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
         "; `flowengine ops` lists them"
     raise ConfigError(f"unknown operator {op!r}{hint}")
 
 
 def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
-    names = _registry().names()
     seen: dict[str, int] = {}
     stages: list[StageInfo] = []
     for index, stage in enumerate(config.stages):
@@ -342,7 +341,7 @@ def _resolve_stages(config: RunConfig, out: _Collector) -> list[StageInfo]:
         else:
             seen[name] = index
         try:
-            spec = _lookup(stage.op, names)
+            spec = _lookup(stage.op)
         except ConfigError as exc:
             out.add(("stages", index, "op"), repr(name), "op", str(exc))
             continue
