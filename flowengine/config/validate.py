@@ -39,7 +39,6 @@ prints and both runners follow.
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +57,7 @@ from flowengine.config.cluster import check_cluster
 from flowengine.config.model import RunConfig, StageConfig
 from flowengine.config.restart_rules import restart_problem
 from flowengine.config.source import ConfigSource
-from flowengine.ops.param_models import pydantic_type
+from flowengine.ops.param_checks import adapter
 
 __all__ = ["ConfigValidationError", "Problem", "StageInfo", "Edge", "ResolvedRun",
            "validate_run", "describe_stage"]
@@ -226,17 +225,10 @@ def _partial_formats(stage: StageConfig, spec: Any) -> list[str]:
             and not is_complete_format(stage.params[p.name])]
 
 
-@functools.lru_cache(maxsize=None)
-def _adapter(tp: Any) -> pydantic.TypeAdapter:
-    # The registry's own rules: strict (a string is not a number, a bool not an int).
-    return pydantic.TypeAdapter(pydantic_type(tp), config=pydantic.ConfigDict(
-        strict=True, arbitrary_types_allowed=True))
-
-
 def _type_problem(param: Any, value: Any) -> str | None:
     """None when `value` fits the parameter's type, else the reason (': ...' or '')."""
     try:
-        _adapter(param.type).validate_python(value)
+        adapter(param.type).validate_python(value)
     except pydantic.ValidationError as exc:
         for err in exc.errors(include_url=False):
             if err["type"] == "value_error":     # the operator's own check of the value

@@ -4,7 +4,7 @@ A factory's keyword parameters, their type hints and defaults are the operator's
 parameter spec (flowengine/ops/registry.py says how an operator is written). This
 module reads them (`params_of`), names their types for people (`type_name`), and
 gives the hints operators share: `FormatParam`, `PartialFormatParam`, and `Convert`,
-an operator's own conversion of a value, which flowengine/ops/param_models.py turns
+an operator's own conversion of a value, which flowengine/ops/param_checks.py turns
 into pydantic's validator when a process validates parameters. A worker reads specs
 but never validates, so nothing here imports pydantic.
 """
@@ -30,7 +30,7 @@ class Convert:
     `Annotated[list[float], Convert(as_list, "before")]`. Mode "plain": `function` alone
     checks and converts the value (a ValueError says what is wrong); "before": it runs
     first, then the value is checked against the hint's type. (pydantic's PlainValidator
-    and BeforeValidator, which it becomes: see param_models.py.)"""
+    and BeforeValidator, which it becomes: see param_checks.py.)"""
 
     function: Callable[[Any], Any]
     mode: Literal["plain", "before"] = "plain"

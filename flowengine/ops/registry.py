@@ -18,7 +18,7 @@ Parameter docs come from `name: text` lines in the factory's docstring
 (flowengine/ops/params.py reads the signature). `registry.create(name,
 **params)` validates the parameters with pydantic in strict mode (an int is a
 valid float; a string is not a number, a bool is not an int;
-flowengine/ops/param_models.py) and turns every problem into a ConfigError
+flowengine/ops/param_checks.py) and turns every problem into a ConfigError
 that names the operator and the parameter: unknown parameters (listing the
 valid ones), missing required ones, wrong types (expected vs got), and values
 the operator itself refuses. `registry.build(name, values)` builds from values
@@ -50,7 +50,7 @@ import math
 import types
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from flowengine.errors import ConfigError, FlowError, OutputError
 from flowengine.ops.node import KINDS, Node
@@ -144,7 +144,6 @@ class Registry:
 
     def __init__(self, builtins: tuple[str, ...] | None = _BUILTINS, group: str | None = ENTRY_POINT_GROUP):
         self._specs: dict[str, OperatorSpec] = {}
-        self._models: dict[str, Any] = {}   # name -> its pydantic model (param_models.py)
         self._builtins = builtins
         self._group = group
         self._loaded = False          # the built-in operators
@@ -194,7 +193,6 @@ class Registry:
                               f"{_origin(old.factory)}); {_origin(spec.factory)} cannot take "
                               f"the name")
         self._specs[spec.name] = spec
-        self._models.pop(spec.name, None)
 
     # ---- looking up ------------------------------------------------------------------------
 
@@ -204,14 +202,6 @@ class Registry:
 
     def specs(self) -> list[OperatorSpec]:
         return [self._specs[n] for n in self.names()]
-
-    def build_models(self, names: Iterable[str] | None = None) -> None:
-        """Build these operators' parameter models now (None: every operator's; names that
-        are no operator are passed over): the first costs ~40 ms, pydantic loading its own
-        machinery."""
-        for name in self.names() if names is None else names:
-            if name in self:
-                self._model(self._specs[name])
 
     def load_builtins(self) -> None:
         """Import the built-in operators now, not at the first lookup (plugins still load
@@ -247,7 +237,7 @@ class Registry:
             if p.required and p.name not in params:
                 raise ConfigError(f"operator {name!r}: missing required parameter {p.name!r} "
                                   f"({p.type_name})")
-        return param_models().validated(spec, self._model(spec), params)
+        return param_checks().validated(spec, params)
 
     def create(self, name: str, **params: Any) -> Node:
         """Build operator `name` as a Node from parameters it checks first (`validate`)."""
@@ -268,12 +258,6 @@ class Registry:
             raise ConfigError(f"operator {name!r}: its factory returned {type(node).__name__}, "
                               f"not a Node")
         return node
-
-    def _model(self, spec: OperatorSpec) -> Any:
-        model = self._models.get(spec.name)
-        if model is None:
-            model = self._models[spec.name] = param_models().build_model(spec)
-        return model
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -325,12 +309,12 @@ def _origin(factory: Callable) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def param_models() -> types.ModuleType:
-    """flowengine.ops.param_models, imported when a process first validates parameters: a
+def param_checks() -> types.ModuleType:
+    """flowengine.ops.param_checks, imported when a process first validates parameters: a
     worker never does, and so never imports pydantic (~50 ms of its start)."""
-    from flowengine.ops import param_models
+    from flowengine.ops import param_checks
 
-    return param_models
+    return param_checks
 
 
 registry = Registry()
