@@ -4,8 +4,8 @@ it happens on the data path.
 Importing this module (the forkserver does, see forkserver.py) loads the built-in
 operators, once for every worker. A worker builds its nodes from the
 parameter values the coordinator validated (WorkerSpec.values), so neither the
-forkserver nor a worker imports pydantic or builds a parameter model (~50 ms of each
-start); only a stage whose values did not come with its spec validates in the worker.
+forkserver nor a worker imports pydantic (~50 ms of each start); only a stage whose
+values did not come with its spec validates in the worker.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ __all__ = ["warm"]
 def warm(stages: Iterable[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> None:
     """Do now what the nodes of these (op, params, values) would do on their first buffer:
     import scipy.signal for a filter, and validate the params that come without values
-    (building their parameter model: ~40 ms of CPU for the first, which a chain otherwise
-    paid stage after stage on its first buffer)."""
+    (importing pydantic: ~50 ms of CPU for the first, which a chain otherwise paid stage
+    after stage on its first buffer)."""
     stages = list(stages)
     if SCIPY_OPS.intersection(op for op, _, _ in stages):
         import scipy.signal  # noqa: F401 - the import is the point (cached after the first)
     for op, params, values in stages:
-        if values is None and ":" not in op:     # an imported test operator has no model
+        if values is None and ":" not in op:     # an imported test operator has no spec
             try:
                 registry.validate(op, params)
             except ConfigError:
