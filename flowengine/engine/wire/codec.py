@@ -761,14 +761,15 @@ def buffer_from(message: Message, caps: Caps, *, writable: bool = False) -> Audi
             raise WireError(f"pcm message for stream {message.stream!r}: payload is "
                             f"{payload.nbytes} bytes but its caps and header say {channels} "
                             f"ch × {samples} samples × {width} bytes = {expected}")
-        data = np.frombuffer(payload, dtype=dtype).reshape(
-            (channels, samples) if fmt.planar else (samples, channels))
+        # Read-only through the view (numpy's flags object costs more, in a live stage's
+        # first microseconds after it wakes up: docs/performance.md, session 7).
+        data = np.frombuffer(payload if writable else payload.toreadonly(), dtype=dtype
+                             ).reshape((channels, samples) if fmt.planar else (samples, channels))
         if not _NATIVE_LITTLE and width > 1:
             data = data.astype(fmt.dtype)  # a big-endian host: one conversion, a native array
+            data.flags.writeable = writable
         elif writable:
             data = data.copy()
-        if not writable:
-            data.flags.writeable = False
         # data has fmt's dtype and shape by construction: no re-check
         return AudioFrame.from_checked(data, fmt, message.pts, caps.time_base, message.stream)
     if caps.kind != PACKET:

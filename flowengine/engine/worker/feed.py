@@ -8,18 +8,19 @@ in-process runner runs; this module only moves messages between the sockets
 and that loop, and keeps every wait bounded and awake to control.
 
 **A stage fed by an inbox** (`run_inbox`): one ZeroMQ message (a batch) per
-turn, each turn one poll of the control socket and the inbox: without waiting
-while the worker has messages queued to send (a look whether more input is
-there to batch with), else up to ``IDLE_WAIT_S``. Nothing more to read now:
-the queued messages go out, then the worker waits. Control is answered after
-the message, so its counts are in the stats. Each wire message goes through
-the worker's ``InboxState`` (the per-edge protocol; an ordered stage's parts
-merged back in order first), whose events drive the loop: caps open a
-stream's node, data is a batch, eos ends the stream (an *aborted* eos closes
-it unflushed), and the end of every sender closes the loop. A multi-input
-stage (a mixer) is a `MixLoop`: every input goes to its one node, keyed by
-the upstream stage, and a stage's input group ends once each of its replicas
-sent its eof.
+turn while the inbox's EVENTS say it has one; control is looked at after the
+message (so its counts are in the stats) every ``CONTROL_EVERY_S`` while
+messages keep coming. Nothing more to read now: the queued messages go out,
+then the worker waits up to ``IDLE_WAIT_S`` in one poll(2) on the inbox's and
+the control socket's descriptors (``Worker.wait_readable``): a live stage
+wakes once per message, and control still wakes it at once. Each wire message
+goes through the worker's ``InboxState`` (the per-edge protocol; an ordered
+stage's parts merged back in order first), whose events drive the loop: caps
+open a stream's node, data is a batch, eos ends the stream (an *aborted* eos
+closes it unflushed), and the end of every sender closes the loop. A
+multi-input stage (a mixer) is a `MixLoop`: every input goes to its one node,
+keyed by the upstream stage, and a stage's input group ends once each of its
+replicas sent its eof.
 
 **A source** (`run_source`): a `SourceLoop` pulls the source one buffer at a
 time until it ends or the coordinator says ``drain``; a source fused with the
@@ -35,7 +36,7 @@ outside (``tcp_ingest``) waits the same way for its input.
 
 Rules kept: every wait is bounded and awake to control; per message, no more
 than the protocol step and the loop; control is looked at every
-``CONTROL_EVERY_S`` while a source is busy, not on every buffer.
+``CONTROL_EVERY_S`` while a source or an inbox is busy, not on every buffer.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ __all__ = ["WireOutlet", "run_inbox", "run_source", "IDLE_WAIT_S", "START_WAIT_S
 IDLE_WAIT_S = 0.1          # longest wait on the sockets (a live mixer's clock ticks that often)
 START_WAIT_SECONDS = 60.0
 _AGAIN_WAIT_S = 0.005      # a source with nothing ready (and no due time) is asked again after
-_NOBLOCK = int(zmq.NOBLOCK)   # a plain int: the flag enum costs more than the recv call
+# Plain ints: the flag enums cost more than the recv call.
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class WireOutlet(Outlet):
@@ -87,20 +89,20 @@ class WireOutlet(Outlet):
 def run_inbox(worker: Any) -> None:
     """Receive until EOF came from every upstream sender; the loop then ends every stream
     still open (InboxState saw each one's eos already, unless the run was cut short)."""
-    poller = zmq.Poller()
-    poller.register(worker.control, zmq.POLLIN)
-    poller.register(worker.inbox, zmq.POLLIN)
-    outboxes = worker.send.outboxes
+    inbox = worker.inbox
+    waits = worker.readable_poll(worker.inbox_fd)
+    outboxes = list(worker.send.outboxes.values())
     clocked = worker.mix if worker.mix is not None and worker.mix.node.needs_clock else None
     while not worker.inbox_state.run_ended:
-        queued = any(len(outbox) for outbox in outboxes.values())
-        ready = worker.poll(poller, 0.0 if queued else IDLE_WAIT_S)
-        parts = _receive(worker.inbox) if any(s is worker.inbox for s, _ in ready) else None
-        if parts is not None:
-            _on_message(worker, parts)
-        elif queued:
-            worker.send.flush_all()
-        worker.answer(ready)   # after the message: its counts are in the stats
+        if inbox.getsockopt(_EVENTS) & _POLLIN:
+            parts = _receive(inbox)
+            if parts is not None:
+                _on_message(worker, parts)
+            worker.after_message()   # after the message: its counts are in the stats
+        else:   # nothing to read (so the inbox's descriptor will say when there is)
+            if any(len(outbox) for outbox in outboxes):
+                worker.send.flush_all()
+            worker.wait_readable(waits, IDLE_WAIT_S)
         worker.resume_replicas()
         if clocked is not None:     # a live mixer pads a late input after a wall-clock wait
             clocked.drain()
@@ -109,9 +111,9 @@ def run_inbox(worker: Any) -> None:
 
 
 def _receive(inbox: zmq.Socket) -> list[zmq.Frame] | None:
-    """One multipart message from the inbox, which poll said has one; None when it had
-    not after all (seen over tcp while a peer connects). recv_multipart's flag enums
-    cost more than the recv calls."""
+    """One multipart message from the inbox, whose EVENTS said it has one; None when it had
+    not after all (seen over tcp while a peer connects, with zmq_poll). recv_multipart's
+    flag enums cost more than the recv calls."""
     try:
         part = inbox.recv(_NOBLOCK, copy=False)
     except zmq.Again:

@@ -45,6 +45,7 @@ import gc
 import math
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import time
@@ -79,10 +80,11 @@ __all__ = ["run_worker", "Worker", "LINGER_MS", "SHUTDOWN_WAIT_SECONDS", "PROFIL
 LINGER_MS = 1000
 SHUTDOWN_WAIT_SECONDS = 30.0
 _POLL_MS = 100
-_CONTROL_EVERY_S = 0.01    # a busy source looks at the control socket this often
+_CONTROL_EVERY_S = 0.01    # a busy source or inbox looks at the control socket this often
 _RECONNECT_MS, _RECONNECT_MAX_MS = 5, 100   # a PUSH's retries to connect to an inbox
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_READABLE = select.POLLIN
 
 
 class _Shutdown(Exception):
@@ -117,7 +119,11 @@ class Worker:
         # Built once: Socket.poll() builds a Poller on every call.
         self._control_poller = zmq.Poller()
         self._control_poller.register(self.control, zmq.POLLIN)
-        self._fd_pollers: dict[int, zmq.Poller] = {}
+        # Idle waits block in one poll(2) on the sockets' descriptors (`wait_readable`).
+        self.control_fd: int = control.getsockopt(zmq.FD)
+        self.inbox_fd: int | None = self.inbox.getsockopt(zmq.FD) if self.inbox else None
+        self._fd_polls: dict[int | None, Any] = {}
+        self._control_sent = False      # anything sent on control since it was last read dry
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
         self.sender = StreamSender(spec.wire_id, index_data=bool(spec.replay_to))
@@ -234,6 +240,7 @@ class Worker:
 
     def _tell(self, kind: str, **fields: Any) -> None:
         self.control.send(encode_control(kind, **fields))
+        self._control_sent = True     # the send may have taken a message's signal (wait_readable)
 
     def service(self) -> None:
         """Answer every pending control message, send stats when due, notice an orphaned run."""
@@ -337,13 +344,51 @@ class Worker:
         timeout = min(seconds, self._next_stats - time.monotonic())
         return poller.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
 
-    def answer(self, ready: list[tuple[Any, int]]) -> None:
-        """After a `poll`: answer control if it had anything, send stats and acks if due."""
+    def readable_poll(self, fd: int | None = None) -> Any:
+        """A ``select.poll`` of the control socket's descriptor and `fd` (another socket's
+        ZMQ_FD, or a source's outside input), made once per descriptor."""
+        poll = self._fd_polls.get(fd)
+        if poll is None:
+            poll = self._fd_polls[fd] = select.poll()
+            poll.register(self.control_fd, _READABLE)
+            if fd is not None:
+                poll.register(fd, _READABLE)
+        return poll
+
+    def wait_readable(self, poll: Any, seconds: float) -> list[tuple[int, int]]:
+        """Block in one poll(2) on `poll`'s descriptors (from `readable_poll`) for up to
+        `seconds`, never past the time stats are due; then answer control if it stirred,
+        send stats and acks if due. What poll(2) gave; nothing when control had a message
+        already (answered: the caller looks again before it waits again).
+
+        Not zmq_poll, which looks at each socket's EVENTS before and after it blocks (~9
+        system calls and a page of Python per wake-up against 1 here). A socket's ZMQ_FD
+        signals only a change, once: whatever reads the socket's commands (a send, a recv,
+        a look at EVENTS) can take the signal of a message that then waits unseen. So a
+        caller waits on a socket's descriptor only after that socket's EVENTS said it had
+        nothing, and control is looked at again here when something was sent on it since
+        `service` read it dry."""
+        if self._control_sent:
+            self._control_sent = False
+            if self.control.getsockopt(_EVENTS) & _POLLIN:
+                self.service()
+                return []
+        timeout = min(seconds, self._next_stats - time.monotonic())
+        ready = poll.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
         now = time.monotonic()
-        if now >= self._next_stats or any(s is self.control for s, _ in ready):
+        if now >= self._next_stats or any(fd == self.control_fd for fd, _ in ready):
             self.service()
         else:
-            self.next_control = now + _CONTROL_EVERY_S   # poll just looked at it
+            self.next_control = now + _CONTROL_EVERY_S   # nothing came on control
+            self._send_acks(now)
+        return ready
+
+    def after_message(self) -> None:
+        """After an inbox message: control (and stats) when due, acks when due."""
+        now = time.monotonic()
+        if now >= self.next_control:
+            self.service()
+        elif self.acks is not None:
             self._send_acks(now)
 
     def _send_acks(self, now: float) -> None:
@@ -360,24 +405,14 @@ class Worker:
         `deadline`, or until `fd` (a source's outside input) can be read; a drain ends the
         wait at once. Wakes up at most 1 ms late."""
         self.send.flush_all()
-        poller = self._control_poller if fd is None else self._poller_with(fd)
+        poll = self.readable_poll(fd)
         while not self.draining:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            ready = self.poll(poller, min(left, IDLE_WAIT_S))
-            self.answer(ready)
+            ready = self.wait_readable(poll, min(left, IDLE_WAIT_S))
             if fd is not None and any(item == fd for item, _ in ready):
                 return
-
-    def _poller_with(self, fd: int) -> zmq.Poller:
-        """A poller of the control socket and `fd`, made once per descriptor."""
-        poller = self._fd_pollers.get(fd)
-        if poller is None:
-            poller = self._fd_pollers[fd] = zmq.Poller()
-            poller.register(self.control, zmq.POLLIN)
-            poller.register(fd, zmq.POLLIN)
-        return poller
 
     def resume_replicas(self) -> None:
         """Caps (and eof) to replacement replicas downstream; only between two buffers."""

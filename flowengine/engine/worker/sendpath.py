@@ -39,6 +39,7 @@ __all__ = ["SendPath", "writable"]
 
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLOUT)
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 
 Edge = list[tuple[str, zmq.Socket]]   # per downstream replica: (its sender id, our PUSH)
 
@@ -97,9 +98,14 @@ class SendPath:
         count = len(outbox)
         parts, copy = outbox.take()
         sock = outbox.socket
+        last = len(parts) - 1
         while True:
             try:
-                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+                # send_multipart's part by part, without its flag enums: ZeroMQ takes every
+                # part of a message once it took the first one (the HWM counts messages).
+                for part in parts[:last]:
+                    sock.send(part, _NOBLOCK_MORE, copy=copy)
+                sock.send(parts[last], _NOBLOCK, copy=copy)
                 # Counted once ZeroMQ has them: the queue depth downstream is what is there.
                 self.sent_to[outbox.dest] = self.sent_to.get(outbox.dest, 0) + count
                 return
