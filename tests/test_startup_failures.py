@@ -104,3 +104,26 @@ def test_a_process_that_dies_while_the_run_starts_is_named_with_its_signal(tmp_p
         time.sleep(0.05)
     assert chaos.alive_pids(everything) == []
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_with_130_and_no_traceback(tmp_path):
+    """Ctrl-C as soon as the forkserver exists (the command is still importing, or has just
+    begun the run): exit 130 and one line, as a Ctrl-C during the run; no traceback."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flowengine", "run", str(chaos.CONFIGS_DIR / "tone.yaml"),
+         "--quiet", "--set", "tone.seconds=600", "--set", "tone.realtime=true",
+         "--set", f"sink.path={tmp_path / 'tone.mp3'}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while find_target(run.pid, "forkserver") is None:
+            assert run.poll() is None and time.monotonic() < deadline, "no forkserver"
+            time.sleep(0.001)
+        os.kill(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=DEADLINE_S)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr

@@ -33,6 +33,7 @@ __all__ = ["main"]
 # (validation reads the file properly, and a worker imports what was not preloaded).
 _OP = re.compile(r"\bop\s*:\s*[\"']?([\w.:-]+)")
 _CLUSTER = re.compile(r"\bengine\s*:\s*[\"']?ray\b")
+_INTERRUPTED = 130      # cli/runs.py's EXIT_INTERRUPTED, which comes with the heavy imports
 
 
 def main() -> int:
@@ -40,11 +41,15 @@ def main() -> int:
     gc.disable()                    # while importing: see _imports_done
     args = build_parser().parse_args()
     ops = _worker_ops(args)
-    if ops is not None:
-        _run_as_module()
-        from flowengine.engine.worker.forkserver import start_forkserver
-        start_forkserver(ops)
-    from flowengine.cli.main import run_command
+    try:
+        if ops is not None:
+            _run_as_module()
+            from flowengine.engine.worker.forkserver import start_forkserver
+            start_forkserver(ops)
+        from flowengine.cli.main import run_command
+    except KeyboardInterrupt:       # Ctrl-C while importing: as run_command says it later
+        print("\nflowengine: interrupted", file=sys.stderr)
+        _exit(_INTERRUPTED)
     _imports_done()
     if ops and args.command == "run":
         # Once imported: the forkserver has its preload by then, and forks them while this
