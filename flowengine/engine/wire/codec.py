@@ -102,9 +102,9 @@ __all__ = [
     "WIRE_VERSION", "KINDS", "DATA_KINDS", "CONTROL_KINDS", "MAX_MESSAGE_BYTES",
     "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES", "Part",
     "Caps", "Message", "encode_frame", "encode_packet", "encode_caps", "encode_eos",
-    "encode_eof", "data_header", "encode_data", "decode", "buffer_from", "send_kwargs", "message_nbytes",
-    "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch", "decode_batch", "checked_messages",
-    "message_of", "data_buffer",
+    "encode_eof", "data_header", "encode_data", "decode", "buffer_from", "data_buffer",
+    "send_kwargs", "message_nbytes", "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch",
+    "decode_batch", "checked_messages", "message_of",
 ]
 
 WIRE_VERSION = 2
@@ -644,7 +644,7 @@ def _check_batch_header(header: list, views: list[memoryview], max_messages: int
 
 def _checked(kind: str, header: Any, payload: memoryview | None, nbytes: int) -> tuple:
     """``(header, payload, nbytes)`` of one message whose version, kind and part count were
-    checked (see `iter_messages`): a data header's fields checked, a control one decoded."""
+    checked (see `checked_messages`): a data header's fields checked, a control one decoded."""
     if kind in DATA_KINDS:
         if not _data_header_ok(header):
             _check_data_fields(kind, header)  # the general check, with the precise error
@@ -663,7 +663,7 @@ def _checked(kind: str, header: Any, payload: memoryview | None, nbytes: int) ->
 
 
 def message_of(header: list | Message, payload: memoryview | None, nbytes: int) -> Message:
-    """The Message of an item of `iter_messages`."""
+    """The Message of an item of `checked_messages`."""
     if type(header) is Message:
         return header
     if header[1] == "pcm":
@@ -824,7 +824,7 @@ def buffer_from(message: Message, caps: Caps, *, writable: bool = False) -> Audi
 
 def data_buffer(header: Sequence[Any], payload: memoryview, caps: Caps, *,
                 writable: bool = False) -> AudioFrame | Packet:
-    """The AudioFrame or Packet of a data message from its checked header (`iter_messages`)
+    """The AudioFrame or Packet of a data message from its checked header (`checked_messages`)
     and payload, for a stream with `caps`.
 
     PCM samples are a read-only view of the received payload (`writable`

@@ -44,8 +44,8 @@ from flowengine.errors import ConfigError, WireError
 from flowengine.ops.node import PCM
 from flowengine.engine.recovery.indexed import IndexedStreams
 from flowengine.engine.plan import split_generation
-from flowengine.engine.wire.codec import Caps, Message, Part, buffer_from, data_buffer, data_header, \
-    encode_caps, encode_data, encode_eof, encode_eos, message_nbytes
+from flowengine.engine.wire.codec import Caps, Message, Part, buffer_from, data_buffer, \
+    data_header, encode_caps, encode_data, encode_eof, encode_eos, message_nbytes
 
 __all__ = [
     "ProtocolError", "StreamSender", "SenderStatistics", "InboxState", "InboxStatistics",
@@ -455,7 +455,7 @@ class InboxState:
     def next_data(self, header: list, payload: memoryview, nbytes: int
                   ) -> AudioFrame | Packet | None:
         """`receive`'s fast path, for a live stream's steady state: the buffer of a checked
-        data message (``codec.iter_messages``: its header array and payload) when it is the
+        data message (``codec.checked_messages``: its header array and payload) when it is the
         next one (by seq) of an open stream of a sender that is not indexed, counted as
         `receive` counts it; no Message, no events. None for anything else, counted
         nowhere: give it to `receive` (a gap, a duplicate, a payload that is not what the

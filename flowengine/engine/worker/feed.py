@@ -100,8 +100,12 @@ def run_inbox(worker: Any) -> None:
     clocked = worker.mix if worker.mix is not None and worker.mix.node.needs_clock else None
     fast = worker.inbox_state.next_data if worker.stage is not None and worker.merge is None \
         and worker.mix is None and worker.stamp is None else None
+    inbox_fd, woken = worker.inbox_fd, False
     while not worker.inbox_state.run_ended:
-        if inbox.getsockopt(_EVENTS) & _POLLIN:
+        # Woken by the inbox's descriptor: try the recv at once (it reads the socket's
+        # commands as a look at EVENTS would, and says Again when no message came).
+        if woken or inbox.getsockopt(_EVENTS) & _POLLIN:
+            woken = False
             parts = _receive(inbox)
             if parts is not None:
                 _on_message(worker, parts, fast)
@@ -109,7 +113,9 @@ def run_inbox(worker: Any) -> None:
         else:   # nothing to read (so the inbox's descriptor will say when there is)
             if outboxes and any(outbox.messages for outbox in outboxes):
                 worker.send.flush_all()
-            worker.wait_readable(waits, IDLE_WAIT_S)
+            for fd, _ in worker.wait_readable(waits, IDLE_WAIT_S):
+                if fd == inbox_fd:
+                    woken = True
         if worker.resume_to:
             worker.resume_replicas()
         if clocked is not None:     # a live mixer pads a late input after a wall-clock wait
@@ -119,8 +125,9 @@ def run_inbox(worker: Any) -> None:
 
 
 def _receive(inbox: zmq.Socket) -> list[zmq.Frame] | None:
-    """One multipart message from the inbox, whose EVENTS said it has one; None when it had
-    not after all (seen over tcp while a peer connects, with zmq_poll). recv_multipart's
+    """One multipart message from the inbox, whose EVENTS said it has one or whose
+    descriptor woke the worker; None when it had not after all (a wake-up for ZeroMQ's
+    own commands; seen over tcp while a peer connects, with zmq_poll). recv_multipart's
     flag enums cost more than the recv calls."""
     try:
         part = inbox.recv(_NOBLOCK, copy=False)
