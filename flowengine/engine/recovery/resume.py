@@ -125,6 +125,7 @@ class ReplaySender:
         old.close(linger=0)
         outbox.socket = new
         worker.edges[index][replica] = (dest, new)
+        worker.send.sockets_changed()
         worker.sockets[worker.sockets.index(old)] = new
         worker._tell("held", to=dest)
 

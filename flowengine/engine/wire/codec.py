@@ -67,6 +67,15 @@ takes a batch or a single message; it checks the batch header, that the
 lengths add up to the body and split it into whole messages, the count, and
 every message as ``decode`` does, on read-only views of the body (no copy).
 A batch of one is never built (the message goes alone).
+
+The steady state of a live stream, one message per tick after a sleep that
+left the caches cold, costs what its code touches (docs/performance.md), so
+its way is short: a sender keeps one header per open stream
+(``data_header``) and ``encode_data`` packs it with the message's own fields
+in one call; a receiver takes ``checked_messages`` (every message checked,
+a data header in one call, ``_data_header_ok``, and left an array) and builds
+a buffer straight from header and payload (``data_buffer``), without a
+``Message``.
 """
 
 from __future__ import annotations
@@ -93,8 +102,9 @@ __all__ = [
     "WIRE_VERSION", "KINDS", "DATA_KINDS", "CONTROL_KINDS", "MAX_MESSAGE_BYTES",
     "MAX_HEADER_BYTES", "MAX_NAME_CHARS", "MAX_CAPS_PARAMS", "ZERO_COPY_MIN_BYTES", "Part",
     "Caps", "Message", "encode_frame", "encode_packet", "encode_caps", "encode_eos",
-    "encode_eof", "decode", "buffer_from", "send_kwargs", "message_nbytes",
-    "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch", "decode_batch",
+    "encode_eof", "data_header", "encode_data", "decode", "buffer_from", "data_buffer",
+    "send_kwargs", "message_nbytes", "BATCH_KIND", "MAX_BATCH_MESSAGES", "encode_batch",
+    "decode_batch", "checked_messages", "message_of",
 ]
 
 WIRE_VERSION = 2
@@ -250,10 +260,39 @@ def encode_frame(frame: AudioFrame, seq: int, *, sender: str | None = None,
     `order` is the frame's index in its whole stream when the stream is spread
     over replicas. The frame's format and time base are its stream's caps'
     (the caller sends caps first: ``protocol.StreamSender`` does)."""
-    header = [WIRE_VERSION, "pcm", _check_name("stream id", frame.stream), _uint("seq", seq),
-              _opt_name("sender", sender), _opt_uint("order", order),
-              _opt_int("pts", frame.pts), frame.samples]
-    return [_pack(header, "pcm"), _pcm_payload(frame.data, frame.format.sample_type)]
+    return encode_data(data_header(PCM, frame.stream, sender, order), frame, seq)
+
+
+def encode_packet(packet: Packet, seq: int, *, sender: str | None = None,
+                  order: int | None = None) -> list[Part]:
+    """A Packet as ``[header, payload]``; its codec, time base and extradata travel in
+    its stream's caps. `order` as for `encode_frame`."""
+    return encode_data(data_header(PACKET, packet.stream, sender, order), packet, seq)
+
+
+def data_header(kind: str, stream: str, sender: str | None = None,
+                order: int | None = None) -> list:
+    """The header array of a data message of `stream` (`kind`: "pcm" or "packet"), with
+    what its messages share checked once: a sender keeps one per open stream and
+    `encode_data` fills in each message's own fields."""
+    head = [WIRE_VERSION, "pcm" if kind == PCM else "pkt", _check_name("stream id", stream),
+            0, _opt_name("sender", sender), _opt_uint("order", order), None]
+    return head + [0] if kind == PCM else head + [None, None, 0]
+
+
+def encode_data(header: list, buffer: AudioFrame | Packet, seq: int) -> list[Part]:
+    """`buffer` as ``[header, payload]``: `header` (from `data_header`, for its stream)
+    gets `seq` and the buffer's own fields in place and is packed in one call."""
+    pts = buffer.pts
+    header[3] = seq if type(seq) is int and seq >= 0 else _uint("seq", seq)
+    header[6] = pts if pts is None or type(pts) is int else _opt_int("pts", pts)
+    if header[1] == "pcm":
+        header[7] = buffer.samples
+        return [_pack(header, "pcm"), _pcm_payload(buffer.data, buffer.format.sample_type)]
+    header[7] = _opt_int("dts", buffer.dts)
+    header[8] = _opt_int("duration", buffer.duration)
+    header[9] = _uint("flags", buffer.flags)
+    return [_pack(header, "pkt"), memoryview(buffer.data)]
 
 
 def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
@@ -261,17 +300,6 @@ def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
         return memoryview(data).cast("B")  # the usual case: a view, no numpy call
     data = np.ascontiguousarray(data, dtype=_WIRE_DTYPES[sample_type])
     return data.reshape(-1).view(np.uint8).data
-
-
-def encode_packet(packet: Packet, seq: int, *, sender: str | None = None,
-                  order: int | None = None) -> list[Part]:
-    """A Packet as ``[header, payload]``; its codec, time base and extradata travel in
-    its stream's caps. `order` as for `encode_frame`."""
-    header = [WIRE_VERSION, "pkt", _check_name("stream id", packet.stream), _uint("seq", seq),
-              _opt_name("sender", sender), _opt_uint("order", order),
-              _opt_int("pts", packet.pts), _opt_int("dts", packet.dts),
-              _opt_int("duration", packet.duration), _uint("flags", packet.flags)]
-    return [_pack(header, "pkt"), memoryview(packet.data)]
 
 
 def encode_caps(stream: str, seq: int, caps: Caps, *, sender: str | None = None) -> list[Part]:
@@ -511,20 +539,20 @@ def decode(parts: Sequence[Any], *, caps: Caps | None = None,
     nbytes = sum(v.nbytes for v in views)
     if nbytes > max_message_bytes:
         raise WireError(f"message of {nbytes} bytes over the maximum {max_message_bytes}")
-    message = _decode_single(_unpack_header(views[0]), views, nbytes)
+    message = message_of(*_checked_single(_unpack_header(views[0]), views, nbytes))
     if caps is not None and message.kind in DATA_KINDS:
         message.buffer = buffer_from(message, caps, writable=writable)
     return message
 
 
-def _decode_single(header: Any, views: list[memoryview], nbytes: int) -> Message:
+def _checked_single(header: Any, views: list[memoryview], nbytes: int) -> tuple:
     kind = _check_version_and_kind(header)
     expected = 2 if kind in DATA_KINDS else 1
     if len(views) != expected:
         layout = "header, payload" if expected == 2 else "header"
         raise WireError(f"{kind} message has {len(views)} parts (expected {expected}: "
                         f"{layout})")
-    return _decode_message(kind, header, views[1] if expected == 2 else None, nbytes)
+    return _checked(kind, header, views[1] if expected == 2 else None, nbytes)
 
 
 def decode_batch(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES,
@@ -536,17 +564,32 @@ def decode_batch(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES
     `max_messages` messages and `max_bytes` bytes in all. Raises WireError for
     anything malformed.
     """
+    return [message_of(*item) for item in checked_messages(parts, max_messages=max_messages,
+                                                           max_bytes=max_bytes)]
+
+
+def checked_messages(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES,
+                     max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple]:
+    """The messages of a batch (or of one plain message), in order, each checked as
+    `decode_batch` checks it, as ``(header, payload, nbytes)``: a data message's header is
+    its checked array and `payload` its view (no Message is built: `message_of` builds
+    one, a receiver's fast path needs none); a control message's is its decoded
+    `Message` (payload None)."""
     views = _as_views(parts)
-    nbytes = sum(v.nbytes for v in views)
+    nbytes = 0
+    for view in views:    # a plain loop: a generator costs more for the usual 1 or 2 parts
+        nbytes += view.nbytes
     if nbytes > max_bytes:
         raise WireError(f"message of {nbytes} bytes over the maximum {max_bytes}")
     # A batch header's list of lengths is longer than any array a message header has.
     header = _unpack_header(views[0], _unpack_batch)
+    if len(views) == 2 and _data_header_ok(header):
+        return [(header, views[1], nbytes)]     # the usual case, checked in one call
     if type(header) is not list or len(header) < 2 or header[1] != BATCH_KIND:
-        return [_decode_single(header, views, nbytes)]
+        return [_checked_single(header, views, nbytes)]
     lengths = _check_batch_header(header, views, max_messages)
     body, count = views[1], header[2]
-    messages: list[Message] = []
+    items: list[tuple] = []
     at = index = 0
     while index < len(lengths):
         try:
@@ -554,7 +597,8 @@ def decode_batch(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES
             head = body[at:at + length]
             at += length
             header = _unpack_header(head)
-            kind = _check_version_and_kind(header)
+            data = _data_header_ok(header)
+            kind = header[1] if data else _check_version_and_kind(header)
             payload = None
             if kind in DATA_KINDS:
                 if index + 1 == len(lengths):
@@ -563,13 +607,14 @@ def decode_batch(parts: Sequence[Any], *, max_messages: int = MAX_BATCH_MESSAGES
                 payload = body[at:at + lengths[index]]
                 at += lengths[index]
                 length += lengths[index]
-            messages.append(_decode_message(kind, header, payload, length))
+            items.append((header, payload, length) if data else
+                         _checked(kind, header, payload, length))
         except WireError as exc:
-            raise WireError(f"message {len(messages) + 1} of a batch of {count}: {exc}") from None
+            raise WireError(f"message {len(items) + 1} of a batch of {count}: {exc}") from None
         index += 1
-    if len(messages) != count:
-        raise WireError(f"batch header says {count} messages, its parts hold {len(messages)}")
-    return messages
+    if len(items) != count:
+        raise WireError(f"batch header says {count} messages, its parts hold {len(items)}")
+    return items
 
 
 def _check_batch_header(header: list, views: list[memoryview], max_messages: int) -> list[int]:
@@ -597,19 +642,13 @@ def _check_batch_header(header: list, views: list[memoryview], max_messages: int
     return lengths
 
 
-def _decode_message(kind: str, header: Any, payload: memoryview | None,
-                    nbytes: int) -> Message:
-    """One message whose version, kind and part count were checked (`payload`: a data
-    message's)."""
-    if kind == "pcm":
-        if not _pcm_header_ok(header):
+def _checked(kind: str, header: Any, payload: memoryview | None, nbytes: int) -> tuple:
+    """``(header, payload, nbytes)`` of one message whose version, kind and part count were
+    checked (see `checked_messages`): a data header's fields checked, a control one decoded."""
+    if kind in DATA_KINDS:
+        if not _data_header_ok(header):
             _check_data_fields(kind, header)  # the general check, with the precise error
-        return Message("pcm", header[2], header[3], header[4], header[5], nbytes, header[6],
-                       header[7], payload=payload)
-    if kind == "pkt":
-        _check_data_fields(kind, header)
-        return Message("pkt", header[2], header[3], header[4], header[5], nbytes, header[6],
-                       0, header[7], header[8], header[9], payload)
+        return header, payload, nbytes
     _check_control_fields(kind, header)
     message = Message(kind, header.get("s"), header.get("q"), header.get("src"), nbytes=nbytes)
     if kind == "caps":
@@ -620,17 +659,32 @@ def _decode_message(kind: str, header: Any, payload: memoryview | None,
             message.info["order_end"] = header["oe"]
         if "ab" in header:
             message.info["aborted"] = True
-    return message
+    return message, None, nbytes
+
+
+def message_of(header: list | Message, payload: memoryview | None, nbytes: int) -> Message:
+    """The Message of an item of `checked_messages`."""
+    if type(header) is Message:
+        return header
+    if header[1] == "pcm":
+        return Message("pcm", header[2], header[3], header[4], header[5], nbytes, header[6],
+                       header[7], payload=payload)
+    return Message("pkt", header[2], header[3], header[4], header[5], nbytes, header[6],
+                   0, header[7], header[8], header[9], payload)
 
 
 def _as_views(parts: Sequence[Any]) -> list[memoryview]:
     if type(parts) is list and 0 < len(parts) <= 2:   # the usual case, checked in one pass
         try:
-            views = [memoryview(part) for part in parts]
+            views = list(map(memoryview, parts))
         except TypeError:
             views = None
-        if views is not None and all(v.format == "B" and v.ndim == 1 for v in views):
-            return views
+        if views is not None:
+            for view in views:   # a plain loop: a generator costs more for 1 or 2 parts
+                if view.format != "B" or view.ndim != 1:
+                    break
+            else:
+                return views
     if not isinstance(parts, (list, tuple)):
         raise WireError(f"a message is a list of parts, got {type(parts).__name__}")
     if not parts:
@@ -730,35 +784,63 @@ def _check_field(kind: str, name: str, spec: _Field, value: Any) -> None:
                         f"(expected {spec.rule})")
 
 
-def _pcm_header_ok(header: list) -> bool:
-    """True when a pcm header's fields pass every check of ``_check_data_fields``; False
-    sends it there for the precise error. The same rules written out, for the message
-    every PCM buffer is: the generic loop costs several times more."""
-    _, _, stream, seq, sender, order, pts, samples = header
-    return (type(stream) is str and 0 < len(stream) <= MAX_NAME_CHARS
-            and type(seq) is int and seq >= 0 and type(samples) is int and samples >= 0
+def _data_header_ok(header: Any) -> bool:
+    """True when `header` is a pcm or pkt header array that passes every check of
+    ``_check_version_and_kind`` and ``_check_data_fields``; False sends it there for the
+    precise error (or for what it is). The same rules written out, for the message every
+    buffer is: the generic loop costs several times more."""
+    if type(header) is not list:
+        return False
+    if len(header) == 8:
+        version, kind, stream, seq, sender, order, pts, samples = header
+        if kind != "pcm" or type(samples) is not int or samples < 0:
+            return False
+    elif len(header) == 10:
+        version, kind, stream, seq, sender, order, pts, dts, duration, flags = header
+        if (kind != "pkt" or type(flags) is not int or flags < 0
+                or (dts is not None and type(dts) is not int)
+                or (duration is not None and type(duration) is not int)):
+            return False
+    else:
+        return False
+    return (type(version) is int and version == WIRE_VERSION
+            and type(stream) is str and 0 < len(stream) <= MAX_NAME_CHARS
+            and type(seq) is int and seq >= 0
             and (sender is None or (type(sender) is str and 0 < len(sender) <= MAX_NAME_CHARS))
             and (order is None or (type(order) is int and order >= 0))
             and (pts is None or type(pts) is int))
 
 
 def buffer_from(message: Message, caps: Caps, *, writable: bool = False) -> AudioFrame | Packet:
-    """The AudioFrame or Packet of data `message` of a stream with `caps`.
+    """The AudioFrame or Packet of data `message` of a stream with `caps` (`data_buffer`)."""
+    if message.kind == "pcm":
+        header = (WIRE_VERSION, "pcm", message.stream, message.seq, message.sender,
+                  message.order, message.pts, message.samples)
+    else:
+        header = (WIRE_VERSION, "pkt", message.stream, message.seq, message.sender,
+                  message.order, message.pts, message.dts, message.duration, message.flags)
+    return data_buffer(header, message.payload, caps, writable=writable)
+
+
+def data_buffer(header: Sequence[Any], payload: memoryview, caps: Caps, *,
+                writable: bool = False) -> AudioFrame | Packet:
+    """The AudioFrame or Packet of a data message from its checked header (`checked_messages`)
+    and payload, for a stream with `caps`.
 
     PCM samples are a read-only view of the received payload (`writable`
     copies them); a payload whose length is not what the caps' format and the
     header's sample count say is a WireError naming both.
     """
-    if message.kind == "pcm":
+    stream = header[2]
+    if header[1] == "pcm":
         if caps.kind != PCM:
-            raise WireError(f"pcm message for stream {message.stream!r}, whose caps say "
-                            f"{caps.kind}")
+            raise WireError(f"pcm message for stream {stream!r}, whose caps say {caps.kind}")
         fmt = caps.format
         dtype, width = caps.wire_layout
-        samples, channels, payload = message.samples, fmt.channels, message.payload
+        samples, channels = header[7], fmt.channels
         expected = channels * samples * width
         if payload.nbytes != expected:
-            raise WireError(f"pcm message for stream {message.stream!r}: payload is "
+            raise WireError(f"pcm message for stream {stream!r}: payload is "
                             f"{payload.nbytes} bytes but its caps and header say {channels} "
                             f"ch × {samples} samples × {width} bytes = {expected}")
         # Read-only through the view (numpy's flags object costs more, in a live stage's
@@ -771,13 +853,12 @@ def buffer_from(message: Message, caps: Caps, *, writable: bool = False) -> Audi
         elif writable:
             data = data.copy()
         # data has fmt's dtype and shape by construction: no re-check
-        return AudioFrame.from_checked(data, fmt, message.pts, caps.time_base, message.stream)
+        return AudioFrame.from_checked(data, fmt, header[6], caps.time_base, stream)
     if caps.kind != PACKET:
-        raise WireError(f"pkt message for stream {message.stream!r}, whose caps say {caps.kind}")
+        raise WireError(f"pkt message for stream {stream!r}, whose caps say {caps.kind}")
     tb = caps.time_base
-    return Packet(bytes(message.payload), tb.numerator, tb.denominator, message.pts,
-                  message.dts, message.duration, message.flags, caps.codec, message.stream,
-                  caps.extradata)
+    return Packet(bytes(payload), tb.numerator, tb.denominator, header[6], header[7],
+                  header[8], header[9], caps.codec, stream, caps.extradata)
 
 
 def _decode_caps(header: dict) -> Caps:

@@ -18,7 +18,9 @@ senders, as with AnyIO's memory streams.
   counts, and returns encoded parts (``flowengine.engine.wire.codec``).
 - ``InboxState``: the receiving half, for one worker inbox fed by several
   senders. Takes decoded ``Message``s, returns events (``StreamCaps``,
-  ``StreamData``, ``StreamEnd``, ``SenderEnd``, ``RunEnd``, ``Violation``).
+  ``StreamData``, ``StreamEnd``, ``SenderEnd``, ``RunEnd``, ``Violation``);
+  ``next_data`` is its short way for the next data message of an open stream
+  (a buffer, no Message, no events; None sends the message to ``receive``).
 - ``Reorderer``: restores ``seq`` order inside a bounded window, for a stream
   spread round-robin over the replicas of a stateless stage.
 
@@ -42,8 +44,8 @@ from flowengine.errors import ConfigError, WireError
 from flowengine.ops.node import PCM
 from flowengine.engine.recovery.indexed import IndexedStreams
 from flowengine.engine.plan import split_generation
-from flowengine.engine.wire.codec import Caps, Message, Part, buffer_from, encode_caps, encode_eof, encode_eos, \
-    encode_frame, encode_packet, message_nbytes
+from flowengine.engine.wire.codec import Caps, Message, Part, buffer_from, data_buffer, \
+    data_header, encode_caps, encode_data, encode_eof, encode_eos, message_nbytes
 
 __all__ = [
     "ProtocolError", "StreamSender", "SenderStatistics", "InboxState", "InboxStatistics",
@@ -87,6 +89,8 @@ class _Stream:
     samples: int = 0   # PCM samples per channel
     resumed: bool = False  # opened mid-stream by a replacement worker (no completeness check)
     may_skip: bool = False  # opened by caps in a replacement: the next message may skip seqs
+    plain: bool = False     # a receiver's record of a sender that is not indexed (`next_data`)
+    header: list | None = None   # a sender's data header for the stream (codec.data_header)
 
 
 def _where(sender: str, stream: str) -> str:
@@ -154,12 +158,15 @@ class StreamSender:
         self._messages = self._bytes = 0
         # (kind, stream, data index) of the message just built: the replay buffer's bookkeeping.
         self.last: tuple[str, str, int | None] = ("", "", None)
+        self.last_nbytes = 0    # the size of the message just built
 
     def caps(self, stream: str, caps: Caps) -> list[Part]:
         """Announce (or change) what `stream` carries."""
         record = self._record("caps", stream)
         state = _advance(record, "caps", self.sender, stream)
         parts = encode_caps(stream, record.next_seq, caps, sender=self.sender)
+        if record.caps is None or record.caps.kind != caps.kind:
+            record.header = data_header(caps.kind, stream, self.sender)
         record.state, record.caps = state, caps
         self.last = ("caps", stream, None)
         return self._sent(record, stream, parts)
@@ -167,17 +174,21 @@ class StreamSender:
     def data(self, buffer: AudioFrame | Packet, *, order: int | None = None) -> list[Part]:
         """One AudioFrame or Packet of an open stream (`order`: its index in a spread stream)."""
         stream = buffer.stream
-        record = self._record("data", stream)
-        _advance(record, "data", self.sender, stream)
-        _check_matches_caps(record.caps, buffer, self.sender)
+        record = self._streams.get(stream)
+        # An open stream (so no eof yet) whose caps describe the buffer: nothing to refuse.
+        if record is None or record.state != OPEN or not record.caps.describes(buffer):
+            record = self._record("data", stream)
+            _advance(record, "data", self.sender, stream)
+            _check_matches_caps(record.caps, buffer, self.sender)
         if order is None and self.index_data:
             order = record.messages
         self.last = ("data", stream, order)
+        # The stream's header, packed with this message's fields in one call.
+        header = record.header if order is None else \
+            data_header(record.caps.kind, stream, self.sender, order)
+        parts = encode_data(header, buffer, record.next_seq)
         if isinstance(buffer, AudioFrame):
-            parts = encode_frame(buffer, record.next_seq, sender=self.sender, order=order)
             record.samples += buffer.samples
-        else:
-            parts = encode_packet(buffer, record.next_seq, sender=self.sender, order=order)
         record.messages += 1
         return self._sent(record, stream, parts)
 
@@ -248,7 +259,8 @@ class StreamSender:
         self._streams[stream] = record
         record.next_seq += 1
         self._messages += 1
-        self._bytes += message_nbytes(parts)
+        self.last_nbytes = nbytes = message_nbytes(parts)
+        self._bytes += nbytes
         return parts
 
 
@@ -373,16 +385,14 @@ class InboxState:
         self.resumed = resumed
         self._generations: dict[str, int] = {}
         self._open = set(self.senders)
+        # Every sender of the inbox has sent its eof (an attribute: a receive loop's test).
+        self.run_ended = False
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._messages = self._bytes = self._violations = self._dropped = 0
         self._eof_generation: dict[str, int] = {}
         self._wire_ids: dict[str, tuple[str, int]] = {}   # "decode:0@1" -> ("decode:0", 1)
         self.indexed = frozenset(indexed)
         self.index = IndexedStreams(self.indexed)
-
-    @property
-    def run_ended(self) -> bool:
-        return not self._open
 
     @property
     def open_senders(self) -> frozenset[str]:
@@ -410,7 +420,7 @@ class InboxState:
             if self.resumed and message.kind != "caps":
                 self._dropped += 1    # the middle of a stream, before its replayed caps
                 return []
-            record = _Stream(may_skip=self.resumed)
+            record = _Stream(may_skip=self.resumed, plain=sender not in self.indexed)
             if self.resumed and message.seq:
                 record.next_seq, record.resumed = message.seq, True
         elif record.may_skip and record.messages == 0 and message.seq > record.next_seq:
@@ -441,6 +451,34 @@ class InboxState:
         record.next_seq = message.seq + 1
         self._streams[key] = record
         return events
+
+    def next_data(self, header: list, payload: memoryview, nbytes: int
+                  ) -> AudioFrame | Packet | None:
+        """`receive`'s fast path, for a live stream's steady state: the buffer of a checked
+        data message (``codec.checked_messages``: its header array and payload) when it is the
+        next one (by seq) of an open stream of a sender that is not indexed, counted as
+        `receive` counts it; no Message, no events. None for anything else, counted
+        nowhere: give it to `receive` (a gap, a duplicate, a payload that is not what the
+        caps say, an unknown or retired sender, ...: its answer is the general one).
+
+        An open record of this wire id means `receive` would accept the sender as it is:
+        a retired generation's streams, a sender's after its eof and everything after the
+        run's end are closed, and data carry the sender's wire id (generation included)."""
+        record = self._streams.get((header[4], header[2]))
+        if record is None or not record.plain or record.state != OPEN or \
+                header[3] != record.next_seq:
+            return None
+        try:
+            buffer = data_buffer(header, payload, record.caps)
+        except WireError:
+            return None     # `receive` says what is wrong with it, as a ProtocolError
+        self._messages += 1
+        self._bytes += nbytes
+        record.next_seq += 1
+        record.messages += 1
+        if header[1] == "pcm":
+            record.samples += header[7]
+        return buffer
 
     def statistics(self) -> InboxStatistics:
         records = self._streams.values()
@@ -536,6 +574,7 @@ class InboxState:
             raise ProtocolError(f"sender {sender!r}: eof while stream(s) {names} still open "
                                 f"(no eos)", problem="eof", sender=sender)
         self._open.discard(sender)
+        self.run_ended = not self._open
         self._eof_generation[sender] = split_generation(wire)[1]
         return [SenderEnd(sender), RunEnd()] if not self._open else [SenderEnd(sender)]
 

@@ -17,7 +17,11 @@ wakes once per message, and control still wakes it at once. Each wire message
 goes through the worker's ``InboxState`` (the per-edge protocol; an ordered
 stage's parts merged back in order first), whose events drive the loop: caps
 open a stream's node, data is a batch, eos ends the stream (an *aborted* eos
-closes it unflushed), and the end of every sender closes the loop. A
+closes it unflushed), and the end of every sender closes the loop. The next
+data message of an open stream (a live stream's steady state) takes the
+short way: ``InboxState.next_data`` checks and counts it and its buffer goes
+straight to the stage loop (no Message, no events); a stage with an ordered
+merge, a mixer or a stamp takes every message the general way. A
 multi-input stage (a mixer) is a `MixLoop`: every input goes to its one node,
 keyed by the upstream stage, and a stage's input group ends once each of its
 replicas sent its eof.
@@ -42,12 +46,13 @@ than the protocol step and the loop; control is looked at every
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import zmq
 
 from flowengine.core.loop import Outlet, SourceLoop
-from flowengine.engine.wire.codec import decode_batch
+from flowengine.engine.wire.codec import checked_messages, message_of
 from flowengine.engine.wire.protocol import RunEnd, SenderEnd, StreamCaps, StreamData, \
     StreamEnd
 from flowengine.engine.worker.routing import StickyRouter
@@ -93,17 +98,26 @@ def run_inbox(worker: Any) -> None:
     waits = worker.readable_poll(worker.inbox_fd)
     outboxes = list(worker.send.outboxes.values())
     clocked = worker.mix if worker.mix is not None and worker.mix.node.needs_clock else None
+    fast = worker.inbox_state.next_data if worker.stage is not None and worker.merge is None \
+        and worker.mix is None and worker.stamp is None else None
+    inbox_fd, woken = worker.inbox_fd, False
     while not worker.inbox_state.run_ended:
-        if inbox.getsockopt(_EVENTS) & _POLLIN:
+        # Woken by the inbox's descriptor: try the recv at once (it reads the socket's
+        # commands as a look at EVENTS would, and says Again when no message came).
+        if woken or inbox.getsockopt(_EVENTS) & _POLLIN:
+            woken = False
             parts = _receive(inbox)
             if parts is not None:
-                _on_message(worker, parts)
+                _on_message(worker, parts, fast)
             worker.after_message()   # after the message: its counts are in the stats
         else:   # nothing to read (so the inbox's descriptor will say when there is)
-            if any(len(outbox) for outbox in outboxes):
+            if outboxes and any(outbox.messages for outbox in outboxes):
                 worker.send.flush_all()
-            worker.wait_readable(waits, IDLE_WAIT_S)
-        worker.resume_replicas()
+            for fd, _ in worker.wait_readable(waits, IDLE_WAIT_S):
+                if fd == inbox_fd:
+                    woken = True
+        if worker.resume_to:
+            worker.resume_replicas()
         if clocked is not None:     # a live mixer pads a late input after a wall-clock wait
             clocked.drain()
     if worker.mix is None:
@@ -111,8 +125,9 @@ def run_inbox(worker: Any) -> None:
 
 
 def _receive(inbox: zmq.Socket) -> list[zmq.Frame] | None:
-    """One multipart message from the inbox, whose EVENTS said it has one; None when it had
-    not after all (seen over tcp while a peer connects, with zmq_poll). recv_multipart's
+    """One multipart message from the inbox, whose EVENTS said it has one or whose
+    descriptor woke the worker; None when it had not after all (a wake-up for ZeroMQ's
+    own commands; seen over tcp while a peer connects, with zmq_poll). recv_multipart's
     flag enums cost more than the recv calls."""
     try:
         part = inbox.recv(_NOBLOCK, copy=False)
@@ -125,19 +140,30 @@ def _receive(inbox: zmq.Socket) -> list[zmq.Frame] | None:
     return parts
 
 
-def _on_message(worker: Any, parts: list[zmq.Frame]) -> None:
-    """One received ZeroMQ message: a batch of wire messages or a single one."""
+def _on_message(worker: Any, parts: list[zmq.Frame], fast: Any) -> None:
+    """One received ZeroMQ message: a batch of wire messages or a single one, all checked
+    first. `fast` is the inbox's fast path (`InboxState.next_data`) when the stage takes
+    each buffer as it comes (no ordered merge, no mixer, no stamp), else None: the next
+    data message of an open stream goes straight to the stage loop, without a Message or
+    events; anything else through `InboxState.receive`."""
     try:
-        messages = decode_batch(parts)
+        messages = checked_messages(parts)
     except WireError as exc:
         spec = worker.spec
         raise WireError(f"stage {spec.stage!r} replica {spec.replica}: bad "
                         f"message on its inbox (fed by {', '.join(spec.upstream)}): "
                         f"{exc}") from None
-    for message in messages:
+    stage = worker.stage
+    for header, payload, nbytes in messages:
         worker.received += 1
-        worker.bytes_in += message.nbytes
-        _on_wire_message(worker, message)  # after the run's end, InboxState refuses more
+        worker.bytes_in += nbytes
+        if fast is not None and type(header) is list:
+            buffer = fast(header, payload, nbytes)
+            if buffer is not None:
+                stage.data(header[2], [buffer])
+                continue
+        # after the run's end, InboxState refuses more
+        _on_wire_message(worker, message_of(header, payload, nbytes))
 
 
 def _on_wire_message(worker: Any, message: Any) -> None:
@@ -200,11 +226,12 @@ def run_source(worker: Any) -> None:
         isinstance(router, StickyRouter) and router.replicas > 1 for router in send.routers) \
         else None
     try:
-        with waiting_with(lambda deadline, fd: _wait_in_source(worker, loop, deadline, fd)):
+        with waiting_with(partial(_wait_in_source, worker, loop)):
             while not worker.draining:
                 if time.monotonic() >= worker.next_control:   # (waits look at it anyway)
                     worker.service()
-                worker.resume_replicas()
+                if worker.resume_to:
+                    worker.resume_replicas()
                 out = loop.step(ready)
                 if out is EOF:
                     break

@@ -48,7 +48,7 @@ def batching(hwm: int) -> tuple[int, int]:
 class Outbox:
     """The messages waiting to go to one destination socket."""
 
-    __slots__ = ("dest", "socket", "max_messages", "max_bytes", "_messages", "_bytes",
+    __slots__ = ("dest", "socket", "max_messages", "max_bytes", "messages", "_bytes",
                  "_largest")
 
     def __init__(self, dest: str, socket: object, *, max_messages: int = BATCH_MAX_MESSAGES,
@@ -60,19 +60,19 @@ class Outbox:
         self.socket = socket
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._messages: list[list[Part]] = []
+        self.messages: list[list[Part]] = []   # queued (true when any: no call to ask)
         self._bytes = self._largest = 0
 
     def add(self, parts: list[Part], nbytes: int) -> bool:
         """Queue one encoded message of `nbytes` bytes; True when the batch is full (send it)."""
-        self._messages.append(parts)
+        self.messages.append(parts)
         self._bytes += nbytes
         if nbytes > self._largest:
             self._largest = nbytes
-        return len(self._messages) >= self.max_messages or self._bytes >= self.max_bytes
+        return len(self.messages) >= self.max_messages or self._bytes >= self.max_bytes
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self.messages)
 
     @property
     def nbytes(self) -> int:
@@ -81,8 +81,9 @@ class Outbox:
     def take(self) -> tuple[list[Part], bool]:
         """The queued messages as one multipart message, and whether ZeroMQ should copy its
         parts (every message is small: see ``wire.ZERO_COPY_MIN_BYTES``); empties it."""
-        messages, self._messages = self._messages, []
-        # A batch is one body built by join; a single message keeps its views.
+        messages, self.messages = self.messages, []
+        # A batch is one body built by join; a single message keeps its views (and goes as
+        # it is: a live stream's usual case).
         copy = len(messages) > 1 or self._largest < ZERO_COPY_MIN_BYTES
         self._bytes = self._largest = 0
-        return encode_batch(messages), copy
+        return (messages[0] if len(messages) == 1 else encode_batch(messages)), copy

@@ -376,11 +376,16 @@ class Worker:
         timeout = min(seconds, self._next_stats - time.monotonic())
         ready = poll.poll(math.ceil(timeout * 1000) if timeout > 0 else 0)
         now = time.monotonic()
-        if now >= self._next_stats or any(fd == self.control_fd for fd, _ in ready):
+        stirred = now >= self._next_stats
+        for fd, _ in ready:     # a plain loop: a generator costs more for 1 or 2 descriptors
+            if fd == self.control_fd:
+                stirred = True
+        if stirred:
             self.service()
         else:
             self.next_control = now + _CONTROL_EVERY_S   # nothing came on control
-            self._send_acks(now)
+            if self.acks is not None:
+                self._send_acks(now)
         return ready
 
     def after_message(self) -> None:
@@ -405,7 +410,7 @@ class Worker:
         `deadline`, or until `fd` (a source's outside input) can be read; a drain ends the
         wait at once. Wakes up at most 1 ms late."""
         self.send.flush_all()
-        poll = self.readable_poll(fd)
+        poll = self._fd_polls.get(fd) or self.readable_poll(fd)
         while not self.draining:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -40,6 +40,9 @@ __all__ = ["SendPath", "writable"]
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLOUT)
 _NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+# The backend's send, which pyzmq's Socket.send wraps in Python for routing ids and groups
+# (draft sockets) that a PUSH never has: one Python call less per part.
+_send = zmq.backend.Socket.send
 
 Edge = list[tuple[str, zmq.Socket]]   # per downstream replica: (its sender id, our PUSH)
 
@@ -76,6 +79,7 @@ class SendPath:
                         for edge, sockets in zip(outputs, edges)]
         self.balanced = any(isinstance(router, BalancedRouter) for router in self.routers)
         self.out_caps: dict[str, Caps] = {}
+        self._sticky: dict[str, Edge] = {}      # per open stream: its sticky (dest, socket)s
         self.sent_to: dict[str, int] = {}       # messages handed to ZeroMQ per downstream replica
         self.bytes_out = 0                      # data messages' bytes, for the stats
 
@@ -95,7 +99,7 @@ class SendPath:
         """Send `outbox` as one batch without ever blocking for good: wait for room in slices,
         servicing control, and let the other outboxes go meanwhile when their sockets have
         room (a stage waiting on one output never holds back another)."""
-        count = len(outbox)
+        count = len(outbox.messages)
         parts, copy = outbox.take()
         sock = outbox.socket
         last = len(parts) - 1
@@ -104,8 +108,8 @@ class SendPath:
                 # send_multipart's part by part, without its flag enums: ZeroMQ takes every
                 # part of a message once it took the first one (the HWM counts messages).
                 for part in parts[:last]:
-                    sock.send(part, _NOBLOCK_MORE, copy=copy)
-                sock.send(parts[last], _NOBLOCK, copy=copy)
+                    _send(sock, part, _NOBLOCK_MORE, copy)
+                _send(sock, parts[last], _NOBLOCK, copy)
                 # Counted once ZeroMQ has them: the queue depth downstream is what is there.
                 self.sent_to[outbox.dest] = self.sent_to.get(outbox.dest, 0) + count
                 return
@@ -124,21 +128,30 @@ class SendPath:
     def flush_ready(self) -> None:
         """Send every waiting batch whose socket has room now; never waits."""
         for outbox in self.outboxes.values():
-            if len(outbox) and writable(outbox.socket):
+            if outbox.messages and writable(outbox.socket):
                 self._flush(outbox)
 
     def flush_all(self) -> None:
         """Send every waiting batch (before the worker waits for input or control)."""
         for outbox in self.outboxes.values():
-            if len(outbox):
+            if outbox.messages:
                 self._flush(outbox)
 
     def send_stream(self, stream: str, parts: list[Part], nbytes: int | None = None) -> None:
-        """One message of `stream` to the replica its stream sticks to, on every sticky edge."""
-        for sockets, router in zip(self.edges, self.routers):
-            if isinstance(router, StickyRouter):
-                dest, sock = sockets[router.replica(stream)]
-                self.send(dest, sock, parts, nbytes)
+        """One message of `stream` to the replica its stream sticks to, on every sticky edge
+        (where that is, asked once per stream: it sticks until the stream ends)."""
+        sticky = self._sticky.get(stream)
+        if sticky is None:
+            sticky = self._sticky[stream] = [
+                sockets[router.replica(stream)] for sockets, router in zip(self.edges, self.routers)
+                if isinstance(router, StickyRouter)]
+        for dest, sock in sticky:
+            self.send(dest, sock, parts, nbytes)
+
+    def sockets_changed(self) -> None:
+        """A downstream replica's socket was replaced (a restart): where streams stick is
+        asked again."""
+        self._sticky.clear()
 
     def _send_to_every_replica(self, parts_for: Any) -> None:
         """Caps or eos on every balanced edge: `parts_for(router)` gives (replica, parts)."""
@@ -185,7 +198,7 @@ class SendPath:
         # An ordered stage's output keeps its input's place in the stream (oq, pts).
         order = self.stamp.stamp(stream, buf) if self.stamp is not None else None
         parts = self.sender.data(buf, order=order)
-        nbytes = message_nbytes(parts)
+        nbytes = self.sender.last_nbytes
         self.send_stream(stream, parts, nbytes)
         if self.balanced:
             self._send_balanced_data(buf)
@@ -203,6 +216,7 @@ class SendPath:
             for router in self.routers:
                 if isinstance(router, StickyRouter):
                     router.forget(stream)
+            self._sticky.pop(stream, None)
 
     # ----------------------------------------------- a multi-stream source's room
 
