@@ -40,9 +40,6 @@ __all__ = ["SendPath", "writable"]
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
 _EVENTS, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLOUT)
 _NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
-# The backend's send, which pyzmq's Socket.send wraps in Python for routing ids and groups
-# (draft sockets) that a PUSH never has: one Python call less per part.
-_send = zmq.backend.Socket.send
 
 Edge = list[tuple[str, zmq.Socket]]   # per downstream replica: (its sender id, our PUSH)
 
@@ -108,8 +105,8 @@ class SendPath:
                 # send_multipart's part by part, without its flag enums: ZeroMQ takes every
                 # part of a message once it took the first one (the HWM counts messages).
                 for part in parts[:last]:
-                    _send(sock, part, _NOBLOCK_MORE, copy)
-                _send(sock, parts[last], _NOBLOCK, copy)
+                    sock.send(part, _NOBLOCK_MORE, copy=copy)
+                sock.send(parts[last], _NOBLOCK, copy=copy)
                 # Counted once ZeroMQ has them: the queue depth downstream is what is there.
                 self.sent_to[outbox.dest] = self.sent_to.get(outbox.dest, 0) + count
                 return
