@@ -15,6 +15,7 @@ from flowengine.engine.recovery.replay import AckRelay, AckReporter, Forget, Rep
 from flowengine.engine.worker.process import Worker
 from flowengine.engine.wire.codec import decode_batch
 from test_restart_bounds import CAPS, feed, frame, one_stream, ramp_run
+from worker_rig import worker_under_router
 
 WAIT_S = 5.0   # bound on every wait for a message between two sockets of this process
 
@@ -56,17 +57,9 @@ def test_an_outdated_resume_does_not_unhold_a_replica_a_newer_restart_holds(tmp_
     assert spec.replay_to == ["mid:0"]
     context = zmq.Context()
     try:
-        router = context.socket(zmq.ROUTER)
-        router.bind(spec.control_endpoint)
         inbox = context.socket(zmq.PULL)       # the replica's inbox: what the replay sends
         inbox.bind(mid.inbox_endpoint)
-        control = context.socket(zmq.DEALER)
-        control.setsockopt(zmq.IDENTITY, spec.id.encode())
-        control.connect(spec.control_endpoint)
-        worker = Worker(spec, context, control)
-        worker._tell("ready")                  # the router learns the worker's identity
-        assert router.poll(int(WAIT_S * 1000))
-        router.recv_multipart()
+        worker, router = worker_under_router(context, spec, WAIT_S)
         buffer = worker.replay.buffers["mid:0"]   # two unacknowledged messages to replay
         buffer.record("caps", "s0", None, worker.sender.caps("s0", CAPS))
         buffer.record("data", "s0", 0, worker.sender.data(frame("s0", 0)))

@@ -16,7 +16,8 @@ from engine_ops import op
 from flowengine.config.model import RunConfig
 from flowengine.engine import build_plan
 from flowengine.engine.control.channel import encode_control
-from flowengine.engine.worker.process import Worker, _Shutdown
+from flowengine.engine.worker.process import _Shutdown
+from worker_rig import worker_under_router
 
 LONG_S = 60.0      # the wait asked for: longer than any of the bounds below
 BOUND_S = 10.0     # no test waits longer than this for a thread that should be done at once
@@ -33,15 +34,7 @@ def sink_worker(tmp_path):
     spec = plan.stage("sink").workers[0]
     context = zmq.Context()
     try:
-        router = context.socket(zmq.ROUTER)
-        router.bind(spec.control_endpoint)
-        control = context.socket(zmq.DEALER)
-        control.setsockopt(zmq.IDENTITY, spec.id.encode())
-        control.connect(spec.control_endpoint)
-        worker = Worker(spec, context, control)
-        worker._tell("ready")                  # the router learns the worker's identity
-        assert router.poll(int(BOUND_S * 1000))
-        router.recv_multipart()
+        worker, router = worker_under_router(context, spec, BOUND_S)
         push = context.socket(zmq.PUSH)
         push.connect(spec.inbox_endpoint)
         worker.service()                       # the first stats go now, not in the waits
