@@ -16,10 +16,13 @@ import sys
 from multiprocessing import util
 
 
-def _default_sigterm(_module: object) -> None:
+def _child_signals(_module: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The forkserver started with SIGINT blocked (forkserver.ensure_forkserver): not its
+    # children, which ignore it or handle it as they choose.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 # Run in every child of this forkserver as it starts (multiprocessing's after-fork hooks).
-util.register_after_fork(sys.modules[__name__], _default_sigterm)
+util.register_after_fork(sys.modules[__name__], _child_signals)

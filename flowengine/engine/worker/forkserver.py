@@ -21,11 +21,12 @@ unless the worker needs something defined there.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 import threading
 import types
 from collections.abc import Iterable
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 
 __all__ = ["PRELOAD_MODULES", "BASE_MODULES", "SCIPY_OPS", "modules_for", "start_forkserver",
            "ensure_forkserver", "without_main_module"]
@@ -53,10 +54,21 @@ def start_forkserver(ops: Iterable[str] = ()) -> None:
 
 def ensure_forkserver(modules: list[str]) -> None:
     """Start this process's forkserver, if it does not run yet, importing `modules` before
-    it forks the first worker."""
+    it forks the first worker.
+
+    The forkserver ignores Ctrl-C only once it has imported them: before, a Ctrl-C to the
+    process group printed its KeyboardInterrupt traceback under the command's own line. So
+    it starts with SIGINT blocked (a signal mask survives exec), as multiprocessing starts
+    its resource tracker, which goes first because its own start unblocks the signal;
+    forkserver_signals unblocks it in each process the forkserver forks."""
     multiprocessing.get_context("forkserver").set_forkserver_preload(
         list(dict.fromkeys(modules)))
-    forkserver.ensure_running()
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class without_main_module:
