@@ -239,10 +239,7 @@ class StageLoop(_Counted, Outlet):
         if node is None:
             node = self.open(stream)
         counts = self.counts[stream]
-        counts.in_messages += len(bufs)     # (add_in, written out: once per batch)
-        counts.in_samples += sum(map(_samples, bufs))
-        if counts.in_rate is None:
-            counts.in_rate = clock_rate(bufs[0])
+        counts.add_in(bufs)
         outs: list = []
         start = _perf()
         for buf in bufs:
@@ -448,12 +445,10 @@ class SourceLoop(_Counted):
         batch = [out]
         counts = self.counts.get(stream) or self.counts_for(stream)
         counts.add_in(batch)        # a source counts what it gives on both sides
-        counts.out_messages, counts.out_samples, counts.out_rate = \
-            counts.in_messages, counts.in_samples, counts.in_rate
+        counts.add_out(batch)
         self.open.add(stream)
         self.outlet.data(stream, batch)
-        if self._take_ended is not None:
-            self.end_reported()
+        self.end_reported()
         return out
 
     def end_reported(self) -> None:

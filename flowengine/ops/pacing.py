@@ -62,7 +62,7 @@ def wait_until(deadline: float) -> None:
     """Wait until `deadline` (``time.monotonic``) through the installed waiter, which may
     return early when the source should go on at once (its worker is draining)."""
     if deadline > time.monotonic():   # nothing to wait for (nor to send early) otherwise
-        (getattr(_local, "waiter", None) or wait_here)(deadline, None)   # (_waiter, inline)
+        _waiter()(deadline, None)
 
 
 def wait_readable(fd: int, timeout: float) -> None:

@@ -410,7 +410,7 @@ class Worker:
         `deadline`, or until `fd` (a source's outside input) can be read; a drain ends the
         wait at once. Wakes up at most 1 ms late."""
         self.send.flush_all()
-        poll = self._fd_polls.get(fd) or self.readable_poll(fd)
+        poll = self.readable_poll(fd)
         while not self.draining:
             left = deadline - time.monotonic()
             if left <= 0:
