@@ -237,7 +237,11 @@ class Registry:
             if p.required and p.name not in params:
                 raise ConfigError(f"operator {name!r}: missing required parameter {p.name!r} "
                                   f"({p.type_name})")
-        return param_checks().validated(spec, params)
+        # Imported here, where a process first validates: a worker never does, and so never
+        # imports pydantic (~50 ms of its start).
+        from flowengine.ops.param_checks import validated
+
+        return validated(spec, params)
 
     def create(self, name: str, **params: Any) -> Node:
         """Build operator `name` as a Node from parameters it checks first (`validate`)."""
@@ -307,14 +311,6 @@ class Registry:
 
 def _origin(factory: Callable) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
-
-
-def param_checks() -> types.ModuleType:
-    """flowengine.ops.param_checks, imported when a process first validates parameters: a
-    worker never does, and so never imports pydantic (~50 ms of its start)."""
-    from flowengine.ops import param_checks
-
-    return param_checks
 
 
 registry = Registry()
