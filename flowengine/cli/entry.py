@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
-import importlib.machinery
 import os
 import re
 import sys
@@ -43,7 +42,6 @@ def main() -> int:
     ops = _worker_ops(args)
     try:
         if ops is not None:
-            _run_as_module()
             from flowengine.engine.worker.forkserver import start_forkserver
             start_forkserver(ops)
         from flowengine.cli.main import run_command
@@ -60,17 +58,6 @@ def main() -> int:
     if threading.active_count() == 1:
         _exit(code)
     return code                     # a thread of ours still runs: the interpreter joins it
-
-
-def _run_as_module() -> None:
-    """Let multiprocessing take this program for `python -m flowengine`, as if so started.
-    Started as the `flowengine` script, it made each worker run the script again on its
-    start (~4 ms of CPU a worker, five at once on two cores), for nothing a worker needs
-    (its target is named: engine/worker/entry.py); a package's __main__ it never runs."""
-    script = sys.modules.get("__main__")
-    if script is not None and getattr(script, "__spec__", None) is None \
-            and getattr(script, "main", None) is main:
-        script.__spec__ = importlib.machinery.ModuleSpec("flowengine.__main__", None)
 
 
 def _imports_done() -> None:

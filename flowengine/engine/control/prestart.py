@@ -26,6 +26,7 @@ from typing import Any
 
 from flowengine.engine.control.helpers import a_helper_ended, remember_helpers
 from flowengine.engine.worker.entry import run_worker_when_told
+from flowengine.engine.worker.forkserver import without_main_module
 
 __all__ = ["prestart", "waiting", "take", "keep", "release"]
 
@@ -60,7 +61,10 @@ def _start(count: int) -> None:
         process = context.Process(target=run_worker_when_told, args=(receiver,),
                                   name="flowengine worker (waiting)", daemon=True)
         try:
-            process.start()
+            # The command's script holds nothing a worker needs. The swap is process-wide; the
+            # command's main thread, validating meanwhile, never looks at __main__.
+            with without_main_module():
+                process.start()
         except Exception:           # noqa: BLE001 - the run's own start says what is wrong
             sender.close()
             return
