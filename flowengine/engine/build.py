@@ -416,7 +416,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
         workers = [WorkerSpec(stage=stage.name, replica=r,
                               op=head.config.op if whole else stage.op,
                               params={} if fused else dict(head.config.params),
-                              values=None if fused else head_values,
+                              values=head_values,
                               kind=stage.info.kind, fused=fused, chain=chain,
                               share=_share(head, r, stage.replicas, run_dir)
                               if whole and stage.replicas > 1 else None,
