@@ -73,8 +73,10 @@ class LocalLauncher:
         prestart.keep(len(plan.workers))
 
     def start(self, spec: WorkerSpec) -> Any:
-        """A worker prestarted for this run (control/prestart.py) given `spec`, or a new one."""
-        waiting = prestart.take()
+        """A worker prestarted for this run (control/prestart.py) given `spec`, or a new one
+        (always for a spec that needs the main module, which no prestarted worker has)."""
+        needs_main = uses_main_module(spec)
+        waiting = None if needs_main else prestart.take()
         if waiting is not None:
             process, sender = waiting
             try:
@@ -87,17 +89,17 @@ class LocalLauncher:
                 return process
             finally:
                 sender.close()
-        return self._fork(spec)
+        return self._fork(spec, needs_main)
 
     def replace(self, old: Any, spec: WorkerSpec) -> Any:
-        return self._fork(spec)
+        return self._fork(spec, uses_main_module(spec))
 
     @staticmethod
-    def _fork(spec: WorkerSpec) -> Any:
+    def _fork(spec: WorkerSpec, needs_main: bool) -> Any:
         process = multiprocessing.get_context("forkserver").Process(
             target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
         process.host = process.lost = None
-        with contextlib.nullcontext() if uses_main_module(spec) else without_main_module():
+        with contextlib.nullcontext() if needs_main else without_main_module():
             process.start()
         return process
 
