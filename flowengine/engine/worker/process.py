@@ -16,13 +16,13 @@ The worker's jobs, one module each:
   coordinator, stats about once a second (the coordinator's heartbeat),
   acknowledgements, and the bounded waits awake to control every other part
   uses;
-* ``inboxloop.py``: the loop of a stage fed by an inbox (a node per stream,
-  or a multi-input node; fan-in checks in ``fanin.py``);
-* ``sourceloop.py``: the loop of a source (pacing, picking streams whose
-  replica has room, ending streams early);
+* ``feed.py``: moving messages between the sockets and the stage loop
+  (``flowengine.core.loop``), for a stage fed by its inbox (a node per
+  stream, or a mixer's one node) and for a source (pacing, picking streams
+  whose replica has room, ending streams early); fan-in checks in
+  ``origins.py``, a replica's share of a source's streams in ``shares.py``;
 * ``sendpath.py``: routing (``routing.py``), batches (``outbox.py``) and
   non-blocking sends;
-* ``counters.py``: what the stats and the audit count;
 * ``profiling.py``: the optional cProfile of the run.
 
 The run ends when EOF came from every upstream sender (``InboxState``), or
