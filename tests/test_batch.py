@@ -178,6 +178,11 @@ def test_outbox_fills_by_count_and_bytes_and_keeps_order():
     assert batching(16) == (8, 2)
     assert batching(1) == (1, 1)
     assert batching(5) == (2, 3)
+    # a live edge: the same bound in messages, in smaller batches and a deeper queue (ZeroMQ
+    # signals its writer every HWM/2 batches read: every 4th, not every one)
+    assert batching(64, live=True) == (8, 8)
+    assert batching(16, live=True) == (2, 8)
+    assert batching(5, live=True) == (1, 5)
 
 
 @pytest.mark.parametrize("hwm, block", [(3, 700), (16, 333), (64, 4096)])

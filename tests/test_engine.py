@@ -134,6 +134,24 @@ def test_plan_wiring_and_endpoints(tmp_path):
     assert mid.workers[0].inbox_endpoint == f"ipc://{tmp_path / 'run' / 's1r0'}"
 
 
+def test_the_stages_whose_every_stream_is_live_are_marked_live(tmp_path):
+    """Live: a paced source (realtime: true), and a stage whose inputs are all live; a
+    stage fed by a live and an offline stage is not (its inbox takes bulk batches too)."""
+    live_tone = {"op": "tone", "params": {"seconds": 1.0, "realtime": True}}
+    plan = build_plan(config(
+        live_tone | {"name": "live"}, {"name": "gain", "op": "gain"},
+        {"name": "file", "op": "tone", "params": {"seconds": 1.0}},
+        {"name": "mix", "op": "mix", "inputs": ["gain", "file"]},
+        {"name": "out", "op": "null_sink", "inputs": ["gain"]}), run_dir=str(tmp_path / "r"))
+    assert {s.name: s.workers[0].live for s in plan.stages} == {
+        "live": True, "gain": True, "file": False, "mix": False, "out": True}
+    # a group led by a paced source is live, and so is what it feeds
+    fused = build_plan(config(live_tone, {"op": "gain"}, {"op": "loudness"}, {"op": "null_sink"},
+                              fuse="auto"), run_dir=str(tmp_path / "f"))
+    assert [(s.fused, s.workers[0].live) for s in fused.stages] == [
+        (["tone", "gain"], True), (["loudness", "null_sink"], True)]
+
+
 @pytest.mark.parametrize("stages, message", [
     ([{"op": "mp3_encoder"}, {"op": "gain"}], r"stage 'mp3_encoder': operator 'mp3_encoder' "
                                               r"needs an input"),

@@ -27,7 +27,7 @@ from flowengine.ops.node import Node
 from flowengine.ops.pipeline import Pipeline
 from flowengine.core.lookup import create_node
 
-__all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "source_params",
+__all__ = ["OFFLINE_BLOCK_SAMPLES", "LIVE_BLOCK_SAMPLES", "FusedMember", "paced", "source_params",
            "node_values", "block_samples_for", "create_stage_node", "create_chain_node",
            "with_stage_on_error"]
 
@@ -57,11 +57,17 @@ def _has_param(op: str, name: str) -> bool:
     return any(p.name == name for p in spec.params)
 
 
+def paced(params: dict[str, Any]) -> bool:
+    """Whether a source stage with `params` is paced at real time (``realtime: true``): its
+    streams are live, a block every few tens of milliseconds."""
+    return params.get("realtime") is True
+
+
 def block_samples_for(params: dict[str, Any], block_samples: int | None) -> int:
     """The block size of a source stage with `params` in a run with `block_samples`."""
     if block_samples is not None:
         return block_samples
-    return LIVE_BLOCK_SAMPLES if params.get("realtime") is True else OFFLINE_BLOCK_SAMPLES
+    return LIVE_BLOCK_SAMPLES if paced(params) else OFFLINE_BLOCK_SAMPLES
 
 
 def with_stage_on_error(stage: Any) -> Any:

@@ -46,7 +46,7 @@ from flowengine.engine.plan import OutputEdge, Plan, StagePart, StagePlan, Worke
     sender_id
 from flowengine.engine.worker.routing import BALANCED, HASHED, STICKY, reorder_window
 from flowengine.config.keys import CurveKeys, load_keys
-from flowengine.core.stage import FusedMember, node_values, with_stage_on_error
+from flowengine.core.stage import FusedMember, node_values, paced, with_stage_on_error
 
 __all__ = ["build_plan", "resolve_stage_inputs", "DEFAULT_HWM"]
 
@@ -339,6 +339,22 @@ def _replay_fields(stage: _Stage, replica: int, by_name: dict[str, _Stage],
         ack_every=min((max(1, i.config.replay_messages // 4) for i in fed_by), default=0))
 
 
+def _live_stages(stages: list[_Stage], by_name: dict[str, _Stage]) -> set[str]:
+    """The stages whose every stream is live: a paced source (one that leads a group too),
+    and a stage whose inputs are all live. Their edges queue more, smaller batches
+    (``outbox.batching``)."""
+    live: dict[str, bool] = {}
+
+    def is_live(stage: _Stage) -> bool:
+        if stage.name not in live:
+            head = stage.members[0] if stage.members else stage
+            live[stage.name] = paced(head.config.params) if not stage.inputs else \
+                all(is_live(by_name[name]) for name in stage.inputs)
+        return live[stage.name]
+
+    return {stage.name for stage in stages if is_live(stage)}
+
+
 def _curve_keys(config: RunConfig) -> CurveKeys | None:
     security = config.security
     if not security.curve:
@@ -390,6 +406,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                             for r in range(stage.replicas)]
                for i, stage in enumerate(stages)}
     lossless = {s.name for s in stages if _restarts_losslessly(s, by_name)}
+    live = _live_stages(stages, by_name)
     plans = []
     for stage in stages:
         hwm = _inbox_hwm(stage)
@@ -426,7 +443,7 @@ def build_plan(config: RunConfig, *, run_dir: str | None = None,
                               block_samples=config.block_samples,
                               stats_interval=stats_interval, ordered=stage.config.ordered,
                               merge_senders=merge_senders, reorder_window=window,
-                              multi_input=stage.info.multi_input,
+                              multi_input=stage.info.multi_input, live=stage.name in live,
                               restart=stage.config.restart,
                               max_restarts=stage.config.max_restarts,
                               **_replay_fields(stage, r, by_name, consumers, lossless),
@@ -454,7 +471,7 @@ def _share(source: _Stage, replica: int, replicas: int, run_dir: str) -> dict:
     streams: offline, each claims the next unread stream when it is ready for one (files of
     any lengths spread evenly; claims are files made exclusively in the run directory); a
     paced source (all its streams at once, in real time) splits them by position."""
-    if source.config.params.get("realtime") is True:
+    if paced(source.config.params):
         return {"replica": replica, "replicas": replicas}
     return {"replica": replica, "replicas": replicas,
             "claims": os.path.join(run_dir, f"claims-{source.name}")}

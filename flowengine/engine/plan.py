@@ -76,6 +76,7 @@ class WorkerSpec:
     merge_senders: list[str] = field(default_factory=list)  # replicas of ordered stages upstream
     reorder_window: int = 0         # per stream, for merging what merge_senders send
     multi_input: bool = False       # one node takes every input (a mixer), keyed by stage
+    live: bool = False              # every stream live (paced sources only): outbox.batching
     fused: list[Any] = field(default_factory=list)   # FusedMembers when stages are fused
     # A source that runs the stages after it too (whole streams per replica): the source
     # (op and params as above), then the stages after it, as FusedMembers.

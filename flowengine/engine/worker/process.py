@@ -104,7 +104,7 @@ class Worker:
             self.inbox = _socket(context, zmq.PULL)
             # An ordered stage's senders send one message at a time (outbox.py).
             self.inbox.setsockopt(zmq.RCVHWM, spec.inbox_hwm if spec.ordered
-                                  else batching(spec.inbox_hwm)[1])
+                                  else batching(spec.inbox_hwm, spec.live)[1])
             if spec.curve is not None:
                 curve_server(self.inbox, spec.curve)
             self.inbox.bind(spec.inbox_endpoint)
@@ -132,7 +132,7 @@ class Worker:
         self.stamp = OrderStamp(spec.stage) if spec.ordered else \
             ReplayStamp(spec.stage) if spec.replay else None
         self.send = SendPath(spec.outputs, self.edges, self.id, self.sender, self.stamp,
-                             self._wait_for_room)
+                             self._wait_for_room, spec.live)
         # The send path as resume.py (the restart glue) reaches it, through the worker.
         self.outboxes, self.routers, self.out_caps = \
             self.send.outboxes, self.send.routers, self.send.out_caps
@@ -184,7 +184,7 @@ class Worker:
         """A PUSH to one downstream replica of `edge` (an OutputEdge), connected."""
         push = _socket(self.context, zmq.PUSH)
         push.setsockopt(zmq.SNDHWM, edge.hwm if edge.routing == BALANCED
-                        else batching(edge.hwm)[1])
+                        else batching(edge.hwm, self.spec.live)[1])
         # The downstream inbox may not be bound yet: over ipc retry soon (ZeroMQ waits
         # 100 ms by default, which was most of a short run's fixed cost), backing off to
         # 100 ms. tcp keeps ZeroMQ's default: with it an intruder's message into the sink

@@ -58,17 +58,18 @@ class SendPath:
 
     def __init__(self, outputs: list[Any], edges: list[Edge], worker_id: str,
                  sender: StreamSender, stamp: Any,
-                 wait: Callable[[list[zmq.Socket]], None]) -> None:
+                 wait: Callable[[list[zmq.Socket]], None], live: bool = False) -> None:
         self.edges = edges
         self.sender = sender
         self.stamp = stamp          # routing.OrderStamp / replay.ReplayStamp, or None
         self._wait = wait
         self.replay: Any = None     # resume.ReplaySender, set once the worker has one
         # Per downstream replica, what waits to go out as one batch. Into an ordered stage
-        # one message at a time: its replicas are chosen by room for one message.
+        # one message at a time: its replicas are chosen by room for one message. `live`:
+        # the worker's streams are all live (outbox.batching).
         self.outboxes: dict[str, Outbox] = {
             dest: Outbox(dest, push, max_messages=1 if edge.routing == BALANCED else
-                         batching(edge.hwm)[0])
+                         batching(edge.hwm, live)[0])
             for edge, sockets in zip(outputs, edges) for dest, push in sockets}
         # Per output edge, how its messages are spread over the downstream replicas.
         self.routers = [router_for(edge.routing, worker_id, len(sockets),
