@@ -448,7 +448,8 @@ class SourceLoop(_Counted):
         counts.add_out(batch)
         self.open.add(stream)
         self.outlet.data(stream, batch)
-        self.end_reported()
+        if self._take_ended is not None:   # a source that ends streams early
+            self.end_reported()
         return out
 
     def end_reported(self) -> None:

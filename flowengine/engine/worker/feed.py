@@ -116,7 +116,8 @@ def run_inbox(worker: Any) -> None:
             for fd, _ in worker.wait_readable(waits, IDLE_WAIT_S):
                 if fd == inbox_fd:
                     woken = True
-        worker.resume_replicas()
+        if worker.resume_to:     # rare (a restart downstream): no call per turn for nothing
+            worker.resume_replicas()
         if clocked is not None:     # a live mixer pads a late input after a wall-clock wait
             clocked.drain()
     if worker.mix is None:
@@ -229,7 +230,8 @@ def run_source(worker: Any) -> None:
             while not worker.draining:
                 if time.monotonic() >= worker.next_control:   # (waits look at it anyway)
                     worker.service()
-                worker.resume_replicas()
+                if worker.resume_to:
+                    worker.resume_replicas()
                 out = loop.step(ready)
                 if out is EOF:
                     break

@@ -123,6 +123,7 @@ class Worker:
         self.control_fd: int = control.getsockopt(zmq.FD)
         self.inbox_fd: int | None = self.inbox.getsockopt(zmq.FD) if self.inbox else None
         self._fd_polls: dict[int | None, Any] = {}
+        self._control_poll = self.readable_poll()   # a paced source's wait, every tick
         self._control_sent = False      # anything sent on control since it was last read dry
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
@@ -410,7 +411,7 @@ class Worker:
         `deadline`, or until `fd` (a source's outside input) can be read; a drain ends the
         wait at once. Wakes up at most 1 ms late."""
         self.send.flush_all()
-        poll = self.readable_poll(fd)
+        poll = self._control_poll if fd is None else self.readable_poll(fd)
         while not self.draining:
             left = deadline - time.monotonic()
             if left <= 0:
