@@ -162,6 +162,17 @@ def test_payload_is_a_view_of_the_array_on_send_and_of_the_frame_on_receive():
         got[0, 0] = 1.0
 
 
+def test_a_received_frame_keeps_its_bytes_until_its_samples_are_asked_for():
+    """No numpy for a stage that never looks at the samples; `data` and `av` on demand."""
+    frame = _stereo(1000)
+    header, payload = encode_frame(frame, 0)
+    got = decode([header, bytes(payload)], caps=STEREO_CAPS).buffer
+    assert repr(got).endswith("bytes)") and got.samples == 1000 and got.nbytes == 8000
+    assert got.av.samples == 1000 and got.av.format.name == "fltp"   # av made through data
+    np.testing.assert_array_equal(got.av.to_ndarray(), frame.data)
+    assert got.data is got.data and repr(got).endswith("numpy)")
+
+
 def test_writable_decode_copies():
     header, payload = encode_frame(_stereo(), 0)
     received = bytearray(payload)

@@ -3,10 +3,11 @@
 Each buffer carries its audio in the form the operator that made it had, and
 makes the other form only when someone asks (DESIGN §1):
 
-- an `AudioFrame` holds an `av.AudioFrame` (from a PyAV decoder or resampler)
-  or a numpy array (from a Python processor, or the wire); `frame.av` and
-  `frame.data` convert lazily, once. Between PyAV operators the samples never
-  leave FFmpeg;
+- an `AudioFrame` holds an `av.AudioFrame` (from a PyAV decoder or resampler),
+  a numpy array (from a Python processor) or the bytes it came in (from the
+  wire); `frame.av` and `frame.data` convert lazily, once. Between PyAV
+  operators the samples never leave FFmpeg, and a stage that never looks at
+  the samples of what it received (a probe, a relay) never touches numpy;
 - a `Packet` holds an `av.Packet` (from a PyAV encoder) or bytes; `packet.av`
   is the packet a muxer can take as it is, `packet.data` the bytes (made once,
   ADTS-framed for AAC by the `framer` the encoder gave).
@@ -66,16 +67,18 @@ class AudioFrame:
 
     `AudioFrame(data, format, pts, time_base, stream)` checks a numpy array against the
     format (FormatError naming expected and got; nothing is cast). `AudioFrame.from_av`
-    wraps a frame PyAV made, without looking at its samples.
+    wraps a frame PyAV made, without looking at its samples; `AudioFrame.from_bytes`
+    the samples as they came over the wire.
     """
 
-    __slots__ = ("format", "pts", "stream", "samples", "_data", "_av", "_time_base")
+    __slots__ = ("format", "pts", "stream", "samples", "_data", "_av", "_bytes", "_time_base")
 
     def __init__(self, data: np.ndarray, format: AudioFormat, pts: int | None = None,
                  time_base: Fraction | None = None, stream: str = DEFAULT_STREAM) -> None:
         data = check_pcm(data, format, where=f"stream {stream!r}")
         self._data = data
         self._av: av.AudioFrame | None = None
+        self._bytes: memoryview | None = None
         self.format = format
         self.pts = pts
         self.stream = stream
@@ -90,22 +93,21 @@ class AudioFrame:
         be the frame's: its sample format, layout and rate), with `pts` in samples."""
         self = cls.__new__(cls)
         self._av = frame
-        self._data = None
+        self._data = self._bytes = None
         self._time_base = None
         self.format, self.pts, self.stream, self.samples = format, pts, stream, frame.samples
         return self
 
     @classmethod
-    def from_checked(cls, data: np.ndarray, format: AudioFormat, pts: int | None,
-                     time_base: Fraction | None, stream: str) -> "AudioFrame":
-        """An AudioFrame from an array the caller has already validated against `format`
-        (the wire decoder builds it from a length-checked buffer); anyone else: use the
-        normal constructor."""
+    def from_bytes(cls, samples_bytes: memoryview, format: AudioFormat, samples: int,
+                   pts: int | None, time_base: Fraction | None, stream: str) -> "AudioFrame":
+        """`samples` samples in `format` as raw bytes in native byte order, whose length the
+        caller (the wire decoder) has checked; `data` views them (read-only unless the bytes
+        are writable). Anyone else: use the normal constructor."""
         self = cls.__new__(cls)
-        self._data, self._av = data, None
+        self._bytes, self._data, self._av = samples_bytes, None, None
         self._time_base = time_base
-        self.format, self.pts, self.stream = format, pts, stream
-        self.samples = int(data.shape[1] if format.planar else data.shape[0])
+        self.format, self.pts, self.stream, self.samples = format, pts, stream, samples
         return self
 
     # ---- the two views -----------------------------------------------------------------
@@ -113,10 +115,16 @@ class AudioFrame:
     @property
     def data(self) -> np.ndarray:
         """The samples as a numpy array: (channels, samples) when planar, else (samples,
-        channels). Made from the PyAV frame at the first call, then kept."""
+        channels). Made from the PyAV frame or the bytes at the first call, then kept."""
         data = self._data
         if data is None:
-            data = self._data = _array_of(self._av, self.format)
+            fmt = self.format
+            if self._av is not None:
+                data = _array_of(self._av, fmt)
+            else:   # a view of the bytes
+                data = np.frombuffer(self._bytes, fmt.dtype).reshape(
+                    (fmt.channels, self.samples) if fmt.planar else (self.samples, fmt.channels))
+            self._data = data
         return data
 
     @property
@@ -125,7 +133,7 @@ class AudioFrame:
         Made from the array at the first call, then kept."""
         frame = self._av
         if frame is None:
-            frame = self._av = _av_frame_of(self._data, self.format)
+            frame = self._av = _av_frame_of(self.data, self.format)
         frame.pts = self.pts
         return frame
 
@@ -174,7 +182,7 @@ class AudioFrame:
         return self.data if self.format.planar else self.data.T
 
     def __repr__(self) -> str:
-        held = "av" if self._data is None else "numpy"
+        held = "numpy" if self._data is not None else "av" if self._av is not None else "bytes"
         return (f"AudioFrame({self.samples} samples, {self.format}, pts={self.pts}, "
                 f"stream={self.stream!r}, {held})")
 

@@ -296,8 +296,9 @@ def encode_data(header: list, buffer: AudioFrame | Packet, seq: int) -> list[Par
 
 
 def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
-    if _NATIVE_LITTLE and data.flags.c_contiguous and data.size:
-        return memoryview(data).cast("B")  # the usual case: a view, no numpy call
+    view = memoryview(data)     # asked, not numpy's flags: that object costs a live source more
+    if _NATIVE_LITTLE and view.c_contiguous and view.nbytes:
+        return view.cast("B")   # the usual case: a view, no numpy call
     data = np.ascontiguousarray(data, dtype=_WIRE_DTYPES[sample_type])
     return data.reshape(-1).view(np.uint8).data
 
@@ -827,9 +828,10 @@ def data_buffer(header: Sequence[Any], payload: memoryview, caps: Caps, *,
     """The AudioFrame or Packet of a data message from its checked header (`checked_messages`)
     and payload, for a stream with `caps`.
 
-    PCM samples are a read-only view of the received payload (`writable`
-    copies them); a payload whose length is not what the caps' format and the
-    header's sample count say is a WireError naming both.
+    PCM samples stay the received payload, read-only (`writable` copies them),
+    until the frame's `data` or `av` is asked for; a payload whose length is not
+    what the caps' format and the header's sample count say is a WireError
+    naming both.
     """
     stream = header[2]
     if header[1] == "pcm":
@@ -843,17 +845,15 @@ def data_buffer(header: Sequence[Any], payload: memoryview, caps: Caps, *,
             raise WireError(f"pcm message for stream {stream!r}: payload is "
                             f"{payload.nbytes} bytes but its caps and header say {channels} "
                             f"ch × {samples} samples × {width} bytes = {expected}")
-        # Read-only through the view (numpy's flags object costs more, in a live stage's
-        # first microseconds after it wakes up: docs/performance.md, session 7).
-        data = np.frombuffer(payload if writable else payload.toreadonly(), dtype=dtype
-                             ).reshape((channels, samples) if fmt.planar else (samples, channels))
-        if not _NATIVE_LITTLE and width > 1:
-            data = data.astype(fmt.dtype)  # a big-endian host: one conversion, a native array
-            data.flags.writeable = writable
+        if not _NATIVE_LITTLE and width > 1:   # a big-endian host: one conversion
+            payload = memoryview(np.frombuffer(payload, dtype).astype(fmt.dtype)).cast("B")
         elif writable:
-            data = data.copy()
-        # data has fmt's dtype and shape by construction: no re-check
-        return AudioFrame.from_checked(data, fmt, header[6], caps.time_base, stream)
+            payload = memoryview(bytearray(payload))
+        # No numpy until the stage looks at the samples: in a live stage, just woken up with
+        # cold caches, the first calls into numpy cost tens of µs (docs/performance.md,
+        # session 8). Read-only through the view, not numpy's flags (session 7).
+        return AudioFrame.from_bytes(payload if writable else payload.toreadonly(), fmt,
+                                     samples, header[6], caps.time_base, stream)
     if caps.kind != PACKET:
         raise WireError(f"pkt message for stream {stream!r}, whose caps say {caps.kind}")
     tb = caps.time_base
