@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from fractions import Fraction
 
 import msgpack
@@ -171,6 +172,13 @@ def test_a_received_frame_keeps_its_bytes_until_its_samples_are_asked_for():
     assert got.av.samples == 1000 and got.av.format.name == "fltp"   # av made through data
     np.testing.assert_array_equal(got.av.to_ndarray(), frame.data)
     assert got.data is got.data and repr(got).endswith("numpy)")
+    # it pickles as its samples, as a frame PyAV made does
+    received = decode([header, bytes(payload)], caps=STEREO_CAPS).buffer
+    for before in (received, AudioFrame.from_av(frame.av, frame.format, 0, "a")):
+        after = pickle.loads(pickle.dumps(before))
+        np.testing.assert_array_equal(after.data, frame.data)
+        assert (after.format, after.pts, after.stream, after.samples) == (
+            before.format, before.pts, before.stream, before.samples)
 
 
 def test_writable_decode_copies():

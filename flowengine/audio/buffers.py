@@ -181,6 +181,11 @@ class AudioFrame:
         """Samples as a (channels, samples) array, without copying when already planar."""
         return self.data if self.format.planar else self.data.T
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its samples as numpy, whichever form it holds (neither PyAV's frame nor
+        a view of received bytes pickles)."""
+        return AudioFrame, (self.data, self.format, self.pts, self._time_base, self.stream)
+
     def __repr__(self) -> str:
         held = "numpy" if self._data is not None else "av" if self._av is not None else "bytes"
         return (f"AudioFrame({self.samples} samples, {self.format}, pts={self.pts}, "
