@@ -83,6 +83,15 @@ def test_plan_shows_replicas_hwm_endpoints_and_formats(capsys, monkeypatch, tmp_
     assert "  decode -> resample: pcm, an unknown format (decoded by mp3_decoder: known only at " \
            "run time)" in out
     assert "  resample -> opus: pcm, 48000 Hz, ? ch (resample sample_rate=48000)" in out
+    assert " live" not in out      # nothing here is paced
+
+
+def test_plan_says_which_stages_are_live(capsys, monkeypatch, tmp_path):
+    done = call(capsys, monkeypatch, tmp_path, "plan", str(CONFIGS / "tone.yaml"),
+                "--set", "tone.realtime=true")
+    assert done.returncode == 0, done.stderr
+    assert "stage tone (tone, source, - -> pcm): replicas=1 hwm=64 live\n" in done.stdout
+    assert "stage sink (file_sink, sink, any -> -): replicas=1 hwm=64 live\n" in done.stdout
 
 
 def test_ops_lists_every_operator_and_one(capsys, monkeypatch, tmp_path):

@@ -57,8 +57,9 @@ def print_plan(run: ResolvedRun, out: TextIO) -> None:
         for stage in plan.stages:
             info = run.stage(stage.name)
             kinds = f"{stage.input_kind or '-'} -> {stage.output_kind or '-'}"
+            live = " live" if stage.workers and stage.workers[0].live else ""
             print(f"stage {stage.name} ({stage.op}, {stage.kind}, {kinds}): "
-                  f"replicas={stage.replicas} hwm={stage.hwm}", file=out)
+                  f"replicas={stage.replicas} hwm={stage.hwm}{live}", file=out)
             if stage.parts:
                 print(f"  runs, per replica and stream: "
                       f"{' -> '.join(part.name for part in stage.parts)}", file=out)
