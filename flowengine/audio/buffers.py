@@ -75,7 +75,7 @@ class AudioFrame:
 
     def __init__(self, data: np.ndarray, format: AudioFormat, pts: int | None = None,
                  time_base: Fraction | None = None, stream: str = DEFAULT_STREAM) -> None:
-        data = check_pcm(data, format, where=f"stream {stream!r}")
+        data = check_pcm(data, format, where=lambda: f"stream {stream!r}")
         self._data = data
         self._av: av.AudioFrame | None = None
         self._bytes: memoryview | None = None

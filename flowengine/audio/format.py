@@ -8,6 +8,7 @@ by 128), matching FFmpeg's conventions so conversions agree with PyAV's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -191,12 +192,18 @@ def as_format(fmt: "AudioFormat | dict | str | int | None",
     return AudioFormat(**mapping)
 
 
-def check_pcm(pcm: object, fmt: AudioFormat, where: str = "") -> np.ndarray:
+def check_pcm(pcm: object, fmt: AudioFormat, where: str | Callable[[], str] = "") -> np.ndarray:
     """Validate that `pcm` is a numpy array in `fmt`; return it (never cast silently).
 
-    Raises FormatError (a ValueError) naming what was expected and what came.
-    A 1-D array is accepted for mono only.
+    Raises FormatError (a ValueError) naming what was expected and what came, after
+    `where` (or what the function `where` gives: per-buffer callers describe the place
+    only when there is an error). A 1-D array is accepted for mono only.
     """
+    if type(pcm) is np.ndarray and pcm.dtype is fmt.dtype and pcm.ndim == 2 \
+            and pcm.shape[0 if fmt.planar else 1] == fmt.channels:
+        return pcm      # the usual case, in one test (each native dtype is one object)
+    if callable(where):
+        where = where()
     prefix = f"{where}: " if where else ""
     if not isinstance(pcm, np.ndarray):
         raise FormatError(f"{prefix}expected a numpy array, got {type(pcm).__name__}")

@@ -357,10 +357,7 @@ class Encoder:
                              f"(get_frame(force=True) flushed the codec): call reset() to encode "
                              f"a new stream")
         fmt = self._format
-        # Fast check of the usual case; check_pcm explains anything else (or accepts 1-D mono).
-        if not (type(pcm) is np.ndarray and pcm.ndim == 2 and pcm.dtype == fmt.dtype
-                and pcm.shape[0 if fmt.planar else 1] == fmt.channels):
-            pcm = check_pcm(pcm, fmt, where=f"{self._where()}, sample {self._samples_in}")
+        pcm = check_pcm(pcm, fmt, where=lambda: f"{self._where()}, sample {self._samples_in}")
         # Copy: the caller may reuse its buffer before the samples are encoded.
         self._buffer(np.array(pcm if fmt.planar else pcm.T, order="C", copy=True), pts)
 

@@ -139,7 +139,7 @@ class BaseProcessor:
                 raise FormatError(f"{self.name}: the input format is not known yet: pass format= "
                                   f"with the first put_frame (or build the processor with a format)")
         fmt = self._input_format
-        pcm = check_pcm(pcm, fmt, where=f"{self.name} input at sample {self._samples_in}")
+        pcm = check_pcm(pcm, fmt, where=lambda: f"{self.name} input at sample {self._samples_in}")
         if self._start_pts is None:
             self._start_pts = 0 if pts is None else int(pts)
         n = pcm.shape[1] if fmt.planar else pcm.shape[0]
