@@ -296,7 +296,8 @@ def encode_data(header: list, buffer: AudioFrame | Packet, seq: int) -> list[Par
 
 
 def _pcm_payload(data: np.ndarray, sample_type: str) -> memoryview:
-    view = memoryview(data)     # asked, not numpy's flags: that object costs a live source more
+    # The layout asked of a memoryview: numpy's flags object costs a live source more.
+    view = memoryview(data)
     if _NATIVE_LITTLE and view.c_contiguous and view.nbytes:
         return view.cast("B")   # the usual case: a view, no numpy call
     data = np.ascontiguousarray(data, dtype=_WIRE_DTYPES[sample_type])
