@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import subprocess
 import sys
+
+import pytest
 
 from flowengine.audio.format import as_format
 from flowengine.config.model import RunConfig
@@ -83,3 +86,55 @@ def test_the_plan_carries_validated_values_and_a_worker_builds_from_them(tmp_pat
 
 def test_an_imported_operator_has_no_values_and_is_built_from_its_params():
     assert node_values("engine_ops:PassThrough", "processor", {}, None) is None
+
+
+# The variables flowengine.blas sets (not imported here: it sets them in this process).
+BLAS_THREAD_COUNTS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+THREADS_AFTER_A_LARGE_MATMUL = """
+import multiprocessing, os
+
+def threads(queue):
+    import numpy as np
+    matrix, block = np.ones((8, 8)), np.ones((8, 16384))  # large enough for OpenBLAS to thread
+    for _ in range(3):
+        matrix @ block
+    queue.put(len(os.listdir("/proc/self/task")))
+
+if __name__ == "__main__":
+    from flowengine.engine.worker.forkserver import start_forkserver
+    start_forkserver()
+    context = multiprocessing.get_context("forkserver")
+    queue = context.Queue()
+    child = context.Process(target=threads, args=(queue,))
+    child.start()
+    print(queue.get(timeout=60))
+    child.join(timeout=60)
+"""
+
+
+def _without_blas_thread_counts() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_COUNTS}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_a_forked_worker_runs_numpy_on_one_blas_thread(tmp_path):
+    """Workers are the engine's parallelism: BLAS threads of their own would only compete
+    with them (and spin after each call). A program that set no thread count of its own."""
+    script = tmp_path / "matmul.py"
+    script.write_text(THREADS_AFTER_A_LARGE_MATMUL)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=_without_blas_thread_counts(), timeout=120, check=True).stdout
+    assert out.split() == ["1"]
+
+
+@pytest.mark.parametrize("users_own", [None, "4"])
+def test_the_command_sets_one_blas_thread_before_numpy_loads_unless_the_user_chose(users_own):
+    env = _without_blas_thread_counts()
+    if users_own:
+        env["OPENBLAS_NUM_THREADS"] = users_own
+    code = ("import os, sys, flowengine.cli.entry\n"
+            "print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'],"
+            " os.environ['OMP_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout.split()
+    assert out == ["False", users_own or "1", "1"]

@@ -24,6 +24,7 @@ import sys
 import threading
 from typing import NoReturn
 
+import flowengine.blas  # noqa: F401  (first: one BLAS thread, set before numpy loads)
 from flowengine.cli.parser import build_parser
 
 __all__ = ["main"]

@@ -31,9 +31,10 @@ from multiprocessing import forkserver, resource_tracker
 __all__ = ["PRELOAD_MODULES", "BASE_MODULES", "SCIPY_OPS", "modules_for", "start_forkserver",
            "ensure_forkserver", "without_main_module"]
 
-# gc_pause first (no garbage collection in the forkserver, see there), then the worker code.
-BASE_MODULES = ["flowengine.engine.worker.gc_pause", "flowengine.engine.worker.process",
-                "flowengine.engine.worker.preload"]
+# blas before numpy loads (one BLAS thread in every worker), gc_pause (no garbage collection
+# in the forkserver), then the worker code; see each.
+BASE_MODULES = ["flowengine.blas", "flowengine.engine.worker.gc_pause",
+                "flowengine.engine.worker.process", "flowengine.engine.worker.preload"]
 # The worker code, then forkserver_signals, imported for its side effect (SIGTERM, see there)
 # once everything else is: its hook must be the last to touch SIGTERM in a new child.
 PRELOAD_MODULES = BASE_MODULES + ["flowengine.engine.control.forkserver_signals"]

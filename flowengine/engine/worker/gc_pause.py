@@ -1,4 +1,4 @@
-"""The forkserver's first preload module (forkserver.BASE_MODULES), for its side effect: the
+"""A preload module of the forkserver (forkserver.BASE_MODULES), for its side effect: the
 forkserver never runs the cyclic garbage collector, and each worker it forks starts with
 the collector back on, blind to what it inherited.
 
