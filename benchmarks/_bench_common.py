@@ -89,6 +89,12 @@ def spread(values: Iterable[float], digits: int = 4) -> dict[str, float]:
             "max": round(values[-1], digits), "n": len(values)}
 
 
+def paired(values: Iterable[float], baselines: Iterable[float]) -> dict[str, float]:
+    """min / median / max of each repetition's value over the same repetition's baseline:
+    interleaved runs share the machine's slow spells, medians taken apart do not."""
+    return spread(v / b for v, b in zip(values, baselines, strict=True))
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     """benchmarks/results/NAME.json with the machine info in front."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

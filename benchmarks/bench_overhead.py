@@ -13,7 +13,8 @@ per file) done three ways in this one process, over the same files:
 
 CPU seconds of this process (user + sys) for each, interleaved ``--repeat``
 times so that the machine's load hits all three alike; reported as min and
-median, and as ratios over ``pyav``. And, deterministic where time is not,
+median, and as ratios over ``pyav`` (each repetition over its own ``pyav``
+run, then min and median). And, deterministic where time is not,
 the Python calls each way makes per 1024-sample block (cProfile's count over
 a 40 s file minus a 10 s one, so start-up cancels out). Targets: the runner
 at <= 1.05x the PyAV loop's CPU and <= 2x its calls per block. On 2 cores no
@@ -36,7 +37,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import print_table, repetitions, size_parser, spread, \
+from _bench_common import paired, print_table, repetitions, size_parser, spread, \
     write_results  # noqa: E402
 from bench_scaling import BLOCK, inprocess_chain, make_inputs, pyav_loops  # noqa: E402
 
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for way, values in cpu.items():
         measured = spread(values)
-        ratios = {"median": round(measured["median"] / base["median"], 3),
-                  "min": round(measured["min"] / base["min"], 3)}
+        pairs = paired(values, cpu["pyav"])
+        ratios = {"median": round(pairs["median"], 3), "min": round(pairs["min"], 3)}
         results[way] = {"cpu_s": measured, "vs_pyav": ratios, "calls_per_block": calls[way],
                         "calls_vs_pyav": round(calls[way] / calls["pyav"], 2)}
         rows.append([way, measured["min"], measured["median"], ratios["min"], ratios["median"],

@@ -45,7 +45,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import RESULTS_DIR, print_table, repetitions, run_engine, \
+from _bench_common import RESULTS_DIR, paired, print_table, repetitions, run_engine, \
     run_inprocess, size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
@@ -213,15 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[str(setting)].append(engine_run(str(tmp / "in" / "*.mp3"), out, setting))
     base = spread(b["throughput"] for b in bases)
 
-    def paired(entries: list[dict], over: list[dict], key: str = "throughput") -> dict:
-        """Each repetition's figure over the same repetition's one in `over`."""
-        return spread(e[key] / o[key] for e, o in zip(entries, over))
+    def over(entries: list[dict], baselines: list[dict], key: str = "throughput") -> dict:
+        return paired((e[key] for e in entries), (b[key] for b in baselines))
 
     results = []
     rows = [["PyAV loop", "-", base["median"], 1.0, "", "", "", 1.0, ""]]
     ceilings = {}
     for label, entries in references.items():
-        throughput, speedup = spread(e["throughput"] for e in entries), paired(entries, bases)
+        throughput, speedup = spread(e["throughput"] for e in entries), over(entries, bases)
         ceilings[label] = {"processes": cores, "throughput": throughput,
                            "speedup_vs_pyav": round(speedup["median"], 3),
                            "speedup_pairs": speedup}
@@ -229,9 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
                      speedup["min"], "", "", "", "reference: no engine"])
     ceiling = references["PyAV loops"]
     for setting, entries in runs.items():
-        throughput, speedup = spread(e["throughput"] for e in entries), paired(entries, bases)
-        cpu = paired(entries, bases, "cpu_s")
-        of_ceiling = paired(entries, ceiling)
+        throughput, speedup = spread(e["throughput"] for e in entries), over(entries, bases)
+        cpu = over(entries, bases, "cpu_s")
+        of_ceiling = over(entries, ceiling)
         middle = sorted(entries, key=lambda e: e["throughput"])[len(entries) // 2]
         results.append({"replicas": setting, "throughput": throughput,
                         "cpu_s": spread(e["cpu_s"] for e in entries),
