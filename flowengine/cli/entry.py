@@ -46,16 +46,18 @@ def main() -> int:
             from flowengine.engine.worker.forkserver import start_forkserver
             start_forkserver(ops)
         from flowengine.cli.main import run_command
-    except KeyboardInterrupt:       # Ctrl-C while importing: as run_command says it later
+        _imports_done()
+        if ops and args.command == "run":
+            # Once imported: the forkserver has its preload by then, and forks them while
+            # this process validates and plans.
+            from flowengine.engine.control import prestart
+            prestart.prestart(len(ops))     # a worker per stage, as a rule
+        code = run_command(args, process_entry=True)
+    except KeyboardInterrupt:
+        # Ctrl-C while importing, or between here and where run_command catches it (a
+        # traceback and death by SIGINT before): as run_command says it.
         print("\nflowengine: interrupted", file=sys.stderr)
         _exit(_INTERRUPTED)
-    _imports_done()
-    if ops and args.command == "run":
-        # Once imported: the forkserver has its preload by then, and forks them while this
-        # process validates and plans.
-        from flowengine.engine.control import prestart
-        prestart.prestart(len(ops))     # a worker per stage, as a rule
-    code = run_command(args, process_entry=True)
     if threading.active_count() == 1:
         _exit(code)
     return code                     # a thread of ours still runs: the interpreter joins it

@@ -237,9 +237,9 @@ def run_command(args: argparse.Namespace, *, process_entry: bool = False) -> int
     """Run parsed command line `args`; the exit code. `process_entry`: this is the command
     line's own process, not a caller's main([...])."""
     args.process_entry = process_entry
-    show_messages_as_lines(verbose=getattr(args, "verbose", False)
-                           or args.command in ("serve", "send", "demo"))
     try:
+        show_messages_as_lines(verbose=getattr(args, "verbose", False)
+                               or args.command in ("serve", "send", "demo"))
         return _COMMANDS[args.command](args, sys.stdout)
     except UsageError as exc:
         _report(args, exc, "error")

@@ -29,9 +29,15 @@ class SignalCount:
         self._previous: dict = {}
 
     def install(self) -> None:
+        """Count from now on. Installed over another count (the command's, around a run), it
+        takes that one's signals too: a Ctrl-C while the command validated and planned
+        counts for the run it then starts (before, the run went on as if none had come)."""
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._on_signal)
                               for sig in (signal.SIGINT, signal.SIGTERM)}
+            # Read once this count receives them: no signal falls between the two.
+            outer = {getattr(h, "__self__", None) for h in self._previous.values()}
+            self.count += sum(o.count for o in outer if isinstance(o, SignalCount))
 
     def restore(self) -> None:
         """The handlers from before `install` (nothing when it installed none)."""

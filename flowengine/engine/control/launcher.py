@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from flowengine.engine.control import prestart
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.forkserver import start_forkserver, without_main_module
-from flowengine.engine.worker.entry import run_worker
+from flowengine.engine.worker.entry import WORKER_NAME_PREFIX, run_worker
 from flowengine.ops.registry import registry
 
 __all__ = ["WorkerHandle", "Launcher", "LocalLauncher", "launcher_for", "uses_main_module"]
@@ -97,7 +97,7 @@ class LocalLauncher:
     @staticmethod
     def _fork(spec: WorkerSpec, needs_main: bool) -> Any:
         process = multiprocessing.get_context("forkserver").Process(
-            target=run_worker, args=(spec,), name=f"flowengine {spec.id}", daemon=True)
+            target=run_worker, args=(spec,), name=f"{WORKER_NAME_PREFIX}{spec.id}", daemon=True)
         process.host = process.lost = None
         with contextlib.nullcontext() if needs_main else without_main_module():
             process.start()

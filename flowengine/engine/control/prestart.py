@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from flowengine.engine.control.helpers import a_helper_ended, remember_helpers
-from flowengine.engine.worker.entry import run_worker_when_told
+from flowengine.engine.worker.entry import WORKER_NAME_PREFIX, run_worker_when_told
 from flowengine.engine.worker.forkserver import without_main_module
 
 __all__ = ["prestart", "waiting", "take", "keep", "release"]
@@ -59,7 +59,7 @@ def _start(count: int) -> None:
             return
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=run_worker_when_told, args=(receiver,),
-                                  name="flowengine worker (waiting)", daemon=True)
+                                  name=f"{WORKER_NAME_PREFIX}worker (waiting)", daemon=True)
         try:
             # The command's script holds nothing a worker needs. The swap is process-wide; the
             # command's main thread, validating meanwhile, never looks at __main__.

@@ -15,7 +15,10 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["run_worker", "run_worker_when_told"]
+__all__ = ["WORKER_NAME_PREFIX", "run_worker", "run_worker_when_told"]
+
+# The start of every worker process's name (control/forkserver_signals.py tells workers by it).
+WORKER_NAME_PREFIX = "flowengine "
 
 
 def run_worker(spec: Any) -> None:
