@@ -18,6 +18,7 @@ from flowengine.engine import Engine, build_plan
 
 
 def test_a_count_installed_over_another_takes_the_signals_that_one_counted():
+    before = signal.getsignal(signal.SIGINT)
     outer = SignalCount()
     with outer:
         signal.raise_signal(signal.SIGINT)
@@ -27,7 +28,7 @@ def test_a_count_installed_over_another_takes_the_signals_that_one_counted():
             signal.raise_signal(signal.SIGINT)
             assert (inner.count, outer.count) == (2, 1)
         assert signal.getsignal(signal.SIGINT) == outer._on_signal
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_a_ctrl_c_while_the_command_planned_drains_the_run_it_then_starts(tmp_path):
