@@ -8,11 +8,16 @@ between its imports and its commands'."""
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
 
+import pytest
+
+from flowengine.cli.runs import execute_run
 from flowengine.config.model import RunConfig
+from flowengine.config.resolve import resolve_run
 from flowengine.core.signals import SignalCount
 from flowengine.engine import Engine, build_plan
 
@@ -75,3 +80,16 @@ def test_a_worker_forked_as_ctrl_c_came_ignores_it_from_its_first_instant():
 def test_another_forkserver_child_drops_a_ctrl_c_from_before_it_ran_and_takes_later_ones():
     # SIGINT left to Python's handler, SIGTERM back to its default, nothing pending, unblocked
     assert run_hook("ForkServerProcess-1") == ["False", "False", "False", "False"]
+
+
+def test_a_ctrl_c_counted_before_the_run_starts_starts_nothing(tmp_path):
+    """The command counts Ctrl-C from the end of its imports (cli/entry.py): one that came
+    while it validated ends it before any worker or output exists."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"name: early\nstages:\n  - {{name: tone, op: tone}}\n"
+                      f"  - {{name: sink, op: file_sink, params: {{path: {tmp_path}/out.wav}}}}\n")
+    with SignalCount():
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            execute_run(resolve_run(config), io.StringIO(), quiet=True)
+    assert list(tmp_path.iterdir()) == [config]

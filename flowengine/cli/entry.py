@@ -26,6 +26,7 @@ from typing import NoReturn
 
 import flowengine.blas  # noqa: F401  (first: one BLAS thread, set before numpy loads)
 from flowengine.cli.parser import build_parser
+from flowengine.core.signals import SignalCount
 
 __all__ = ["main"]
 
@@ -47,6 +48,11 @@ def main() -> int:
             start_forkserver(ops)
         from flowengine.cli.main import run_command
         _imports_done()
+        if args.command in ("run", "convert"):
+            # From here a Ctrl-C is counted, never raised: raised, it could land in code that
+            # cannot pass it on (a finaliser) and be lost, and the run went on to its end.
+            # The run's own counts take this one's (core/signals.py).
+            SignalCount().install()
         if ops and args.command == "run":
             # Once imported: the forkserver has its preload by then, and forks them while
             # this process validates and plans.

@@ -142,8 +142,10 @@ def execute_run(run: ResolvedRun, out: TextIO, *, in_process: bool = False,
     # exits: Python restores the default action as it shuts down, and a second Ctrl-C that
     # came while a drained run printed its table killed the process with SIGINT (exit -2).
     after_run = SignalCount()
-    after_run.install()
+    after_run.install()     # over the command's own count (cli/entry.py), and takes it
     try:
+        if after_run.count:     # a Ctrl-C while the command validated: start nothing
+            raise KeyboardInterrupt
         if in_process:
             report = run_in_process(run, progress=display.update)
         else:
