@@ -3,8 +3,10 @@
 Found by interrupting `flowengine run` at random moments of its start (5-10 runs in 60 went
 on for their whole length, a few printed a KeyboardInterrupt traceback): a signal the command
 counted while it validated and planned was not the run's, a worker just forked raised
-KeyboardInterrupt inside the forkserver's after-fork hook, and the command had no handler
-between its imports and its commands'."""
+KeyboardInterrupt inside the forkserver's after-fork hook, the command had no handler
+between its imports and its commands', and a KeyboardInterrupt raised where it cannot
+propagate (a finaliser) was lost: the command now counts Ctrl-C from the end of its imports
+and starts no run once one was counted."""
 
 from __future__ import annotations
 
