@@ -56,6 +56,7 @@ from flowengine.engine.wire.codec import checked_messages, message_of
 from flowengine.engine.wire.protocol import RunEnd, SenderEnd, StreamCaps, StreamData, \
     StreamEnd
 from flowengine.engine.worker.routing import StickyRouter
+from flowengine.engine.worker.readiness import readable_check
 from flowengine.errors import FlowError, WireError
 from flowengine.ops.node import AGAIN, EOF
 from flowengine.ops.pacing import waiting_with
@@ -66,7 +67,7 @@ IDLE_WAIT_S = 0.1          # longest wait on the sockets (a live mixer's clock t
 START_WAIT_SECONDS = 60.0
 _AGAIN_WAIT_S = 0.005      # a source with nothing ready (and no due time) is asked again after
 # Plain ints: the flag enums cost more than the recv call.
-_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class WireOutlet(Outlet):
@@ -101,10 +102,11 @@ def run_inbox(worker: Any) -> None:
     fast = worker.inbox_state.next_data if worker.stage is not None and worker.merge is None \
         and worker.mix is None and worker.stamp is None else None
     inbox_fd, woken = worker.inbox_fd, False
+    inbox_readable = readable_check(inbox)
     while not worker.inbox_state.run_ended:
         # Woken by the inbox's descriptor: try the recv at once (it reads the socket's
         # commands as a look at EVENTS would, and says Again when no message came).
-        if woken or inbox.getsockopt(_EVENTS) & _POLLIN:
+        if woken or inbox_readable():
             woken = False
             parts = _receive(inbox)
             if parts is not None:

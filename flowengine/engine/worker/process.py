@@ -22,7 +22,8 @@ The worker's jobs, one module each:
   whose replica has room, ending streams early); fan-in checks in
   ``origins.py``, a replica's share of a source's streams in ``shares.py``;
 * ``sendpath.py``: routing (``routing.py``), batches (``outbox.py``) and
-  non-blocking sends;
+  non-blocking sends; ``readiness.py``: whether a socket can be read or
+  written now;
 * ``profiling.py``: the optional cProfile of the run.
 
 The run ends when EOF came from every upstream sender (``InboxState``), or
@@ -64,6 +65,7 @@ from flowengine.engine.worker.feed import IDLE_WAIT_S, WireOutlet, run_inbox, ru
 from flowengine.engine.worker.outbox import batching
 from flowengine.engine.plan import WorkerSpec, sender_id
 from flowengine.engine.worker.preload import warm
+from flowengine.engine.worker.readiness import readable_check
 from flowengine.engine.worker.profiling import PROFILE_ENV, profiled
 from flowengine.engine.wire.protocol import InboxState, StreamSender
 from flowengine.engine.recovery.replay import AckReporter, ReplayStamp
@@ -83,7 +85,6 @@ _POLL_MS = 100
 _CONTROL_EVERY_S = 0.01    # a busy source or inbox looks at the control socket this often
 _RECONNECT_MS, _RECONNECT_MAX_MS = 5, 100   # a PUSH's retries to connect to an inbox
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _READABLE = select.POLLIN
 
 
@@ -124,6 +125,7 @@ class Worker:
         self.inbox_fd: int | None = self.inbox.getsockopt(zmq.FD) if self.inbox else None
         self._fd_polls: dict[int | None, Any] = {}
         self._control_poll = self.readable_poll()   # a paced source's wait, every tick
+        self._control_readable = readable_check(control)
         self._control_sent = False      # anything sent on control since it was last read dry
 
         # A replacement worker sends as "stage:replica@N" (protocol.InboxState, Restart).
@@ -245,8 +247,7 @@ class Worker:
 
     def service(self) -> None:
         """Answer every pending control message, send stats when due, notice an orphaned run."""
-        # EVENTS is a plain getsockopt: Socket.poll(0) builds a Poller on every call.
-        while self.control.getsockopt(_EVENTS) & _POLLIN:
+        while self._control_readable():
             message = decode_control(self.control.recv(), expect=COORDINATOR_MESSAGES)
             if message["t"] == "shutdown":
                 raise _Shutdown()
@@ -362,7 +363,7 @@ class Worker:
         send stats and acks if due. What poll(2) gave; nothing when control had a message
         already (answered: the caller looks again before it waits again).
 
-        Not zmq_poll, which looks at each socket's EVENTS before and after it blocks (~9
+        Not a blocking zmq_poll, which looks at each socket's EVENTS before and after (~9
         system calls and a page of Python per wake-up against 1 here). A socket's ZMQ_FD
         signals only a change, once: whatever reads the socket's commands (a send, a recv,
         a look at EVENTS) can take the signal of a message that then waits unseen. So a
@@ -371,7 +372,7 @@ class Worker:
         `service` read it dry."""
         if self._control_sent:
             self._control_sent = False
-            if self.control.getsockopt(_EVENTS) & _POLLIN:
+            if self._control_readable():
                 self.service()
                 return []
         timeout = min(seconds, self._next_stats - time.monotonic())

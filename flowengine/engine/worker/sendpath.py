@@ -31,22 +31,17 @@ import zmq
 
 from flowengine.audio.buffers import AudioFrame, Packet
 from flowengine.engine.worker.outbox import Outbox, batching
+from flowengine.engine.worker.readiness import writable
 from flowengine.engine.wire.protocol import StreamSender
 from flowengine.engine.worker.routing import BALANCED, BalancedRouter, StickyRouter, router_for
 from flowengine.engine.wire.codec import Caps, Part, message_nbytes
 
-__all__ = ["SendPath", "writable"]
+__all__ = ["SendPath"]
 
 # Plain ints: ZeroMQ's flag enums cost microseconds per operation in a loop run per message.
-_EVENTS, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLOUT)
 _NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 
 Edge = list[tuple[str, zmq.Socket]]   # per downstream replica: (its sender id, our PUSH)
-
-
-def writable(sock: zmq.Socket) -> bool:
-    """Room for one more message (EVENTS is a plain getsockopt; poll(0) builds a Poller)."""
-    return bool(sock.getsockopt(_EVENTS) & _POLLOUT)
 
 
 class SendPath:

@@ -1,0 +1,33 @@
+"""Whether a ZeroMQ socket has a message to read, or room for one more, right now.
+
+One ``zmq_poll`` of the socket with a timeout of 0, in C. pyzmq's
+``getsockopt(EVENTS)`` looks the option up in its ``SocketOption`` enum first,
+two Python calls (``EnumType.__call__``, ``Enum.__new__``) on every look, and a
+worker looks once per message it receives or batch it sends; ``Socket.poll(0)``
+builds a ``Poller``. Either way the look reads the socket's pending commands,
+as any recv or send does (see ``Worker.wait_readable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import zmq
+
+__all__ = ["readable_check", "writable"]
+
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
+_poll = zmq.zmq_poll
+
+
+def readable_check(sock: zmq.Socket) -> Callable[[], list]:
+    """A call that says whether a message waits on `sock` now (a non-empty list when one
+    does): a partial of zmq_poll, so a look runs no Python code, for the loops that look
+    once per message."""
+    return partial(_poll, [(sock, _POLLIN)], 0)
+
+
+def writable(sock: zmq.Socket) -> bool:
+    """`sock` has room for one more message."""
+    return bool(_poll([(sock, _POLLOUT)], 0))
