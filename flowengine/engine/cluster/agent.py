@@ -39,7 +39,7 @@ from flowengine.engine.plan import WorkerSpec
 from flowengine.config.keys import load_keys
 from flowengine.engine.worker.forkserver import PRELOAD_MODULES, ensure_forkserver, \
     modules_for, without_main_module
-from flowengine.engine.worker.entry import run_worker
+from flowengine.engine.worker.start import run_worker
 from flowengine.errors import ConfigError
 
 __all__ = ["HostAgent", "AGENT_PRELOAD"]

@@ -1,6 +1,6 @@
 """The control channel between the coordinator (ROUTER) and its workers (DEALER).
 
-Each control message is one ZeroMQ frame: a msgpack map whose ``t`` key is
+Each control message is one ZeroMQ part: a msgpack map whose ``t`` key is
 the message type. Worker → coordinator::
 
     ready   sockets bound and connected; waiting for start
@@ -67,9 +67,9 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise WireError(f"control message: msgpack extension type {code} is not allowed")
 
 
-def decode_control(frame: Any, *, expect: tuple[str, ...]) -> dict[str, Any]:
-    """Decode one control frame whose type must be one of `expect`; WireError otherwise."""
-    data = memoryview(frame)
+def decode_control(part: Any, *, expect: tuple[str, ...]) -> dict[str, Any]:
+    """Decode one control message whose type must be one of `expect`; WireError otherwise."""
+    data = memoryview(part)
     if data.nbytes > MAX_CONTROL_BYTES:
         raise WireError(f"control message of {data.nbytes} bytes over the maximum "
                         f"{MAX_CONTROL_BYTES}")

@@ -14,7 +14,7 @@ The forkserver runs with SIGINT blocked (forkserver.ensure_forkserver), and so d
 child until this hook unblocks it. A Ctrl-C to the group in between was pending in the child
 and raised KeyboardInterrupt inside the hook (a traceback under the command's line, found
 interrupting `flowengine run` at random moments of its start): a worker now ignores it before
-it unblocks, as `entry.py` would a moment later; another process drops that one signal, which
+it unblocks, as `start.py` would a moment later; another process drops that one signal, which
 came while it was not running yet.
 """
 
@@ -23,7 +23,7 @@ import signal
 import sys
 from multiprocessing import util
 
-from flowengine.engine.worker.entry import WORKER_NAME_PREFIX
+from flowengine.engine.worker.start import WORKER_NAME_PREFIX
 
 
 def _child_signals(_module: object) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from flowengine.engine.control import prestart
 from flowengine.engine.plan import Plan, WorkerSpec
 from flowengine.engine.worker.forkserver import start_forkserver, without_main_module
-from flowengine.engine.worker.entry import WORKER_NAME_PREFIX, run_worker
+from flowengine.engine.worker.start import WORKER_NAME_PREFIX, run_worker
 from flowengine.ops.registry import registry
 
 __all__ = ["WorkerHandle", "Launcher", "LocalLauncher", "launcher_for", "uses_main_module"]

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from flowengine.engine.control.helpers import a_helper_ended, remember_helpers
-from flowengine.engine.worker.entry import WORKER_NAME_PREFIX, run_worker_when_told
+from flowengine.engine.worker.start import WORKER_NAME_PREFIX, run_worker_when_told
 from flowengine.engine.worker.forkserver import without_main_module
 
 __all__ = ["prestart", "waiting", "take", "keep", "release"]
