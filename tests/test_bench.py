@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from flowengine.cli.bench import QUICK_SKIPS, BenchError, run_bench
-from flowengine.cli.bench_report import LEDGER_COLUMNS, append_ledger, figure
+from flowengine.cli.bench_report import LEDGER_COLUMNS, append_ledger, figure, figures_table
 
 QUICK_GROUPS = {"encoders", "decoders", "wire", "hop", "hop-cpu", "pipeline", "scaling",
                 "replay", "latency", "memory"}
+PAIRED_GROUPS = {"pipeline", "scaling", "realtime"}
 
 
 def quick_groups() -> set[str]:
@@ -42,10 +43,15 @@ def test_quick_suite_writes_every_figure_with_baseline_and_ratio(tmp_path: Path)
     for f in figures:
         assert f["baseline_label"] and f["better"] in ("higher", "lower"), f
         assert _is_spread(f["baseline"]) and _is_spread(f["flowengine"]), f
-        assert f["ratio"]["median"] == pytest.approx(f["flowengine"]["median"]
-                                                     / f["baseline"]["median"])
+        # Pipeline, scaling and realtime (not in --quick) interleave their repetitions.
+        assert f["paired"] == (f["id"].split("/")[0] in PAIRED_GROUPS), f
+        if not f["paired"]:
+            assert f["ratio"]["median"] == pytest.approx(f["flowengine"]["median"]
+                                                         / f["baseline"]["median"])
         assert f["ratio"]["min"] <= f["ratio"]["median"] <= f["ratio"]["max"], f
-        ratio_text = f"**{f['ratio']['median']:.3g}**"
+        r = f["ratio"]
+        ratio_text = (f"**{r['median']:.3g}** [{r['min']:.3g}–{r['max']:.3g}]"
+                      f"{' (paired)' if f['paired'] else ''} |")
         assert f"| {f['id']} |" in markdown and ratio_text in markdown, f["id"]
         assert f"| {f['id']} |" in done.stdout      # the numbers are printed
     for key in ("cores", "cpu_model", "python", "av", "ffmpeg", "pyzmq", "libzmq"):
@@ -70,6 +76,18 @@ def test_figure_ratio_is_flowengine_over_baseline_with_extreme_pairings() -> Non
         figure("x/y", "what", "s", "up", "plain", [1.0], [1.0])
     with pytest.raises(ValueError, match="no measurements"):
         figure("x/y", "what", "s", "lower", "plain", [], [1.0])
+
+
+def test_figure_takes_the_benchmarks_ratios_pair_by_pair_when_it_has_them() -> None:
+    # Medians taken apart say 2.0 (40 / 20); each run over its own baseline says 1.5.
+    pairs = {"min": 1.25, "median": 1.5, "max": 2.5, "n": 3}
+    f = figure("x/y", "what", "x real time", "higher", "plain", [10.0, 20.0, 40.0],
+               [25.0, 30.0, 40.0, 50.0], pairs=pairs)
+    assert f["ratio"] == {"median": 1.5, "min": 1.25, "max": 2.5} and f["paired"]
+    assert f["flowengine"]["median"] == 35.0    # both sides' own spreads stay as they are
+    assert "**1.5** [1.25–2.5] (paired)" in figures_table([f])
+    plain = figure("x/y", "what", "x real time", "higher", "plain", [10.0], [20.0])
+    assert not plain["paired"] and "(paired)" not in figures_table([plain])
 
 
 def test_ledger_is_created_with_its_header_and_gets_one_row_per_run(tmp_path: Path) -> None:

@@ -255,7 +255,8 @@ def step_pipeline(ctx: Context) -> list[dict]:
                 "x real time", "higher", "the same chain in one process (Runner)",
                 speed(row["in_process"]["wall_s"]), speed(side["wall_s"]),
                 f"{side['workers']} workers, busiest {side['busiest_worker']}; wall includes "
-                f"worker start-up (fixed cost {report['fixed_run_cost_s']['median']:.2f} s)"))
+                f"worker start-up (fixed cost {report['fixed_run_cost_s']['median']:.2f} s)",
+                pairs=side["speed_vs_in_process"]))
     return figures
 
 
@@ -264,7 +265,8 @@ def step_realtime(ctx: Context) -> list[dict]:
     return [figure(f"realtime/{row['streams']} streams", f"CPU of {row['streams']} paced "
                    f"stream(s) over one hop", "% of a core", "lower",
                    "raw pyzmq at the same pace", row["raw"]["total_pct"],
-                   row["engine"]["total_pct"]) for row in report["results"]]
+                   row["engine"]["total_pct"], pairs=row["engine_over_raw_pairs"])
+            for row in report["results"]]
 
 
 def step_scaling(ctx: Context) -> list[dict]:
@@ -274,7 +276,8 @@ def step_scaling(ctx: Context) -> list[dict]:
     figures = [figure(f"scaling/{row['replicas']}", f"{report['files']} files transcoded, "
                       f"{row['replicas']} replica(s)", "audio s/s", "higher",
                       "plain PyAV loop, 1 process", base, row["throughput"],
-                      f"{report['files']} x {report['seconds_per_file']:g} s mp3 -> 48 kHz aac")
+                      f"{report['files']} x {report['seconds_per_file']:g} s mp3 -> 48 kHz aac",
+                      pairs=row["speedup_pairs"])
                for row in report["results"]]
     best = max(figures, key=lambda f: f["ratio"]["median"])
     figures.append({**best, "id": "scaling/best",

@@ -2,9 +2,13 @@
 
 A *figure* is one comparison measured in one run: flowengine's numbers and a
 baseline's (min/median/max over repetitions, absolute, in `unit`) and their
-ratio flowengine / baseline, with which way is better. The ratio's min and
-max are the extreme pairings (flowengine min over baseline max, and the other
-way round), so the range holds every pairing of the repetitions.
+ratio flowengine / baseline, with which way is better. Where the benchmark
+interleaves its repetitions with the baseline's, the ratio is taken pair by
+pair (each repetition over its own baseline: the machine's slow spells hit
+both sides of a pair, not medians taken apart) and the figure says
+``paired``; otherwise it is the ratio of the medians, its min and max the
+extreme pairings (flowengine min over baseline max, and the other way round),
+so the range holds every pairing of the repetitions.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ _LEDGER_INTRO = """# Performance ledger
 One row per recorded run of `flowengine bench --record` (see README, Benchmarks).
 Every ratio is flowengine / a baseline measured in the same run on the same machine
 (plain PyAV, raw pyzmq, the in-process runner, a bare interpreter), median of the
-repetitions; the full figures with min/max and absolute numbers are in
+repetitions (of each repetition's ratio to its own baseline where the benchmark pairs
+them); the full figures with min/max and absolute numbers are in
 `benchmarks/results/<date>-<host>.md`. Latency is absolute (ms, p99). Rows from
 different machines or load are not comparable with each other; ratios within one row are.
 
@@ -50,21 +55,26 @@ def spread_of(values: Iterable[float]) -> dict[str, float]:
 
 def figure(fid: str, what: str, unit: str, better: str, baseline_label: str,
            baseline: Sequence[float] | dict, flowengine: Sequence[float] | dict,
-           note: str = "") -> dict[str, Any]:
+           note: str = "", pairs: dict | None = None) -> dict[str, Any]:
     """One comparison: both sides' spreads (absolute, `unit`) and flowengine / baseline.
 
     `better` is "higher" or "lower" (for the measured quantity, so also for the ratio).
-    `baseline` and `flowengine` are lists of repetitions or ready spreads.
+    `baseline` and `flowengine` are lists of repetitions or ready spreads. `pairs`: the
+    benchmark's spread of each repetition's ratio to its own baseline, which is then the
+    figure's ratio (module doc).
     """
     if better not in ("higher", "lower"):
         raise ValueError(f"better must be 'higher' or 'lower', got {better!r}")
     base = dict(baseline) if isinstance(baseline, dict) else spread_of(baseline)
     ours = dict(flowengine) if isinstance(flowengine, dict) else spread_of(flowengine)
-    ratio = {"median": ours["median"] / base["median"], "min": ours["min"] / base["max"],
-             "max": ours["max"] / base["min"]}
+    if pairs is not None:
+        ratio = {key: float(pairs[key]) for key in ("median", "min", "max")}
+    else:
+        ratio = {"median": ours["median"] / base["median"], "min": ours["min"] / base["max"],
+                 "max": ours["max"] / base["min"]}
     return {"id": fid, "what": what, "unit": unit, "better": better,
             "baseline_label": baseline_label, "baseline": base, "flowengine": ours,
-            "ratio": ratio, "note": note}
+            "ratio": ratio, "paired": pairs is not None, "note": note}
 
 
 def _num(value: float) -> str:
@@ -88,7 +98,8 @@ def figures_table(figures: Sequence[dict]) -> str:
         r = f["ratio"]
         lines.append(f"| {f['id']} | {f['what']} | {f['unit']} | {f['baseline_label']} | "
                      f"{_cell(f['baseline'])} | {_cell(f['flowengine'])} | "
-                     f"**{r['median']:.3g}** [{r['min']:.3g}–{r['max']:.3g}] | {f['better']} |")
+                     f"**{r['median']:.3g}** [{r['min']:.3g}–{r['max']:.3g}]"
+                     f"{' (paired)' if f.get('paired') else ''} | {f['better']} |")
     return "\n".join(lines)
 
 
@@ -107,7 +118,9 @@ def markdown_summary(result: dict, plots: dict[str, str]) -> str:
            "## Figures", "",
            "Each ratio is flowengine / the baseline measured in the same run, in the "
            "figure's unit; `better` says which direction is good for flowengine. "
-           "min/max of a ratio pair the extremes of both sides.", "",
+           "A ratio marked (paired) is taken repetition by repetition, each over the "
+           "baseline run next to it; the others are ratios of the medians, their min/max "
+           "pairing the extremes of both sides.", "",
            figures_table(result["figures"]), ""]
     notes = [f"- **{f['id']}**: {f['note']}" for f in result["figures"] if f["note"]]
     if notes:
