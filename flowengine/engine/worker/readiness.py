@@ -24,10 +24,14 @@ _poll = zmq.zmq_poll
 def readable_check(sock: zmq.Socket) -> Callable[[], list]:
     """A call that says whether a message waits on `sock` now (a non-empty list when one
     does): a partial of zmq_poll, so a look runs no Python code, for the loops that look
-    once per message."""
+    once per message. For a socket open as long as the call is used (a worker's inbox and
+    control): zmq_poll takes a closed socket for descriptor 0."""
     return partial(_poll, [(sock, _POLLIN)], 0)
 
 
 def writable(sock: zmq.Socket) -> bool:
-    """`sock` has room for one more message."""
+    """`sock` has room for one more message; a closed socket is a ZMQError (ENOTSOCK), as
+    getsockopt says, not what zmq_poll would make of it (descriptor 0)."""
+    if sock.closed:
+        raise zmq.ZMQError(zmq.ENOTSOCK)
     return bool(_poll([(sock, _POLLOUT)], 0))
