@@ -157,6 +157,29 @@ def test_mp3_backends_agree_on_packets():
         [(p.pts, p.duration, len(p.data)) for p in pyav]
 
 
+def test_lameenc_packets_do_not_depend_on_how_the_input_comes():
+    """LAME gets every chunk waiting in one call (Encoder._encode_buffered): the packets,
+    bytes and timestamps alike, are those of one chunk per call."""
+    source = sines(0.7)
+
+    def packets(block: int, pull_each: bool = True) -> list[tuple]:
+        enc = Encoder("mp3", Mp3EncoderConfig(F32, backend="lame"))
+        if pull_each:
+            got = encode(enc, source, block=block)
+        else:   # everything put first: one call for all of it, then the tail at the flush
+            for start in range(0, source.shape[1], block):
+                enc.put_frame(source[:, start:start + block], pts=start)
+            got = []
+            while (packet := enc.get_packet(force=True)) is not None:
+                got.append(packet)
+        return [(p.pts, p.duration, p.data) for p in got]
+
+    one_chunk_a_call = packets(1152)
+    assert len(one_chunk_a_call) == 31     # ceil((33600 + 1105) / 1152)
+    assert packets(4096) == one_chunk_a_call
+    assert packets(1000, pull_each=False) == one_chunk_a_call
+
+
 def test_mp3_auto_backend_is_lameenc():
     assert Encoder("mp3", Mp3EncoderConfig(F32)).backend == "lameenc"
 

@@ -79,6 +79,7 @@ class LameMp3Encoder:
     duration, key) tuples out."""
 
     name = "lameenc"
+    takes_any_length = True     # LAME frames the samples itself; only the first pts counts
     sample_types = ("s16", "f32")
     extradata = None
 

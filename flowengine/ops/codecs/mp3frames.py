@@ -161,12 +161,11 @@ class Mp3FrameSplitter:
         buffer = self._buffer
         pos = 0
         while len(buffer) - pos >= HEADER_BYTES:
-            header = parse_frame_header(buffer, pos)
-            if header is None:
+            length = _frame_length(bytes(buffer[pos:pos + 3]))   # cached: headers repeat
+            if length is None:
                 raise CodecError(
                     f"{self._codec}: expected an MPEG audio frame header at byte offset "
                     f"{self._offset + pos}, got {bytes(buffer[pos:pos + HEADER_BYTES]).hex()}")
-            length = header.frame_length
             if len(buffer) - pos < length:
                 break
             frames.append(bytes(buffer[pos:pos + length]))
