@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import functools
 import struct
-from fractions import Fraction
 
 import av
 import numpy as np
 from av.packet import PacketSideData
 
+from flowengine.audio.buffers import samples_from_ticks
 from flowengine.ops.codecs.lame import MP3_INITIAL_PADDING
 
 __all__ = ["SkipSamplesMarker"]
@@ -67,10 +67,6 @@ def _side_data_template() -> PacketSideData | None:
     return None
 
 
-def _samples(ticks: int, time_base: Fraction, sample_rate: int) -> int:
-    return round(ticks * time_base * sample_rate)
-
-
 class SkipSamplesMarker:
     """Marks the first packet of a stream with its delay and the last with its padding.
 
@@ -93,13 +89,14 @@ class SkipSamplesMarker:
             # 0: any other start means the input did not begin at pts 0, and a skip of it
             # would cut real audio or wrap below the decoder's 529 (FFmpeg takes the tag's
             # delay from any marked packet, so nothing is marked then, end included).
-            self._marked = packet.pts is not None and \
-                _samples(-packet.pts, packet.time_base, self._rate) == MP3_INITIAL_PADDING
+            self._marked = packet.pts is not None and samples_from_ticks(
+                -packet.pts, packet.time_base, self._rate) == MP3_INITIAL_PADDING
         self._frames += 1
         if packet.duration is None or self._covered is None:
             self._covered = None
         else:
-            self._covered += _samples(packet.duration, packet.time_base, self._rate)
+            self._covered += samples_from_ticks(packet.duration, packet.time_base,
+                                                self._rate)
         self._held = packet
         return previous
 
