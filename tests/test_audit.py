@@ -55,6 +55,11 @@ def test_tone_resample_gain_mp3_file_balances_with_the_codec_delay(tmp_path, in_
     assert findings(report, "resample", "edge")[stream] == ((22050, 22050), 22050, OK)
     assert findings(report, "sink", "edge")[stream] == ((25105, 25105), 25105, OK)
     assert audit_summary(report.audit) == "audit: 1 stream(s), all balanced"
+    # A source counts what it gives on both sides.
+    tone = next(stage for stage in report.stages if stage.name == "tone")
+    counts = tone.workers[0].stream_counts[stream]
+    assert [counts[key] for key in ("in_samples", "out_samples")] == [22050, 22050]
+    assert counts["in_messages"] == counts["out_messages"] > 0
 
 
 def test_decode_then_encode_counts_container_packets_at_the_decoder_rate(tmp_path):

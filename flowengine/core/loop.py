@@ -99,6 +99,16 @@ class StreamCounts:
         if self.out_rate is None:
             self.out_rate = clock_rate(bufs[0])
 
+    def add_through(self, buf: Any) -> None:
+        """One buffer a source gives: a source counts what it gives on both sides."""
+        samples = buf.samples
+        self.in_messages += 1
+        self.out_messages += 1
+        self.in_samples += samples
+        self.out_samples += samples
+        if self.in_rate is None:
+            self.in_rate = self.out_rate = clock_rate(buf)
+
     def counts(self) -> dict[str, int]:
         """The audit's shape: messages and samples in and out, errors and aborted when set;
         a side whose packets have no sample clock counts as unclocked (its samples unknown)."""
@@ -442,12 +452,9 @@ class SourceLoop(_Counted):
             self.end_reported()
             return out
         stream = out.stream
-        batch = [out]
-        counts = self.counts.get(stream) or self.counts_for(stream)
-        counts.add_in(batch)        # a source counts what it gives on both sides
-        counts.add_out(batch)
+        (self.counts.get(stream) or self.counts_for(stream)).add_through(out)
         self.open.add(stream)
-        self.outlet.data(stream, batch)
+        self.outlet.data(stream, [out])
         if self._take_ended is not None:   # a source that ends streams early
             self.end_reported()
         return out
