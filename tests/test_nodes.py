@@ -10,7 +10,7 @@ from flowengine.ops.codecs.configs import Mp3EncoderConfig, WavDecoderConfig, Wa
 from flowengine.ops.codecs.encoder import Encoder
 from flowengine.errors import CodecError, ConfigError, FlowError, FormatError
 from flowengine.audio.format import AudioFormat
-from flowengine.ops.node import AGAIN, EOF, Node
+from flowengine.ops.node import AGAIN, EOF
 from flowengine.ops import (
     make_decoder_node, make_encoder_node, make_fork_join_node, make_identity_node,
     make_processor_node, make_python_node, make_sink_node, make_source_node, make_tap_node,
@@ -136,31 +136,6 @@ def test_node_protocol(case):
         assert got, "the end of input drained nothing"
     with pytest.raises(FlowError, match="push after end of input"):
         node.push(first_input())
-
-
-class _CountingSink(Node):
-    output_kind = None
-
-    def __init__(self) -> None:
-        self.pushed, self.pulls, self.ended = [], 0, False
-
-    def push(self, buf):
-        if buf is None:
-            self.ended = True
-        else:
-            self.pushed.append(buf)
-
-    def pull(self):
-        self.pulls += 1
-        return EOF if self.ended else AGAIN
-
-
-def test_a_sink_node_is_pulled_at_its_finish_not_per_buffer():
-    sink = _CountingSink()
-    frames = frames_of(sine(3000), 1024)
-    assert [sink.process(frame) for frame in frames] == [[], [], []]
-    assert sink.pushed == frames and sink.pulls == 0
-    assert sink.finish() == [] and sink.ended and sink.pulls == 1
 
 
 def test_identity_passes_the_same_objects_in_order():

@@ -84,11 +84,8 @@ class Node:
     # ---- a buffer in, its outputs out --------------------------------------------------
 
     def process(self, buf: Any) -> list:
-        """Push `buf`; return what the node gives before it answers AGAIN (a sink,
-        `output_kind` None, gives nothing: it is not pulled per buffer, only at `finish`)."""
+        """Push `buf`; return what the node gives before it answers AGAIN."""
         self.push(buf)
-        if self.output_kind is None:
-            return []
         return list(pull_outputs(self, False, f"node {self.name!r}"))
 
     def finish(self) -> list:
