@@ -23,7 +23,7 @@ from flowengine.ops.codecs.configs import (AacEncoderConfig, FlacEncoderConfig, 
                                        Mp3EncoderConfig, OpusEncoderConfig, WavDecoderConfig,
                                        WavEncoderConfig)
 from flowengine.ops.codecs.encoder import Encoder
-from flowengine.ops.codecs.lame import MP3_INITIAL_PADDING
+from flowengine.ops.codecs.lame import MP3_INITIAL_PADDING, LameMp3Encoder
 from flowengine.ops.codecs.mp3frames import Mp3FrameSplitter, find_frame_sync, parse_frame_header
 from flowengine.errors import CodecError, FormatError, UnknownCodecError
 from flowengine.audio.format import AudioFormat, from_float
@@ -157,12 +157,21 @@ def test_mp3_backends_agree_on_packets():
         [(p.pts, p.duration, len(p.data)) for p in pyav]
 
 
-def test_lameenc_packets_do_not_depend_on_how_the_input_comes():
+def test_lameenc_packets_do_not_depend_on_how_the_input_comes(monkeypatch):
     """LAME gets every chunk waiting in one call (Encoder._encode_buffered): the packets,
     bytes and timestamps alike, are those of one chunk per call."""
     source = sines(0.7)
+    fed: list[int] = []     # samples per call into LAME
+    encode_samples = LameMp3Encoder.encode
+
+    def counted(self, pcm, pts):
+        fed.append(pcm.shape[1])
+        return encode_samples(self, pcm, pts)
+
+    monkeypatch.setattr(LameMp3Encoder, "encode", counted)
 
     def packets(block: int, pull_each: bool = True) -> list[tuple]:
+        fed.clear()
         enc = Encoder("mp3", Mp3EncoderConfig(F32, backend="lame"))
         if pull_each:
             got = encode(enc, source, block=block)
@@ -176,8 +185,11 @@ def test_lameenc_packets_do_not_depend_on_how_the_input_comes():
 
     one_chunk_a_call = packets(1152)
     assert len(one_chunk_a_call) == 31     # ceil((33600 + 1105) / 1152)
+    assert fed == [1152] * 29 + [192]
     assert packets(4096) == one_chunk_a_call
+    assert len(fed) == 10 and sum(fed) == 33600     # 3 or 4 chunks a call, then the tail
     assert packets(1000, pull_each=False) == one_chunk_a_call
+    assert fed == [29 * 1152, 192]           # every full chunk at once, then the tail
 
 
 def test_mp3_auto_backend_is_lameenc():

@@ -48,6 +48,8 @@ def test_readable_and_writable_say_what_the_sockets_can_do_now() -> None:
 
 
 def test_a_closed_socket_is_an_error_not_room() -> None:
+    # zmq_poll itself takes a closed socket for descriptor 0 (whatever the process's stdin
+    # is): `writable` must say ENOTSOCK before it polls, as getsockopt did.
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.close()
