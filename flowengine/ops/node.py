@@ -84,9 +84,14 @@ class Node:
     # ---- a buffer in, its outputs out --------------------------------------------------
 
     def process(self, buf: Any) -> list:
-        """Push `buf`; return what the node gives before it answers AGAIN."""
+        """Push `buf`; return what the node gives before it answers AGAIN (or EOF)."""
         self.push(buf)
-        return list(pull_outputs(self, False, f"node {self.name!r}"))
+        outs = []
+        # pull_outputs' rule when not flushing, written out: no generator and no name
+        # formatted per buffer (this runs once per buffer for every push/pull node).
+        while (out := self.pull()) is not AGAIN and out is not EOF:
+            outs.append(out)
+        return outs
 
     def finish(self) -> list:
         """End of input: return everything the node still gives, up to EOF (a node that keeps
