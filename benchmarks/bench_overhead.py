@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> dict:
                 cpu[way].append(cpu_seconds() - start)
         check_outputs(out_dirs, paths)
         calls = {way: round(calls_per_block(work, tmp), 1) for way, work in WAYS.items()}
-    base = spread(cpu["pyav"])
     results = {}
     rows = []
     for way, values in cpu.items():
