@@ -21,16 +21,29 @@ at <= 1.05x the PyAV loop's CPU and <= 2x its calls per block. On 2 cores no
 layout of worker processes can beat 2 / (runner ratio) times the PyAV loop,
 since every file's audio goes through these operators once.
 
-    python benchmarks/bench_overhead.py [--quick] [--repeat N]
+``--instructions`` (needs valgrind) adds the machine instructions each way
+executes per second of audio, counted by callgrind in a child process over a
+20 s file minus a 5 s one: nearly the same count run after run however
+loaded the machine, so a difference of 1 % means something, where CPU
+seconds move by +-20 % here. It takes a few minutes (callgrind runs
+Python ~50x slower).
+
+    python benchmarks/bench_overhead.py [--quick] [--repeat N] [--instructions]
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
+import os
 import pstats
+import re
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -99,11 +112,7 @@ def calls_per_block(work, tmp: Path) -> float:
     (the fixed cost of a run cancels out), over the 30 s between them."""
     counts = []
     for seconds in (10.0, 40.0):
-        directory = tmp / f"calls-{seconds:g}"
-        if not directory.exists():
-            directory.mkdir()
-            make_inputs(directory, 1, seconds)
-        paths = sorted(directory.glob("*.mp3"))
+        paths = sorted(_input_dir(tmp, seconds).glob("*.mp3"))
         out = tmp / f"calls-out-{work.__name__}-{seconds:g}"
         out.mkdir()
         work(paths, out)                   # warm: imports, first codec opens
@@ -115,6 +124,46 @@ def calls_per_block(work, tmp: Path) -> float:
     return (counts[1] - counts[0]) / (30.0 * 48000 / 1024)
 
 
+def _input_dir(tmp: Path, seconds: float) -> Path:
+    """A directory holding one generated `seconds`-long input (made once)."""
+    directory = tmp / f"calls-{seconds:g}"
+    if not directory.exists():
+        directory.mkdir()
+        make_inputs(directory, 1, seconds)
+    return directory
+
+
+def _callgrind_instructions(way: str, in_dir: Path, out_dir: Path) -> int:
+    """Instructions callgrind counts in a child Python running `way` once over `in_dir`."""
+    out_dir.mkdir()
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir / 'callgrind.out'}",
+               sys.executable, __file__, "--one-way", way, str(in_dir), str(out_dir)]
+    # One hash seed: the same dict layouts, so the count repeats (within ~0.1 %).
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind over {way} failed (exit {done.returncode}): "
+                           f"{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions_per_second(tmp: Path) -> dict[str, float] | None:
+    """Instructions per second of audio of each way: a 20 s file's count minus a 5 s one's
+    (start-up and the first codec opens cancel out), over the 15 s between them; None
+    without valgrind. Two children at a time (one per core)."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind): no instruction counts")
+        return None
+    jobs = [(way, seconds) for way in WAYS for seconds in (5.0, 20.0)]
+    inputs = {seconds: _input_dir(tmp, seconds) for seconds in (5.0, 20.0)}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = dict(zip(jobs, pool.map(
+            lambda job: _callgrind_instructions(job[0], inputs[job[1]],
+                                                tmp / f"callgrind-{job[0]}-{job[1]:g}"), jobs)))
+    return {way: (counts[way, 20.0] - counts[way, 5.0]) / 15.0 for way in WAYS}
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -122,7 +171,16 @@ def cpu_seconds() -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = size_parser(__doc__, "2 files of 5 s, 3 repetitions")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each way's instructions per second of audio with "
+                             "callgrind (valgrind; a few minutes)")
+    parser.add_argument("--one-way", nargs=3, metavar=("WAY", "IN_DIR", "OUT_DIR"),
+                        help=argparse.SUPPRESS)     # the child process --instructions runs
     args = parser.parse_args(argv)
+    if args.one_way:
+        way, in_dir, out_dir = args.one_way
+        WAYS[way](sorted(Path(in_dir).glob("*.mp3")), Path(out_dir))
+        return {}
     files, seconds = (2, 5.0) if args.quick else (2, 30.0)
     repeat = repetitions(args, quick=3, full=7)
     cpu: dict[str, list[float]] = {way: [] for way in WAYS}
@@ -142,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cpu[way].append(cpu_seconds() - start)
         check_outputs(out_dirs, paths)
         calls = {way: round(calls_per_block(work, tmp), 1) for way, work in WAYS.items()}
+        instructions = instructions_per_second(tmp) if args.instructions else None
     results = {}
     rows = []
     for way, values in cpu.items():
@@ -152,8 +211,13 @@ def main(argv: list[str] | None = None) -> dict:
                         "calls_vs_pyav": round(calls[way] / calls["pyav"], 2)}
         rows.append([way, measured["min"], measured["median"], ratios["min"], ratios["median"],
                      calls[way], calls[way] / calls["pyav"]])
+        if instructions is not None:
+            results[way]["instructions_per_audio_s"] = round(instructions[way])
+            results[way]["instructions_vs_pyav"] = round(instructions[way] / instructions["pyav"], 4)
+            rows[-1] += [instructions[way] / 1e6, instructions[way] / instructions["pyav"]]
     print_table(["way", "CPU s (min)", "CPU s (median)", "vs pyav (min)", "vs pyav (median)",
-                 "calls/block", "calls vs pyav"], rows)
+                 "calls/block", "calls vs pyav"]
+                + (["M instr/audio s", "instr vs pyav"] if instructions is not None else []), rows)
     runner = results["runner"]
     met = runner["vs_pyav"]["median"] <= 1.05 and runner["calls_vs_pyav"] <= 2.0
     print(f"target (runner <= 1.05x the PyAV loop's CPU and <= 2x its calls per block): "
