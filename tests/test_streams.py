@@ -24,7 +24,7 @@ from flowengine.ops.io import AudioFileWriter, ToneSource
 from flowengine.ops.io.multifile import MultiFileSource, expand_inputs, unique_stream_ids
 from flowengine.ops.io.multistream import SourceEnd
 from flowengine.ops.io.paths import (
-    MAX_NAME_BYTES, PathTemplateError, check_path_template, render_path_template,
+    MAX_NAME_BYTES, PathTemplateError, check_path_template, render_path_template, resolve_in,
     safe_stream_name,
 )
 from flowengine.ops.node import AGAIN, EOF
@@ -98,6 +98,42 @@ def test_a_symlink_planted_in_the_output_directory_cannot_redirect_a_stream(tmp_
                                                 r"\.wav' gives .* outside the output directory"):
         render_path_template(template, "evil")
     assert render_path_template(template, "fine") == out / "fine.wav"
+
+
+def test_renderings_sharing_resolved_directories_still_refuse_a_planted_symlink(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "evil.wav").symlink_to(elsewhere / "evil.wav")
+    template, real_dirs = str(out / "{stream}.wav"), {}
+    assert render_path_template(template, "fine", real_dirs=real_dirs) == out / "fine.wav"
+    assert real_dirs        # the output directory was resolved once, for every stream after
+    with pytest.raises(PathTemplateError, match=r"stream 'evil': .* outside the output "):
+        render_path_template(template, "evil", real_dirs=real_dirs)
+
+
+def test_resolve_in_gives_what_resolve_gives(tmp_path, monkeypatch):
+    real, linked = tmp_path / "real", tmp_path / "linked"
+    (real / "sub").mkdir(parents=True)
+    linked.symlink_to(real)                                 # a directory reached by a symlink
+    (real / "a.wav").write_bytes(b"")
+    (real / "to-a.wav").symlink_to(real / "a.wav")          # a file that is a symlink
+    (real / "up.wav").symlink_to(Path("..") / "outside.wav")  # a relative one, leading out
+    monkeypatch.chdir(real)
+    paths = [linked / "a.wav", linked / "to-a.wav", linked / "up.wav", linked / "missing.wav",
+             linked / "sub" / ".." / "a.wav", Path("a.wav"), Path("sub/../to-a.wav"),
+             Path(".."), Path("."), linked / "sub"]
+    real_dirs: dict[Path, Path] = {}
+    assert [resolve_in(p, real_dirs) for p in paths] == [p.resolve() for p in paths]
+    assert real_dirs[linked] == real                        # asked once, kept
+
+
+def test_a_file_listed_twice_through_a_symlink_is_read_once(tmp_path):
+    write_tone(tmp_path / "take.flac", 500, 0.05)
+    (tmp_path / "latest.flac").symlink_to(tmp_path / "take.flac")
+    (tmp_path / "via").symlink_to(tmp_path)
+    files = expand_inputs([str(tmp_path / "*.flac"), str(tmp_path / "via" / "take.flac")])
+    assert [p.name for p in files] == ["latest.flac"]       # the first name it was listed by
 
 
 def test_a_bad_output_template_is_a_validation_error(tmp_path):

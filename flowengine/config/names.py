@@ -78,7 +78,7 @@ def check_output_names(stages: list, out: Any, logged: set[str] | None = None) -
     logged = set() if logged is None else logged
     for info in stages:
         if info.op == "files" and info.name not in logged:
-            found = input_files(info)
+            found = info.input_files
             if found and found[1]:
                 logged.add(info.name)
                 log.warning("stage %r: skipped %d file(s) that are not audio (by extension): "
@@ -92,7 +92,7 @@ def check_output_names(stages: list, out: Any, logged: set[str] | None = None) -
         except PathTemplateError:
             continue                            # reported with the other path problems
         source = _origin(info, by_name)
-        found = input_files(source) if source is not None else None
+        found = source.input_files if source is not None else None
         file_fields = [f for f in fields if f in FILE_FIELDS]
         if found is None:       # not from files (or their paths gave nothing: reported)
             if file_fields and (source is None or source.op not in ("files", "file_source")):
@@ -116,9 +116,10 @@ def check_output_names(stages: list, out: Any, logged: set[str] | None = None) -
         per_stream = _file_fields(source, files)
         rendered: dict[str, str] = {}
         first: dict[Path, Path] = {}
+        real_dirs: dict[Path, Path] = {}
         for stream, values in per_stream.items():
             try:
-                target = render_path_template(path, stream, fields=values)
+                target = render_path_template(path, stream, fields=values, real_dirs=real_dirs)
             except PathTemplateError as exc:
                 out.add(where, info.label, "params.path", str(exc))
                 break

@@ -21,11 +21,10 @@ _ONE_STREAM = {"tone", "file_source", "mix"}
 
 
 def _source_streams(info: Any) -> int | None:
-    from flowengine.config.names import input_files
     if info.op in _ONE_STREAM:
         return 1
     if info.op == "files":
-        found = input_files(info)
+        found = info.input_files
         return len(found[0]) if found else None
     streams = info.params.get("streams")
     if info.op in ("tones", "tcp_ingest") and isinstance(streams, int) and streams > 0:

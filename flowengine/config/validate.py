@@ -41,6 +41,7 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from flowengine.errors import ConfigError
 from flowengine.config.formats import (StaticFormat, codec_of, infer_output_format,
                                        input_requirement, join_target, probe_file)
 from flowengine.config.joins import Join, JoinNeed, insert_joins
-from flowengine.config.names import check_output_names
+from flowengine.config.names import check_output_names, input_files
 from flowengine.core.fusion import FusionStage, fusion_groups
 from flowengine.config.cluster import check_cluster
 from flowengine.config.model import RunConfig, StageConfig
@@ -131,6 +132,13 @@ class StageInfo:
     @property
     def params(self) -> dict[str, Any]:
         return self.config.params
+
+    @cached_property
+    def input_files(self) -> tuple[list[Path], list[Path]] | None:
+        """(files, skipped non-audio files) of a `files` or `file_source` stage, None for any
+        other source (config.names.input_files): a folder is listed once per validation, not
+        once per check that asks."""
+        return input_files(self)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any
 from flowengine.errors import ConfigError
 from flowengine.audio.format import AudioFormat, as_format
 from flowengine.ops.io.multistream import InterleavedSource, StreamInterleaver
+from flowengine.ops.io.paths import resolve_in
 from flowengine.ops.io.reader import READER_MODES, AudioFileReader
 
 __all__ = ["MultiFileSource", "expand_inputs", "expand_inputs_skipping", "unique_stream_ids",
@@ -93,16 +94,17 @@ def expand_inputs_skipping(paths: str | os.PathLike | list, name: str = "files"
     files: list[Path] = []
     skipped: list[Path] = []
     seen: set[Path] = set()
+    real_dirs: dict[Path, Path] = {}    # a folder's files share their directory's resolution
     for entry in entries:
         if not isinstance(entry, (str, os.PathLike)):
             raise ConfigError(f"{name}: each entry of paths must be a path or a glob, got "
                               f"{entry!r} ({type(entry).__name__})")
         for path in _expand_one(os.fspath(entry), name, skipped):
-            key = path.resolve()
+            key = resolve_in(path, real_dirs)
             if key not in seen:
                 seen.add(key)
                 files.append(path)
-    return files, [p for p in dict.fromkeys(skipped) if p.resolve() not in seen]
+    return files, [p for p in dict.fromkeys(skipped) if resolve_in(p, real_dirs) not in seen]
 
 
 def expand_inputs(paths: str | os.PathLike | list, name: str = "files") -> list[Path]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from flowengine.errors import ConfigError
 
 __all__ = ["PathTemplateError", "safe_stream_name", "render_path_template", "check_path_template",
-           "template_base_dir", "has_stream_field", "has_template_field", "template_fields",
+           "resolve_in", "template_base_dir", "has_stream_field", "has_template_field", "template_fields",
            "TEMPLATE_FIELDS", "FILE_FIELDS", "MAX_NAME_BYTES"]
 
 TEMPLATE_FIELDS = ("stream", "stem", "ext", "index")
@@ -143,13 +143,29 @@ def template_base_dir(template: str) -> Path:
     return Path(*static) if static else Path(".")
 
 
+def resolve_in(path: Path, real_dirs: dict[Path, Path]) -> Path:
+    """`path.resolve()`, resolving each directory once for all the paths that share
+    `real_dirs`: a name that is not a symlink resolves to its directory's real path joined
+    with it (one lstat, where resolving the whole path costs one per component). For the
+    thousands of files of a folder, and the output path of each."""
+    parent, name = path.parent, path.name
+    if name in ("", ".", "..") or os.path.islink(path):
+        return path.resolve()
+    real = real_dirs.get(parent)
+    if real is None:
+        real = real_dirs[parent] = parent.resolve()
+    return real / name
+
+
 def render_path_template(template: str | os.PathLike, stream: object,
                          base_dir: str | os.PathLike | None = None,
-                         fields: dict[str, object] | None = None) -> Path:
+                         fields: dict[str, object] | None = None,
+                         real_dirs: dict[Path, Path] | None = None) -> Path:
     """`template` with {stream} replaced by safe_stream_name(stream) and the file fields by
     theirs (`fields`: stem, ext, index; a missing stem is the stream id), guaranteed to
     resolve inside `base_dir` (default: template_base_dir(template)); otherwise
-    PathTemplateError naming the stream and the template."""
+    PathTemplateError naming the stream and the template. `real_dirs`: directories resolved
+    already (see resolve_in), shared by the renderings of one template for many streams."""
     template = os.fspath(template)
     used = _fields(template)
     values = {"stream": stream, "stem": stream, **(fields or {})}
@@ -161,8 +177,9 @@ def render_path_template(template: str | os.PathLike, stream: object,
                                 template=template, stream=str(stream))
     rendered = Path(template.format(**{name: safe_stream_name(values[name]) for name in used}))
     base = Path(base_dir) if base_dir is not None else template_base_dir(template)
-    root = base.resolve()
-    target = rendered.resolve()
+    real_dirs = {} if real_dirs is None else real_dirs
+    root = resolve_in(base, real_dirs)
+    target = resolve_in(rendered, real_dirs)
     if target == root or not target.is_relative_to(root):
         raise PathTemplateError(f"stream {str(stream)!r}: path template {template!r} gives "
                                 f"'{rendered}', which resolves to '{target}', outside the "
