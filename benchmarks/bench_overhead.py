@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
                      calls[way], calls[way] / calls["pyav"]])
         if instructions is not None:
             results[way]["instructions_per_audio_s"] = round(instructions[way])
-            results[way]["instructions_vs_pyav"] = round(instructions[way] / instructions["pyav"], 4)
+            results[way]["instructions_vs_pyav"] = round(
+                instructions[way] / instructions["pyav"], 4)
             rows[-1] += [instructions[way] / 1e6, instructions[way] / instructions["pyav"]]
     print_table(["way", "CPU s (min)", "CPU s (median)", "vs pyav (min)", "vs pyav (median)",
                  "calls/block", "calls vs pyav"]

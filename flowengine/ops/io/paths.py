@@ -37,8 +37,8 @@ from pathlib import Path
 from flowengine.errors import ConfigError
 
 __all__ = ["PathTemplateError", "safe_stream_name", "render_path_template", "check_path_template",
-           "resolve_in", "template_base_dir", "has_stream_field", "has_template_field", "template_fields",
-           "TEMPLATE_FIELDS", "FILE_FIELDS", "MAX_NAME_BYTES"]
+           "resolve_in", "template_base_dir", "has_stream_field", "has_template_field",
+           "template_fields", "TEMPLATE_FIELDS", "FILE_FIELDS", "MAX_NAME_BYTES"]
 
 TEMPLATE_FIELDS = ("stream", "stem", "ext", "index")
 FILE_FIELDS = ("stem", "ext", "index")          # the ones that describe an input file
