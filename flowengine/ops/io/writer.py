@@ -59,6 +59,7 @@ from flowengine.errors import CodecError, FlowError, FormatError, UnknownCodecEr
 from flowengine.audio.format import AudioFormat, as_format, channel_layout, check_pcm
 from flowengine.ops.io.flacfile import FlacFileWriter
 from flowengine.ops.io.gapless import SkipSamplesMarker
+from flowengine.ops.io.muxstream import packet_stream
 from flowengine.ops.io.outputlock import cannot_write, open_part, rename_part
 from flowengine.ops.io.partial import part_path
 from flowengine.ops.io.reader import flowengine_codec_name
@@ -465,16 +466,12 @@ class AudioFileWriter:
         self._packet_rate = rate
         self._out_format = AudioFormat(rate, channels)
         container = self._open_container()
-        stream = container.add_stream(_ENCODERS[codec], rate=rate)
-        stream.layout = channel_layout(channels)
-        cc = stream.codec_context
         try:
-            cc.open()       # PyAV copies an open context's parameters to the stream
+            stream = packet_stream(container, self._muxer, _ENCODERS[codec], rate, channels,
+                                   extradata)
         except av.FFmpegError as exc:
             raise CodecError(f"'{self.path}': cannot set up a {codec} stream for {rate} Hz "
                              f"{channels} ch: {exc}") from None
-        if extradata is not None:
-            cc.extradata = extradata
         if codec == "mp3":
             self._gapless = SkipSamplesMarker(mp3_samples_per_frame(rate), rate)
         self._stream = stream
