@@ -61,6 +61,10 @@ def test_a_packet_stream_writes_the_bytes_an_opened_encoders_stream_writes(muxer
     first, again = muxed(muxer, packets, made), muxed(muxer, packets, made)
     assert len(expected) > 1000
     assert first == expected and again == expected     # again: the kept template's stream
+    if extradata is not None:   # a user's Packet may carry it as a bytearray
+        as_array = lambda container: packet_stream(container, muxer, encoder, rate, 2,
+                                                   bytearray(extradata))
+        assert muxed(muxer, packets, as_array) == expected
 
 
 def test_parameters_the_encoder_refuses_raise_each_time_and_are_not_kept():

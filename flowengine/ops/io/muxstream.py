@@ -30,8 +30,8 @@ def packet_stream(container: av.container.OutputContainer, muxer: str, encoder: 
     av.FFmpegError when the encoder refuses the parameters."""
     if not hasattr(container, "add_stream_from_template"):
         return _opened_stream(container, encoder, rate, channels, extradata)
-    return container.add_stream_from_template(
-        _template(muxer, encoder, rate, channels, extradata))
+    key = None if extradata is None else bytes(extradata)  # a bytearray too: a cache key
+    return container.add_stream_from_template(_template(muxer, encoder, rate, channels, key))
 
 
 @lru_cache(maxsize=16)
