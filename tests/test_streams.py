@@ -196,6 +196,19 @@ def test_a_glob_that_matches_nothing_fails_validation_before_any_worker(tmp_path
                                  f"(relative paths start at {tmp_path})")
 
 
+def test_paths_that_are_not_a_path_or_a_list_are_a_validation_error_not_a_crash(tmp_path):
+    with pytest.raises(ConfigError, match=r"^files: paths must be a path, a glob or a list of "
+                                          r"them, got 5 \(int\)$"):
+        expand_inputs(5)
+    config = write_yaml(tmp_path / "run.yaml", [
+        {"name": "src", "op": "files", "params": {"paths": 5}},
+        {"name": "out", "op": "null_sink"}])
+    with pytest.raises(ConfigError) as caught:     # a TypeError from the output-name check
+        resolve_run(config)
+    assert str(caught.value) == (f"invalid run config (1 problem):\n  {config}:1: stage 'src' "
+                                 f"(files): params.paths: expected str | list[str], got 5 (int)")
+
+
 def test_interleaving_bounds_open_files_and_reports_each_end(tmp_path):
     lengths = {f"f{i}": write_tone(tmp_path / f"f{i}.flac", 300 + 100 * i, 0.1 + 0.05 * i)
                for i in range(4)}

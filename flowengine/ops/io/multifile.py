@@ -88,7 +88,13 @@ def expand_inputs_skipping(paths: str | os.PathLike | list, name: str = "files"
     """(the files named by a glob, a directory, a file, or a list of them, in order, each
     once; the files a glob or directory held that are not audio, skipped). ConfigError names
     the entry that gives nothing."""
-    entries = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        entries = [paths]
+    elif isinstance(paths, (list, tuple)):
+        entries = list(paths)
+    else:
+        raise ConfigError(f"{name}: paths must be a path, a glob or a list of them, got "
+                          f"{paths!r} ({type(paths).__name__})")
     if not entries:
         raise ConfigError(f"{name}: paths is an empty list: give a glob, a directory or files")
     files: list[Path] = []
