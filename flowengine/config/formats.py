@@ -171,7 +171,8 @@ def probe_file(path: str) -> StaticFormat:
         return StaticFormat.unknown(f"{path} could not be probed")
 
 
-def _source_format(op: str, values: dict[str, Any], given: set[str]) -> StaticFormat:
+def _source_format(op: str, values: dict[str, Any], given: set[str],
+                   files: list | None) -> StaticFormat:
     if values.get("mode", "pcm") != "pcm":
         return StaticFormat.unknown("packets")
     fixed = _format_param(op, values, "format")
@@ -189,23 +190,9 @@ def _source_format(op: str, values: dict[str, Any], given: set[str]) -> StaticFo
     path = values.get("path")
     if isinstance(path, str):
         return probe_file(path)
-    single = _single_file(values.get("paths"))
-    if single is not None:          # a files source of one file: that file's format
-        return probe_file(single)
+    if files is not None and len(files) == 1:   # a files source of one file: its format
+        return probe_file(str(files[0]))
     return StaticFormat(why="each file's own", sample_type="f32", planar=True)
-
-
-def _single_file(paths: Any) -> str | None:
-    """The one file a `files` source's paths name, or None (several, or none)."""
-    from flowengine.errors import ConfigError
-    from flowengine.ops.io.multifile import expand_inputs
-    if paths is None:
-        return None
-    try:
-        files = expand_inputs(paths)
-    except ConfigError:
-        return None                 # reported by the source's own check
-    return str(files[0]) if len(files) == 1 else None
 
 
 def _resample_format(op: str, values: dict[str, Any], given: set[str],
@@ -249,11 +236,12 @@ def codec_of(op: str, values: dict[str, Any]) -> str:
 
 
 def infer_output_format(op: str, kind: str, values: dict[str, Any], given: set[str],
-                        in_fmt: StaticFormat) -> StaticFormat:
+                        in_fmt: StaticFormat, files: list | None = None) -> StaticFormat:
     """What a stage gives (PCM outputs only), from its parameters (`values`, defaults filled
-    in; `given`: the keys the config sets) and what it takes."""
+    in; `given`: the keys the config sets) and what it takes; `files`: a source's input
+    files as validation listed them (StageInfo.input_files), None when it has none."""
     if kind == "source":
-        return _source_format(op, values, given)
+        return _source_format(op, values, given, files)
     if kind == "decoder":
         fixed = _format_param(op, values, "output_format")
         return fixed or StaticFormat.unknown(f"decoded by {op}: known only at run time")

@@ -547,8 +547,10 @@ def _check_formats(info: StageInfo, in_formats: list[tuple[StageInfo, StaticForm
             elif mismatch:    # separate streams, one node each: the format is per stream
                 merged = StaticFormat.unknown("inputs differ")
         merged = merged.intersect(required)
+    found = info.input_files if info.kind == "source" else None
     info.output_format = infer_output_format(info.op, info.kind, info.values,
-                                             set(info.params), merged)
+                                             set(info.params), merged,
+                                             found[0] if found else None)
 
 
 def _input_path(info: StageInfo, upstream: str) -> tuple:
