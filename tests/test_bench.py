@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -115,3 +116,15 @@ def test_unknown_benchmark_name_is_refused_before_anything_runs(tmp_path: Path) 
     with pytest.raises(BenchError, match=r"unknown benchmark\(s\) nope; known: encoders, "):
         run_bench(quick=True, only=["nope"], out_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_scaling_runs_the_replica_settings_asked_for_and_refuses_others() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_scaling import replica_settings
+
+    assert replica_settings("1,2,auto") == [1, 2, "auto"]
+    assert replica_settings(" auto ") == ["auto"]
+    for bad in ("0", "x", "2,", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a replica count >= 1 "
+                                                             "or 'auto'"):
+            replica_settings(bad)
