@@ -71,7 +71,7 @@ class WorkerReport:
     busy_seconds: float = 0.0
     blocked_seconds: float = 0.0
     busy_percent: float = 0.0
-    cpu_seconds: float = 0.0      # CPU time of the worker process (all its threads) in the run
+    cpu_seconds: float = 0.0      # CPU time of the worker process (all threads), start-up included
     errors_skipped: int = 0
     streams_open: int = 0
     queue_depth: int = 0          # upstream sent - received, at the latest stats
