@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
             {"name": "tone", "op": "tone", "params": {"seconds": 0.1}},
             {"name": "sink", "op": "null_sink"}]})
         bases, runs = [], {str(s): [] for s in settings}
-        references: dict[str, list[dict]] = {"PyAV loops": [], "in-process chains": []}
         works = {"PyAV loops": pyav_loops, "in-process chains": inprocess_chain}
+        references: dict[str, list[dict]] = {label: [] for label in works}
         subjects: list[int | str] = [*references, *settings]
         for i in range(repeat):  # interleaved: machine load hits all alike
             bases.append(baseline(paths, tmp / f"base{i}"))
