@@ -8,6 +8,7 @@ min/median/max over repetitions, and writes ``benchmarks/results/NAME.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -18,9 +19,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RESULTS_DIR", "machine_info", "machine_busy_seconds", "spread", "write_results",
-           "print_table",
-           "resolve_config", "run_engine", "run_inprocess", "size_parser", "repetitions"]
+__all__ = ["RESULTS_DIR", "machine_info", "machine_busy_seconds", "spread", "paired",
+           "bracketed", "write_results", "print_table", "resolve_config", "run_engine",
+           "run_inprocess", "size_parser", "repetitions"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -93,6 +94,17 @@ def paired(values: Iterable[float], baselines: Iterable[float]) -> dict[str, flo
     """min / median / max of each repetition's value over the same repetition's baseline:
     interleaved runs share the machine's slow spells, medians taken apart do not."""
     return spread(v / b for v, b in zip(values, baselines, strict=True))
+
+
+def bracketed(baselines: Sequence[dict[str, Any]], keys: Iterable[str]) -> list[dict[str, float]]:
+    """Repetition i's baseline from the baseline runs just before (i) and just after it
+    (i + 1), the mean of each of `keys`: a benchmark runs one baseline more than it has
+    repetitions. The machine's speed drifts over a repetition (the CPU time of the same work
+    by up to 20 % within minutes on the 2-core VM), and a drift that runs one way cancels
+    between the two."""
+    keys = tuple(keys)
+    return [{key: (before[key] + after[key]) / 2 for key in keys}
+            for before, after in itertools.pairwise(baselines)]
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

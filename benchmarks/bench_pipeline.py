@@ -20,7 +20,8 @@ Each chain runs three ways, interleaved: in one process (the Runner), with a
 worker process per stage, and with `fuse: auto` (the planner's groups: as
 many workers as cores, balanced by the operators' cost hints; the "layout"
 lines say which). For every chain the table gives the speed-ups over the
-in-process runs they were interleaved with (min / median), the best speed-up
+in-process runs they were interleaved with (min / median; each repetition
+runs between two in-process runs and is set against their mean), the best speed-up
 two cores allow with the stage costs measured in one process (busy seconds),
 total / max(busiest stage, total / 2), and with those stages in two contiguous
 groups (what `fuse: auto` can reach: total / the costliest group), and CPU: the workers' CPU time
@@ -57,8 +58,8 @@ from flowengine.engine.worker.forkserver import PRELOAD_MODULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import machine_busy_seconds, print_table, repetitions, resolve_config, \
-    run_engine, run_inprocess, size_parser, spread, write_results  # noqa: E402
+from _bench_common import bracketed, machine_busy_seconds, print_table, repetitions, \
+    resolve_config, run_engine, run_inprocess, size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
 # In one process (the Runner), a worker process per stage, the planner's groups (fuse: auto).
@@ -167,7 +168,8 @@ def layout(config: dict) -> list[str]:
 
 
 def engine_figures(runs: list[dict], inproc: list[dict], fixed_s: float) -> dict:
-    """One engine layout's figures against the in-process runs they were interleaved with."""
+    """One engine layout's figures against the in-process runs they were interleaved with
+    (per repetition, the mean of the runs before and after it: `bracketed`)."""
     median = len(runs) // 2
     return {"wall_s": spread(r["wall_s"] for r in runs),
             "report_wall_s": spread(r["report_wall_s"] for r in runs),
@@ -188,12 +190,19 @@ def engine_figures(runs: list[dict], inproc: list[dict], fixed_s: float) -> dict
 
 
 def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> dict:
+    def run(mode: str, i: int) -> None:
+        config = chain(name, source, tmp / f"{name}-{mode}-{i}.mp3", fuse=mode == "auto")
+        runs[mode].append(measure(config, engine=mode != "in_process"))
+
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    engines = [mode for mode in MODES if mode != "in_process"]
+    run("in_process", 0)
     for i in range(repeat):  # interleaved, so a change of machine load hits every mode alike
-        for mode in MODES:
-            config = chain(name, source, tmp / f"{name}-{mode}-{i}.mp3", fuse=mode == "auto")
-            runs[mode].append(measure(config, engine=mode != "in_process"))
+        for mode in engines[i % 2:] + engines[:i % 2]:     # neither always first
+            run(mode, i)
+        run("in_process", i + 1)    # each repetition between two in-process runs
     inproc = runs["in_process"]
+    around = bracketed(inproc, ("wall_s", "cpu_s"))
     median = len(inproc) // 2
     return {"chain": name, "repeat": repeat, "audio_s": inproc[median]["audio_s"],
             "in_process": {
@@ -204,8 +213,8 @@ def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> di
                 "best_two_groups": spread(best_grouped(r["busy_s"]) for r in inproc),
                 "load_1min": spread((r["load_1min"] for r in inproc), digits=2),
                 "others_cpu_s": others(inproc)},
-            "processes": engine_figures(runs["processes"], inproc, fixed_s),
-            "auto": {**engine_figures(runs["auto"], inproc, fixed_s),
+            "processes": engine_figures(runs["processes"], around, fixed_s),
+            "auto": {**engine_figures(runs["auto"], around, fixed_s),
                      "layout": layout(chain(name, source, tmp / "plan.mp3", fuse=True))}}
 
 

@@ -48,7 +48,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import RESULTS_DIR, paired, print_table, repetitions, run_engine, \
+from _bench_common import RESULTS_DIR, bracketed, paired, print_table, repetitions, run_engine, \
     run_inprocess, size_parser, spread, write_results  # noqa: E402
 
 BLOCK = 4096
@@ -109,15 +109,6 @@ def baseline(paths: list[Path], out_dir: Path) -> dict:
     wall = time.perf_counter() - start
     return {"wall_s": wall, "audio_s": audio, "throughput": audio / wall,
             "cpu_s": cpu_seconds() - cpu}
-
-
-def bracketing(bases: list[dict]) -> list[dict]:
-    """Repetition i's baseline from the runs just before (i) and just after it (i + 1): the
-    machine's speed drifts over a repetition (a minute here) by more than the engine's own
-    cost, and a drift that runs one way cancels between the two."""
-    return [{"throughput": 2 * before["audio_s"] / (before["wall_s"] + after["wall_s"]),
-             "cpu_s": (before["cpu_s"] + after["cpu_s"]) / 2}
-            for before, after in zip(bases, bases[1:])]
 
 
 def chain_stages(paths: str | list[str], out_dir: Path, **heavy: object) -> list[dict]:
@@ -239,7 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[str(subject)].append(engine_run(str(tmp / "in" / "*.mp3"), out, subject))
         bases.append(baseline(paths, tmp / f"base{repeat}"))
     base = spread(b["throughput"] for b in bases)
-    around = bracketing(bases)    # each repetition's baseline
+    # Each repetition's baseline: the runs before and after it (throughput from their walls).
+    around = [{"throughput": bases[0]["audio_s"] / b["wall_s"], "cpu_s": b["cpu_s"]}
+              for b in bracketed(bases, ("wall_s", "cpu_s"))]
 
     def over(entries: list[dict], baselines: list[dict], key: str = "throughput") -> dict:
         return paired((e[key] for e in entries), (b[key] for b in baselines))
