@@ -190,15 +190,17 @@ def engine_figures(runs: list[dict], inproc: list[dict], fixed_s: float) -> dict
 
 
 def bench(name: str, source: Path, tmp: Path, repeat: int, fixed_s: float) -> dict:
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    engines = [mode for mode in MODES if mode != "in_process"]
+
     def run(mode: str, i: int) -> None:
         config = chain(name, source, tmp / f"{name}-{mode}-{i}.mp3", fuse=mode == "auto")
         runs[mode].append(measure(config, engine=mode != "in_process"))
 
-    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
-    engines = [mode for mode in MODES if mode != "in_process"]
     run("in_process", 0)
     for i in range(repeat):  # interleaved, so a change of machine load hits every mode alike
-        for mode in engines[i % 2:] + engines[:i % 2]:     # neither always first
+        turn = i % len(engines)
+        for mode in engines[turn:] + engines[:turn]:     # none always first
             run(mode, i)
         run("in_process", i + 1)    # each repetition between two in-process runs
     inproc = runs["in_process"]
